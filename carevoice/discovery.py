@@ -1,0 +1,167 @@
+"""Turn the paths a user named into a sorted, de-duplicated list of jobs, and decide output names.
+
+Folders are walked (recursively by default) with an extension allow-list; a file named
+explicitly is always tried. Hidden files and folders are skipped, symlinked folders are
+followed once (loops cannot hang), and two inputs that would write the same outputs are
+reported instead of clobbering each other.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AUDIO_EXTENSIONS = frozenset(
+    {
+        "wav", "wave", "mp3", "m4a", "mp4", "aac", "ogg", "oga", "opus", "webm", "flac", "amr", "3gp",
+        "3g2", "mkv", "mka", "mov", "wma", "caf", "aif", "aiff", "aifc", "au", "m4b", "weba", "spx",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input to transcribe.
+
+    Attributes:
+        source: The input file as the user named it (or as found in a folder).
+        output_stem: Output path without extension; writers add ``.txt``, ``.srt``, ...
+        display: The short name used in messages and reports.
+    """
+
+    source: Path
+    output_stem: Path
+    display: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An input that cannot become a job, with the one-line reason and what to do."""
+
+    path: Path
+    message: str
+
+
+@dataclass
+class Discovery:
+    """What discovery found: jobs to run and problems to report."""
+
+    jobs: list[Job] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
+    """Audio files under root; follows symlinked folders at most once each (by device+inode)."""
+    found: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            problems.append(Problem(folder, f"cannot read folder ({exc.strerror}) — check the path and permissions"))
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            continue  # a symlink loop or a second link to the same folder
+        seen_dirs.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(Problem(folder, f"cannot list folder ({exc.strerror}) — check its permissions"))
+            continue
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            path = Path(entry.path)
+            try:
+                mode = os.stat(path).st_mode  # follows symlinks
+            except OSError:
+                if entry.is_symlink() and _has_audio_extension(path):
+                    problems.append(Problem(path, "broken symbolic link — fix or remove the link"))
+                continue
+            if stat.S_ISDIR(mode):
+                if recursive:
+                    pending.append(path)
+            elif _has_audio_extension(path):
+                if stat.S_ISREG(mode):
+                    found.append(path)
+                else:
+                    problems.append(Problem(path, "not a regular file (pipe, socket or device) — skipped"))
+    return found
+
+
+def _has_audio_extension(path: Path) -> bool:
+    return path.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+
+
+def _output_stem(source: Path, root: Path | None, output_dir: Path | None) -> Path:
+    if output_dir is None:
+        return source.with_suffix("")
+    relative = source.relative_to(root) if root is not None else Path(source.name)
+    # relative never holds '..' (it comes from walking below root), so outputs stay under output_dir.
+    return output_dir / relative.with_suffix("")
+
+
+def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursive: bool = True) -> Discovery:
+    """Expand files and folders into jobs.
+
+    Args:
+        inputs: Files and folders as the user named them.
+        output_dir: Mirror outputs under this folder instead of next to each input.
+        recursive: Walk sub-folders.
+
+    Returns:
+        Jobs sorted by path and de-duplicated (the same file named twice runs once), and
+        problems: missing inputs, unreadable folders, broken links, special files, and
+        inputs whose outputs would collide.
+    """
+    result = Discovery()
+    candidates: list[tuple[Path, Path | None]] = []  # (file, folder it was found under)
+    for given in inputs:
+        try:
+            mode = os.stat(given).st_mode
+        except OSError as exc:
+            reason = "broken symbolic link" if given.is_symlink() else (exc.strerror or "cannot access").lower()
+            result.problems.append(Problem(given, f"{reason} — check the path"))
+            continue
+        if stat.S_ISDIR(mode):
+            candidates.extend((f, given) for f in _walk(given, recursive, result.problems))
+        elif stat.S_ISREG(mode):
+            candidates.append((given, None))
+        else:
+            result.problems.append(Problem(given, "not a regular file (pipe, socket or device) — name an audio file"))
+
+    seen_files: set[Path] = set()
+    by_stem: dict[Path, list[Job]] = {}
+    for source, root in candidates:
+        key = Path(os.path.realpath(source))
+        if key in seen_files:
+            continue
+        seen_files.add(key)
+        stem = _output_stem(source, root, output_dir)
+        display = str(source)
+        by_stem.setdefault(Path(os.path.normpath(stem)), []).append(Job(source, stem, display))
+
+    for stem, jobs in by_stem.items():
+        if len(jobs) == 1:
+            result.jobs.append(jobs[0])
+            continue
+        names = ", ".join(j.display for j in jobs)
+        for job in jobs:
+            result.problems.append(
+                Problem(
+                    job.source,
+                    f"outputs would collide with another input ({names} all write {stem.name}.*) — "
+                    "rename one, or transcribe them separately with different --output-dir",
+                )
+            )
+    result.jobs.sort(key=lambda j: str(j.source))
+    result.problems.sort(key=lambda p: str(p.path))
+    return result

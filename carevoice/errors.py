@@ -1,0 +1,75 @@
+"""The CareVoice exception hierarchy and the process exit codes it maps to.
+
+Core modules raise these; only `cli` turns them into messages and exit codes.
+Messages never contain transcript text: they name a file, what happened and what to do.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit status of every `carevoice` command."""
+
+    OK = 0
+    FAILED = 1  # some files (or checks) failed; the rest finished
+    USAGE = 2  # bad options, or nothing to do
+    SETUP = 3  # ffmpeg, the model or CUDA is unusable
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
+
+
+class CareVoiceError(Exception):
+    """Base class: a failure CareVoice expected and can explain in one line.
+
+    Args:
+        message: What happened (no transcript text).
+        hint: What the user should do about it.
+    """
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class UsageError(CareVoiceError):
+    """The command line itself is wrong (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class SetupError(CareVoiceError):
+    """The environment cannot run CareVoice: ffmpeg, model, CUDA (exit 3)."""
+
+    exit_code = ExitCode.SETUP
+
+
+class FileError(CareVoiceError):
+    """One input file failed; the batch goes on (exit 1 at the end)."""
+
+
+class AudioDecodeError(FileError):
+    """ffmpeg could not turn the file into audio samples."""
+
+
+class OutputError(FileError):
+    """An output file could not be written safely."""
+
+
+class EngineError(FileError):
+    """Inference failed for the chunks of one file (e.g. out of memory after retries)."""
+
+
+class Interrupted(CareVoiceError):
+    """The run was stopped by a signal; what finished is kept."""
+
+    def __init__(self, exit_code: ExitCode) -> None:
+        super().__init__("interrupted", "rerun the same command to finish the missing files")
+        self.exit_code = exit_code

