@@ -39,6 +39,9 @@ MAX_CHUNK_S = 30.0
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0
 NO_SPEECH_LIMIT = 0.6
+# Above this no-speech probability a chunk is checked with VAD before its text is kept.
+SUSPECT_NO_SPEECH = 0.2
+REDECODE_SEED = 20_261_128
 # Ordinary speech stays below ~8 text tokens per second even in CJK; loops run far above it.
 TOKENS_PER_SECOND_LIMIT = 15.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -117,6 +120,27 @@ def cuda_device_count() -> int:
         return int(ctranslate2.get_cuda_device_count())
     except Exception:  # a broken CUDA install must read as "no GPU", not crash
         return 0
+
+
+def backend_problem() -> str | None:
+    """Import faster_whisper and ctranslate2: None when both import, else which failed and why (one line)."""
+    for name in ("ctranslate2", "faster_whisper"):
+        try:
+            __import__(name)
+        except Exception as exc:  # ImportError, or an OSError from a broken native library underneath
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            return f"{name} cannot be imported ({type(exc).__name__}: {reason})"
+    return None
+
+
+def cuda_compute_types() -> frozenset[str]:
+    """Compute types CTranslate2 supports on CUDA device 0 (empty when it has no usable CUDA device)."""
+    try:
+        import ctranslate2
+
+        return frozenset(ctranslate2.get_supported_compute_types("cuda"))
+    except Exception:  # raises when the driver is missing or too old
+        return frozenset()
 
 
 def resolve_device(requested: Device) -> tuple[str, str]:
@@ -291,8 +315,12 @@ class Engine:
             avg_logprob = gen.scores[0] * len(tokens) / (len(tokens) + 1)
             text_tokens = [t for t in tokens if t < tok.eot]
             text = tok.decode(text_tokens)
-            if gen.no_speech_prob > NO_SPEECH_LIMIT and avg_logprob < LOGPROB_LIMIT:
-                results[i] = ItemResult(lang, prob, [])  # silence: Whisper's own no-speech rule
+            if (gen.no_speech_prob > NO_SPEECH_LIMIT and avg_logprob < LOGPROB_LIMIT) or (
+                gen.no_speech_prob > SUSPECT_NO_SPEECH and not detect_speech(item.samples)
+            ):
+                # Whisper's own no-speech rule, or doubt confirmed by VAD: silence and noise
+                # must give no text rather than "Thank you for watching".
+                results[i] = ItemResult(lang, prob, [])
                 continue
             if looks_degenerate(text, len(text_tokens), item.duration_s, avg_logprob, gen.no_speech_prob):
                 results[i] = self._redecode(item, lang, prob, options)
@@ -365,6 +393,10 @@ class Engine:
 
     def _redecode(self, item: EngineItem, lang: str, prob: float, options: DecodeSettings) -> ItemResult:
         """Decode one chunk the safe way: full window, temperature fallback (sequential faster-whisper)."""
+        import ctranslate2
+
+        # Fallback temperatures sample: a fixed seed keeps reruns byte-identical.
+        ctranslate2.set_random_seed(REDECODE_SEED)
         segments, _ = self.model.transcribe(
             item.samples,
             language=lang if self.is_multilingual else None,

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio
+from carevoice.chinese import convert_transcript, load_converter
 from carevoice.discovery import Job
 from carevoice.engine import MAX_CHUNK_S, Engine, EngineItem, EngineOutOfMemory, ItemResult, SpeechSpan, detect_speech
-from carevoice.errors import CareVoiceError, EngineError, FileError
+from carevoice.errors import CareVoiceError, EngineError, FileError, SetupError
 from carevoice.scheduler import BatchScheduler, window_frames
-from carevoice.settings import TranscribeSettings
+from carevoice.settings import Device, TranscribeSettings
 from carevoice.transcript import Segment, Transcript, Word
 from carevoice.writers import foreign_outputs, is_finished, remove_stale_temp_files, write_outputs
 
@@ -107,14 +108,10 @@ class RunStats:
     audio_done_s: float = 0.0
 
 
-def plan_chunks(duration_samples: int, speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
-    """Chunks of at most 30 s: the whole file when it is that short and has speech, else speech
-    spans merged greedily while the merged stretch fits in 30 s (silence between them stays in)."""
-    if not speech:
-        return ()
+def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
+    """Chunks of at most 30 s for a long file: speech spans merged greedily while the merged
+    stretch fits in 30 s (the silence between them stays in, so times map back by an offset)."""
     limit = int(MAX_CHUNK_S * SAMPLE_RATE_HZ)
-    if duration_samples <= limit:
-        return (SpeechSpan(0, duration_samples),)
     chunks: list[SpeechSpan] = []
     for span in speech:
         for start in range(span.start, span.end, limit):  # VAD spans are <= 30 s; this is a guard
@@ -133,7 +130,11 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
         FileError: the file cannot be decoded.
     """
     samples = decode_audio(job.source, ffmpeg)
-    return Prepared(job, samples, plan_chunks(len(samples), detect_speech(samples)))
+    if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
+        # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
+        # checks chunks that might be silence with VAD after decoding anyway.
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
+    return Prepared(job, samples, plan_chunks(detect_speech(samples)))
 
 
 def plan_jobs(
@@ -322,6 +323,7 @@ class Transcriber:
 
     def _finish(self, state: _FileState) -> FileResult:
         transcript = _assemble(state, self.engine, self.settings, self.options)
+        transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
         try:
             outputs = write_outputs(state.job.output_stem, self.settings.formats, transcript, self.fingerprint)
         except FileError as exc:
@@ -385,7 +387,15 @@ def start_run(settings: TranscribeSettings) -> Run:
     settled = sorted(problems + settled, key=lambda r: str(r.source))
     if not jobs:
         return Run(settings, settled, [], None)
+    load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
     ffmpeg = find_ffmpeg()
     device, note = resolve_device(settings.engine.device)
-    engine = Engine.load(settings.engine, ref, device)
+    try:
+        engine = Engine.load(settings.engine, ref, device)
+    except SetupError as exc:
+        if settings.engine.device is not Device.AUTO or device == "cpu":
+            raise
+        # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
+        engine = Engine.load(settings.engine, ref, "cpu")
+        note = f"auto: CUDA unusable ({exc.message}), fell back to CPU"
     return Run(settings, settled, jobs, Transcriber(settings, engine, ffmpeg, fingerprint), note)

@@ -130,8 +130,10 @@ def summary_line(summary: RunSummary) -> str:
     rate = summary.count(FileStatus.DONE) / summary.wall_s if summary.wall_s > 0 else 0.0
     tail = (
         f"{summary.audio_s / 3600:.3f} h audio in {summary.wall_s:.1f} s · "
-        f"{summary.rtfx:.1f}× real time · {rate:.2f} files/s · {summary.device}, {summary.model}"
+        f"{summary.rtfx:.1f}× real time · {rate:.2f} files/s"
     )
+    if summary.device:
+        tail += f" · {summary.device}, {summary.model}"
     head = "[yellow]interrupted[/yellow]: " if summary.interrupted else ""
     return f"{head}{', '.join(parts)} · {tail}"
 

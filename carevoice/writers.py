@@ -106,19 +106,29 @@ def _cues_from_words(words: tuple[Word, ...]) -> list[Cue]:
 
 
 def _cues_without_words(segment: Segment) -> list[Cue]:
-    """Split a segment with no word timings evenly by characters (time shared in proportion)."""
+    """Split a segment with no word timings, filling each cue up to the limits; time is shared in
+    proportion to characters. Text is split at spaces, or between characters for scripts written
+    without spaces (CJK); a lone ASCII word is never cut."""
     text = segment.text.strip()
-    duration = max(segment.end_s - segment.start_s, 0.0)
-    pieces = max(1, int(-(-duration // MAX_CUE_S)), int(-(-len(text) // MAX_CUE_CHARS)))
-    tokens = text.split(" ") if " " in text else list(text)
-    joiner = " " if " " in text else ""
-    per_piece = -(-len(tokens) // pieces)
+    joiner = " " if " " in text or text.isascii() else ""
+    tokens = text.split() if joiner else list(text)
+    text = joiner.join(tokens)
+    start_ms = to_ms(segment.start_s)
+    ms_per_char = max(to_ms(segment.end_s) - start_ms, 0) / len(text)
+    pieces: list[list[str]] = [[]]
+    for token in tokens:
+        shown = len(joiner.join([*pieces[-1], token]))
+        # A separator's time belongs to the cue before it, so cues meet without gaps.
+        if pieces[-1] and (shown > MAX_CUE_CHARS or (shown + len(joiner)) * ms_per_char > MAX_CUE_S * 1000):
+            pieces.append([])
+        pieces[-1].append(token)
     cues = []
-    for i in range(0, len(tokens), per_piece):
-        part = joiner.join(tokens[i : i + per_piece])
-        start = segment.start_s + duration * i / len(tokens)
-        end = segment.start_s + duration * min(len(tokens), i + per_piece) / len(tokens)
-        cues.append(Cue(to_ms(start), to_ms(end), part))
+    offset = 0  # characters before the piece, separators included
+    for piece in pieces:
+        part = joiner.join(piece)
+        following = min(offset + len(part) + len(joiner), len(text))
+        cues.append(Cue(start_ms + round(offset * ms_per_char), start_ms + round(following * ms_per_char), part))
+        offset = following
     return cues
 
 
@@ -129,10 +139,12 @@ def subtitle_cues(transcript: Transcript) -> list[Cue]:
         if not segment.text.strip():
             continue
         cues.extend(_cues_from_words(segment.words) if segment.words else _cues_without_words(segment))
-    # Overlaps confuse players: a cue ends no later than the next one starts.
+    # Overlaps confuse players: a cue ends no later than the next one starts. A single word or
+    # token can still outlast MAX_CUE_S (an aligner stretching a word over a pause): cut it.
     fixed = []
     for cue, following in zip(cues, cues[1:] + [None]):
         end = min(cue.end_ms, following.start_ms) if following else cue.end_ms
+        end = min(end, cue.start_ms + round(MAX_CUE_S * 1000))
         fixed.append(Cue(cue.start_ms, max(end, cue.start_ms + 1), cue.text))
     return fixed
 

@@ -1,0 +1,95 @@
+"""Shared fixtures: real ffmpeg, real offline models, real audio. Nothing here needs a network or a GPU."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import pytest
+from typer.testing import CliRunner
+
+from carevoice.audio import Ffmpeg, find_ffmpeg
+from carevoice.cli import app
+
+DATA_DIR = Path(__file__).parent / "data"
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Models are assembled into a per-session cache, never the user's."""
+    os.environ["CAREVOICE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a test must never reach a model hub
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_bin() -> Ffmpeg:
+    return find_ffmpeg()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not (CORPUS_DIR / "manifest.tsv").is_file():
+        pytest.fail(f"shared corpus missing at {CORPUS_DIR}: CI and development machines have it")
+    return CORPUS_DIR
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+@pytest.fixture(scope="session")
+def references() -> dict[str, dict[str, str]]:
+    """tests/data/manifest.tsv rows by file name (reference text, language, licence)."""
+    return {row["file"]: row for row in read_manifest(DATA_DIR / "manifest.tsv")}
+
+
+def encode(ffmpeg: Ffmpeg, source: Path, target: Path, *codec_args: str) -> Path:
+    """Re-encode audio with the real ffmpeg (test setup only)."""
+    subprocess.run(
+        [ffmpeg.path, "-nostdin", "-v", "error", "-y", "-i", str(source), *codec_args, str(target)], check=True
+    )
+    return target
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def invoke_cli(*args: object) -> CliResult:
+    """Invoke `carevoice` in-process (usable from session-scoped fixtures too)."""
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., CliResult]:
+    """Invoke `carevoice` in-process; returns exit code, stdout and stderr separately."""
+    return invoke_cli
+
+
+def normalised_words(text: str) -> list[str]:
+    """Lowercase words without punctuation, for WER comparisons ("Cold-hearted," -> cold hearted)."""
+    text = re.sub(r"['’]", "", text.lower())
+    return re.sub(r"[^\w\s]", " ", text).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER after normalised_words on both sides."""
+    return float(jiwer.wer(" ".join(normalised_words(reference)), " ".join(normalised_words(hypothesis))))
