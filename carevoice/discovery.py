@@ -8,6 +8,7 @@ reported instead of clobbering each other.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class Discovery:
     problems: list[Problem] = field(default_factory=list)
 
 
+def path_text(path: Path | str) -> str:
+    """A path (or a message holding one) as text any UTF-8 stream and JSON accept.
+
+    Names that are not valid UTF-8 reach Python as lone surrogates, which cannot be encoded: their
+    bytes are shown as ``\\udcXX`` escapes instead of crashing the report.
+    """
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
@@ -82,9 +92,9 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
             path = Path(entry.path)
             try:
                 mode = os.stat(path).st_mode  # follows symlinks
-            except OSError:
+            except OSError as exc:
                 if entry.is_symlink() and _has_audio_extension(path):
-                    problems.append(Problem(path, "broken symbolic link — fix or remove the link"))
+                    problems.append(Problem(path, f"{_broken_link(exc)} — fix or remove the link"))
                 continue
             if stat.S_ISDIR(mode):
                 if recursive:
@@ -95,6 +105,10 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 else:
                     problems.append(Problem(path, "not a regular file (pipe, socket or device) — skipped"))
     return found
+
+
+def _broken_link(exc: OSError) -> str:
+    return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
 
 
 def _has_audio_extension(path: Path) -> bool:
@@ -128,7 +142,7 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
         try:
             mode = os.stat(given).st_mode
         except OSError as exc:
-            reason = "broken symbolic link" if given.is_symlink() else (exc.strerror or "cannot access").lower()
+            reason = _broken_link(exc) if given.is_symlink() else (exc.strerror or "cannot access").lower()
             result.problems.append(Problem(given, f"{reason} — check the path"))
             continue
         if stat.S_ISDIR(mode):
@@ -140,7 +154,9 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
 
     seen_files: set[Path] = set()
     by_stem: dict[Path, list[Job]] = {}
-    for source, root in candidates:
+    # A file named both on its own and inside a named folder keeps its place in the folder's
+    # mirror under --output-dir, whatever the order of the arguments.
+    for source, root in sorted(candidates, key=lambda candidate: candidate[1] is None):
         key = Path(os.path.realpath(source))
         if key in seen_files:
             continue

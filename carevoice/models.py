@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def _digest_of(paths: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def _is_complete(model_dir: Path, model_bin_size: int) -> bool:
+    model_bin = model_dir / "model.bin"
+    return model_bin.is_file() and model_bin.stat().st_size == model_bin_size and all(
+        (model_dir / name).is_file() for name in MODEL_FILES
+    )
+
+
 def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Path) -> Path:
     """Concatenate model.bin halves once into ``cache_dir`` and return the model directory.
 
@@ -67,7 +75,7 @@ def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Pa
     """
     expected = sum(p.stat().st_size for p in parts)
     target = cache_dir / "models" / f"whisper-base-{_digest_of(parts)}"
-    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == expected:
+    if _is_complete(target, expected):
         return target
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -86,8 +94,12 @@ def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Pa
         try:
             os.replace(tmp, target)
         except OSError:
-            if not (target / "model.bin").is_file():  # lost a race only if the winner finished
-                raise
+            # The target folder exists: another run finished first (keep its copy), or an
+            # earlier copy is damaged (its size is wrong): replace it.
+            if _is_complete(target, expected):
+                return target
+            shutil.rmtree(target)
+            os.replace(tmp, target)
     except OSError as exc:
         raise SetupError(
             f"cannot assemble the default model in {cache_dir} ({exc.strerror})",
@@ -126,7 +138,10 @@ def resolve_model(name: str, cache_dir: Path) -> ModelRef:
         SetupError: a path that is not a model directory.
     """
     path = Path(name).expanduser()
-    if path.is_dir():
+    looks_like_path = os.sep in name or name.startswith((".", "~"))
+    # A bare name is a model name unless that folder really holds a model: a folder called
+    # "base" in the current directory must not hide the packaged base model.
+    if path.is_dir() and (looks_like_path or (path / "model.bin").is_file()):
         if not (path / "model.bin").is_file():
             raise SetupError(
                 f"{path} has no model.bin",

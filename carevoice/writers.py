@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carevoice import __version__
+from carevoice import __version__, interrupts
 from carevoice.errors import OutputError
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
@@ -321,13 +321,17 @@ def write_outputs(
             "previous_sha256": previous if ours else None,
         }
     record = {"version": RECORD_VERSION, "complete": False, "fingerprint": fingerprint, "outputs": outputs}
+    # ASCII JSON: a file name that is not valid UTF-8 is kept as \udcXX escapes instead of failing to encode.
+    # Ctrl-C and SIGTERM wait until this file's outputs are all written (a few fsyncs), so an
+    # interrupted run leaves each file's outputs whole or absent.
     try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(record_path(stem), json.dumps(record, ensure_ascii=False).encode("utf-8"))
-        for fmt, data in rendered.items():
-            atomic_write(output_path(stem, fmt), data)
-        record["complete"] = True
-        atomic_write(record_path(stem), json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        with interrupts.deferred():
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(record_path(stem), json.dumps(record).encode("ascii"))
+            for fmt, data in rendered.items():
+                atomic_write(output_path(stem, fmt), data)
+            record["complete"] = True
+            atomic_write(record_path(stem), json.dumps(record).encode("ascii"))
     except OSError as exc:
         raise OutputError(
             f"cannot write outputs in {stem.parent} ({exc.strerror or type(exc).__name__})",
