@@ -6,7 +6,6 @@ needs a model, so `--help` is instant and `doctor` works when they are broken.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 import traceback as tb
@@ -14,21 +13,27 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
-from carevoice import __version__
+from carevoice import __version__, interrupts
+from carevoice.chinese import ZhScript
 from carevoice.errors import CareVoiceError, ExitCode, Interrupted
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
+    DEFAULT_GPU_PROBE_TIMEOUT_S,
     DEFAULT_MODEL,
     ENV_DEVICE,
     ENV_MODEL,
     SUBTITLE_FORMATS,
+    BenchSettings,
     DecodeSettings,
     Device,
+    DoctorSettings,
     EngineSettings,
     OutputFormat,
     Task,
     TranscribeSettings,
+    parse_devices,
     parse_formats,
 )
 
@@ -56,26 +61,31 @@ def _root(
     """CareVoice command-line tool."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Interrupted(ExitCode.TERMINATED)
-
-
 def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-def]
     """Run a command body, mapping every expected failure to one clean line and an exit code."""
-    from carevoice.report import stderr_console
+    # SIGINT -> KeyboardInterrupt, SIGTERM -> Interrupted; both held while a file's outputs are written.
+    restore_signals = interrupts.install()
+    try:
+        from carevoice.report import stderr_console  # imports the pipeline: long enough to be interrupted
 
-    console = stderr_console()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        console = stderr_console()
+    except (Interrupted, KeyboardInterrupt) as exc:  # nothing has started yet
+        restore_signals()
+        print(f"interrupted: {Interrupted.hint}", file=sys.stderr)
+        return int(exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED)
+    except BaseException:
+        restore_signals()
+        raise
     try:
         return int(body(console))
-    except Interrupted as exc:
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.INTERRUPTED)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        # Only interrupts outside the per-file loop get here (that loop prints its own summary).
+        console.print(f"[yellow]interrupted[/yellow]: {Interrupted.hint}", highlight=False)
+        return int(exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED)
     except CareVoiceError as exc:
         if show_traceback:
             console.print(tb.format_exc(), markup=False)
-        console.print(f"[red]error[/red]: {exc.message}", markup=True, highlight=False)
+        console.print(f"[red]error[/red]: {escape(exc.message)}", highlight=False)
         if exc.hint:
             console.print(f"  → {exc.hint}", markup=False)
         return int(exc.exit_code)
@@ -87,7 +97,7 @@ def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-d
         )
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signals()
 
 
 @app.command()
@@ -108,6 +118,14 @@ def transcribe(
     beam_size: Annotated[int, typer.Option("--beam-size", help="Beam search width.")] = DEFAULT_BEAM_SIZE,
     language: Annotated[Optional[str], typer.Option("-l", "--language", help="Language code (e.g. en, zh); default: detect per file.")] = None,
     task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
+    zh_script: Annotated[
+        ZhScript,
+        typer.Option(
+            "--zh-script",
+            help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
+            "hk = Traditional, Hong Kong; simplified.",
+        ),
+    ] = ZhScript.KEEP,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished files and replace existing outputs.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     decode_workers: Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")] = 0,
@@ -132,6 +150,7 @@ def transcribe(
                 beam_size=beam_size,
                 word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
                 batch_size=batch_size,
+                zh_script=zh_script,
             ),
             overwrite=overwrite,
             recursive=recursive,
@@ -151,7 +170,7 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     import json
 
     from carevoice.pipeline import FileStatus, start_run
-    from carevoice.report import ProgressView, RunSummary, summary_line, write_report
+    from carevoice.report import ProgressView, RunSummary, gpu_live_text, summary_line, write_report
 
     started = time.monotonic()
     run = start_run(settings)
@@ -162,17 +181,21 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
         if not quiet:
             console.print(
                 f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({run.device_note}); "
-                f"model {engine.ref.model_id} from {engine.ref.origin}[/dim]"
+                f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}[/dim]"
             )
     code = ExitCode.OK
     with ProgressView(console, run.total, quiet) as view:
+        sampler = _start_gpu_sampler(run, view, console, quiet)
         try:
             for result in run.results():
                 summary.results.append(result)
-                view.update(result)
+                view.update(result, gpu_live_text(sampler.latest()) if sampler else "")
         except (KeyboardInterrupt, Interrupted) as exc:
             summary.interrupted = True
             code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+        finally:
+            if sampler is not None:
+                summary.extra["gpu"] = sampler.stop().to_dict()
     summary.wall_s = time.monotonic() - started
     if run.transcriber is not None:
         stats = run.transcriber.stats
@@ -185,6 +208,126 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     if code is ExitCode.OK and summary.count(FileStatus.FAILED):
         code = ExitCode.FAILED
     return code
+
+
+def _start_gpu_sampler(run, view, console, quiet: bool):  # type: ignore[no-untyped-def]
+    """NVML utilisation sampling while a CUDA run goes on (None on the CPU); live in the progress bar."""
+    from carevoice.gpu import GpuSampler, unavailable_message
+    from carevoice.report import gpu_live_text
+
+    if run.transcriber is None or run.transcriber.engine.device != "cuda":
+        return None
+    sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading))).start()
+    if not sampler.available and not quiet:
+        console.print(f"[dim]{escape(unavailable_message(sampler.reason))}: GPU utilisation not reported[/dim]")
+    return sampler
+
+
+@app.command()
+def doctor(
+    output_dir: Annotated[Path, typer.Argument(help="The folder transcripts will be written to (checked for write access and space).")] = Path("."),
+    model: Annotated[
+        str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="The model to check (as for transcribe).")
+    ] = DEFAULT_MODEL,
+    gpu_timeout: Annotated[
+        float, typer.Option("--gpu-timeout", help="Seconds the GPU inference test may take (it runs in a child process).")
+    ] = DEFAULT_GPU_PROBE_TIMEOUT_S,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON on stdout.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Only the sub-second checks (python, packages, ffmpeg, NVML, output folder).")
+    ] = False,
+    show_traceback: Annotated[bool, typer.Option("--traceback", help="Show the traceback of a check that crashed.")] = False,
+) -> None:
+    """Check that CareVoice works here: Python, packages, ffmpeg and Opus/AAC decoding, model, GPU, output folder.
+
+    Exit 0 when nothing failed (warnings allowed), 1 when a check failed.
+    """
+
+    def body(console):  # type: ignore[no-untyped-def]
+        import json
+
+        from carevoice.doctor import exit_status, run_checks
+        from carevoice.report import checks_to_dict, print_checks
+
+        settings = DoctorSettings(
+            output_dir=output_dir, engine=EngineSettings(model=model), gpu_timeout_s=gpu_timeout, quick=quick
+        )
+        settings.validate()
+        results = []
+        with console.status("checking…") as status:
+            for result in run_checks(settings):
+                results.append(result)
+                status.update(f"checked {result.name}…")
+        if show_traceback:
+            for result in results:
+                if result.trace:
+                    console.print(result.trace, markup=False)
+        print_checks(console, results)
+        if json_out:
+            typer.echo(json.dumps(checks_to_dict(results), ensure_ascii=False, indent=2))
+        return exit_status(results)
+
+    raise typer.Exit(run_guarded(body, show_traceback))
+
+
+@app.command()
+def bench(
+    paths: Annotated[
+        Optional[list[Path]], typer.Argument(help="Audio files and folders to time (default: the bundled sample).", show_default=False)
+    ] = None,
+    devices: Annotated[str, typer.Option("--devices", help="Comma list of devices to compare: cuda, cpu.")] = "cuda,cpu",
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per device (after one warm-up).")] = 3,
+    model: Annotated[str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder or name (as for transcribe).")] = DEFAULT_MODEL,
+    compute_type: Annotated[
+        Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Speech chunks per batch (default: 16 CUDA, 8 CPU).")] = None,
+    beam_size: Annotated[int, typer.Option("--beam-size", help="Beam search width.")] = DEFAULT_BEAM_SIZE,
+    language: Annotated[Optional[str], typer.Option("-l", "--language", help="Language code; default: detect per file.")] = None,
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps/--no-word-timestamps", help="Align words, as transcribe does for srt/vtt/json.")
+    ] = True,
+    compare: Annotated[bool, typer.Option("--compare", help="Add plain faster-whisper (WhisperModel.transcribe per file) rows.")] = False,
+    cpu_threads: Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")] = 0,
+    gpu_timeout: Annotated[
+        float, typer.Option("--gpu-timeout", help="Seconds the GPU check before the CUDA rows may take.")
+    ] = DEFAULT_GPU_PROBE_TIMEOUT_S,
+    json_out: Annotated[bool, typer.Option("--json", help="Print every timing, version and hardware fact as JSON on stdout.")] = False,
+    show_traceback: Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")] = False,
+) -> None:
+    """Time transcription of your files on each device (GPU vs CPU), optionally against plain faster-whisper.
+
+    Exit 0 when at least one device worked, 3 when none did.
+    """
+
+    def body(console):  # type: ignore[no-untyped-def]
+        from carevoice.bench import run_bench
+        from carevoice.report import bench_to_json, print_bench
+
+        settings = BenchSettings(
+            inputs=tuple(paths or ()),
+            devices=parse_devices(devices),
+            runs=runs,
+            engine=EngineSettings(model=model, compute_type=compute_type, cpu_threads=cpu_threads),
+            decode=DecodeSettings(
+                language=language.lower() if language else None,
+                beam_size=beam_size,
+                word_timestamps=word_timestamps,
+                batch_size=batch_size,
+            ),
+            compare=compare,
+            gpu_timeout_s=gpu_timeout,
+        )
+        result = run_bench(settings, say=lambda line: console.print(f"[dim]{escape(line)}[/dim]"))
+        print_bench(console, result)
+        if json_out:
+            typer.echo(bench_to_json(result))
+        if not result.any_device_works:
+            console.print("[red]error[/red]: no requested device could run the benchmark (see the table)")
+            return ExitCode.SETUP
+        return ExitCode.OK
+
+    raise typer.Exit(run_guarded(body, show_traceback))
 
 
 def main() -> None:

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 100  # mel frames
+TIME_PRECISION_S = 0.02  # one timestamp token
 WINDOW_FRAMES = 3000  # Whisper's 30 s encoder window
 MAX_CHUNK_S = 30.0
+VAD_BLOCK_S = 120.0  # voice activity detection runs over at most 2 minutes of audio at a time
 # Whisper's own thresholds (openai/whisper transcribe.py defaults).
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0
@@ -42,6 +44,9 @@ NO_SPEECH_LIMIT = 0.6
 # Above this no-speech probability a chunk is checked with VAD before its text is kept.
 SUSPECT_NO_SPEECH = 0.2
 REDECODE_SEED = 20_261_128
+# A decode that ends this long before its chunk does has the rest checked for speech by VAD.
+UNCOVERED_TAIL_S = 1.0
+TAIL_MARGIN_S = 0.3
 # Ordinary speech stays below ~8 text tokens per second even in CJK; loops run far above it.
 TOKENS_PER_SECOND_LIMIT = 15.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -165,12 +170,26 @@ def resolve_device(requested: Device) -> tuple[str, str]:
 
 
 def detect_speech(samples: np.ndarray) -> list[SpeechSpan]:
-    """Speech spans found by Silero VAD (faster-whisper's bundled model), each at most 30 s."""
+    """Speech spans found by Silero VAD (faster-whisper's bundled model), each at most 30 s.
+
+    Long audio goes through in blocks of VAD_BLOCK_S: faster-whisper's VAD pads and re-windows
+    its whole input, holding about three more copies of it (+690 MB measured for 1 h of audio,
+    +100 MB in blocks). Spans that meet at a block edge are joined again while they fit in one chunk.
+    """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     # min_silence 160 ms and max 30 s spans are faster-whisper's batched-pipeline settings.
     options = VadOptions(max_speech_duration_s=MAX_CHUNK_S, min_silence_duration_ms=160)
-    return [SpeechSpan(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(samples, options)]
+    block, limit = int(VAD_BLOCK_S * SAMPLE_RATE_HZ), int(MAX_CHUNK_S * SAMPLE_RATE_HZ)
+    spans: list[SpeechSpan] = []
+    for offset in range(0, len(samples), block):
+        for found in get_speech_timestamps(samples[offset : offset + block], options):
+            span = SpeechSpan(offset + int(found["start"]), offset + int(found["end"]))
+            if spans and span.start <= spans[-1].end and span.end - spans[-1].start <= limit:
+                spans[-1] = SpeechSpan(spans[-1].start, span.end)
+            else:
+                spans.append(span)
+    return spans
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -322,10 +341,12 @@ class Engine:
                 # must give no text rather than "Thank you for watching".
                 results[i] = ItemResult(lang, prob, [])
                 continue
-            if looks_degenerate(text, len(text_tokens), item.duration_s, avg_logprob, gen.no_speech_prob):
+            segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob, lang)
+            if looks_degenerate(text, len(text_tokens), item.duration_s, avg_logprob, gen.no_speech_prob) or (
+                self._speech_left_out(item, segments)
+            ):
                 results[i] = self._redecode(item, lang, prob, options)
                 continue
-            segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob, lang)
             if options.word_timestamps and segments:
                 aligned.setdefault(lang, []).append((i, segments))
             results[i] = ItemResult(lang, prob, [_to_segment(s, lang) for s in segments])
@@ -333,23 +354,35 @@ class Engine:
             self._add_words(encoder_output, items, group, options.task, lang, results)
         return [r for r in results if r is not None]
 
+    @staticmethod
+    def _speech_left_out(item: EngineItem, segments: list[dict[str, Any]]) -> bool:
+        """True when the decode stopped early: VAD hears speech after the last segment.
+
+        Short chunks in short encoder windows sometimes end after a few words ("mend the
+        coat" for "mend the coat before you go out"); nothing in the scores shows it.
+        """
+        covered_s = segments[-1]["end"] if segments else 0.0
+        if item.duration_s - covered_s < UNCOVERED_TAIL_S:
+            return False
+        tail = item.samples[int((covered_s + TAIL_MARGIN_S) * SAMPLE_RATE_HZ) :]
+        return bool(detect_speech(tail))
+
     def _split(
         self, tok: Tokenizer, tokens: list[int], item: EngineItem, avg_logprob: float, no_speech_prob: float, lang: str
     ) -> list[dict[str, Any]]:
-        frames = round(item.duration_s * FRAMES_PER_SECOND)
-        pieces, _, _ = self.model._split_segments_by_timestamps(
-            tokenizer=tok, tokens=tokens, time_offset=0.0, segment_size=frames, segment_duration=item.duration_s, seek=0
-        )
+        """Segments from timestamp tokens; text after the last timestamp runs to the chunk's end.
+
+        faster-whisper's own splitter drops that trailing text (its sequential loop decodes it
+        again from the next seek position); a chunk here is decoded once, so it must be kept.
+        """
         segments = []
-        for piece in pieces:
-            text_tokens = [t for t in piece["tokens"] if t < tok.eot]
+        for start_s, end_s, text_tokens in split_timestamped(tokens, tok.timestamp_begin, tok.eot, item.duration_s):
             text = tok.decode(text_tokens)
             if not text.strip():
                 continue
-            end_s = min(piece["end"], item.duration_s)
             segments.append(
                 {
-                    "start": min(piece["start"], end_s),
+                    "start": start_s,
                     "end": end_s,
                     "text": text,
                     "tokens": text_tokens,
@@ -370,24 +403,31 @@ class Engine:
         lang: str,
         results: list[ItemResult | None],
     ) -> None:
-        """Align words for the chunks of one language (alignment takes one start sequence)."""
+        """Align words for the chunks of one language, one chunk per call.
+
+        A batched alignment pads every chunk's text to the longest text in the batch, and the padded
+        length shifts word probabilities (up to 0.002 measured on CPU int8): a file's JSON would then
+        depend on which files shared its batch, and a resumed run would not reproduce an uninterrupted
+        one byte for byte (tests/test_interrupt.py). Alignment is a small share of a batch's time.
+        """
         import ctranslate2
 
-        indices = [i for i, _ in group]
-        if len(indices) == len(items):
-            encoded = encoder_output
-        else:
-            full = np.asarray(
-                encoder_output if self.device == "cpu" else encoder_output.to_device(ctranslate2.Device.cpu)
-            )
-            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(full[indices]))
-            if self.device == "cuda":
-                encoded = encoded.to_device(ctranslate2.Device.cuda)
+        full = None
         tok = self.tokenizer(task, lang)
-        text_tokens = [[t for seg in segments for t in seg["tokens"]] for _, segments in group]
-        num_frames = [min(items[i].window_frames, round(items[i].duration_s * FRAMES_PER_SECOND)) for i in indices]
-        alignments = self.model.find_alignment(tok, text_tokens, encoded, num_frames)
-        for (i, segments), alignment in zip(group, alignments):
+        for i, segments in group:
+            if len(items) == 1:
+                encoded = encoder_output
+            else:
+                if full is None:
+                    full = np.asarray(
+                        encoder_output if self.device == "cpu" else encoder_output.to_device(ctranslate2.Device.cpu)
+                    )
+                encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(full[i : i + 1]))
+                if self.device == "cuda":
+                    encoded = encoded.to_device(ctranslate2.Device.cuda)
+            text_tokens = [t for seg in segments for t in seg["tokens"]]
+            num_frames = min(items[i].window_frames, round(items[i].duration_s * FRAMES_PER_SECOND))
+            (alignment,) = self.model.find_alignment(tok, [text_tokens], encoded, [num_frames])
             _attach_words(segments, alignment)
             results[i].segments = [_to_segment(s, lang) for s in segments]  # type: ignore[union-attr]
 
@@ -425,6 +465,34 @@ class Engine:
                 )
             )
         return ItemResult(lang, prob, converted, redecoded=True)
+
+
+def split_timestamped(
+    tokens: Sequence[int], timestamp_begin: int, eot: int, duration_s: float
+) -> list[tuple[float, float, list[int]]]:
+    """Split Whisper output ``<|t0|> text <|t1|><|t1|> text <|t2|> ...`` into (start, end, text tokens).
+
+    An opening timestamp starts a segment, a closing one ends it; text with no closing
+    timestamp ends at ``duration_s``. Times are clamped to the chunk.
+    """
+    segments: list[tuple[float, float, list[int]]] = []
+    start_s: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token >= timestamp_begin:
+            time_s = min((token - timestamp_begin) * TIME_PRECISION_S, duration_s)
+            if text:
+                begin = min(start_s if start_s is not None else (segments[-1][1] if segments else 0.0), time_s)
+                segments.append((begin, time_s, text))
+                text, start_s = [], None
+            else:
+                start_s = time_s
+        elif token < eot:
+            text.append(token)
+    if text:
+        begin = start_s if start_s is not None else (segments[-1][1] if segments else 0.0)
+        segments.append((min(begin, duration_s), duration_s, text))
+    return segments
 
 
 def _attach_words(segments: list[dict[str, Any]], alignment: list[dict[str, Any]]) -> None:

@@ -67,9 +67,16 @@ class EngineError(FileError):
     """Inference failed for the chunks of one file (e.g. out of memory after retries)."""
 
 
-class Interrupted(CareVoiceError):
-    """The run was stopped by a signal; what finished is kept."""
+class Interrupted(BaseException):
+    """The run was stopped by SIGTERM (Ctrl-C raises KeyboardInterrupt); what finished is kept.
+
+    Like KeyboardInterrupt it is not an Exception, so no ``except Exception`` that keeps a batch
+    going past one bad file can swallow it.
+    """
+
+    message = "interrupted"
+    hint = "rerun the same command to finish the missing files"
 
     def __init__(self, exit_code: ExitCode) -> None:
-        super().__init__("interrupted", "rerun the same command to finish the missing files")
+        super().__init__(self.message)
         self.exit_code = exit_code

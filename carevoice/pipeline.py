@@ -20,15 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio
+from carevoice import interrupts
+from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio, stop_all_decodes
 from carevoice.chinese import convert_transcript, load_converter
-from carevoice.discovery import Job
+from carevoice.discovery import Job, path_text
 from carevoice.engine import MAX_CHUNK_S, Engine, EngineItem, EngineOutOfMemory, ItemResult, SpeechSpan, detect_speech
 from carevoice.errors import CareVoiceError, EngineError, FileError, SetupError
+from carevoice.locks import OutputLock, remove_stale_locks, try_lock
 from carevoice.scheduler import BatchScheduler, window_frames
 from carevoice.settings import Device, TranscribeSettings
 from carevoice.transcript import Segment, Transcript, Word
-from carevoice.writers import foreign_outputs, is_finished, remove_stale_temp_files, write_outputs
+from carevoice.writers import (
+    foreign_outputs,
+    is_finished,
+    output_path,
+    record_path,
+    remove_stale_temp_files,
+    write_error,
+    write_outputs,
+)
 
 
 class FileStatus(str, Enum):
@@ -51,15 +61,16 @@ class FileResult:
     note: str | None = None  # e.g. "no speech found", "already done"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""
         return {
-            "file": str(self.source),
+            "file": path_text(self.source),
             "status": self.status.value,
-            "outputs": [str(p) for p in self.outputs],
+            "outputs": [path_text(p) for p in self.outputs],
             "duration_s": round(self.duration_s, 3),
             "elapsed_s": round(self.elapsed_s, 3),
             "language": self.language,
-            "error": self.error,
-            "note": self.note,
+            "error": None if self.error is None else path_text(self.error),
+            "note": None if self.note is None else path_text(self.note),
         }
 
 
@@ -144,9 +155,15 @@ def plan_jobs(
     to_run, settled = [], []
     for folder in sorted({job.output_stem.parent for job in jobs}):
         remove_stale_temp_files(folder)
+        remove_stale_locks(folder)
+    sources = {os.path.realpath(job.source) for job in jobs}
     for job in jobs:
         if not settings.overwrite and is_finished(job.output_stem, settings.formats, fingerprint):
             settled.append(FileResult(job.source, FileStatus.SKIPPED, note="already transcribed with these options"))
+            continue
+        problem = _output_problem(job, settings, sources)  # only files that will be written
+        if problem is not None:
+            settled.append(FileResult(job.source, FileStatus.FAILED, error=problem))
             continue
         foreign = [] if settings.overwrite else foreign_outputs(job.output_stem, settings.formats)
         if foreign:
@@ -161,6 +178,38 @@ def plan_jobs(
             continue
         to_run.append(job)
     return to_run, settled
+
+
+def _output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> str | None:
+    """Why this job's outputs must not be written where they would go, or None.
+
+    Two things no option may allow: an output replacing a recording of this run (``visit.txt`` that
+    is really audio), and with --output-dir an output landing outside it through a symbolic link.
+    """
+    for fmt in settings.formats:
+        target = output_path(job.output_stem, fmt)
+        if os.path.realpath(target) in sources:
+            return (
+                f"its output {target.name} would replace an input recording — "
+                "rename the recording so that its extension says what it is"
+            )
+    folder = job.output_stem.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"cannot write to {folder} — make the folder writable (in a container: run with --user "
+            "matching the folder's owner), or choose another --output-dir"
+        )
+    if settings.output_dir is not None:
+        root = os.path.realpath(settings.output_dir)
+        folder = os.path.realpath(job.output_stem.parent)
+        if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
+            return (
+                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link) — "
+                "remove the link or choose another --output-dir"
+            )
+    return None
 
 
 def _assemble(state: _FileState, engine: Engine, settings: TranscribeSettings, options: dict[str, Any]) -> Transcript:
@@ -198,7 +247,7 @@ def _assemble(state: _FileState, engine: Engine, settings: TranscribeSettings, o
         language_probability=probability.get(language, 1.0 if settings.decode.language else 0.0),
         duration_s=state.duration_s,
         segments=tuple(segments),
-        speech_detected=state.expected > 0,
+        speech_detected=bool(segments),
         model=engine.ref.model_id,
         options=options,
     )
@@ -214,6 +263,8 @@ class Transcriber:
         self.fingerprint = fingerprint
         self.batch_size = settings.decode.batch_size or {"cuda": 16}.get(engine.device, 8)
         self.stats = RunStats()
+        self._locks: dict[Path, OutputLock] = {}  # by source: outputs this process is producing
+        self._started_ns = time.time_ns()
         self.options = {
             **fingerprint,
             "batch_size": self.batch_size,
@@ -235,6 +286,9 @@ class Transcriber:
             while pending_jobs or in_flight:
                 while pending_jobs and len(in_flight) < workers * 2:
                     job = pending_jobs.pop()
+                    if (not_here := self._claim(job)) is not None:
+                        yield not_here
+                        continue
                     in_flight[pool.submit(self._prepare, job)] = _FileState(job, time.monotonic())
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: str(in_flight[f].job.source)):
@@ -246,6 +300,43 @@ class Transcriber:
                 yield from self._run_batch(batch)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            stop_all_decodes()  # an interrupted run must not wait for (or leave behind) ffmpeg
+            for lock in self._locks.values():
+                lock.release()
+            self._locks.clear()
+
+    def _claim(self, job: Job) -> FileResult | None:
+        """Lock the job's outputs before decoding it; None when it is ours to do, else why not.
+
+        Another `carevoice transcribe` on the same folder holds the lock of the file it is working
+        on, and may have finished a file since this run was planned: either way this run leaves it.
+        """
+        try:
+            lock = try_lock(job.output_stem)
+        except OSError as exc:
+            return FileResult(job.source, FileStatus.FAILED, error=str(write_error(job.output_stem.parent, exc)))
+        if lock is None:
+            return FileResult(job.source, FileStatus.SKIPPED, note="another CareVoice process is transcribing it")
+        if self._finished_since_start(job):
+            lock.release()
+            return FileResult(job.source, FileStatus.SKIPPED, note="transcribed by another CareVoice process meanwhile")
+        self._locks[job.source] = lock
+        return None
+
+    def _finished_since_start(self, job: Job) -> bool:
+        if not is_finished(job.output_stem, self.settings.formats, self.fingerprint):
+            return False
+        if not self.settings.overwrite:
+            return True  # planning left it to run, so someone finished it since
+        try:
+            return record_path(job.output_stem).stat().st_mtime_ns >= self._started_ns
+        except OSError:
+            return False
+
+    def _release(self, job: Job) -> None:
+        lock = self._locks.pop(job.source, None)
+        if lock is not None:
+            lock.release()
 
     def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
         prepared = prepare_file(job, self.ffmpeg)
@@ -272,7 +363,7 @@ class Transcriber:
         state.expected = len(items)
         state.offsets_s = [span.start / SAMPLE_RATE_HZ for span in prepared.spans]
         if not items:
-            yield self._finish(state)
+            yield from self._finished(state)
             return
         for index, item in enumerate(items):
             scheduler.add(item.window_frames, Chunk(state, index, state.offsets_s[index], item))
@@ -291,7 +382,7 @@ class Transcriber:
                 state.reported = True
                 yield self._failed(state, state.failed)
             elif state.failed is None and len(state.results) == state.expected:
-                yield self._finish(state)
+                yield from self._finished(state)
 
     def _infer(self, batch: list[Chunk]) -> list[tuple[Chunk, ItemResult | CareVoiceError]]:
         """Run a batch; on out-of-memory (or any engine error) split it in halves and retry,
@@ -313,6 +404,7 @@ class Transcriber:
         return self._infer(batch[:half]) + self._infer(batch[half:])
 
     def _failed(self, state: _FileState, message: str) -> FileResult:
+        self._release(state.job)
         return FileResult(
             state.job.source,
             FileStatus.FAILED,
@@ -321,13 +413,22 @@ class Transcriber:
             error=message,
         )
 
+    def _finished(self, state: _FileState) -> Iterator[FileResult]:
+        """Write a file's outputs and hand over its result with Ctrl-C/SIGTERM held until the caller
+        has taken it: an interrupt then lands after the file is both written and counted as done."""
+        with interrupts.deferred():
+            yield self._finish(state)
+
     def _finish(self, state: _FileState) -> FileResult:
-        transcript = _assemble(state, self.engine, self.settings, self.options)
-        transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
         try:
+            transcript = _assemble(state, self.engine, self.settings, self.options)
+            transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
             outputs = write_outputs(state.job.output_stem, self.settings.formats, transcript, self.fingerprint)
         except FileError as exc:
             return self._failed(state, str(exc))
+        except Exception as exc:  # a bug in one file's output must not end the batch
+            return self._failed(state, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
+        self._release(state.job)
         self.stats.audio_done_s += state.duration_s
         return FileResult(
             state.job.source,

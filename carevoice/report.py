@@ -6,17 +6,27 @@ Nothing here ever receives transcript text: FileResult carries paths, numbers an
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from carevoice import __version__
+from carevoice.discovery import path_text
 from carevoice.pipeline import FileResult, FileStatus
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from carevoice.bench import BenchResult, BenchRow
+    from carevoice.doctor import CheckResult
+    from carevoice.gpu import GpuSample
 
 
 @dataclass
@@ -68,15 +78,24 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# Control characters (newline, ESC), and bidi overrides that reorder what a terminal shows.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text for one terminal line: a file name cannot break the line, restyle it or hide its bytes."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), path_text(text))
+
+
 def file_line(result: FileResult) -> str:
-    """The one line shown for a finished, skipped or failed file (markup-escaped)."""
-    name = escape(str(result.source))
+    """The one line shown for a finished, skipped or failed file (markup-escaped, control characters escaped)."""
+    name = escape(printable(str(result.source)))
     if result.status is FileStatus.FAILED:
-        return f"[red]error[/red]: {name}: {escape(result.error or 'failed')}"
+        return f"[red]error[/red]: {name}: {escape(printable(result.error or 'failed'))}"
     if result.status is FileStatus.SKIPPED:
-        return f"[dim]skipped[/dim] {name} ({escape(result.note or '')})"
+        return f"[dim]skipped[/dim] {name} ({escape(printable(result.note or ''))})"
     extra = f", {result.note}" if result.note else ""
-    return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(extra)})"
+    return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
 
 
 class ProgressView:
@@ -133,7 +152,8 @@ def summary_line(summary: RunSummary) -> str:
         f"{summary.rtfx:.1f}× real time · {rate:.2f} files/s"
     )
     if summary.device:
-        tail += f" · {summary.device}, {summary.model}"
+        tail += f" · {escape(summary.device)}, {escape(summary.model)}"
+    tail += gpu_summary_text(summary.extra.get("gpu"))
     head = "[yellow]interrupted[/yellow]: " if summary.interrupted else ""
     return f"{head}{', '.join(parts)} · {tail}"
 
@@ -144,3 +164,173 @@ def write_report(path: Path, summary: RunSummary) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+
+# --- GPU utilisation (transcribe) -------------------------------------------------------------
+
+
+def gpu_live_text(reading: Sequence[GpuSample]) -> str:
+    """Progress suffix for the busiest GPU of one reading, e.g. `` · GPU 87% · 3.2/140 GiB``."""
+    if not reading:
+        return ""
+    gpu = max(reading, key=lambda s: (s.util_pct or 0.0, s.memory_used_mib))
+    util = "?" if gpu.util_pct is None else f"{gpu.util_pct:.0f}"
+    return f" · GPU {util}% · {gpu.memory_used_mib / 1024:.1f}/{gpu.memory_total_mib / 1024:.0f} GiB"
+
+
+def gpu_summary_text(gpu: dict[str, Any] | None) -> str:
+    """Summary suffix from GpuStats.to_dict(): mean / p95 / peak utilisation of the busiest GPU."""
+    if not gpu or not gpu.get("devices"):
+        return ""
+    busiest = max(gpu["devices"], key=lambda d: (d["util_mean_pct"] or 0.0, d["memory_used_peak_mib"]))
+    memory = f"memory peak {busiest['memory_used_peak_mib'] / 1024:.1f} GiB"
+    if busiest["util_mean_pct"] is None:
+        return f" · GPU{busiest['index']} {memory} (no utilisation reported)"
+    return (
+        f" · GPU{busiest['index']} util mean {busiest['util_mean_pct']:.0f}% / p95 {busiest['util_p95_pct']:.0f}% / "
+        f"peak {busiest['util_peak_pct']:.0f}%, {memory}"
+    )
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+CHECK_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def checks_table(results: Sequence[CheckResult]) -> Table:
+    """One row per check: status, name, detail and (unless it passed) the fix."""
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for result in results:
+        style = CHECK_STYLE[result.status.value]
+        detail = escape(result.detail)
+        if result.hint and result.status.value != "pass":
+            detail += f"\n[{style}]→ {escape(result.hint)}[/{style}]"
+        table.add_row(f"[{style}]{result.status.value}[/{style}]", escape(result.name), detail)
+    return table
+
+
+def checks_summary(results: Sequence[CheckResult]) -> str:
+    counts = {status: sum(r.status.value == status for r in results) for status in CHECK_STYLE}
+    text = f"{counts['pass']} passed · {counts['warn']} warning(s) · {counts['fail']} failed · {counts['skip']} skipped"
+    if counts["fail"]:
+        return f"[bold red]doctor: {text}[/bold red] — fix the failed checks above"
+    return f"[green]doctor: {text}[/green] — CareVoice can run here"
+
+
+def checks_to_dict(results: Sequence[CheckResult]) -> dict[str, Any]:
+    """The --json record of a doctor run."""
+    return {
+        "carevoice_version": __version__,
+        "ok": not any(r.status.value == "fail" for r in results),
+        "counts": {status: sum(r.status.value == status for r in results) for status in CHECK_STYLE},
+        "checks": [r.to_dict() for r in results],
+    }
+
+
+# --- bench -------------------------------------------------------------------------------------
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def _gpu_cell(row: BenchRow) -> str:
+    if row.gpu is None or not row.gpu.devices:
+        return "–"
+    busiest = row.gpu.busiest
+    assert busiest is not None
+    util = "?" if busiest.util_mean_pct is None else f"{busiest.util_mean_pct:.0f}"
+    return f"{util}% ({busiest.memory_used_peak_mib / 1024:.1f} GiB)"
+
+
+def bench_header(result: BenchResult) -> str:
+    s = result.settings
+    hw = result.hardware
+    return (
+        f"bench: {len(result.files)} file(s), {result.audio_s:.1f} s audio · model {escape(str(s['model_id']))} · "
+        f"beam {s['beam_size']} · language {s['language'] or 'detect'} · {s['runs']} timed run(s) after "
+        f"{s['warmup_runs']} warm-up · {escape(str(hw['cpu']))}, {hw['cpu_cores_usable']} core(s) · {escape(result.gpu_note)}"
+    )
+
+
+def bench_table(result: BenchResult) -> Table:
+    """One row per device and mode: load, median (min) wall time end to end, RTFx end to end and
+    inference-only, files/s, GPU utilisation (mean, peak memory). Unavailable rows are dashes;
+    :func:`bench_unavailable_lines` says why."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("mode", "device", "compute", "load s", "e2e s med (min)", "RTFx e2e", "RTFx infer", "files/s", "GPU util (mem)"):
+        table.add_column(name, justify="left" if name in ("mode", "device", "compute") else "right", no_wrap=True)
+    for row in result.rows:
+        if not row.available:
+            table.add_row(row.mode.value, row.device.value, "[yellow]unavailable[/yellow]", *["–"] * 6)
+            continue
+        table.add_row(
+            row.mode.value,
+            row.device.value,
+            row.compute_type or "–",
+            _number(row.load_s, ".2f"),
+            f"{_number(row.e2e.median_s, '.2f')} ({_number(row.e2e.min_s, '.2f')})",
+            _number(row.rtfx_e2e, ".1f"),
+            _number(row.rtfx_inference, ".1f"),
+            _number(row.files_per_s, ".2f"),
+            _gpu_cell(row),
+        )
+    return table
+
+
+def bench_unavailable_lines(result: BenchResult) -> list[str]:
+    """Why each unavailable device or mode could not run (one line per distinct reason)."""
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for row in result.rows:
+        if not row.available:
+            reasons.setdefault((row.device.value, row.reason), []).append(row.mode.value)
+    return [
+        f"[yellow]{device} unavailable[/yellow] ({', '.join(modes)}): {escape(reason)}" for (device, reason), modes in reasons.items()
+    ]
+
+
+def bench_speedup_lines(result: BenchResult) -> list[str]:
+    by_label: dict[str, dict[str, float]] = {}
+    for speedup in result.speedups:
+        by_label.setdefault(speedup.label, {})[speedup.measure] = speedup.ratio
+    lines = []
+    for label, ratios in by_label.items():
+        parts = [f"{ratios[m]:.2f}× {name}" for m, name in (("e2e", "end to end"), ("inference", "inference-only")) if m in ratios]
+        lines.append(f"speedup {label}: {', '.join(parts)}")
+    return lines
+
+
+def bench_to_json(result: BenchResult) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
+
+
+WIDE_OUTPUT_COLUMNS = 120  # a log file or pipe has no width: do not fold tables to rich's default 80
+
+
+def _widen(console: Console) -> None:
+    if not console.is_terminal and console.width < WIDE_OUTPUT_COLUMNS:
+        console.width = WIDE_OUTPUT_COLUMNS
+
+
+def print_checks(console: Console, results: Sequence[CheckResult]) -> None:
+    """The doctor's table and its one-line summary, on the given (stderr) console."""
+    _widen(console)
+    console.print(checks_table(results))
+    console.print(checks_summary(results))
+
+
+def print_bench(console: Console, result: BenchResult) -> None:
+    """The bench header, table, unavailable devices and speedups, on the given (stderr) console."""
+    _widen(console)
+    console.print(bench_header(result))
+    console.print(bench_table(result))
+    for line in bench_unavailable_lines(result) + bench_speedup_lines(result):
+        console.print(line)

@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from carevoice.chinese import ZhScript
 from carevoice.errors import UsageError
 
 ENV_MODEL = "CAREVOICE_MODEL"
@@ -101,6 +102,7 @@ class DecodeSettings:
     beam_size: int = DEFAULT_BEAM_SIZE
     word_timestamps: bool = True
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
+    zh_script: ZhScript = ZhScript.KEEP  # the script Chinese text is written in (carevoice.chinese)
 
     def fingerprint(self, model_id: str) -> dict[str, Any]:
         """The values that must match for an earlier output to count as finished."""
@@ -110,6 +112,7 @@ class DecodeSettings:
             "language": self.language,
             "beam_size": self.beam_size,
             "word_timestamps": self.word_timestamps,
+            "zh_script": self.zh_script.value,
         }
 
 
@@ -147,3 +150,64 @@ class TranscribeSettings:
             raise UsageError(f"--output-dir {self.output_dir} is not a folder", "name a folder (it is created if missing)")
         if self.decode.language is not None and not self.decode.language.replace("-", "").isalpha():
             raise UsageError(f"--language {self.decode.language!r} is not a language code", "use e.g. en, zh, de")
+
+
+def parse_devices(text: str) -> tuple[Device, ...]:
+    """Parse a comma list such as ``"cuda,cpu"`` into devices, keeping order (``auto`` is not a device to bench).
+
+    Raises:
+        UsageError: an unknown or empty device list.
+    """
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    known = (Device.CUDA.value, Device.CPU.value)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UsageError(f"unknown device {', '.join(unknown) or repr(text)}", "pass --devices cuda,cpu (or one of them)")
+    return tuple(dict.fromkeys(Device(n) for n in names))
+
+
+DEFAULT_GPU_PROBE_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class DoctorSettings:
+    """What `carevoice doctor` checks: the model and the output folder a transcribe run would use."""
+
+    output_dir: Path = Path(".")
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    gpu_timeout_s: float = DEFAULT_GPU_PROBE_TIMEOUT_S
+    quick: bool = False  # only the cheap checks (container HEALTHCHECK): no decoding, no inference
+
+    def validate(self) -> None:
+        """Raises: UsageError: a bad option."""
+        if self.gpu_timeout_s <= 0:
+            raise UsageError("--gpu-timeout must be more than 0 seconds")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything `carevoice bench` was asked to measure. ``engine.device`` is unused: see ``devices``."""
+
+    inputs: tuple[Path, ...] = ()  # empty: the bundled sample
+    devices: tuple[Device, ...] = (Device.CUDA, Device.CPU)
+    runs: int = 3
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    compare: bool = False  # add plain faster-whisper rows
+    recursive: bool = True
+    gpu_timeout_s: float = DEFAULT_GPU_PROBE_TIMEOUT_S
+
+    def validate(self) -> None:
+        """Raises: UsageError: the first bad option."""
+        if self.runs < 1:
+            raise UsageError("--runs must be at least 1")
+        if not self.devices or Device.AUTO in self.devices:
+            raise UsageError("name the devices to compare", "pass --devices cuda,cpu (or one of them)")
+        if self.decode.beam_size < 1:
+            raise UsageError("--beam-size must be at least 1")
+        if self.decode.batch_size is not None and self.decode.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.decode.language is not None and not self.decode.language.replace("-", "").isalpha():
+            raise UsageError(f"--language {self.decode.language!r} is not a language code", "use e.g. en, zh, de")
+        if self.gpu_timeout_s <= 0:
+            raise UsageError("--gpu-timeout must be more than 0 seconds")

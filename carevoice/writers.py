@@ -297,6 +297,14 @@ def foreign_outputs(stem: Path, formats: tuple[OutputFormat, ...]) -> list[Path]
     return foreign
 
 
+def write_error(folder: Path, exc: OSError) -> OutputError:
+    """The one-line error for a folder CareVoice cannot write its outputs (or their lock) in."""
+    return OutputError(
+        f"cannot write outputs in {folder} ({exc.strerror or type(exc).__name__})",
+        "check free disk space and that the folder is writable, then rerun (finished files are kept)",
+    )
+
+
 def write_outputs(
     stem: Path, formats: tuple[OutputFormat, ...], transcript: Transcript, fingerprint: dict[str, Any]
 ) -> tuple[Path, ...]:
@@ -333,10 +341,7 @@ def write_outputs(
             record["complete"] = True
             atomic_write(record_path(stem), json.dumps(record).encode("ascii"))
     except OSError as exc:
-        raise OutputError(
-            f"cannot write outputs in {stem.parent} ({exc.strerror or type(exc).__name__})",
-            "check free disk space and that the folder is writable, then rerun (finished files are kept)",
-        ) from None
+        raise write_error(stem.parent, exc) from None
     return tuple(output_path(stem, fmt) for fmt in formats)
 
 

@@ -1,0 +1,596 @@
+"""`carevoice bench`: how fast will these files go on this machine, GPU vs CPU, CareVoice vs plain
+faster-whisper. Timed runs on the user's files -> BenchResult. Nothing here prints.
+
+Per device and mode: the model load is timed on its own, one warm-up run is not counted, then
+``runs`` timed runs end to end (ffmpeg decode, VAD, features, inference, writing into a
+temporary folder) and ``runs`` timed inference-only runs on audio decoded beforehand. The
+CareVoice rows drive the real pipeline (pipeline.Transcriber); the faster-whisper rows call
+``WhisperModel.transcribe`` once per file on the same loaded model and drain its lazy segment
+generator, where all the work happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from carevoice import __version__
+from carevoice.errors import CareVoiceError, UsageError
+from carevoice.settings import DEFAULT_FORMATS, BenchSettings, Device, EngineSettings, TranscribeSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from carevoice.audio import Ffmpeg
+    from carevoice.discovery import Job
+    from carevoice.engine import Engine
+    from carevoice.gpu import GpuStats, NvmlInfo
+    from carevoice.models import ModelRef
+    from carevoice.pipeline import Prepared
+    from carevoice.settings import DecodeSettings
+
+SAMPLE_PATH = Path(__file__).parent / "samples" / "jfk.flac"
+WARMUP_RUNS = 1
+VERSIONED_PACKAGES = ("faster-whisper", "ctranslate2", "numpy", "onnxruntime", "nvidia-ml-py")
+
+
+class BenchMode(str, Enum):
+    """What is timed."""
+
+    CAREVOICE = "carevoice"  # cross-file batched pipeline
+    FASTER_WHISPER = "faster-whisper"  # plain WhisperModel.transcribe, one file after another
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """One input that was benchmarked."""
+
+    path: Path
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall times of the timed runs of one measure."""
+
+    runs_s: tuple[float, ...] = ()
+
+    @property
+    def min_s(self) -> float | None:
+        return min(self.runs_s) if self.runs_s else None
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.runs_s) if self.runs_s else None
+
+    def rtfx(self, audio_s: float) -> float | None:
+        """Audio seconds per wall second, at the median run."""
+        median = self.median_s
+        return audio_s / median if median else None
+
+    def per_s(self, count: int) -> float | None:
+        median = self.median_s
+        return count / median if median else None
+
+    def to_dict(self, audio_s: float, files: int) -> dict[str, Any]:
+        return {
+            "runs_s": [round(t, 4) for t in self.runs_s],
+            "min_s": _round(self.min_s, 4),
+            "median_s": _round(self.median_s, 4),
+            "rtfx": _round(self.rtfx(audio_s), 3),
+            "files_per_s": _round(self.per_s(files), 3),
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass
+class BenchRow:
+    """One device and mode: why it could not run, or its timings.
+
+    Attributes:
+        reason: Why the row is unavailable (no GPU, CUDA broken, load failed, a run failed).
+        segments: Segments produced by the last timed end-to-end run (proof that work was done).
+        gpu: NVML utilisation during the timed runs (CUDA rows).
+    """
+
+    mode: BenchMode
+    device: Device
+    audio_s: float
+    files: int
+    compute_type: str | None = None
+    batch_size: int | None = None
+    available: bool = False
+    reason: str = ""
+    load_s: float | None = None
+    warmup_s: float | None = None
+    e2e: Timing = field(default_factory=Timing)
+    inference: Timing = field(default_factory=Timing)
+    segments: int = 0
+    gpu: GpuStats | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode.value}/{self.device.value}"
+
+    @property
+    def rtfx_e2e(self) -> float | None:
+        return self.e2e.rtfx(self.audio_s)
+
+    @property
+    def rtfx_inference(self) -> float | None:
+        return self.inference.rtfx(self.audio_s)
+
+    @property
+    def files_per_s(self) -> float | None:
+        return self.e2e.per_s(self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "device": self.device.value,
+            "compute_type": self.compute_type,
+            "batch_size": self.batch_size,
+            "available": self.available,
+            "reason": self.reason or None,
+            "load_s": _round(self.load_s, 4),
+            "warmup_s": _round(self.warmup_s, 4),
+            "e2e": self.e2e.to_dict(self.audio_s, self.files),
+            "inference": self.inference.to_dict(self.audio_s, self.files),
+            "segments": self.segments,
+            "gpu": self.gpu.to_dict() if self.gpu is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How many times faster one row is than another, at the median, on the same files."""
+
+    label: str
+    measure: str  # "e2e" or "inference"
+    faster: str  # row key
+    slower: str
+    ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "measure": self.measure, "faster": self.faster, "slower": self.slower, "ratio": round(self.ratio, 3)}
+
+
+def speedups(rows: Sequence[BenchRow]) -> list[Speedup]:
+    """GPU over CPU for each mode, and CareVoice over plain faster-whisper for each device."""
+    done = {(r.mode, r.device): r for r in rows if r.available}
+    pairs = [
+        (f"GPU/CPU ({mode.value})", done.get((mode, Device.CUDA)), done.get((mode, Device.CPU))) for mode in BenchMode
+    ] + [
+        (f"CareVoice/faster-whisper ({device.value})", done.get((BenchMode.CAREVOICE, device)), done.get((BenchMode.FASTER_WHISPER, device)))
+        for device in (Device.CUDA, Device.CPU)
+    ]
+    result = []
+    for label, fast, slow in pairs:
+        if fast is None or slow is None:
+            continue
+        for measure in ("e2e", "inference"):
+            fast_s, slow_s = getattr(fast, measure).median_s, getattr(slow, measure).median_s
+            if fast_s and slow_s:
+                result.append(Speedup(label, measure, fast.key, slow.key, slow_s / fast_s))
+    return result
+
+
+@dataclass
+class BenchResult:
+    """Everything a bench run measured, with the facts needed to compare two machines."""
+
+    settings: dict[str, Any]
+    versions: dict[str, str | None]
+    hardware: dict[str, Any]
+    files: list[BenchFile]
+    skipped: list[tuple[Path, str]]
+    rows: list[BenchRow]
+    gpu_note: str = ""  # "no NVIDIA GPU (NVML unavailable: ...)" or the GPUs, said once
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def audio_s(self) -> float:
+        return sum(f.duration_s for f in self.files)
+
+    @property
+    def any_device_works(self) -> bool:
+        return any(r.available and r.mode is BenchMode.CAREVOICE for r in self.rows)
+
+    @property
+    def speedups(self) -> list[Speedup]:
+        return speedups(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "carevoice_version": __version__,
+            "created": self.created,
+            "versions": self.versions,
+            "hardware": self.hardware,
+            "settings": self.settings,
+            "audio_s": round(self.audio_s, 3),
+            "files": [{"file": str(f.path), "duration_s": round(f.duration_s, 3)} for f in self.files],
+            "skipped_files": [{"file": str(p), "reason": why} for p, why in self.skipped],
+            "rows": [r.to_dict() for r in self.rows],
+            "speedups": [s.to_dict() for s in self.speedups],
+        }
+
+
+def _versions(ffmpeg: Ffmpeg) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "carevoice": __version__}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        out = subprocess.run([ffmpeg.path, "-hide_banner", "-version"], capture_output=True, text=True, timeout=20).stdout
+        versions["ffmpeg"] = out.split()[2] if out.startswith("ffmpeg version") else None
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        versions["ffmpeg"] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _hardware(nvml: NvmlInfo) -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    try:
+        memory_gib: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30), 1)
+    except (ValueError, OSError, AttributeError):
+        memory_gib = None
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": usable,
+        "memory_gib": memory_gib,
+        "gpus": [d.name for d in nvml.devices],
+        "nvml": nvml.to_dict(),
+    }
+
+
+def infer_prepared(engine: Engine, prepared: Sequence[Prepared], decode: DecodeSettings, batch_size: int) -> int:
+    """CareVoice's batched inference on files the pipeline already decoded and chunked
+    (pipeline.prepare_file): features, then cross-file batches through the engine.
+
+    The same steps as pipeline.Transcriber minus ffmpeg, VAD and writing; returns the number of segments.
+
+    Raises:
+        EngineError: a batch failed (no halving retry here: a benchmark should not hide it).
+    """
+    from carevoice.audio import SAMPLE_RATE_HZ
+    from carevoice.engine import EngineItem
+    from carevoice.scheduler import BatchScheduler, window_frames
+
+    scheduler: BatchScheduler[EngineItem] = BatchScheduler(batch_size)
+    segments = 0
+
+    def run(batch: list[EngineItem]) -> None:
+        nonlocal segments
+        segments += sum(len(r.segments) for r in engine.run_batch(batch, decode))
+
+    for file in prepared:
+        for span in file.spans:
+            chunk = file.samples[span.start : span.end]
+            frames = window_frames(len(chunk) / SAMPLE_RATE_HZ)
+            scheduler.add(frames, EngineItem(chunk, engine.features(chunk), frames, decode.language))
+        for batch in scheduler.ready():
+            run(batch)
+    for batch in scheduler.flush():
+        run(batch)
+    return segments
+
+
+def transcribe_plain(engine: Engine, samples: np.ndarray, decode: DecodeSettings) -> int:
+    """Plain faster-whisper on one file's samples, as its README shows; returns the number of segments."""
+    segments, _ = engine.model.transcribe(
+        samples,
+        language=decode.language,
+        task=decode.task.value,
+        beam_size=decode.beam_size,
+        word_timestamps=decode.word_timestamps,
+    )
+    # `segments` is a lazy generator: inference happens while it is drained, so time the draining.
+    return sum(1 for _ in segments)
+
+
+@dataclass
+class _Inputs:
+    """Files decoded (and chunked) once, shared by every row."""
+
+    output_dir: Path  # the jobs' outputs are planned under it; each timed run writes to its own copy
+    jobs: list[Job]
+    prepared: list[Prepared]
+    files: list[BenchFile]
+    skipped: list[tuple[Path, str]]
+
+
+def _gather(settings: BenchSettings, ffmpeg: Ffmpeg, output_dir: Path) -> _Inputs:
+    from carevoice.discovery import find_jobs
+    from carevoice.pipeline import prepare_file
+
+    found = find_jobs(settings.inputs or (SAMPLE_PATH,), output_dir, settings.recursive)
+    inputs = _Inputs(output_dir, [], [], [], [(p.path, p.message) for p in found.problems])
+    for job in found.jobs:
+        try:
+            prepared = prepare_file(job, ffmpeg)
+        except CareVoiceError as exc:
+            inputs.skipped.append((job.source, str(exc)))
+            continue
+        inputs.jobs.append(job)
+        inputs.prepared.append(prepared)
+        inputs.files.append(BenchFile(job.source, prepared.duration_s))
+    if not inputs.jobs:
+        raise UsageError("no audio files to benchmark", "name audio files or folders, or run without paths for the bundled sample")
+    return inputs
+
+
+def _timed(action: Callable[[], int]) -> tuple[float, int]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+class _Runner:
+    """Runs the rows of one device on a loaded engine."""
+
+    def __init__(
+        self, settings: BenchSettings, inputs: _Inputs, ffmpeg: Ffmpeg, engine: Engine, ref: ModelRef, say: Callable[[str], None]
+    ) -> None:
+        from carevoice.pipeline import Transcriber
+
+        self.settings = settings
+        self.inputs = inputs
+        self.ffmpeg = ffmpeg
+        self.engine = engine
+        self.say = say
+        self.transcribe_settings = TranscribeSettings(
+            inputs=settings.inputs,
+            formats=DEFAULT_FORMATS,
+            engine=EngineSettings(settings.engine.model, Device(engine.device), engine.compute_type, settings.engine.cpu_threads),
+            decode=settings.decode,
+            overwrite=True,
+        )
+        self.fingerprint = settings.decode.fingerprint(ref.model_id)
+        self.batch_size = Transcriber(self.transcribe_settings, engine, ffmpeg, self.fingerprint).batch_size
+        self._runs = 0
+
+    def carevoice_e2e(self) -> int:
+        """One `transcribe` of every file by the real pipeline, into a folder of its own.
+
+        A fresh folder and Transcriber per run: outputs left by the previous run would make the
+        pipeline skip the files as already done (and a run would take ~0 s).
+        """
+        from carevoice.pipeline import FileStatus, Transcriber
+
+        self._runs += 1
+        run_dir = self.inputs.output_dir.with_name(f"{self.inputs.output_dir.name}-{self.engine.device}-{self._runs}")
+        jobs = [
+            dataclasses.replace(job, output_stem=run_dir / job.output_stem.relative_to(self.inputs.output_dir))
+            for job in self.inputs.jobs
+        ]
+        results = list(Transcriber(self.transcribe_settings, self.engine, self.ffmpeg, self.fingerprint).run(jobs))
+        not_done = [r for r in results if r.status is not FileStatus.DONE]
+        if not_done or len(results) != len(jobs):
+            example = f", e.g. {not_done[0].source}: {not_done[0].error or not_done[0].note}" if not_done else ""
+            raise _RunFailed(f"{len(jobs) - len(results) + len(not_done)} of {len(jobs)} file(s) not transcribed{example}")
+        return len(results)
+
+    def carevoice_inference(self) -> int:
+        return infer_prepared(self.engine, self.inputs.prepared, self.settings.decode, self.batch_size)
+
+    def plain_e2e(self) -> int:
+        from carevoice.audio import decode_audio
+
+        return sum(transcribe_plain(self.engine, decode_audio(job.source, self.ffmpeg), self.settings.decode) for job in self.inputs.jobs)
+
+    def plain_inference(self) -> int:
+        return sum(transcribe_plain(self.engine, file.samples, self.settings.decode) for file in self.inputs.prepared)
+
+    def measure(self, row: BenchRow, e2e: Callable[[], int], inference: Callable[[], int]) -> None:
+        """Warm up, then time `runs` end-to-end and `runs` inference-only runs, sampling the GPU on CUDA.
+
+        ``inference`` returns the number of segments it produced (kept as proof of work).
+        """
+        from carevoice.gpu import GpuSampler
+
+        runs = self.settings.runs
+        row.warmup_s, _ = _timed(e2e)
+        self.say(f"{row.key}: warm-up {row.warmup_s:.2f} s")
+        sampler = GpuSampler() if row.device is Device.CUDA else None
+        with sampler if sampler is not None else contextlib.nullcontext():
+            e2e_runs = []
+            for i in range(runs):
+                elapsed, _ = _timed(e2e)
+                e2e_runs.append(elapsed)
+                self.say(f"{row.key}: end-to-end run {i + 1}/{runs} {elapsed:.2f} s")
+            row.e2e = Timing(tuple(e2e_runs))
+            inference_runs = []
+            for i in range(runs):
+                elapsed, count = _timed(inference)
+                inference_runs.append(elapsed)
+                row.segments = count
+                self.say(f"{row.key}: inference-only run {i + 1}/{runs} {elapsed:.2f} s")
+            row.inference = Timing(tuple(inference_runs))
+        if sampler is not None:
+            row.gpu = sampler.stats()
+        row.available = True
+
+
+class _RunFailed(CareVoiceError):
+    """A timed run did not finish cleanly; its row says why."""
+
+
+def _device_problem(device: Device, settings: BenchSettings, ref: ModelRef, probe_audio: np.ndarray | None, workdir: Path) -> str | None:
+    """Why a device cannot run this model, or None. CUDA is tried in a child process first:
+    a missing cuBLAS aborts the process, and the benchmark must survive to report the CPU."""
+    if device is not Device.CUDA:
+        return None
+    from carevoice.engine import backend_problem, cuda_device_count
+    from carevoice.gpu import probe_cuda_inference
+    from carevoice.settings import DEFAULT_COMPUTE_TYPE
+
+    problem = backend_problem()
+    if problem:
+        return problem
+    if cuda_device_count() == 0:
+        return "CTranslate2 sees no CUDA device"
+    audio_path = None
+    if probe_audio is not None:
+        audio_path = workdir / "probe.f32"
+        probe_audio.astype("<f4").tofile(audio_path)
+    probe = probe_cuda_inference(
+        ref.load_from,
+        settings.engine.compute_type or DEFAULT_COMPUTE_TYPE["cuda"],
+        audio_path,
+        settings.gpu_timeout_s,
+        None if ref.is_local else str(settings.engine.cache_dir / "hub"),
+    )
+    return None if probe.ok else probe.detail
+
+
+def run_bench(settings: BenchSettings, say: Callable[[str], None] = lambda line: None) -> BenchResult:
+    """Benchmark every requested device (and plain faster-whisper with ``compare``) on the same files.
+
+    Args:
+        settings: What to measure.
+        say: Receives one line per step (model load, each run) for a progress display.
+
+    Returns:
+        One row per device and mode; a device that cannot run is a row saying why.
+
+    Raises:
+        UsageError: bad options, or no decodable input.
+        SetupError: ffmpeg missing, or the model cannot be resolved.
+    """
+    from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
+    from carevoice.gpu import read_nvml_info
+    from carevoice.models import resolve_model
+
+    settings.validate()
+    ffmpeg = find_ffmpeg()
+    ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
+    nvml = read_nvml_info()
+    modes = (BenchMode.CAREVOICE, BenchMode.FASTER_WHISPER) if settings.compare else (BenchMode.CAREVOICE,)
+    with tempfile.TemporaryDirectory(prefix="carevoice-bench-") as tmp:
+        inputs = _gather(settings, ffmpeg, Path(tmp) / "out")
+        audio_s, files = sum(f.duration_s for f in inputs.files), len(inputs.files)
+        say(f"{files} file(s), {audio_s:.1f} s of audio; model {ref.model_id} from {ref.origin}")
+        rows: list[BenchRow] = []
+        for device in settings.devices:
+            device_rows = [BenchRow(mode, device, audio_s, files) for mode in modes]
+            rows.extend(device_rows)
+            _run_device(settings, inputs, ffmpeg, ref, device_rows, say, Path(tmp))
+            gc.collect()  # free the model (and GPU memory) before the next device loads its own
+    return BenchResult(
+        settings=_settings_dict(settings, ref),
+        versions=_versions(ffmpeg),
+        hardware=_hardware(nvml),
+        files=inputs.files,
+        skipped=inputs.skipped,
+        rows=rows,
+        gpu_note=nvml.describe(),
+    )
+
+
+def _run_device(
+    settings: BenchSettings,
+    inputs: _Inputs,
+    ffmpeg: Ffmpeg,
+    ref: ModelRef,
+    rows: list[BenchRow],
+    say: Callable[[str], None],
+    workdir: Path,
+) -> None:
+    """Fill in the rows of one device: its timings, or why it cannot run."""
+    from carevoice.audio import SAMPLE_RATE_HZ
+
+    device = rows[0].device
+    problem = _device_problem(device, settings, ref, inputs.prepared[0].samples[: 30 * SAMPLE_RATE_HZ], workdir)
+    if problem is None:
+        try:
+            load_s, engine = _timed_load(settings, ref, device)
+        except CareVoiceError as exc:
+            problem = exc.message
+    if problem is not None:
+        for row in rows:
+            row.reason = problem
+        say(f"{device.value}: unavailable — {problem}")
+        return
+    say(f"{device.value}: model loaded in {load_s:.2f} s ({engine.compute_type})")
+    runner = _Runner(settings, inputs, ffmpeg, engine, ref, say)
+    for row in rows:
+        row.compute_type, row.load_s = engine.compute_type, load_s
+        if row.mode is BenchMode.CAREVOICE:
+            row.batch_size = runner.batch_size
+            e2e, inference = runner.carevoice_e2e, runner.carevoice_inference
+        else:
+            row.batch_size = 1
+            e2e, inference = runner.plain_e2e, runner.plain_inference
+        try:
+            runner.measure(row, e2e, inference)
+        except CareVoiceError as exc:
+            row.available, row.reason = False, exc.message
+        except Exception as exc:  # e.g. a CUDA error inside plain faster-whisper: this row fails, the others run
+            row.available, row.reason = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        if not row.available:
+            say(f"{row.key}: failed — {row.reason}")
+
+
+def _timed_load(settings: BenchSettings, ref: ModelRef, device: Device) -> tuple[float, Engine]:
+    from carevoice.engine import Engine
+
+    engine_settings = EngineSettings(settings.engine.model, device, settings.engine.compute_type, settings.engine.cpu_threads, settings.engine.cache_dir)
+    started = time.perf_counter()
+    engine = Engine.load(engine_settings, ref, device.value)
+    return time.perf_counter() - started, engine
+
+
+def _settings_dict(settings: BenchSettings, ref: ModelRef) -> dict[str, Any]:
+    decode = settings.decode
+    return {
+        "model": settings.engine.model,
+        "model_id": ref.model_id,
+        "model_origin": ref.origin,
+        "devices": [d.value for d in settings.devices],
+        "compute_type": settings.engine.compute_type,
+        "cpu_threads": settings.engine.cpu_threads or os.cpu_count(),
+        "batch_size": decode.batch_size,
+        "beam_size": decode.beam_size,
+        "language": decode.language,
+        "task": decode.task.value,
+        "word_timestamps": decode.word_timestamps,
+        "formats": [f.value for f in DEFAULT_FORMATS],
+        "runs": settings.runs,
+        "warmup_runs": WARMUP_RUNS,
+        "compare": settings.compare,
+    }
