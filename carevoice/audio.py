@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import ffmpeg  # ffmpeg-python: builds the argument list; we run it ourselves
 import numpy as np
 
 from carevoice.errors import AudioDecodeError, SetupError
@@ -102,18 +103,23 @@ def decode_timeout_s(path: Path) -> float:
 def build_decode_command(path: Path, binary: str) -> list[str]:
     """The exact argument vector for decoding one file (never passed through a shell).
 
-    Written out by hand: a builder library would have to encode the path as text, and a name
-    that is not valid UTF-8 must still reach ffmpeg byte for byte.
+    ffmpeg-python builds the arguments around a placeholder input; the real ``file:`` URL is put
+    in afterwards, so a name that is not valid UTF-8 reaches ffmpeg byte for byte (subprocess
+    encodes it with the file-system encoding) instead of going through the builder as text.
     """
+    stream = ffmpeg.input(_URL_PLACEHOLDER, protocol_whitelist="file", format_whitelist=ALLOWED_DEMUXERS)
+    stream = stream.output(
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE_HZ, vn=None, sn=None, dn=None
+    )
+    args = stream.compile(cmd=binary)[1:]
     url = "file:" + os.path.abspath(path)
-    return [
-        binary, "-nostdin", "-hide_banner", "-nostats",
-        # level+info: each line says its level; info carries the declared duration and format.
-        "-loglevel", "level+info",
-        "-protocol_whitelist", "file", "-format_whitelist", ALLOWED_DEMUXERS, "-i", url,
-        "-vn", "-sn", "-dn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(SAMPLE_RATE_HZ),
-        "pipe:",
-    ]  # fmt: skip
+    # Global options first: ffmpeg ignores options that trail the output name.
+    # level+info: each line says its level; info carries the declared duration and format.
+    head = [binary, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
+    return head + [url if arg == _URL_PLACEHOLDER else arg for arg in args]
+
+
+_URL_PLACEHOLDER = "carevoice-input-placeholder"
 
 
 _LOG_LINE = re.compile(r"^(?:\[(?P<component>[^\]@]+?) @ 0x[0-9a-f]+\] )?\[(?P<level>[a-z]+)\] ?(?P<text>.*)$")
