@@ -178,7 +178,7 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     if run.transcriber is not None:
         engine = run.transcriber.engine
         summary.device = f"{engine.device} ({engine.compute_type})"
-        if not quiet:
+        if not quiet or "fell back" in run.device_note:  # a fallback is a warning, even with -q
             console.print(
                 f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({run.device_note}); "
                 f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}[/dim]"
@@ -202,7 +202,14 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
         summary.engine_calls, summary.chunks, summary.redecoded_chunks = stats.engine_calls, stats.chunks, stats.redecoded_chunks
     console.print(summary_line(summary))
     if settings.report_path is not None:
-        write_report(settings.report_path, summary)
+        try:
+            write_report(settings.report_path, summary)
+        except OSError as exc:  # the transcripts are written; only the record is missing
+            console.print(
+                f"[red]error[/red]: cannot write --report {escape(str(settings.report_path))} "
+                f"({escape(exc.strerror or type(exc).__name__)}) — choose a writable path"
+            )
+            code = ExitCode.FAILED
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
     if code is ExitCode.OK and summary.count(FileStatus.FAILED):

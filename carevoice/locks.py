@@ -95,3 +95,14 @@ def remove_stale_locks(folder: Path) -> int:
             lock.release()
             removed += 1
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (temporary names carry their writer's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

