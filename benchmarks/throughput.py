@@ -129,8 +129,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--runners", default="seq,batched,carevoice,carevoice-txt,bound")
+    parser.add_argument("--windows", default="", help="encoder window buckets in seconds (default: CareVoice's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.windows:
+        from carevoice import scheduler
+
+        # The benchmark's knob only: every caller uses window_frames' default buckets.
+        scheduler.window_frames.__defaults__ = (tuple(float(w) for w in args.windows.split(",")),)
 
     clips = long_clips() if args.long else corpus_clips({args.lang}, args.limit)
     if args.long:
@@ -179,7 +185,8 @@ def main() -> None:
             r["x_bound"] = r["rtfx"] / bound["rtfx"]
     columns = ["runner", "files", "audio_s", "wall_s", "rtfx", "cer" if cjk else "wer", "x_best_plain", "x_bound",
                "engine_calls", "redecoded", "peak_rss_mb"]  # fmt: skip
-    print(f"model={args.model} int8 beam={args.beam_size} batch={args.batch_size} threads={args.threads} lang={args.lang}")
+    print(f"model={args.model} int8 beam={args.beam_size} batch={args.batch_size} threads={args.threads} "
+          f"lang={args.lang} windows={args.windows or 'default'}")
     print_table(rows, columns)
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
