@@ -287,9 +287,9 @@ def infer_prepared(engine: Engine, prepared: Sequence[Prepared], decode: DecodeS
     Raises:
         EngineError: a batch failed (no halving retry here: a benchmark should not hide it).
     """
-    from carevoice.audio import SAMPLE_RATE_HZ
     from carevoice.engine import EngineItem
-    from carevoice.scheduler import BatchScheduler, window_frames
+    from carevoice.pipeline import engine_items
+    from carevoice.scheduler import BatchScheduler
 
     scheduler: BatchScheduler[EngineItem] = BatchScheduler(batch_size)
     segments = 0
@@ -299,10 +299,8 @@ def infer_prepared(engine: Engine, prepared: Sequence[Prepared], decode: DecodeS
         segments += sum(len(r.segments) for r in engine.run_batch(batch, decode))
 
     for file in prepared:
-        for span in file.spans:
-            chunk = file.samples[span.start : span.end]
-            frames = window_frames(len(chunk) / SAMPLE_RATE_HZ)
-            scheduler.add(frames, EngineItem(chunk, engine.features(chunk), frames, decode.language))
+        for item in engine_items(file, engine, decode.language):
+            scheduler.add(item.window_frames, item)
         for batch in scheduler.ready():
             run(batch)
     for batch in scheduler.flush():

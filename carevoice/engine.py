@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -551,7 +550,3 @@ def _to_segment(s: dict[str, Any], lang: str) -> Segment:
         language=lang,
     )
 
-
-def chunk_frames(duration_s: float) -> int:
-    """Mel frames for a chunk of this length (for callers that size windows)."""
-    return min(WINDOW_FRAMES, math.ceil(duration_s * FRAMES_PER_SECOND))

@@ -148,6 +148,16 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
     return Prepared(job, samples, plan_chunks(detect_speech(samples)))
 
 
+def engine_items(prepared: Prepared, engine: Engine, language: str | None) -> list[EngineItem]:
+    """The engine inputs of a decoded file: one per chunk, with features and encoder window."""
+    items = []
+    for span in prepared.spans:
+        samples = prepared.samples[span.start : span.end]
+        frames = window_frames(len(samples) / SAMPLE_RATE_HZ)
+        items.append(EngineItem(samples, engine.features(samples), frames, language))
+    return items
+
+
 def plan_jobs(
     jobs: list[Job], settings: TranscribeSettings, fingerprint: dict[str, Any]
 ) -> tuple[list[Job], list[FileResult]]:
@@ -340,14 +350,7 @@ class Transcriber:
 
     def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
         prepared = prepare_file(job, self.ffmpeg)
-        items = []
-        for span in prepared.spans:
-            samples = prepared.samples[span.start : span.end]
-            duration_s = len(samples) / SAMPLE_RATE_HZ
-            items.append(
-                EngineItem(samples, self.engine.features(samples), window_frames(duration_s), self.settings.decode.language)
-            )
-        return prepared, items
+        return prepared, engine_items(prepared, self.engine, self.settings.decode.language)
 
     def _admit(
         self, state: _FileState, future: Future[tuple[Prepared, list[EngineItem]]], scheduler: BatchScheduler[Chunk]) -> Iterator[FileResult]:

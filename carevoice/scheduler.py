@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-FRAMES_PER_SECOND = 100
+from carevoice.engine import FRAMES_PER_SECOND
+
 # Whisper's full 30 s window for every chunk. Shorter buckets (SHORT_WINDOWS_S) cut encoder time
 # but cost 1.0-1.6 WER points on the English corpus (benchmarks/README.md): 1-2 s clips in a 10 s
 # window stop early with nothing in the scores to show it. Accuracy first; issue 6 takes this up.
