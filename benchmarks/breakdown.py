@@ -57,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from carevoice import scheduler as sched
+    from carevoice.engine import window_frames
     from carevoice.audio import decode_audio, find_ffmpeg
     from carevoice.engine import EngineItem
     from carevoice.settings import DecodeSettings
@@ -74,7 +75,7 @@ def main() -> None:
     decoded = [decode_audio(c.path, ffmpeg) for c in clips]
     totals["ffmpeg decode"] = time.perf_counter() - started
     started = time.perf_counter()
-    items = [EngineItem(a, engine.features(a), sched.window_frames(len(a) / 16000, windows), language) for a in decoded]
+    items = [EngineItem(a, engine.features(a), window_frames(len(a) / 16000, windows), language) for a in decoded]
     totals["features"] = time.perf_counter() - started
 
     scheduler: sched.BatchScheduler = sched.BatchScheduler(args.batch_size)

@@ -95,7 +95,8 @@ def run_carevoice(engine, clips, language, beam, batch_size, formats):  # type: 
 def run_bound(engine, clips, language, beam, batch_size, decoded):  # type: ignore[no-untyped-def]
     """Pre-decoded audio through CareVoice's batching and engine only (no ffmpeg, VAD, writers)."""
     from carevoice.engine import EngineItem
-    from carevoice.scheduler import BatchScheduler, window_frames
+    from carevoice.engine import window_frames
+    from carevoice.scheduler import BatchScheduler
     from carevoice.settings import DecodeSettings
 
     options = DecodeSettings(language=language, beam_size=beam, word_timestamps=False)
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--lang", default="en", help="corpus language (en, zh-CN, yue, ...)")
     parser.add_argument("--long", action="store_true", help="use the stitched long files instead of clips")
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--quality", default="human,derived", help="reference qualities to use (manifest ref_quality)")
     parser.add_argument("--model", default="base")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -133,12 +135,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.windows:
-        from carevoice import scheduler
+        from carevoice import engine
 
         # The benchmark's knob only: every caller uses window_frames' default buckets.
-        scheduler.window_frames.__defaults__ = (tuple(float(w) for w in args.windows.split(",")),)
+        engine.window_frames.__defaults__ = (tuple(float(w) for w in args.windows.split(",")),)
 
-    clips = long_clips() if args.long else corpus_clips({args.lang}, args.limit)
+    clips = long_clips() if args.long else corpus_clips({args.lang}, args.limit, set(args.quality.split(",")))
     if args.long:
         clips = [c for c in clips if c.language == args.lang]
     language = args.lang.split("-")[0]
@@ -164,7 +166,8 @@ def main() -> None:
         elif runner in ("carevoice", "carevoice-txt"):
             formats = ("txt",) if runner == "carevoice-txt" else ("txt", "srt", "json")
             texts, stats = run_carevoice(engine, clips, language, args.beam_size, args.batch_size, formats)
-            extra = {"engine_calls": stats.engine_calls, "redecoded": stats.redecoded_chunks}
+            extra = {"engine_calls": stats.engine_calls, "widened": stats.widened_chunks,
+                     "continued": stats.continued_chunks, "redecoded": stats.redecoded_chunks}  # fmt: skip
         elif runner == "bound":
             texts = run_bound(engine, clips, language, args.beam_size, args.batch_size, decoded)
         else:
@@ -184,7 +187,7 @@ def main() -> None:
         if bound:
             r["x_bound"] = r["rtfx"] / bound["rtfx"]
     columns = ["runner", "files", "audio_s", "wall_s", "rtfx", "cer" if cjk else "wer", "x_best_plain", "x_bound",
-               "engine_calls", "redecoded", "peak_rss_mb"]  # fmt: skip
+               "engine_calls", "widened", "continued", "redecoded", "peak_rss_mb"]  # fmt: skip
     print(f"model={args.model} int8 beam={args.beam_size} batch={args.batch_size} threads={args.threads} "
           f"lang={args.lang} windows={args.windows or 'default'}")
     print_table(rows, columns)

@@ -35,6 +35,8 @@ from carevoice.settings import (
     TranscribeSettings,
     parse_devices,
     parse_formats,
+    parse_gpus,
+    parse_shard,
 )
 
 app = typer.Typer(
@@ -111,6 +113,15 @@ def transcribe(
         str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder, or a name: base (offline default), tiny.en, large-v3, turbo, …")
     ] = DEFAULT_MODEL,
     device: Annotated[Device, typer.Option("--device", envvar=ENV_DEVICE, help="auto = CUDA when available, else CPU.")] = Device.AUTO,
+    gpus: Annotated[
+        Optional[str],
+        typer.Option(
+            "--gpus",
+            metavar="0,2",
+            help="CUDA devices to use, one engine each, fed from one batch queue (default: every GPU CTranslate2 sees; "
+            "not with --device cpu).",
+        ),
+    ] = None,
     compute_type: Annotated[
         Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
     ] = None,
@@ -133,6 +144,32 @@ def transcribe(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a per-file JSON record of the run here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")] = False,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Do only shard K of N, numbered from 0 (0/4 … 3/4): a fixed share of the files, chosen by a hash "
+            "of each file's path below the folder named (or its name), the same on every machine. "
+            "For job arrays: run K = 0 … N-1 on the same inputs.",
+        ),
+    ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Run on a Ray cluster (pip install 'carevoice[ray]'): auto ($RAY_ADDRESS, or the cluster `ray start` "
+            "made here), local (a new Ray on this machine), HOST:PORT or ray://HOST:10001. The workers write the "
+            "outputs: inputs and outputs must be on a filesystem every node shares, at the same path.",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", help="With --ray: actors (models) to run (0 = one per GPU, or per free CPU without GPUs).")
+    ] = 0,
+    ray_files_per_task: Annotated[
+        int, typer.Option("--ray-files-per-task", help="With --ray: files per actor call (0 = 4 batches' worth).")
+    ] = 0,
     show_traceback: Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")] = False,
 ) -> None:
     """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir)."""
@@ -156,6 +193,11 @@ def transcribe(
             recursive=recursive,
             decode_workers=decode_workers,
             report_path=report,
+            shard=None if shard is None else parse_shard(shard),
+            gpus=None if gpus is None else parse_gpus(gpus),
+            ray_address=ray,
+            ray_actors=ray_actors,
+            ray_files_per_task=ray_files_per_task,
         )
         return _run_transcribe(settings, console, quiet=quiet, json_out=json_out)
 
@@ -173,16 +215,26 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     from carevoice.report import ProgressView, RunSummary, gpu_live_text, summary_line, write_report
 
     started = time.monotonic()
-    run = start_run(settings)
+    if settings.ray_address is not None:
+        settings.validate()  # usage errors before Ray is even imported
+        from carevoice.distributed import start_ray_run
+
+        run = start_ray_run(settings)
+    else:
+        run = start_run(settings)
     summary = RunSummary(model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
     if run.transcriber is not None:
-        engine = run.transcriber.engine
-        summary.device = f"{engine.device} ({engine.compute_type})"
+        engine, count = run.transcriber.engine, len(run.transcriber.engines)
+        summary.device = f"{engine.device}{f' ×{count}' if count > 1 else ''} ({engine.compute_type})"
         if not quiet or "fell back" in run.device_note:  # a fallback is a warning, even with -q
             console.print(
                 f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({run.device_note}); "
                 f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}[/dim]"
             )
+    if settings.shard is not None:
+        summary.extra["shard"] = {"index": settings.shard.index, "count": settings.shard.count, "files": run.total, "of": run.found}
+        if not quiet:
+            console.print(f"[dim]shard {settings.shard} (numbered from 0): {run.total} of {run.found} file(s)[/dim]")
     code = ExitCode.OK
     with ProgressView(console, run.total, quiet) as view:
         sampler = _start_gpu_sampler(run, view, console, quiet)
@@ -199,7 +251,11 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     summary.wall_s = time.monotonic() - started
     if run.transcriber is not None:
         stats = run.transcriber.stats
-        summary.engine_calls, summary.chunks, summary.redecoded_chunks = stats.engine_calls, stats.chunks, stats.redecoded_chunks
+        summary.engine_calls, summary.chunks = stats.engine_calls, stats.chunks
+        summary.widened_chunks, summary.continued_chunks = stats.widened_chunks, stats.continued_chunks
+        summary.redecoded_chunks = stats.redecoded_chunks
+        if len(stats.calls_per_engine) > 1:
+            summary.extra["engine_calls_per_engine"] = list(stats.calls_per_engine)
     console.print(summary_line(summary))
     if settings.report_path is not None:
         try:

@@ -9,6 +9,7 @@ reported instead of clobbering each other.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -30,19 +31,28 @@ class Job:
         source: The input file as the user named it (or as found in a folder).
         output_stem: Output path without extension; writers add ``.txt``, ``.srt``, ...
         display: The short name used in messages and reports.
+        key: The input's name that is the same on every machine and in every run: its path below
+            the folder it was found in (POSIX form), or its file name when it was named itself.
+            ``--shard`` picks files by it.
     """
 
     source: Path
     output_stem: Path
     display: str
+    key: str = ""
 
 
 @dataclass(frozen=True)
 class Problem:
-    """An input that cannot become a job, with the one-line reason and what to do."""
+    """An input that cannot become a job, with the one-line reason and what to do.
+
+    ``key`` is set when the problem belongs to one file (as :attr:`Job.key`), so that exactly one
+    shard reports it; None when it concerns an input as given (every shard reports it).
+    """
 
     path: Path
     message: str
+    key: str | None = None
 
 
 @dataclass
@@ -94,7 +104,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 mode = os.stat(path).st_mode  # follows symlinks
             except OSError as exc:
                 if entry.is_symlink() and _has_audio_extension(path):
-                    problems.append(Problem(path, f"{_broken_link(exc)} — fix or remove the link"))
+                    problems.append(Problem(path, f"{_broken_link(exc)} — fix or remove the link", job_key(path, root)))
                 continue
             if stat.S_ISDIR(mode):
                 if recursive:
@@ -103,7 +113,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 if stat.S_ISREG(mode):
                     found.append(path)
                 else:
-                    problems.append(Problem(path, "not a regular file (pipe, socket or device) — skipped"))
+                    problems.append(Problem(path, "not a regular file (pipe, socket or device) — skipped", job_key(path, root)))
     return found
 
 
@@ -113,6 +123,23 @@ def _broken_link(exc: OSError) -> str:
 
 def _has_audio_extension(path: Path) -> bool:
     return path.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+
+
+def job_key(source: Path, root: Path | None) -> str:
+    """The name of an input that every machine and run agrees on (see :attr:`Job.key`).
+
+    Absolute paths and the current folder differ between the hosts of a cluster (``/mnt/a/rec``
+    here, ``/data`` in a container there), so only the part below the named folder counts; a file
+    named on its own is known by its name. Names that are not UTF-8 keep their bytes (surrogate escapes).
+    """
+    relative = source.relative_to(root) if root is not None else Path(source.name)
+    return relative.as_posix()
+
+
+def shard_of(key: str, count: int) -> int:
+    """Which of ``count`` shards (0-based) owns the input with this key: a stable hash, not the listing order."""
+    digest = hashlib.sha256(os.fsencode(key)).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def _output_stem(source: Path, root: Path | None, output_dir: Path | None) -> Path:
@@ -163,7 +190,7 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
         seen_files.add(key)
         stem = _output_stem(source, root, output_dir)
         display = str(source)
-        by_stem.setdefault(Path(os.path.normpath(stem)), []).append(Job(source, stem, display))
+        by_stem.setdefault(Path(os.path.normpath(stem)), []).append(Job(source, stem, display, job_key(source, root)))
 
     for stem, jobs in by_stem.items():
         if len(jobs) == 1:
@@ -176,8 +203,22 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
                     job.source,
                     f"outputs would collide with another input ({names} all write {stem.name}.*) — "
                     "rename one, or transcribe them separately with different --output-dir",
+                    job.key,
                 )
             )
     result.jobs.sort(key=lambda j: str(j.source))
     result.problems.sort(key=lambda p: str(p.path))
     return result
+
+
+def select_shard(found: Discovery, index: int, count: int) -> Discovery:
+    """The part of a discovery that shard ``index`` (0-based) of ``count`` owns.
+
+    Call it on everything found, after the collision check: two colliding inputs are then
+    reported the same whichever shards they fall in. Problems with an input as given (a missing
+    file, an unreadable folder) stay in every shard, since every shard was given that input.
+    """
+    return Discovery(
+        jobs=[job for job in found.jobs if shard_of(job.key, count) == index],
+        problems=[p for p in found.problems if p.key is None or shard_of(p.key, count) == index],
+    )

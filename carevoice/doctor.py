@@ -247,7 +247,7 @@ def check_model(ctx: Context) -> CheckResult:
     from carevoice.audio import SAMPLE_RATE_HZ
     from carevoice.engine import Engine, EngineItem
     from carevoice.models import resolve_model
-    from carevoice.scheduler import window_frames
+    from carevoice.engine import window_frames
     from carevoice.settings import DecodeSettings, EngineSettings
 
     engine_settings = ctx.settings.engine

@@ -1,20 +1,22 @@
 """The only importer of faster_whisper and ctranslate2 (lazily): load a model, find speech,
 compute features, and run one batch of speech chunks from many files through Whisper.
 
-A batch is encoded once; languages are detected on that same encoder output; all chunks are
-decoded together with timestamp tokens; words are aligned per language group. Chunks whose
-batched decode looks degenerate (a loop, text far too dense for the audio, very low
-confidence) are decoded again the safe way: a full 30 s window with faster-whisper's
-temperature fallback. Batched decoding has no fallback of its own, and short clips in short
-encoder windows sometimes loop (measured in benchmarks/README.md).
+A batch (chunks of one encoder window length) is encoded once; languages are detected on that
+same encoder output; all chunks are decoded together with timestamp tokens; words are aligned
+chunk by chunk. Batched decoding has no temperature fallback, and short clips in short windows
+sometimes loop or stop early, so Engine.run_batch follows up what looks off: the full 30 s window,
+a continuation after an early stop, and for a loop that persists, faster-whisper's sequential
+path (measured in benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import logging
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -36,6 +38,13 @@ TIME_PRECISION_S = 0.02  # one timestamp token
 WINDOW_FRAMES = 3000  # Whisper's 30 s encoder window
 MAX_CHUNK_S = 30.0
 VAD_BLOCK_S = 120.0  # voice activity detection runs over at most 2 minutes of audio at a time
+# Encoder windows: a chunk runs in the shortest that holds it plus WINDOW_MARGIN_S of silence, so
+# a decode that stops early shows (left_open) and the chunk is decoded again in the full
+# 30 s window (Engine.run_batch). Measured on the corpus in benchmarks/README.md.
+DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
+FULL_WINDOW_S = (30.0,)
+WINDOW_MARGIN_S = 1.0
+
 # Whisper's own thresholds (openai/whisper transcribe.py defaults).
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0
@@ -43,9 +52,14 @@ NO_SPEECH_LIMIT = 0.6
 # Above this no-speech probability a chunk is checked with VAD before its text is kept.
 SUSPECT_NO_SPEECH = 0.2
 REDECODE_SEED = 20_261_128
+# Passes over a batch: the chunks, then follow-ups (full window, continuation) of follow-ups.
+MAX_PASSES = 4
 # A decode that ends this long before its chunk does has the rest checked for speech by VAD.
 UNCOVERED_TAIL_S = 1.0
 TAIL_MARGIN_S = 0.3
+# A run of this many tokens seen this many times in one short-window chunk is a loop.
+REPEAT_NGRAM = 4
+REPEAT_TIMES = 3
 # Ordinary speech stays below ~8 text tokens per second even in CJK; loops run far above it.
 TOKENS_PER_SECOND_LIMIT = 15.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -94,7 +108,9 @@ class ItemResult:
     language: str
     language_probability: float
     segments: list[Segment]
-    redecoded: bool = False
+    widened: bool = False  # decoded again in the full window after its own window looked off
+    continued: bool = False  # decoded on from where its decode stopped with speech still to come
+    redecoded: bool = False  # decoded the safe (sequential, temperature fallback) way
 
 
 def compression_ratio(text: str) -> float:
@@ -103,17 +119,44 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(gzip.compress(data)) if data else 0.0
 
 
-def looks_degenerate(text: str, text_tokens: int, duration_s: float, avg_logprob: float, no_speech_prob: float) -> bool:
-    """True when a batched decode should be redone the safe way.
-
-    A loop shows as high compressibility or as far more tokens than the audio can hold;
-    low confidence (unless the chunk is simply silence) is Whisper's own fallback trigger.
-    """
+def looks_looped(text: str, text_tokens: int, duration_s: float) -> bool:
+    """True when a decode is a loop: high compressibility (Whisper's own test) or far more tokens
+    than the audio can hold."""
     if compression_ratio(text) > COMPRESSION_RATIO_LIMIT:
         return True
-    if text_tokens / max(duration_s, 1.0) > TOKENS_PER_SECOND_LIMIT:
-        return True
-    return avg_logprob < LOGPROB_LIMIT and no_speech_prob <= NO_SPEECH_LIMIT
+    return text_tokens / max(duration_s, 1.0) > TOKENS_PER_SECOND_LIMIT
+
+
+def window_frames(duration_s: float, windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S) -> int:
+    """Encoder window (mel frames) for a chunk: the smallest bucket holding it and the margin
+    (Whisper's full window when none does)."""
+    needed = math.ceil((duration_s + WINDOW_MARGIN_S) * FRAMES_PER_SECOND)
+    for window in windows_s:
+        frames = round(window * FRAMES_PER_SECOND)
+        if needed <= frames:
+            return frames
+    return round(windows_s[-1] * FRAMES_PER_SECOND)
+
+
+def repeats_itself(text_tokens: Sequence[int]) -> bool:
+    """True when some run of REPEAT_NGRAM tokens occurs REPEAT_TIMES times: a short-window loop
+    ("Montreal, for his delinear, Montreal, for his delinear, …") can stay under the
+    compression-ratio limit when the window is short."""
+    counts = Counter(tuple(text_tokens[i : i + REPEAT_NGRAM]) for i in range(len(text_tokens) - REPEAT_NGRAM + 1))
+    return bool(counts) and max(counts.values()) >= REPEAT_TIMES
+
+
+def left_open(tokens: Sequence[int], timestamp_begin: int, eot: int) -> bool:
+    """True when text follows the last timestamp token: Whisper leaves a segment open when it
+    believes the speech runs on past its window. A chunk that ends a second or more before its
+    window does cannot run on, so the decode stopped early ("men the coat" for "mend the coat
+    before you go out" in a 10 s window; the 30 s window gets it whole)."""
+    for token in reversed(tokens):
+        if token >= timestamp_begin:
+            return False
+        if token < eot:
+            return True
+    return False
 
 
 def cuda_device_count() -> int:
@@ -210,8 +253,8 @@ class Engine:
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     @classmethod
-    def load(cls, settings: EngineSettings, ref: ModelRef, device: str) -> Engine:
-        """Load the model on a resolved device.
+    def load(cls, settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> Engine:
+        """Load the model on a resolved device (``device_index``: which CUDA device).
 
         Raises:
             SetupError: the model cannot be found, downloaded or loaded.
@@ -228,6 +271,7 @@ class Engine:
             model = WhisperModel(
                 ref.load_from,
                 device=device,
+                device_index=device_index,
                 compute_type=compute_type,
                 cpu_threads=threads,
                 download_root=str(settings.cache_dir / "hub") if not ref.is_local else None,
@@ -310,64 +354,112 @@ class Engine:
         return result
 
     def _run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+        """Decode every chunk in its own window, then follow up what looks off, pass by pass.
+
+        A chunk whose short-window decode looks off (a loop, low confidence, a segment left open)
+        is decoded again in the full 30 s window, exactly as if it had started there. A decode that
+        stops while VAD still hears speech after it is continued from where it stopped, as
+        faster-whisper's sequential loop does. A loop even in the full window is decoded the safe
+        way (temperature fallback). Every follow-up runs with chunks of its own window length only,
+        so a chunk's result never depends on which other chunks share its batch.
+        """
+        found = [_Found(item.language or "", 1.0) for item in items]
+        work = [_Work(i, item) for i, item in enumerate(items)]
+        detect = True
+        for _ in range(MAX_PASSES):
+            if not work:
+                break
+            follow_up: list[_Work] = []
+            for frames in sorted({w.item.window_frames for w in work}):
+                group = [w for w in work if w.item.window_frames == frames]
+                encoder_output = self._encode([w.item for w in group])
+                if detect:  # once, on each chunk's own window: follow-ups keep their chunk's language
+                    for w, (lang, prob) in zip(group, self._languages(encoder_output, [w.item for w in group])):
+                        found[w.index].language, found[w.index].language_probability = lang, prob
+                follow_up += self._decode_pass(encoder_output, group, found, options)
+            detect, work = False, follow_up
+        for w in work:  # continued MAX_PASSES times and still more speech: the safe way decides
+            found[w.index] = self._redecode(items[w.index], found[w.index], options)
+        return [f.result() for f in found]
+
+    def _decode_pass(
+        self, encoder_output: Any, group: list[_Work], found: list[_Found], options: DecodeSettings
+    ) -> list[_Work]:
+        """One batched generate over encoded chunks of one window length; records what each
+        became in ``found`` and returns the follow-up work."""
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        encoder_output = self._encode(items)
-        languages = self._languages(encoder_output, items)
-        tokenizers = [self.tokenizer(options.task, lang) for lang, _ in languages]
-        prompts = [self.model.get_prompt(tok, [], without_timestamps=False) for tok in tokenizers]
+        tokenizers = [self.tokenizer(options.task, found[w.index].language) for w in group]
+        # A loop runs until the length limit, and holds up its whole batch meanwhile: past this
+        # many tokens for the window, it counts as a loop anyway (looks_looped).
+        window_s = group[0].item.window_frames / FRAMES_PER_SECOND
         generated = self.model.model.generate(
             encoder_output,
-            prompts,
+            [self.model.get_prompt(tok, [], without_timestamps=False) for tok in tokenizers],
             beam_size=options.beam_size,
-            max_length=self.model.max_length,
+            max_length=min(self.model.max_length, math.ceil(window_s * TOKENS_PER_SECOND_LIMIT)),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=list(get_suppressed_tokens(tokenizers[0], [-1])),
         )
-        results: list[ItemResult | None] = [None] * len(items)
-        aligned: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
-        for i, (item, gen, tok, (lang, prob)) in enumerate(zip(items, generated, tokenizers, languages)):
+        follow_up: list[_Work] = []
+        to_align: list[tuple[int, _Work, list[dict[str, Any]]]] = []
+        for row, (w, gen, tok) in enumerate(zip(group, generated, tokenizers)):
+            item, chunk = w.item, found[w.index]
             tokens = gen.sequences_ids[0]
             avg_logprob = gen.scores[0] * len(tokens) / (len(tokens) + 1)
             text_tokens = [t for t in tokens if t < tok.eot]
-            text = tok.decode(text_tokens)
             if (gen.no_speech_prob > NO_SPEECH_LIMIT and avg_logprob < LOGPROB_LIMIT) or (
                 gen.no_speech_prob > SUSPECT_NO_SPEECH and not detect_speech(item.samples)
             ):
-                # Whisper's own no-speech rule, or doubt confirmed by VAD: silence and noise
-                # must give no text rather than "Thank you for watching".
-                results[i] = ItemResult(lang, prob, [])
-                continue
-            segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob, lang)
-            if looks_degenerate(text, len(text_tokens), item.duration_s, avg_logprob, gen.no_speech_prob) or (
-                self._speech_left_out(item, segments)
+                continue  # Whisper's no-speech rule, or doubt confirmed by VAD: silence gives no text
+            text = tok.decode(text_tokens)
+            looped = looks_looped(text, len(text_tokens), item.duration_s)
+            if item.window_frames < WINDOW_FRAMES and (
+                looped
+                or repeats_itself(text_tokens)
+                or avg_logprob < LOGPROB_LIMIT
+                or left_open(tokens, tok.timestamp_begin, tok.eot)
             ):
-                results[i] = self._redecode(item, lang, prob, options)
+                follow_up.append(_Work(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s))
+                chunk.widened = True
                 continue
+            if looped:
+                found[w.index] = self._redecode(w.whole or item, chunk, options)
+                follow_up = [f for f in follow_up if f.index != w.index]
+                continue
+            segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob)
             if options.word_timestamps and segments:
-                aligned.setdefault(lang, []).append((i, segments))
-            results[i] = ItemResult(lang, prob, [_to_segment(s, lang) for s in segments])
-        for lang, group in aligned.items():
-            self._add_words(encoder_output, items, group, options.task, lang, results)
-        return [r for r in results if r is not None]
+                to_align.append((row, w, segments))
+            chunk.pieces.append((w.offset_s, segments))
+            covered_s = self._speech_left_out(item, segments)
+            if covered_s is not None:
+                rest = item.samples[int(covered_s * SAMPLE_RATE_HZ) :]
+                follow_up.append(
+                    _Work(w.index, EngineItem(rest, self.features(rest), window_frames(len(rest) / SAMPLE_RATE_HZ),
+                                              item.language), w.offset_s + covered_s, whole=w.whole or item)
+                )  # fmt: skip
+                chunk.continued = True
+        self._add_words(encoder_output, group, to_align, options.task, found)
+        return follow_up
 
     @staticmethod
-    def _speech_left_out(item: EngineItem, segments: list[dict[str, Any]]) -> bool:
-        """True when the decode stopped early: VAD hears speech after the last segment.
+    def _speech_left_out(item: EngineItem, segments: list[dict[str, Any]]) -> float | None:
+        """Where the decode stopped, when VAD hears speech after it (else None).
 
-        Short chunks in short encoder windows sometimes end after a few words ("mend the
-        coat" for "mend the coat before you go out"); nothing in the scores shows it.
+        Whisper sometimes ends a chunk's output after a closed segment with speech still to come
+        ("… in the middle ages" and the rest of a 10 s clip missing): faster-whisper's sequential
+        loop decodes on from there, and so does run_batch.
         """
         covered_s = segments[-1]["end"] if segments else 0.0
         if item.duration_s - covered_s < UNCOVERED_TAIL_S:
-            return False
+            return None
         tail = item.samples[int((covered_s + TAIL_MARGIN_S) * SAMPLE_RATE_HZ) :]
-        return bool(detect_speech(tail))
+        return covered_s if detect_speech(tail) else None
 
     def _split(
-        self, tok: Tokenizer, tokens: list[int], item: EngineItem, avg_logprob: float, no_speech_prob: float, lang: str
+        self, tok: Tokenizer, tokens: list[int], item: EngineItem, avg_logprob: float, no_speech_prob: float
     ) -> list[dict[str, Any]]:
         """Segments from timestamp tokens; text after the last timestamp runs to the chunk's end.
 
@@ -396,13 +488,12 @@ class Engine:
     def _add_words(
         self,
         encoder_output: Any,
-        items: Sequence[EngineItem],
-        group: list[tuple[int, list[dict[str, Any]]]],
+        group: list[_Work],
+        to_align: list[tuple[int, _Work, list[dict[str, Any]]]],
         task: Task,
-        lang: str,
-        results: list[ItemResult | None],
+        found: list[_Found],
     ) -> None:
-        """Align words for the chunks of one language, one chunk per call.
+        """Align words chunk by chunk (segments are updated in place).
 
         A batched alignment pads every chunk's text to the longest text in the batch, and the padded
         length shifts word probabilities (up to 0.002 measured on CPU int8): a file's JSON would then
@@ -412,33 +503,32 @@ class Engine:
         import ctranslate2
 
         full = None
-        tok = self.tokenizer(task, lang)
-        for i, segments in group:
-            if len(items) == 1:
+        for row, w, segments in to_align:
+            if len(group) == 1:
                 encoded = encoder_output
             else:
                 if full is None:
                     full = np.asarray(
                         encoder_output if self.device == "cpu" else encoder_output.to_device(ctranslate2.Device.cpu)
                     )
-                encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(full[i : i + 1]))
+                encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(full[row : row + 1]))
                 if self.device == "cuda":
                     encoded = encoded.to_device(ctranslate2.Device.cuda)
+            tok = self.tokenizer(task, found[w.index].language)
             text_tokens = [t for seg in segments for t in seg["tokens"]]
-            num_frames = min(items[i].window_frames, round(items[i].duration_s * FRAMES_PER_SECOND))
+            num_frames = min(w.item.window_frames, round(w.item.duration_s * FRAMES_PER_SECOND))
             (alignment,) = self.model.find_alignment(tok, [text_tokens], encoded, [num_frames])
             _attach_words(segments, alignment)
-            results[i].segments = [_to_segment(s, lang) for s in segments]  # type: ignore[union-attr]
 
-    def _redecode(self, item: EngineItem, lang: str, prob: float, options: DecodeSettings) -> ItemResult:
-        """Decode one chunk the safe way: full window, temperature fallback (sequential faster-whisper)."""
+    def _redecode(self, item: EngineItem, chunk: _Found, options: DecodeSettings) -> _Found:
+        """Decode one whole chunk the safe way: full window, temperature fallback (sequential faster-whisper)."""
         import ctranslate2
 
         # Fallback temperatures sample: a fixed seed keeps reruns byte-identical.
         ctranslate2.set_random_seed(REDECODE_SEED)
         segments, _ = self.model.transcribe(
             item.samples,
-            language=lang if self.is_multilingual else None,
+            language=chunk.language if self.is_multilingual else None,
             task=options.task.value,
             beam_size=options.beam_size,
             word_timestamps=options.word_timestamps,
@@ -449,21 +539,50 @@ class Engine:
         for s in segments:  # draining the lazy generator is where the work happens
             if not s.text.strip():
                 continue
-            words = tuple(Word(round(w.start, 3), round(w.end, 3), w.word, round(w.probability, 4)) for w in s.words or ())
             converted.append(
-                Segment(
-                    id=0,
-                    start_s=round(s.start, 3),
-                    end_s=round(min(s.end, item.duration_s), 3),
-                    text=s.text,
-                    avg_logprob=round(s.avg_logprob, 4),
-                    no_speech_prob=round(s.no_speech_prob, 4),
-                    compression_ratio=round(s.compression_ratio, 4),
-                    words=words,
-                    language=lang,
-                )
+                {
+                    "start": s.start,
+                    "end": min(s.end, item.duration_s),
+                    "text": s.text,
+                    "avg_logprob": s.avg_logprob,
+                    "no_speech_prob": s.no_speech_prob,
+                    "compression_ratio": s.compression_ratio,
+                    "words": [
+                        Word(round(float(w.start), 3), round(float(w.end), 3), w.word, round(float(w.probability), 4))
+                        for w in s.words or ()
+                    ],
+                }
             )
-        return ItemResult(lang, prob, converted, redecoded=True)
+        return _Found(chunk.language, chunk.language_probability, [(0.0, converted)], chunk.widened, redecoded=True)
+
+
+@dataclass
+class _Work:
+    """A piece of decoding for one chunk of the batch: the chunk itself, the chunk again in the
+    full window (``item`` widened), or the rest of the chunk after where its decode stopped."""
+
+    index: int  # the chunk's place in the batch
+    item: EngineItem
+    offset_s: float = 0.0  # where ``item`` starts within the chunk
+    whole: EngineItem | None = None  # the chunk itself, when ``item`` is only its rest
+
+
+@dataclass
+class _Found:
+    """What one chunk of the batch has become so far."""
+
+    language: str
+    language_probability: float
+    pieces: list[tuple[float, list[dict[str, Any]]]] = field(default_factory=list)  # (offset_s, segments)
+    widened: bool = False
+    continued: bool = False
+    redecoded: bool = False
+
+    def result(self) -> ItemResult:
+        segments = [_to_segment(s, self.language, offset_s) for offset_s, piece in self.pieces for s in piece]
+        return ItemResult(
+            self.language, self.language_probability, segments, self.widened, self.continued, self.redecoded
+        )
 
 
 def split_timestamped(
@@ -537,16 +656,18 @@ def _attach_words(segments: list[dict[str, Any]], alignment: list[dict[str, Any]
         segment["words"] = words
 
 
-def _to_segment(s: dict[str, Any], lang: str) -> Segment:
+def _to_segment(s: dict[str, Any], lang: str, offset_s: float = 0.0) -> Segment:
+    """A segment dict (times relative to its piece) as a Segment on the chunk's timeline."""
     return Segment(
         id=0,
-        start_s=round(float(s["start"]), 3),
-        end_s=round(float(s["end"]), 3),
+        start_s=round(float(s["start"]) + offset_s, 3),
+        end_s=round(float(s["end"]) + offset_s, 3),
         text=s["text"],
         avg_logprob=round(float(s["avg_logprob"]), 4),
         no_speech_prob=round(float(s["no_speech_prob"]), 4),
         compression_ratio=round(float(s["compression_ratio"]), 4),
-        words=tuple(s["words"]),
+        words=tuple(
+            Word(round(w.start_s + offset_s, 3), round(w.end_s + offset_s, 3), w.text, w.probability) for w in s["words"]
+        ),
         language=lang,
     )
-

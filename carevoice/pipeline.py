@@ -1,22 +1,24 @@
 """decode -> batch -> assemble -> write: one FileResult per input; never raises for one bad file.
 
 Data flows one way. A thread pool decodes files through ffmpeg, finds speech and computes
-features while the main thread runs inference; chunks from many files meet in the scheduler's
-buckets; finished chunks are regrouped per file, mapped back to the file's own timeline and
-written atomically. Core functions return values and never print: the CLI renders.
+features; chunks from many files meet in the scheduler's buckets; full batches go to one
+inference thread per engine (one engine per GPU); finished chunks come back to the main thread,
+are regrouped per file, mapped back to the file's own timeline and written atomically. Core
+functions return values and never print: the CLI renders.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,11 +26,21 @@ from carevoice import interrupts
 from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio, stop_all_decodes
 from carevoice.chinese import convert_transcript, load_converter
 from carevoice.discovery import Job, path_text
-from carevoice.engine import MAX_CHUNK_S, Engine, EngineItem, EngineOutOfMemory, ItemResult, SpeechSpan, detect_speech
+from carevoice.engine import (
+    MAX_CHUNK_S,
+    Engine,
+    EngineItem,
+    EngineOutOfMemory,
+    ItemResult,
+    SpeechSpan,
+    detect_speech,
+    window_frames,
+)
 from carevoice.errors import CareVoiceError, EngineError, FileError, SetupError
 from carevoice.locks import OutputLock, remove_stale_locks, try_lock
-from carevoice.scheduler import BatchScheduler, window_frames
-from carevoice.settings import Device, TranscribeSettings
+from carevoice.models import ModelRef
+from carevoice.scheduler import BatchScheduler
+from carevoice.settings import DecodeSettings, Device, TranscribeSettings
 from carevoice.transcript import Segment, Transcript, Word
 from carevoice.writers import (
     foreign_outputs,
@@ -115,8 +127,39 @@ class RunStats:
 
     engine_calls: int = 0
     chunks: int = 0
-    redecoded_chunks: int = 0
+    widened_chunks: int = 0  # decoded again in the full window
+    continued_chunks: int = 0  # decoded on after stopping early
+    redecoded_chunks: int = 0  # decoded the safe (sequential) way
     audio_done_s: float = 0.0
+    calls_per_engine: list[int] = field(default_factory=list)  # engine calls of each engine, in load order
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch became on one engine (after any out-of-memory halving)."""
+
+    results: list[tuple[Chunk, ItemResult | CareVoiceError]]
+    engine_calls: int = 0
+    chunks: int = 0
+
+
+def infer_batch(engine: Engine, batch: list[Chunk], options: DecodeSettings) -> BatchOutcome:
+    """Run a batch; on out-of-memory (or any engine error) split it in halves and retry,
+    so only the chunks that fail on their own fail their files. Runs in an engine's thread."""
+    if not batch:
+        return BatchOutcome([])
+    try:
+        results = engine.run_batch([c.item for c in batch], options)
+        return BatchOutcome(list(zip(batch, results)), 1, len(batch))
+    except EngineOutOfMemory as exc:
+        if len(batch) == 1:
+            return BatchOutcome([(batch[0], exc)])
+    except EngineError as exc:
+        if len(batch) == 1:
+            return BatchOutcome([(batch[0], exc)])
+    half = len(batch) // 2
+    first, second = infer_batch(engine, batch[:half], options), infer_batch(engine, batch[half:], options)
+    return BatchOutcome(first.results + second.results, first.engine_calls + second.engine_calls, first.chunks + second.chunks)
 
 
 def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
@@ -159,14 +202,18 @@ def engine_items(prepared: Prepared, engine: Engine, language: str | None) -> li
 
 
 def plan_jobs(
-    jobs: list[Job], settings: TranscribeSettings, fingerprint: dict[str, Any]
+    jobs: list[Job], settings: TranscribeSettings, fingerprint: dict[str, Any], every_input: list[Job] | None = None
 ) -> tuple[list[Job], list[FileResult]]:
-    """Split jobs into those to run and those already settled (finished, or blocked by a foreign file)."""
+    """Split jobs into those to run and those already settled (finished, or blocked by a foreign file).
+
+    ``every_input``: all inputs of the run when ``jobs`` is one shard of them (default: ``jobs``);
+    no output may replace any of their recordings, whichever shard they are in.
+    """
     to_run, settled = [], []
     for folder in sorted({job.output_stem.parent for job in jobs}):
         remove_stale_temp_files(folder)
         remove_stale_locks(folder)
-    sources = {os.path.realpath(job.source) for job in jobs}
+    sources = {os.path.realpath(job.source) for job in (jobs if every_input is None else every_input)}
     for job in jobs:
         if not settings.overwrite and is_finished(job.output_stem, settings.formats, fingerprint):
             settled.append(FileResult(job.source, FileStatus.SKIPPED, note="already transcribed with these options"))
@@ -264,17 +311,42 @@ def _assemble(state: _FileState, engine: Engine, settings: TranscribeSettings, o
 
 
 class Transcriber:
-    """Runs a planned batch of jobs through one engine. Iterate :meth:`run` for FileResults."""
+    """Runs a planned batch of jobs through one engine, or one per GPU. Iterate :meth:`run` for FileResults.
 
-    def __init__(self, settings: TranscribeSettings, engine: Engine, ffmpeg: Ffmpeg, fingerprint: dict[str, Any]) -> None:
+    Args:
+        settings: The run's options.
+        engine: The first (or only) engine; it also computes features (the same on every engine).
+        ffmpeg: The decoder.
+        fingerprint: The options that key resume.
+        more_engines: Further engines of the same model, one per GPU: each takes whole batches
+            from the one scheduler in a thread of its own.
+        prepare: How a job becomes a decoded file (default: :func:`prepare_file` with ffmpeg);
+            runs in the decode pool and may raise FileError.
+        started_ns: When the run started (time.time_ns; default: now). With --overwrite, a file
+            finished since then counts as done by someone else, so a worker that takes over part
+            of a run (a retried Ray task) passes the start of the whole run.
+    """
+
+    def __init__(
+        self,
+        settings: TranscribeSettings,
+        engine: Engine,
+        ffmpeg: Ffmpeg | None,
+        fingerprint: dict[str, Any],
+        more_engines: Sequence[Engine] = (),
+        prepare: Callable[[Job], Prepared] | None = None,
+        started_ns: int | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        self.engines = (engine, *more_engines)
         self.ffmpeg = ffmpeg
         self.fingerprint = fingerprint
         self.batch_size = settings.decode.batch_size or {"cuda": 16}.get(engine.device, 8)
-        self.stats = RunStats()
+        self.stats = RunStats(calls_per_engine=[0] * len(self.engines))
+        self._prepare_file = prepare
         self._locks: dict[Path, OutputLock] = {}  # by source: outputs this process is producing
-        self._started_ns = time.time_ns()
+        self._started_ns = started_ns or time.time_ns()
         self.options = {
             **fingerprint,
             "batch_size": self.batch_size,
@@ -286,30 +358,56 @@ class Transcriber:
         return self.settings.decode_workers or max(1, min(4, os.cpu_count() or 1))
 
     def run(self, jobs: list[Job]) -> Iterator[FileResult]:
-        """Transcribe jobs; yields each file's result as soon as it is written (or failed)."""
+        """Transcribe jobs; yields each file's result as soon as it is written (or failed).
+
+        The calling thread claims and admits files, forms batches and writes outputs (so Ctrl-C
+        and SIGTERM, which land in the main thread, find every file whole or untouched); decoding
+        runs in a pool and each engine runs batches in a thread of its own.
+        """
         scheduler: BatchScheduler[Chunk] = BatchScheduler(self.batch_size)
         workers = self._workers()
         pending_jobs = list(reversed(jobs))
-        in_flight: dict[Future[tuple[Prepared, list[EngineItem]]], _FileState] = {}
+        decoding: dict[Future[tuple[Prepared, list[EngineItem]]], _FileState] = {}
+        inferring: dict[Future[tuple[int, BatchOutcome]], list[Chunk]] = {}
+        # Two batches per engine: one running, one waiting, so no engine waits for the main thread.
+        max_batches = 2 * len(self.engines)
+        idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(self.engines)):
+            idle.put(index)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carevoice-decode")
+        engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
         try:
-            while pending_jobs or in_flight:
-                while pending_jobs and len(in_flight) < workers * 2:
+            while pending_jobs or decoding or inferring or scheduler.pending:
+                # Decoded files wait in the scheduler; while it holds more than it should (the
+                # engines are the bottleneck), decode no further ahead: memory stays bounded.
+                while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
                     job = pending_jobs.pop()
                     if (not_here := self._claim(job)) is not None:
                         yield not_here
                         continue
-                    in_flight[pool.submit(self._prepare, job)] = _FileState(job, time.monotonic())
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: str(in_flight[f].job.source)):
-                    state = in_flight.pop(future)
-                    yield from self._admit(state, future, scheduler)
-                for batch in scheduler.ready():
-                    yield from self._run_batch(batch)
-            for batch in scheduler.flush():
-                yield from self._run_batch(batch)
+                    decoding[pool.submit(self._prepare, job)] = _FileState(job, time.monotonic())
+                batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
+                for batch in batches:
+                    live = [c for c in batch if c.file.failed is None]  # a failed file's other chunks need no engine
+                    inferring[engines.submit(self._infer_on_idle_engine, idle, live)] = batch
+                    if len(inferring) >= max_batches:
+                        break
+                if not decoding and not inferring:
+                    continue  # files were settled without decoding, or more batches are due
+                done, _ = wait([*decoding, *inferring], return_when=FIRST_COMPLETED)
+                # Files join the scheduler in job order, whatever order their decodes finish in:
+                # batches then hold the same chunks on every run, with any number of engines or
+                # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
+                # int8 GEMMs), so this is what makes outputs identical bit for bit. Decoding is
+                # far faster than inference, so waiting for the oldest decode costs next to nothing.
+                while decoding and (oldest := next(iter(decoding))).done():
+                    yield from self._admit(decoding.pop(oldest), oldest, scheduler)
+                for future in [f for f in inferring if f in done]:  # in submission order
+                    batch = inferring.pop(future)
+                    yield from self._collect(batch, *future.result())
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            engines.shutdown(wait=False, cancel_futures=True)  # a running batch ends on its own; its results are dropped
             stop_all_decodes()  # an interrupted run must not wait for (or leave behind) ffmpeg
             for lock in self._locks.values():
                 lock.release()
@@ -349,8 +447,20 @@ class Transcriber:
             lock.release()
 
     def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
-        prepared = prepare_file(job, self.ffmpeg)
+        if self._prepare_file is not None:
+            prepared = self._prepare_file(job)
+        else:
+            assert self.ffmpeg is not None, "a Transcriber without ffmpeg needs prepare="
+            prepared = prepare_file(job, self.ffmpeg)
         return prepared, engine_items(prepared, self.engine, self.settings.decode.language)
+
+    def _infer_on_idle_engine(self, idle: queue.SimpleQueue[int], batch: list[Chunk]) -> tuple[int, BatchOutcome]:
+        """Runs in an inference thread: there are as many threads as engines, so one is always idle."""
+        index = idle.get()
+        try:
+            return index, infer_batch(self.engines[index], batch, self.settings.decode)
+        finally:
+            idle.put(index)
 
     def _admit(
         self, state: _FileState, future: Future[tuple[Prepared, list[EngineItem]]], scheduler: BatchScheduler[Chunk]) -> Iterator[FileResult]:
@@ -371,13 +481,20 @@ class Transcriber:
         for index, item in enumerate(items):
             scheduler.add(item.window_frames, Chunk(state, index, state.offsets_s[index], item))
 
-    def _run_batch(self, batch: list[Chunk]) -> Iterator[FileResult]:
-        live = [c for c in batch if c.file.failed is None]
-        for chunk, result in self._infer(live):
+    def _collect(self, batch: list[Chunk], engine_index: int, outcome: BatchOutcome) -> Iterator[FileResult]:
+        """Regroup a batch's results per file; write each file whose last chunk this was."""
+        self.stats.engine_calls += outcome.engine_calls
+        self.stats.chunks += outcome.chunks
+        self.stats.calls_per_engine[engine_index] += outcome.engine_calls
+        for chunk, result in outcome.results:
+            if chunk.file.failed is not None:
+                continue  # another chunk of this file failed while this batch ran
             if isinstance(result, CareVoiceError):
                 chunk.file.failed = str(result)
             else:
                 chunk.file.results[chunk.index] = result
+                self.stats.widened_chunks += result.widened
+                self.stats.continued_chunks += result.continued
                 self.stats.redecoded_chunks += result.redecoded
         touched = {id(c.file): c.file for c in batch}
         for state in touched.values():
@@ -386,25 +503,6 @@ class Transcriber:
                 yield self._failed(state, state.failed)
             elif state.failed is None and len(state.results) == state.expected:
                 yield from self._finished(state)
-
-    def _infer(self, batch: list[Chunk]) -> list[tuple[Chunk, ItemResult | CareVoiceError]]:
-        """Run a batch; on out-of-memory (or any engine error) split it in halves and retry,
-        so only the chunks that fail on their own fail their files."""
-        if not batch:
-            return []
-        try:
-            results = self.engine.run_batch([c.item for c in batch], self.settings.decode)
-            self.stats.engine_calls += 1
-            self.stats.chunks += len(batch)
-            return list(zip(batch, results))
-        except EngineOutOfMemory as exc:
-            if len(batch) == 1:
-                return [(batch[0], exc)]
-        except EngineError as exc:
-            if len(batch) == 1:
-                return [(batch[0], exc)]
-        half = len(batch) // 2
-        return self._infer(batch[:half]) + self._infer(batch[half:])
 
     def _failed(self, state: _FileState, message: str) -> FileResult:
         self._release(state.job)
@@ -444,18 +542,60 @@ class Transcriber:
         )
 
 
+class EngineFacts(Protocol):
+    """What the CLI shows about the engines of a run."""
+
+    @property
+    def ref(self) -> ModelRef: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def compute_type(self) -> str: ...
+
+
+class Backend(Protocol):
+    """Runs planned jobs and yields one FileResult each: :class:`Transcriber` in this process,
+    ``carevoice.distributed.RayTranscriber`` on a Ray cluster."""
+
+    @property
+    def engine(self) -> EngineFacts: ...
+
+    @property
+    def engines(self) -> Sequence[EngineFacts]: ...
+
+    @property
+    def stats(self) -> RunStats: ...
+
+    def run(self, jobs: list[Job]) -> Iterator[FileResult]: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before any model loads: what to run, what is settled, and with which model."""
+
+    settings: TranscribeSettings
+    ref: ModelRef
+    fingerprint: dict[str, Any]
+    jobs: list[Job]
+    settled: list[FileResult]
+    found: int  # inputs found before --shard picked this run's part
+
+
 @dataclass
 class Run:
     """A validated, planned transcription run, ready to iterate.
 
-    Build with :func:`start_run`; iterate :meth:`results`.
+    Build with :func:`start_run` (or ``carevoice.distributed.start_ray_run``); iterate :meth:`results`.
     """
 
     settings: TranscribeSettings
     settled: list[FileResult]
     jobs: list[Job]
-    transcriber: Transcriber | None
+    transcriber: Backend | None
     device_note: str = ""
+    found: int = 0  # inputs found before --shard picked this run's part
 
     @property
     def total(self) -> int:
@@ -467,39 +607,82 @@ class Run:
             yield from self.transcriber.run(self.jobs)
 
 
+def plan_run(settings: TranscribeSettings) -> Plan:
+    """Validate, discover, pick this shard and plan: all cheap, nothing loaded.
+
+    Raises:
+        UsageError: bad options or nothing to transcribe.
+        SetupError: the model cannot be found.
+    """
+    from carevoice.discovery import find_jobs, select_shard
+    from carevoice.errors import UsageError
+    from carevoice.models import resolve_model
+
+    settings.validate()
+    found = find_jobs(settings.inputs, settings.output_dir, settings.recursive)
+    if not found.jobs and not found.problems:
+        raise UsageError("no audio files found", "name audio files, or folders holding .wav/.mp3/.m4a/… files")
+    total_found = len(found.jobs) + sum(p.key is not None for p in found.problems)
+    every_input = found.jobs
+    if settings.shard is not None:
+        # After the collision check, which must see every input. A shard left with nothing is
+        # not an error: with more shards than files some are empty, and a job array must not fail.
+        found = select_shard(found, settings.shard.index, settings.shard.count)
+    problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+    ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
+    fingerprint = settings.decode.fingerprint(ref.model_id)
+    jobs, settled = plan_jobs(found.jobs, settings, fingerprint, every_input)
+    settled = sorted(problems + settled, key=lambda r: str(r.source))
+    return Plan(settings, ref, fingerprint, jobs, settled, total_found)
+
+
 def start_run(settings: TranscribeSettings) -> Run:
-    """Validate, discover and plan (cheap), then find ffmpeg and load the model only if work remains.
+    """Plan (cheap), then find ffmpeg and load the model(s) only if work remains.
 
     Raises:
         UsageError: bad options or nothing to transcribe.
         SetupError: ffmpeg, the model or the device is unusable.
     """
     from carevoice.audio import find_ffmpeg
-    from carevoice.discovery import find_jobs
-    from carevoice.engine import resolve_device
-    from carevoice.errors import UsageError
-    from carevoice.models import resolve_model
+    from carevoice.engine import cuda_device_count, resolve_device
 
-    settings.validate()
-    found = find_jobs(settings.inputs, settings.output_dir, settings.recursive)
-    problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
-    if not found.jobs and not problems:
-        raise UsageError("no audio files found", "name audio files, or folders holding .wav/.mp3/.m4a/… files")
-    ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
-    fingerprint = settings.decode.fingerprint(ref.model_id)
-    jobs, settled = plan_jobs(found.jobs, settings, fingerprint)
-    settled = sorted(problems + settled, key=lambda r: str(r.source))
+    plan = plan_run(settings)
+    ref, fingerprint, jobs, settled, total_found = plan.ref, plan.fingerprint, plan.jobs, plan.settled, plan.found
     if not jobs:
-        return Run(settings, settled, [], None)
+        return Run(settings, settled, [], None, found=total_found)
     load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
     ffmpeg = find_ffmpeg()
     device, note = resolve_device(settings.engine.device)
+    gpus = _gpu_indices(settings.gpus, cuda_device_count()) if device == "cuda" else ()
     try:
-        engine = Engine.load(settings.engine, ref, device)
+        # One engine per GPU; they share the scheduler, so each gets full cross-file batches.
+        engines = [Engine.load(settings.engine, ref, device, device_index=i) for i in gpus] or [Engine.load(settings.engine, ref, device)]
     except SetupError as exc:
         if settings.engine.device is not Device.AUTO or device == "cpu":
             raise
         # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
-        engine = Engine.load(settings.engine, ref, "cpu")
+        engines, gpus = [Engine.load(settings.engine, ref, "cpu")], ()
         note = f"auto: CUDA unusable ({exc.message}), fell back to CPU"
-    return Run(settings, settled, jobs, Transcriber(settings, engine, ffmpeg, fingerprint), note)
+    if len(gpus) > 1:
+        note += f"; one engine on each of GPUs {','.join(map(str, gpus))}"
+    elif gpus and settings.gpus is not None:
+        note += f"; GPU {gpus[0]}"
+    transcriber = Transcriber(settings, engines[0], ffmpeg, fingerprint, more_engines=engines[1:])
+    return Run(settings, settled, jobs, transcriber, note, total_found)
+
+
+def _gpu_indices(asked: tuple[int, ...] | None, visible: int) -> tuple[int, ...]:
+    """The CUDA devices to load an engine on: those asked for, else every one CTranslate2 sees.
+
+    Raises:
+        SetupError: an index CTranslate2 does not see.
+    """
+    if asked is None:
+        return tuple(range(max(visible, 1)))
+    unseen = [i for i in asked if i >= visible]
+    if unseen:
+        raise SetupError(
+            f"--gpus {','.join(map(str, asked))}: CTranslate2 sees {visible} CUDA device(s), numbered 0 to {visible - 1}",
+            "name GPUs from that range (CUDA_VISIBLE_DEVICES renumbers them), or leave --gpus out to use every one",
+        )
+    return asked

@@ -39,6 +39,8 @@ class RunSummary:
     model: str = ""
     engine_calls: int = 0
     chunks: int = 0
+    widened_chunks: int = 0
+    continued_chunks: int = 0
     redecoded_chunks: int = 0
     interrupted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +70,8 @@ class RunSummary:
             "files_per_s": round(self.count(FileStatus.DONE) / self.wall_s, 3) if self.wall_s > 0 else 0.0,
             "engine_calls": self.engine_calls,
             "chunks": self.chunks,
+            "widened_chunks": self.widened_chunks,
+            "continued_chunks": self.continued_chunks,
             "redecoded_chunks": self.redecoded_chunks,
             **self.extra,
             "files": [r.to_dict() for r in sorted(self.results, key=lambda r: str(r.source))],

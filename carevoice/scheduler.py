@@ -1,37 +1,18 @@
 """Cross-file batching: speech chunks from many files -> length buckets -> full batches.
 
-Each chunk gets an encoder window from a set of bucket lengths (the shortest that holds it;
-by default just Whisper's 30 s), and a batch only ever holds chunks of one bucket. So a chunk's
+Each chunk has an encoder window (engine.window_frames: the shortest bucket that holds it),
+and a batch only ever holds chunks of one window length. So a chunk's
 encoder input is the same whichever files happen to share its batch: results do not depend
 on batch composition, and a resumed run reproduces an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from carevoice.engine import FRAMES_PER_SECOND
-
-# Whisper's full 30 s window for every chunk. Shorter buckets (SHORT_WINDOWS_S) cut encoder time
-# but cost 1.0-1.6 WER points on the English corpus (benchmarks/README.md): 1-2 s clips in a 10 s
-# window stop early with nothing in the scores to show it. Accuracy first; issue 6 takes this up.
-DEFAULT_WINDOWS_S = (30.0,)
-SHORT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
-
 T = TypeVar("T")
-
-
-def window_frames(duration_s: float, windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S) -> int:
-    """Encoder window (mel frames) for a chunk: the smallest bucket that holds it."""
-    needed = math.ceil(duration_s * FRAMES_PER_SECOND)
-    for window in windows_s:
-        frames = round(window * FRAMES_PER_SECOND)
-        if needed <= frames:
-            return frames
-    return round(windows_s[-1] * FRAMES_PER_SECOND)
 
 
 @dataclass

@@ -117,6 +117,38 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """``--shard K/N``: this run does shard ``index`` (0-based, like Kubernetes' JOB_COMPLETION_INDEX) of ``count``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse ``"K/N"`` with 0 <= K < N.
+
+    Raises:
+        UsageError: not two integers, N below 1, or K outside 0..N-1.
+    """
+    index_text, sep, count_text = text.strip().partition("/")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        index, count = -1, 0
+    if not sep or count < 1:
+        raise UsageError(f"--shard {text!r} is not K/N", "pass e.g. --shard 0/4 (shards are numbered from 0)")
+    if not 0 <= index < count:
+        raise UsageError(
+            f"--shard {text}: K must be between 0 and {count - 1}",
+            f"shards are numbered from 0: --shard 0/{count} … --shard {count - 1}/{count}",
+        )
+    return Shard(index, count)
+
+
+@dataclass(frozen=True)
 class TranscribeSettings:
     """Everything `carevoice transcribe` was asked to do."""
 
@@ -129,6 +161,11 @@ class TranscribeSettings:
     recursive: bool = True
     decode_workers: int = 0  # 0: derived from the core count
     report_path: Path | None = None
+    shard: Shard | None = None  # None: every input
+    gpus: tuple[int, ...] | None = None  # CUDA device indices, one engine each; None: every device CTranslate2 sees
+    ray_address: str | None = None  # None: this process; "local": a new Ray here; else ray.init's address ("auto", host:port)
+    ray_actors: int = 0  # 0: one per GPU of the cluster, else as many CPU actors as its CPUs allow
+    ray_files_per_task: int = 0  # 0: four batches' worth
 
     def validate(self) -> None:
         """Check everything that is cheap to check, before any model is loaded.
@@ -150,6 +187,31 @@ class TranscribeSettings:
             raise UsageError(f"--output-dir {self.output_dir} is not a folder", "name a folder (it is created if missing)")
         if self.decode.language is not None and not self.decode.language.replace("-", "").isalpha():
             raise UsageError(f"--language {self.decode.language!r} is not a language code", "use e.g. en, zh, de")
+        if self.ray_actors < 0 or self.ray_files_per_task < 0:
+            raise UsageError("--ray-actors and --ray-files-per-task must be 0 (auto) or more")
+        if self.ray_address is None and (self.ray_actors or self.ray_files_per_task):
+            raise UsageError("--ray-actors and --ray-files-per-task need --ray", "add --ray ADDRESS (e.g. --ray auto)")
+        if self.ray_address is not None and self.gpus is not None:
+            raise UsageError("--gpus chooses GPUs of this machine; with --ray each actor gets one GPU from Ray", "drop --gpus")
+        if self.gpus is not None and self.engine.device is Device.CPU:
+            raise UsageError("--gpus chooses CUDA devices, but --device cpu was asked for", "drop --gpus, or use --device cuda")
+
+
+def parse_gpus(text: str) -> tuple[int, ...] | None:
+    """Parse ``--gpus``: a comma list of CUDA device indices such as ``"0,2"``, or ``all`` (None).
+
+    Raises:
+        UsageError: not a list of distinct indices from 0 up.
+    """
+    if text.strip().lower() == "all":
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or not all(n.isdigit() for n in names):
+        raise UsageError(f"--gpus {text!r} is not a list of GPU indices", "pass e.g. --gpus 0,2 (as CUDA numbers them), or all")
+    indices = tuple(int(n) for n in names)
+    if len(set(indices)) != len(indices):
+        raise UsageError(f"--gpus {text!r} names a GPU twice", "name each GPU once, e.g. --gpus 0,2")
+    return indices
 
 
 def parse_devices(text: str) -> tuple[Device, ...]:

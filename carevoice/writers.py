@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,11 @@ MAX_CUE_CHARS = 84
 MAX_LINE_CHARS = 42
 TEMP_SUFFIX = ".carevoice-tmp"
 RECORD_VERSION = 1
+# Temporary names carry "<pid>@<host tag>": shards and Ray workers on other machines (or in other
+# containers, whose pids overlap ours) write into the same shared folders, and their pids say
+# nothing here. Such a file is only taken for abandoned once it is this old (a write takes ms).
+HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+FOREIGN_TEMP_AGE_S = 3600.0
 
 
 def _current_umask() -> int:
@@ -246,7 +253,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     Raises:
         OSError: the write failed; path is untouched and the temporary file removed.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{HOST_TAG}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), FILE_MODE)
@@ -356,8 +363,15 @@ def remove_stale_temp_files(folder: Path) -> int:
     for entry in entries:
         if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
             continue
-        parts = entry.name[: -len(TEMP_SUFFIX)].split(".")  # ., name..., pid, random
-        if len(parts) >= 3 and parts[-2].isdigit() and pid_alive(int(parts[-2])):
+        parts = entry.name[: -len(TEMP_SUFFIX)].split(".")  # ., name..., pid@host, random
+        pid, _, host = (parts[-2] if len(parts) >= 3 else "").partition("@")
+        if pid.isdigit() and host and host != HOST_TAG:
+            try:
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime < FOREIGN_TEMP_AGE_S:
+                    continue
+            except OSError:
+                continue
+        elif pid.isdigit() and pid_alive(int(pid)):
             continue
         try:
             os.unlink(entry.path)

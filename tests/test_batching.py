@@ -14,7 +14,8 @@ import pytest
 from conftest import DATA_DIR, CliResult, invoke_cli, normalised_words, read_manifest, word_error_rate
 
 from carevoice.engine import Engine
-from carevoice.scheduler import SHORT_WINDOWS_S, BatchScheduler, window_frames
+from carevoice.engine import FULL_WINDOW_S, window_frames
+from carevoice.scheduler import BatchScheduler
 
 # The 12 shortest English clips in tests/data (1.5-5.3 s): every one is a single chunk.
 CLIPS = sorted(
@@ -125,15 +126,15 @@ def test_batched_text_is_accurate(batched: BatchRun) -> None:
 
 @pytest.mark.parametrize(
     "duration_s, frames",
-    [(0.5, 1000), (5.0, 1000), (10.0, 1000), (10.01, 1500), (15.0, 1500), (19.99, 2000), (25.0, 3000), (30.0, 3000), (45.0, 3000)],
+    [(0.5, 1000), (5.0, 1000), (9.0, 1000), (9.01, 1500), (14.0, 1500), (18.99, 2000), (19.01, 3000), (29.5, 3000), (45.0, 3000)],
 )
-def test_window_is_the_smallest_bucket_that_holds_the_chunk(duration_s: float, frames: int) -> None:
-    assert window_frames(duration_s, SHORT_WINDOWS_S) == frames
+def test_window_is_the_smallest_bucket_that_holds_the_chunk_and_a_second_of_silence(duration_s: float, frames: int) -> None:
+    assert window_frames(duration_s) == frames
 
 
 @pytest.mark.parametrize("duration_s", [0.5, 5.0, 29.9, 30.0, 45.0])
-def test_by_default_every_chunk_gets_whispers_full_window(duration_s: float) -> None:
-    assert window_frames(duration_s) == 3000
+def test_full_window_buckets_give_every_chunk_whispers_30_s(duration_s: float) -> None:
+    assert window_frames(duration_s, FULL_WINDOW_S) == 3000
 
 
 def drain(batches: Iterator[list[str]]) -> list[list[str]]:

@@ -662,7 +662,7 @@ def _broken_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """CTranslate2 sees a GPU, but loading a model on it fails (e.g. a driver older than the CUDA runtime)."""
     real_load = Engine.load.__func__  # type: ignore[attr-defined]
 
-    def load(cls: type[Engine], settings: Any, ref: Any, device: str) -> Engine:
+    def load(cls: type[Engine], settings: Any, ref: Any, device: str, device_index: int = 0) -> Engine:
         if device == "cuda":
             raise SetupError(f"cannot load model {ref.model_id!r} on cuda (CUDA driver version is insufficient)", "update the NVIDIA driver")
         return real_load(cls, settings, ref, device)

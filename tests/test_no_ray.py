@@ -1,0 +1,69 @@
+"""Issue 8 — nothing in the single-machine path depends on Ray: importing the CLI and a normal
+transcribe never import it, and `--ray` without Ray installed is a setup error (exit 3) that
+says what to install. Runs in the default suite, with or without Ray installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DATA_DIR
+
+CLIP = "hfdatasets__vctk_p225_001_mic1.flac"
+
+NO_RAY_DRIVER = r"""
+import sys
+from carevoice.cli import app
+assert "ray" not in sys.modules, "import carevoice.cli imported ray"
+try:
+    app(sys.argv[1:], standalone_mode=False)
+except SystemExit:
+    pass
+leaked = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+print("ray modules:", leaked)
+"""
+
+
+def test_the_cli_and_a_local_transcribe_never_import_ray(tmp_path: Path) -> None:
+    shutil.copy(DATA_DIR / CLIP, tmp_path / "a.flac")
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RAY_DRIVER, "transcribe", str(tmp_path), "-m", "tiny.en", "--device", "cpu", "-f", "txt"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ray modules: []"
+    assert "transcribed 1, skipped 0, failed 0" in done.stderr
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8").strip()
+
+
+def test_ray_without_ray_installed_is_a_setup_error_with_the_pip_command(tmp_path: Path) -> None:
+    shutil.copy(DATA_DIR / CLIP, tmp_path / "a.flac")
+    blocker = tmp_path / "no-ray"
+    blocker.mkdir()
+    # Shadows an installed Ray, as if it were missing.
+    (blocker / "ray.py").write_text("raise ImportError('No module named ray')\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    done = subprocess.run(
+        [sys.executable, "-m", "carevoice", "transcribe", str(tmp_path / "a.flac"), "-m", "tiny.en", "--device", "cpu", "--ray", "local"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: --ray needs Ray, which is not installed",
+        '  → install it: pip install "carevoice[ray]"  (or: pip install "ray[data]")',
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "no-ray"]
+
+
+def test_ray_options_without_ray_are_usage_errors(tmp_path: Path) -> None:
+    shutil.copy(DATA_DIR / CLIP, tmp_path / "a.flac")
+    done = subprocess.run(
+        [sys.executable, "-m", "carevoice", "transcribe", str(tmp_path), "-m", "tiny.en", "--ray-actors", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --ray-actors and --ray-files-per-task need --ray", "  → add --ray ADDRESS (e.g. --ray auto)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]
