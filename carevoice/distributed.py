@@ -40,10 +40,12 @@ from carevoice.writers import output_path, record_path
 # A decode holds its file's samples (float32, 16 kHz: 230 MB for an hour) plus ffmpeg's buffers.
 DECODE_MEMORY_BYTES = 256 * 2**20
 RAY_EXTRA_HINT = 'pip install "carevoice[ray]"  (or: pip install "ray[data]")'
-# Ray Data columns hold text as UTF-8; file names that are not UTF-8 travel as bytes.
 _NOTE_RETRIED = "written by an earlier attempt of its Ray task (a worker was lost)"
+# RunStats counters that each actor call reports for its block and the driver adds up.
+_BLOCK_COUNTERS = ("engine_calls", "chunks", "widened_chunks", "continued_chunks", "redecoded_chunks")
 
 
+# Ray Data columns hold text as UTF-8; file names that are not UTF-8 travel as bytes.
 def _fs(path: Path | str) -> bytes:
     return os.fsencode(str(path))
 
@@ -147,7 +149,7 @@ class FileTranscriberActor:
 
         transcriber = Transcriber(self.settings, self.engine, None, self.fingerprint, prepare=prepare, started_ns=self.started_ns)
         results = {r.source: r for r in transcriber.run(jobs)}
-        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "actor", "engine_calls", "chunks")}
+        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "actor", *_BLOCK_COUNTERS)}
         for position, (job, row) in enumerate(zip(jobs, rows)):
             result = self._retried(results[job.source], row)
             out["index"].append(int(row["index"]))
@@ -159,8 +161,8 @@ class FileTranscriberActor:
             out["note"].append(_text_bytes(result.note))
             out["actor"].append(self.name)
             # The block's engine work, counted once (on its first row) so the driver can sum rows.
-            out["engine_calls"].append(transcriber.stats.engine_calls if position == 0 else 0)
-            out["chunks"].append(transcriber.stats.chunks if position == 0 else 0)
+            for counter in _BLOCK_COUNTERS:
+                out[counter].append(getattr(transcriber.stats, counter) if position == 0 else 0)
         return out
 
     def _retried(self, result: FileResult, row: dict[str, Any]) -> FileResult:
@@ -206,7 +208,6 @@ class RayTranscriber:
         self.engine = facts
         self.engines: Sequence[ActorFacts] = (facts,) * actors
         self.stats = RunStats(calls_per_engine=[0] * actors)
-        self.files_per_actor: dict[str, int] = {}
 
     def run(self, jobs: list[Job]) -> Iterator[FileResult]:
         """Transcribe jobs on the cluster; yields each file's result as its actor call returns."""
@@ -252,9 +253,8 @@ class RayTranscriber:
             job = jobs[int(row["index"])]
             actor = str(row["actor"])
             slot = actor_index.setdefault(actor, len(actor_index) % max(1, self.actors))
-            self.files_per_actor[actor] = self.files_per_actor.get(actor, 0) + 1
-            self.stats.engine_calls += int(row["engine_calls"])
-            self.stats.chunks += int(row["chunks"])
+            for counter in _BLOCK_COUNTERS:
+                setattr(self.stats, counter, getattr(self.stats, counter) + int(row[counter]))
             self.stats.calls_per_engine[slot] += int(row["engine_calls"])
             status = FileStatus(str(row["status"]))
             if status is FileStatus.DONE:
@@ -347,6 +347,13 @@ def start_ray_run(settings: TranscribeSettings) -> Run:
         actors = gpus
     else:  # leave a CPU per node for decoding
         actors = max(1, (cpus - _node_count(ray)) // threads)
+    if device == "cuda" and actors > gpus:
+        # Each actor holds one GPU: the ones beyond the cluster's would wait for ever.
+        ray.shutdown()
+        raise SetupError(
+            f"--ray-actors {actors}: the Ray cluster has {gpus} GPU(s), and each actor needs one",
+            "lower --ray-actors, or add GPU nodes",
+        )
     needed = actors * (threads if device == "cpu" else 1) + 1
     if needed > cpus:
         # Ray would wait for ever: the actors hold every CPU and no file could be decoded.

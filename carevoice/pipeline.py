@@ -9,6 +9,7 @@ functions return values and never print: the CLI renders.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import time
@@ -30,7 +31,6 @@ from carevoice.engine import (
     MAX_CHUNK_S,
     Engine,
     EngineItem,
-    EngineOutOfMemory,
     ItemResult,
     SpeechSpan,
     detect_speech,
@@ -151,10 +151,7 @@ def infer_batch(engine: Engine, batch: list[Chunk], options: DecodeSettings) -> 
     try:
         results = engine.run_batch([c.item for c in batch], options)
         return BatchOutcome(list(zip(batch, results)), 1, len(batch))
-    except EngineOutOfMemory as exc:
-        if len(batch) == 1:
-            return BatchOutcome([(batch[0], exc)])
-    except EngineError as exc:
+    except EngineError as exc:  # EngineOutOfMemory included
         if len(batch) == 1:
             return BatchOutcome([(batch[0], exc)])
     half = len(batch) // 2
@@ -196,7 +193,7 @@ def engine_items(prepared: Prepared, engine: Engine, language: str | None) -> li
     items = []
     for span in prepared.spans:
         samples = prepared.samples[span.start : span.end]
-        frames = window_frames(len(samples) / SAMPLE_RATE_HZ)
+        frames = window_frames(len(samples) / SAMPLE_RATE_HZ, language=language)
         items.append(EngineItem(samples, engine.features(samples), frames, language))
     return items
 
@@ -387,14 +384,17 @@ class Transcriber:
                         continue
                     decoding[pool.submit(self._prepare, job)] = _FileState(job, time.monotonic())
                 batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
-                for batch in batches:
+                # Take a batch only when an engine has room for it: what the engines cannot take yet
+                # stays in the scheduler, where it holds back decoding (above). The generator takes
+                # nothing from the scheduler until asked, so a batch left there is not lost.
+                while len(inferring) < max_batches and (batch := next(batches, None)) is not None:
                     live = [c for c in batch if c.file.failed is None]  # a failed file's other chunks need no engine
                     inferring[engines.submit(self._infer_on_idle_engine, idle, live)] = batch
-                    if len(inferring) >= max_batches:
-                        break
                 if not decoding and not inferring:
-                    continue  # files were settled without decoding, or more batches are due
-                done, _ = wait([*decoding, *inferring], return_when=FIRST_COMPLETED)
+                    continue  # the files claimed were settled without decoding: claim the next ones
+                # Only the oldest decode can be admitted (below): waiting on a later one that is
+                # already done would return at once, again and again, while the oldest decodes.
+                done, _ = wait([*itertools.islice(decoding, 1), *inferring], return_when=FIRST_COMPLETED)
                 # Files join the scheduler in job order, whatever order their decodes finish in:
                 # batches then hold the same chunks on every run, with any number of engines or
                 # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2

@@ -186,3 +186,33 @@ def test_a_decode_that_stops_with_speech_left_is_continued_from_there(
     assert word_error_rate(text(whole), text(continued)) <= 0.1
     starts = [w.start_s for s in continued.segments for w in s.words]
     assert starts == sorted(starts) and starts[-1] > len(first) / SAMPLE_RATE_HZ  # on the chunk's own timeline
+
+
+def test_languages_not_proven_in_short_windows_get_the_full_window(data_dir: Path, ffmpeg_bin: Ffmpeg) -> None:
+    assert window_frames(5.5, language="zh") == WINDOW_FRAMES  # known up front: straight to 30 s
+    assert window_frames(5.5, language="en") == window_frames(5.5) == 1000
+    ref = resolve_model("base", default_cache_dir())
+    base = Engine.load(EngineSettings(model="base", cpu_threads=2), ref, "cpu")
+    counting = CountingModel(base.model.model)
+    base.model.model = counting
+    mandarin = decode_audio(data_dir / "funasr__asr_example.wav", ffmpeg_bin)
+    unknown = EngineItem(mandarin, base.features(mandarin), window_frames(len(mandarin) / SAMPLE_RATE_HZ), None)
+    (result,) = base.run_batch([unknown], DecodeSettings(beam_size=5, word_timestamps=True))
+    assert (result.language, result.widened) == ("zh", True)
+    assert counting.windows == [1500]  # detected in the 10 s window, decoded only in the 30 s one
+    given = EngineItem(mandarin, unknown.features, WINDOW_FRAMES, "zh")
+    (direct,) = base.run_batch([given], DecodeSettings(language="zh", beam_size=5, word_timestamps=True))
+    assert [s.text for s in result.segments] == [s.text for s in direct.segments]
+
+
+def test_an_unexpected_error_in_the_engine_is_an_engine_error_naming_no_text(
+    tiny: Engine, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> bool:
+        raise IndexError("ask not what your country")  # stands for a bug whose message holds text
+
+    monkeypatch.setattr(engine_module, "repeats_itself", broken)
+    with pytest.raises(engine_module.EngineError) as caught:
+        tiny.run_batch([item(tiny, jfk)], WORDS_ON)
+    assert caught.value.message == "unexpected IndexError in the engine"
+    assert "country" not in str(caught.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ import pytest
 from conftest import DATA_DIR, invoke_cli, read_manifest
 
 from carevoice import engine as engine_module
-from carevoice.audio import find_ffmpeg
-from carevoice.discovery import find_jobs
-from carevoice.engine import Engine, EngineItem, ItemResult
+from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
+from carevoice.discovery import Job, find_jobs
+from carevoice.engine import Engine, EngineItem, ItemResult, SpeechSpan
 from carevoice.models import resolve_model
-from carevoice.pipeline import FileStatus, Transcriber, plan_jobs
+from carevoice.pipeline import FileStatus, Prepared, Transcriber, plan_jobs
 from carevoice.settings import DecodeSettings, Device, EngineSettings, OutputFormat, TranscribeSettings
 from carevoice.transcript import Segment, Word
 
@@ -108,6 +109,78 @@ class FakeGpuEngine:
             words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
             out.append(ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")]))
         return out
+
+
+class SlowCpuEngine(FakeGpuEngine):
+    """40 ms a batch, and counts the chunks that have reached it."""
+
+    device = "cpu"
+    compute_type = "int8"
+
+    def __init__(self, ref: Any) -> None:
+        super().__init__(ref, 0)
+        self.entered = 0
+
+    def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
+        self.entered += len(items)
+        time.sleep(0.02)
+        return super().run_batch(items, options)
+
+
+def run_fake_decodes(folder: Path, files: int, engine: SlowCpuEngine, prepare: Callable[[Job], None], decode_workers: int) -> None:
+    """Transcribe ``files`` made-up 2 s files whose decoding is ``prepare`` (a sleep), through the real
+    Transcriber with one batch of two per engine call; every file must be done."""
+    settings = TranscribeSettings(
+        inputs=(folder,),
+        formats=(OutputFormat.TXT,),
+        engine=EngineSettings(model="tiny.en", device=Device.CPU),
+        decode=DecodeSettings(batch_size=2),
+        decode_workers=decode_workers,
+    )
+
+    def prepared(job: Job) -> Prepared:
+        prepare(job)
+        samples = np.zeros(2 * SAMPLE_RATE_HZ, dtype=np.float32)
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
+
+    jobs = [Job(folder / f"r{i:02d}.wav", folder / f"r{i:02d}", f"r{i:02d}.wav") for i in range(files)]
+    transcriber = Transcriber(settings, engine, None, settings.decode.fingerprint(engine.ref.model_id), prepare=prepared)  # type: ignore[arg-type]
+    results = list(transcriber.run(jobs))
+    assert [r.status for r in results] == [FileStatus.DONE] * files, [r.error for r in results]
+    assert engine.entered == files
+
+
+def test_decoding_stays_a_bounded_distance_ahead_of_slow_engines(tmp_path: Path) -> None:
+    """Decoding is far faster than inference: decoded files must wait in the scheduler, which holds
+    decoding back, not pile up in the engines' queue (an archive of short files all in memory)."""
+    engine = SlowCpuEngine(resolve_model("tiny.en", EngineSettings().cache_dir))
+    ahead: list[int] = []
+
+    def prepare(job: Job) -> None:
+        ahead.append(len(ahead) + 1 - engine.entered)  # files decoded (this one too) that no engine has had yet
+        time.sleep(0.003)
+
+    run_fake_decodes(tmp_path, 60, engine, prepare, decode_workers=1)
+    assert len(ahead) == 60
+    # About 14 at most: two decodes in flight, the scheduler's limit (4 batches) and the two decodes
+    # admitted past it, and the batch waiting for the engine (two while the engine thread is slow to
+    # take it). Without the bound, ~50: nearly every file decoded before the engine has it.
+    assert max(ahead) <= 18, ahead
+
+
+def test_the_main_thread_sleeps_while_the_oldest_decode_holds_up_the_line(tmp_path: Path) -> None:
+    """Files join the scheduler in job order, so later files whose decodes finish first wait for the
+    first one: meanwhile the main thread must wait for it, not spin over their finished decodes."""
+    engine = SlowCpuEngine(resolve_model("tiny.en", EngineSettings().cache_dir))
+
+    def prepare(job: Job) -> None:
+        if job.source.name == "r00.wav":
+            time.sleep(1.0)  # a long recording
+
+    busy_s = time.thread_time()
+    run_fake_decodes(tmp_path, 6, engine, prepare, decode_workers=2)
+    busy_s = time.thread_time() - busy_s
+    assert busy_s < 0.3, f"the main thread was busy {busy_s:.2f} s of a run that waits 1 s for one decode"
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Issue 8 — nothing in the single-machine path depends on Ray: importing the CLI and a normal
 transcribe never import it, and `--ray` without Ray installed is a setup error (exit 3) that
-says what to install. Runs in the default suite, with or without Ray installed."""
+says what to install; the checks of the cluster's size run against a stand-in for Ray. Runs in
+the default suite, with or without Ray installed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from conftest import DATA_DIR
+import pytest
+from conftest import DATA_DIR, invoke_cli
 
 CLIP = "hfdatasets__vctk_p225_001_mic1.flac"
 
@@ -66,4 +70,42 @@ def test_ray_options_without_ray_are_usage_errors(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --ray-actors and --ray-files-per-task need --ray", "  → add --ray ADDRESS (e.g. --ray auto)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]
+
+
+class FakeRay:
+    """Stands in for ray where only the cluster's size matters: start_ray_run's checks, no cluster."""
+
+    def __init__(self, resources: dict[str, float]) -> None:
+        self.resources, self.shutdowns = resources, 0
+        context = SimpleNamespace(enable_progress_bars=True, execution_options=SimpleNamespace(preserve_order=False))
+        self.data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: context))
+
+    def init(self, **options: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"Alive": True}]
+
+
+def test_more_gpu_actors_than_the_cluster_has_gpus_is_a_setup_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each GPU actor holds one GPU: asking for more than the cluster has would wait for ever."""
+    from carevoice import distributed
+
+    shutil.copy(DATA_DIR / CLIP, tmp_path / "a.flac")
+    fake = FakeRay({"CPU": 16.0, "GPU": 2.0})
+    monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
+    result = invoke_cli("transcribe", tmp_path, "-m", "tiny.en", "--device", "cuda", "--ray", "127.0.0.1:6379", "--ray-actors", "3")
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: --ray-actors 3: the Ray cluster has 2 GPU(s), and each actor needs one",
+        "  → lower --ray-actors, or add GPU nodes",
+    ]
+    assert fake.shutdowns == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]

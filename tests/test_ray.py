@@ -204,6 +204,9 @@ def test_a_ray_run_writes_what_the_single_process_run_writes(cluster: Cluster, r
     assert statuses(record) == statuses(local_record)
     assert record["counts"] == {"done": 8, "skipped": 0, "failed": 1}
     assert record["device"] == "ray:cpu ×2 (int8)"
+    counters = ("engine_calls", "chunks", "widened_chunks", "continued_chunks", "redecoded_chunks")
+    assert {c: record[c] for c in counters} == {c: local_record[c] for c in counters}  # the same batches, the same work
+    assert sum(record["engine_calls_per_engine"]) == record["engine_calls"]
     broken = [f for f in record["files"] if f["file"].endswith(BROKEN)][0]
     assert broken["error"] == [f for f in local_record["files"] if f["file"].endswith(BROKEN)][0]["error"]
     assert f"error: {folder / BROKEN}: " in done.stderr
