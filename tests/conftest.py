@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from carevoice.audio import Ffmpeg, find_ffmpeg
 from carevoice.cli import app
+from carevoice.engine import EngineItem, ItemResult
+from carevoice.transcript import Segment, Word
 
 DATA_DIR = Path(__file__).parent / "data"
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -93,3 +95,10 @@ def normalised_words(text: str) -> list[str]:
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """WER after normalised_words on both sides."""
     return float(jiwer.wer(" ".join(normalised_words(reference)), " ".join(normalised_words(hypothesis))))
+
+
+def fake_chunk_result(item: EngineItem) -> ItemResult:
+    """What a stand-in engine makes of a chunk: its length as text, two words (for pipeline tests)."""
+    d = round(item.duration_s, 3)
+    words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
+    return ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")])

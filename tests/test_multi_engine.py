@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, invoke_cli, read_manifest
+from conftest import DATA_DIR, fake_chunk_result, invoke_cli, read_manifest
 
 from carevoice import engine as engine_module
 from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
@@ -26,7 +26,6 @@ from carevoice.engine import Engine, EngineItem, ItemResult, SpeechSpan
 from carevoice.models import resolve_model
 from carevoice.pipeline import FileStatus, Prepared, Transcriber, plan_jobs
 from carevoice.settings import DecodeSettings, Device, EngineSettings, OutputFormat, TranscribeSettings
-from carevoice.transcript import Segment, Word
 
 # The 8 shortest English clips (1.5-4 s): one chunk each, four batches of two.
 CLIPS = sorted(
@@ -103,12 +102,7 @@ class FakeGpuEngine:
     def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
         self.calls += 1
         time.sleep(0.02)
-        out = []
-        for item in items:
-            d = round(item.duration_s, 3)
-            words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
-            out.append(ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")]))
-        return out
+        return [fake_chunk_result(item) for item in items]
 
 
 class SlowCpuEngine(FakeGpuEngine):

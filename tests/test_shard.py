@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, invoke_cli
+from conftest import DATA_DIR, fake_chunk_result, invoke_cli
 
 from carevoice.discovery import find_jobs, select_shard, shard_of
 from carevoice.engine import Engine, EngineItem, ItemResult
-from carevoice.transcript import Segment, Word
 from carevoice.writers import FOREIGN_TEMP_AGE_S, HOST_TAG, TEMP_SUFFIX, read_record, remove_stale_temp_files
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
@@ -65,12 +64,7 @@ class FakeEngine:
         return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
 
     def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
-        out = []
-        for item in items:
-            d = round(item.duration_s, 3)
-            words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
-            out.append(ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")]))
-        return out
+        return [fake_chunk_result(item) for item in items]
 
 
 @pytest.fixture
