@@ -58,9 +58,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from carevoice import scheduler as sched
-    from carevoice.engine import window_frames
     from carevoice.audio import decode_audio, find_ffmpeg
-    from carevoice.engine import EngineItem
+    from carevoice.engine import EngineItem, window_frames
     from carevoice.settings import DecodeSettings
 
     windows = tuple(float(w) for w in args.windows.split(","))

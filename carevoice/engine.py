@@ -387,14 +387,16 @@ class Engine:
                 if detect:  # once, on each chunk's own window: follow-ups keep their chunk's language
                     for w, (lang, prob) in zip(group, self._languages(encoder_output, [w.item for w in group])):
                         found[w.index].language, found[w.index].language_probability = lang, prob
-                    keep = [w for w in group if frames == WINDOW_FRAMES or found[w.index].language in SHORT_WINDOW_LANGUAGES]
-                    if len(keep) < len(group):  # a language short windows are not proven for: full window
-                        for w in group:
-                            if all(w is not k for k in keep):
-                                found[w.index].widened = True
-                                follow_up.append(_Work(w.index, replace(w.item, window_frames=WINDOW_FRAMES)))
-                        if not keep:
-                            continue
+                    keep: list[_Work] = []
+                    for w in group:  # a language short windows are not proven for: full window
+                        if frames == WINDOW_FRAMES or found[w.index].language in SHORT_WINDOW_LANGUAGES:
+                            keep.append(w)
+                        else:
+                            found[w.index].widened = True
+                            follow_up.append(_Work(w.index, replace(w.item, window_frames=WINDOW_FRAMES)))
+                    if not keep:
+                        continue
+                    if len(keep) < len(group):
                         group, encoder_output = keep, self._encode([w.item for w in keep])  # rare: mixed languages
                 follow_up += self._decode_pass(encoder_output, group, found, options)
             detect, work = False, follow_up
@@ -447,7 +449,6 @@ class Engine:
                 continue
             if looped:
                 found[w.index] = self._redecode(w.whole or item, chunk, options)
-                follow_up = [f for f in follow_up if f.index != w.index]
                 continue
             segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob)
             if options.word_timestamps and segments:
