@@ -444,7 +444,7 @@ class Engine:
                 or avg_logprob < LOGPROB_LIMIT
                 or left_open(tokens, tok.timestamp_begin, tok.eot)
             ):
-                follow_up.append(_Work(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s))
+                follow_up.append(_Work(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s, w.whole))
                 chunk.widened = True
                 continue
             if looped:
@@ -577,7 +577,7 @@ class Engine:
                     ],
                 }
             )
-        return _Found(chunk.language, chunk.language_probability, [(0.0, converted)], chunk.widened, redecoded=True)
+        return _Found(chunk.language, chunk.language_probability, [(0.0, converted)], chunk.widened, chunk.continued, True)
 
 
 @dataclass

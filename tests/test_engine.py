@@ -216,3 +216,37 @@ def test_an_unexpected_error_in_the_engine_is_an_engine_error_naming_no_text(
         tiny.run_batch([item(tiny, jfk)], WORDS_ON)
     assert caught.value.message == "unexpected IndexError in the engine"
     assert "country" not in str(caught.value)
+
+
+def test_a_looping_rest_is_redecoded_as_the_whole_chunk(
+    tiny: Engine, counting: CountingModel, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of a chunk, widened and still looping in the full window, sends the whole chunk
+    (not the rest alone, which would lose what came before it) to the safe decode."""
+    chunk = item(tiny, jfk)
+    real_split, real_left_open = Engine._split, engine_module.left_open
+    splits: list[int] = []
+
+    def first_segment_only(self: Engine, *args: Any) -> list[dict[str, Any]]:
+        segments = real_split(self, *args)
+        splits.append(1)
+        return segments[:1] if len(splits) == 1 else segments
+
+    def rest_open(tokens: Any, *args: Any) -> bool:
+        return len(splits) >= 1 or real_left_open(tokens, *args)  # the rest "stays open" in its short window
+
+    monkeypatch.setattr(Engine, "_split", first_segment_only)
+    monkeypatch.setattr(engine_module, "left_open", rest_open)
+    monkeypatch.setattr(engine_module, "looks_looped", lambda text, n, duration_s: duration_s < 10.0 and len(splits) >= 1)
+    monkeypatch.setattr(Engine, "_speech_left_out", staticmethod(lambda item, segments: 4.0 if len(splits) == 1 else None))
+    redecoded: list[float] = []
+    real_redecode = Engine._redecode
+
+    def record(self: Engine, whole: EngineItem, found: Any, options: DecodeSettings) -> Any:
+        redecoded.append(whole.duration_s)
+        return real_redecode(self, whole, found, options)
+
+    monkeypatch.setattr(Engine, "_redecode", record)
+    (result,) = tiny.run_batch([chunk], WORDS_ON)
+    assert result.continued and result.widened and result.redecoded
+    assert redecoded == [chunk.duration_s]
