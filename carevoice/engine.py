@@ -56,6 +56,8 @@ NO_SPEECH_LIMIT = 0.6
 # Above this no-speech probability a chunk is checked with VAD before its text is kept.
 SUSPECT_NO_SPEECH = 0.2
 REDECODE_SEED = 20_261_128
+# Whisper's sampling temperatures after its beam decode at 0.0 (skipped when that just looped).
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Passes over a batch: the chunks, then follow-ups (full window, continuation) of follow-ups.
 MAX_PASSES = 4
 MAX_NEW_TOKENS = 440  # Whisper's 448-token context less the prompt
@@ -252,11 +254,24 @@ class Engine:
     Build with :meth:`Engine.load`. Not thread-safe: one thread runs batches.
     """
 
-    def __init__(self, model: WhisperModel, ref: ModelRef, device: str, compute_type: str) -> None:
+    def __init__(
+        self,
+        model: WhisperModel,
+        ref: ModelRef,
+        device: str,
+        compute_type: str,
+        *,
+        device_index: int = 0,
+        cpu_threads: int = 0,
+        download_root: str | None = None,
+    ) -> None:
         self.model = model
         self.ref = ref
         self.device = device
         self.compute_type = compute_type
+        self.device_index = device_index
+        self.cpu_threads = cpu_threads
+        self.download_root = download_root  # where a hub model was cached; None for a local folder
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     @classmethod
@@ -274,6 +289,7 @@ class Engine:
             ) from None
         compute_type = settings.compute_type or DEFAULT_COMPUTE_TYPE[device]
         threads = settings.cpu_threads or (os.cpu_count() or 1)
+        download_root = None if ref.is_local else str(settings.cache_dir / "hub")
         try:
             model = WhisperModel(
                 ref.load_from,
@@ -281,7 +297,7 @@ class Engine:
                 device_index=device_index,
                 compute_type=compute_type,
                 cpu_threads=threads,
-                download_root=str(settings.cache_dir / "hub") if not ref.is_local else None,
+                download_root=download_root,
             )
         except Exception as exc:
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
@@ -293,7 +309,9 @@ class Engine:
                     "or pass a local model folder with --model (the default 'base' works offline with carevoice[models])"
                 )
             raise SetupError(f"cannot load model {ref.model_id!r} on {device} ({reason})", hint) from None
-        return cls(model, ref, device, compute_type)
+        return cls(
+            model, ref, device, compute_type, device_index=device_index, cpu_threads=threads, download_root=download_root
+        )
 
     @property
     def is_multilingual(self) -> bool:
@@ -447,8 +465,8 @@ class Engine:
                 follow_up.append(_Work(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s, w.whole))
                 chunk.widened = True
                 continue
-            if looped:
-                found[w.index] = self._redecode(w.whole or item, chunk, options)
+            if looped:  # the whole chunk's beam decode in the full window looped: sampling only
+                found[w.index] = self._redecode(w.whole or item, chunk, options, beam_looped=w.whole is None)
                 continue
             segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob)
             if options.word_timestamps and segments:
@@ -541,14 +559,49 @@ class Engine:
             (alignment,) = self.model.find_alignment(tok, [text_tokens], encoded, [num_frames])
             _attach_words(segments, alignment)
 
-    def _redecode(self, item: EngineItem, chunk: _Found, options: DecodeSettings) -> _Found:
-        """Decode one whole chunk the safe way: full window, temperature fallback (sequential faster-whisper)."""
-        import ctranslate2
+    def _seeded_model(self) -> WhisperModel:
+        """A fresh copy of the model whose sampling starts from REDECODE_SEED.
 
-        # Fallback temperatures sample: a fixed seed keeps reruns byte-identical.
+        CTranslate2 keeps one random generator per worker thread, seeded when that thread first
+        samples: ``set_random_seed`` does not restart it, so the engine's own model samples
+        differently on every call (a file's fallback text changed between runs in one process).
+        A new model has new worker threads, seeded on their first draw. Loading one costs 0.3 s
+        for ``base`` on the CPU (files in the page cache); fallbacks are rare (2 of 123 clips).
+        """
+        import copy
+
+        import ctranslate2
+        from faster_whisper.utils import download_model
+
         ctranslate2.set_random_seed(REDECODE_SEED)
-        segments, _ = self.model.transcribe(
+        seeded = copy.copy(self.model)
+        try:
+            path = self.ref.load_from if self.ref.is_local else download_model(
+                self.ref.load_from, local_files_only=True, cache_dir=self.download_root
+            )  # fmt: skip
+            seeded.model = ctranslate2.models.Whisper(
+                str(path),
+                device=self.device,
+                device_index=self.device_index,
+                compute_type=self.compute_type,
+                intra_threads=self.cpu_threads,
+            )
+        except Exception as exc:  # no room for a second copy (a large model on a small GPU): go on unseeded
+            log.warning(
+                "no seeded copy of the model for a fallback decode (%s): its text may differ between runs",
+                type(exc).__name__,
+            )
+            return self.model
+        return seeded
+
+    def _redecode(self, item: EngineItem, chunk: _Found, options: DecodeSettings, *, beam_looped: bool = False) -> _Found:
+        """Decode one whole chunk the safe way: full window, temperature fallback (sequential
+        faster-whisper), on a freshly seeded model so the same chunk always comes out the same.
+        ``beam_looped``: this chunk's beam decode in the full window just looped, so the fallback
+        starts at the first sampling temperature instead of running that decode again."""
+        segments, _ = self._seeded_model().transcribe(
             item.samples,
+            temperature=FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
             language=chunk.language if self.is_multilingual else None,
             task=options.task.value,
             beam_size=options.beam_size,

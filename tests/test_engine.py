@@ -250,3 +250,60 @@ def test_a_looping_rest_is_redecoded_as_the_whole_chunk(
     (result,) = tiny.run_batch([chunk], WORDS_ON)
     assert result.continued and result.widened and result.redecoded
     assert redecoded == [chunk.duration_s]
+
+
+def test_the_fallback_decode_comes_out_the_same_every_time(
+    tiny: Engine, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temperature fallback samples; each fallback starts from the same seed, whatever the
+    engine's own model sampled before (CTranslate2's generator lives on in a model's worker
+    thread, so reseeding alone gave a chunk different text on the next call in one process)."""
+    monkeypatch.setattr(engine_module, "FALLBACK_TEMPERATURES", (1.0,))  # sample at once, and wildly
+    noisy = (jfk + np.random.default_rng(0).normal(0, 0.05, len(jfk))).astype(np.float32)
+    chunk = item(tiny, noisy, WINDOW_FRAMES)
+
+    def fallback() -> list[Any]:
+        found = engine_module._Found("en", 1.0)
+        return tiny._redecode(chunk, found, WORDS_ON, beam_looped=True).result().segments
+
+    first = fallback()
+    for _ in range(3):  # the engine's own model samples in between
+        list(tiny.model.transcribe(noisy, language="en", temperature=1.0, vad_filter=False)[0])
+        assert fallback() == first
+    assert first and first[0].words
+
+
+def test_a_fallback_after_a_full_window_loop_skips_the_beam_decode_that_looped(
+    tiny: Engine, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk whose beam decode loops in the full window goes straight to sampling; a chunk sent
+    to the fallback for another reason (its rest looped) gets the beam decode first."""
+    from faster_whisper import WhisperModel
+
+    temperatures: list[Any] = []
+    real_transcribe = WhisperModel.transcribe
+
+    def record(self: WhisperModel, audio: Any, **kwargs: Any) -> Any:
+        temperatures.append(kwargs["temperature"])
+        return real_transcribe(self, audio, **kwargs)
+
+    monkeypatch.setattr(WhisperModel, "transcribe", record)
+    monkeypatch.setattr(engine_module, "looks_looped", lambda text, n, duration_s: True)
+    (result,) = tiny.run_batch([item(tiny, jfk, WINDOW_FRAMES)], WORDS_ON)
+    assert result.redecoded and temperatures == [engine_module.FALLBACK_TEMPERATURES]
+    temperatures.clear()
+    tiny._redecode(item(tiny, jfk, WINDOW_FRAMES), engine_module._Found("en", 1.0), WORDS_ON)
+    assert temperatures == [(0.0, *engine_module.FALLBACK_TEMPERATURES)]
+
+
+def test_no_room_for_a_seeded_copy_falls_back_to_the_loaded_model(
+    tiny: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ctranslate2
+
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA failed with error out of memory")
+
+    monkeypatch.setattr(ctranslate2.models, "Whisper", no_memory)
+    assert tiny._seeded_model() is tiny.model
+    assert "no seeded copy of the model for a fallback decode (RuntimeError)" in caplog.text
