@@ -242,9 +242,10 @@ def test_a_looping_rest_is_redecoded_as_the_whole_chunk(
     redecoded: list[float] = []
     real_redecode = Engine._redecode
 
-    def record(self: Engine, whole: EngineItem, found: Any, options: DecodeSettings) -> Any:
+    def record(self: Engine, whole: EngineItem, found: Any, options: DecodeSettings, **kwargs: Any) -> Any:
         redecoded.append(whole.duration_s)
-        return real_redecode(self, whole, found, options)
+        assert kwargs == {"beam_looped": False}  # the whole chunk's beam decode in the full window has not run
+        return real_redecode(self, whole, found, options, **kwargs)
 
     monkeypatch.setattr(Engine, "_redecode", record)
     (result,) = tiny.run_batch([chunk], WORDS_ON)
