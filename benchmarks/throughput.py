@@ -3,6 +3,7 @@
 Runners (same model object, beam size and language for all; every runner decodes the files itself):
   seq        faster-whisper WhisperModel.transcribe, one file at a time
   batched    faster-whisper BatchedInferencePipeline.transcribe per file (batch 8)
+  batched-words  the same with word_timestamps=True: what CareVoice's default txt,srt,json output needs
   carevoice  CareVoice's pipeline end to end (ffmpeg pool, VAD, cross-file batching, writers),
              with the default formats txt,srt,json (so word timestamps are computed), and with txt only
   bound      compute-only bound: pre-decoded audio, CareVoice's batching, nothing else
@@ -10,7 +11,7 @@ Runners (same model object, beam size and language for all; every runner decodes
 Usage:
   python benchmarks/throughput.py                      # English corpus clips, base int8, beam 5
   python benchmarks/throughput.py --lang zh-CN --runners seq,carevoice
-  python benchmarks/throughput.py --long               # the stitched long files
+  python benchmarks/throughput.py --long --runners batched,batched-words,carevoice,carevoice-txt
 Model load is excluded from every runner (loaded once before timing). Results go to stdout as a
 table and, with --out, as JSON.
 """
@@ -39,7 +40,7 @@ def load(model_name: str, threads: int):  # type: ignore[no-untyped-def]
 
     ref = resolve_model(model_name, default_cache_dir())
     model = WhisperModel(ref.load_from, device="cpu", compute_type="int8", cpu_threads=threads)
-    return Engine(model, ref, "cpu", "int8")
+    return Engine(model, ref, "cpu", "int8", cpu_threads=threads)
 
 
 def run_seq(engine, clips: list[Clip], language: str | None, beam: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -50,13 +51,15 @@ def run_seq(engine, clips: list[Clip], language: str | None, beam: int) -> list[
     return texts
 
 
-def run_batched(engine, clips: list[Clip], language: str | None, beam: int) -> list[str]:  # type: ignore[no-untyped-def]
+def run_batched(engine, clips: list[Clip], language: str | None, beam: int, words: bool = False) -> list[str]:  # type: ignore[no-untyped-def]
     from faster_whisper import BatchedInferencePipeline
 
     pipeline = BatchedInferencePipeline(engine.model)
     texts = []
     for clip in clips:
-        segments, _ = pipeline.transcribe(str(clip.path), language=language, beam_size=beam, batch_size=8)
+        segments, _ = pipeline.transcribe(
+            str(clip.path), language=language, beam_size=beam, batch_size=8, word_timestamps=words
+        )
         texts.append(" ".join(s.text.strip() for s in segments))
     return texts
 
@@ -161,8 +164,8 @@ def main() -> None:
         started = time.perf_counter()
         if runner == "seq":
             texts = run_seq(engine, clips, language, args.beam_size)
-        elif runner == "batched":
-            texts = run_batched(engine, clips, language, args.beam_size)
+        elif runner in ("batched", "batched-words"):
+            texts = run_batched(engine, clips, language, args.beam_size, words=runner == "batched-words")
         elif runner in ("carevoice", "carevoice-txt"):
             formats = ("txt",) if runner == "carevoice-txt" else ("txt", "srt", "json")
             texts, stats = run_carevoice(engine, clips, language, args.beam_size, args.batch_size, formats)
@@ -178,7 +181,7 @@ def main() -> None:
              ("cer" if cjk else "wer"): score(references, texts), "peak_rss_mb": peak_rss_mb(), **extra}
         )  # fmt: skip
         print(f"# {runner}: {wall:.1f} s", file=sys.stderr, flush=True)
-    plain = [r for r in rows if r["runner"] in ("seq", "batched")]
+    plain = [r for r in rows if r["runner"] in ("seq", "batched")]  # batched-words is the like-for-like extra
     best = max(plain, key=lambda r: r["rtfx"]) if plain else None
     bound = next((r for r in rows if r["runner"] == "bound"), None)
     for r in rows:
