@@ -286,12 +286,14 @@ def test_a_fallback_after_a_full_window_loop_skips_the_beam_decode_that_looped(
 
     def record(self: WhisperModel, audio: Any, **kwargs: Any) -> Any:
         temperatures.append(kwargs["temperature"])
+        assert kwargs["word_timestamps"] is False  # words are aligned afterwards, on the chunk's own window
         return real_transcribe(self, audio, **kwargs)
 
     monkeypatch.setattr(WhisperModel, "transcribe", record)
     monkeypatch.setattr(engine_module, "looks_looped", lambda text, n, duration_s: True)
     (result,) = tiny.run_batch([item(tiny, jfk, WINDOW_FRAMES)], WORDS_ON)
     assert result.redecoded and temperatures == [engine_module.FALLBACK_TEMPERATURES]
+    assert [w.text.strip() for s in result.segments for w in s.words][:3] == ["And", "so,", "my"]
     temperatures.clear()
     tiny._redecode(item(tiny, jfk, WINDOW_FRAMES), engine_module._Found("en", 1.0), WORDS_ON)
     assert temperatures == [(0.0, *engine_module.FALLBACK_TEMPERATURES)]
