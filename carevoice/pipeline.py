@@ -663,7 +663,9 @@ def start_run(settings: TranscribeSettings) -> Run:
         # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
         engines, gpus = [Engine.load(settings.engine, ref, "cpu")], ()
         note = f"auto: CUDA unusable ({exc.message}), fell back to CPU"
-    if len(gpus) > 1:
+    if settings.gpus is not None and not gpus:  # auto found no usable GPU (--device cpu with --gpus is exit 2)
+        note += f"; --gpus {','.join(map(str, settings.gpus))} ignored: no usable GPU"
+    elif len(gpus) > 1:
         note += f"; one engine on each of GPUs {','.join(map(str, gpus))}"
     elif gpus and settings.gpus is not None:
         note += f"; GPU {gpus[0]}"

@@ -257,3 +257,10 @@ def test_every_gpu_writes_what_one_gpu_writes(tmp_path: Path) -> None:
         assert min(record["engine_calls_per_engine"]) >= 1
         assert len(record["gpu"]["devices"]) >= 2  # NVML utilisation per GPU in the report
     assert every_file(tmp_path / "every") == every_file(tmp_path / "one")
+
+
+def test_gpus_under_auto_without_a_gpu_says_it_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "cuda_device_count", lambda: 0)
+    result = invoke_cli("transcribe", copy_clips(tmp_path / "auto"), "-m", "tiny.en", "--gpus", "0,1", "--batch-size", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "auto: no CUDA device found; --gpus 0,1 ignored: no usable GPU" in result.stderr
