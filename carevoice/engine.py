@@ -17,7 +17,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -444,7 +444,7 @@ class Engine:
             suppress_tokens=list(get_suppressed_tokens(tokenizers[0], [-1])),
         )
         follow_up: list[_Work] = []
-        to_align: list[tuple[int, _Work, list[dict[str, Any]]]] = []
+        row_of = self._row_of(encoder_output, len(group))
         for row, (w, gen, tok) in enumerate(zip(group, generated, tokenizers)):
             item, chunk = w.item, found[w.index]
             tokens = gen.sequences_ids[0]
@@ -465,12 +465,12 @@ class Engine:
                 follow_up.append(_Work(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s, w.whole))
                 chunk.widened = True
                 continue
-            if looped:  # the whole chunk's beam decode in the full window looped: sampling only
-                found[w.index] = self._redecode(w.whole or item, chunk, options, beam_looped=w.whole is None)
+            if looped:  # the whole chunk looped in the full window (its encoding is at hand) or its rest did
+                found[w.index] = self._redecode(
+                    w.whole or item, chunk, options, looped_encoding=row_of(row) if w.whole is None else None
+                )
                 continue
             segments = self._split(tok, tokens, item, avg_logprob, gen.no_speech_prob)
-            if options.word_timestamps and segments:
-                to_align.append((row, w, segments))
             chunk.pieces.append((w.offset_s, segments))
             covered_s = self._speech_left_out(item, segments)
             if covered_s is not None:
@@ -480,7 +480,8 @@ class Engine:
                                               language=chunk.language), item.language), w.offset_s + covered_s, whole=w.whole or item)
                 )  # fmt: skip
                 chunk.continued = True
-        self._add_words(encoder_output, group, to_align, options.task, found)
+            if options.word_timestamps and segments:  # after the continuation check: it reads the timestamp tokens' ends
+                self._align(row_of(row), options.task, chunk.language, item, segments)
         return follow_up
 
     @staticmethod
@@ -524,40 +525,37 @@ class Engine:
             )
         return segments
 
-    def _add_words(
-        self,
-        encoder_output: Any,
-        group: list[_Work],
-        to_align: list[tuple[int, _Work, list[dict[str, Any]]]],
-        task: Task,
-        found: list[_Found],
-    ) -> None:
-        """Align words chunk by chunk (segments are updated in place).
-
-        A batched alignment pads every chunk's text to the longest text in the batch, and the padded
-        length shifts word probabilities (up to 0.002 measured on CPU int8): a file's JSON would then
-        depend on which files shared its batch, and a resumed run would not reproduce an uninterrupted
-        one byte for byte (tests/test_interrupt.py). Alignment is a small share of a batch's time.
-        """
+    def _row_of(self, encoder_output: Any, size: int) -> Callable[[int], Any]:
+        """Row ``i`` of a batch's encoder output as a batch of one (the batch is copied to the host
+        once, when a row is first asked for)."""
         import ctranslate2
 
-        full = None
-        for row, w, segments in to_align:
-            if len(group) == 1:
-                encoded = encoder_output
-            else:
-                if full is None:
-                    full = np.asarray(
-                        encoder_output if self.device == "cpu" else encoder_output.to_device(ctranslate2.Device.cpu)
-                    )
-                encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(full[row : row + 1]))
-                if self.device == "cuda":
-                    encoded = encoded.to_device(ctranslate2.Device.cuda)
-            tok = self.tokenizer(task, found[w.index].language)
-            text_tokens = [t for seg in segments for t in seg["tokens"]]
-            num_frames = min(w.item.window_frames, round(w.item.duration_s * FRAMES_PER_SECOND))
-            (alignment,) = self.model.find_alignment(tok, [text_tokens], encoded, [num_frames])
-            _attach_words(segments, alignment)
+        if size == 1:
+            return lambda row: encoder_output
+        host: list[np.ndarray] = []
+
+        def row_of(row: int) -> Any:
+            if not host:
+                on_cpu = encoder_output if self.device == "cpu" else encoder_output.to_device(ctranslate2.Device.cpu)
+                host.append(np.asarray(on_cpu))
+            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(host[0][row : row + 1]))
+            return encoded.to_device(ctranslate2.Device.cuda) if self.device == "cuda" else encoded
+
+        return row_of
+
+    def _align(self, encoded: Any, task: Task, language: str, item: EngineItem, segments: list[dict[str, Any]]) -> None:
+        """Align one chunk's words on its encoder output (a batch of one); segments are updated in place.
+
+        Chunks are aligned one by one: a batched alignment pads every chunk's text to the longest
+        text in the batch, and the padded length shifts word probabilities (up to 0.002 measured on
+        CPU int8): a file's JSON would then depend on which files shared its batch, and a resumed run
+        would not reproduce an uninterrupted one byte for byte (tests/test_interrupt.py). Alignment
+        is a small share of a batch's time.
+        """
+        text_tokens = [t for seg in segments for t in seg["tokens"]]
+        num_frames = min(item.window_frames, round(item.duration_s * FRAMES_PER_SECOND))
+        (alignment,) = self.model.find_alignment(self.tokenizer(task, language), [text_tokens], encoded, [num_frames])
+        _attach_words(segments, alignment)
 
     def _seeded_model(self) -> WhisperModel:
         """A fresh copy of the model whose sampling starts from REDECODE_SEED.
@@ -594,14 +592,17 @@ class Engine:
             return self.model
         return seeded
 
-    def _redecode(self, item: EngineItem, chunk: _Found, options: DecodeSettings, *, beam_looped: bool = False) -> _Found:
+    def _redecode(
+        self, item: EngineItem, chunk: _Found, options: DecodeSettings, *, looped_encoding: Any = None
+    ) -> _Found:
         """Decode one whole chunk the safe way: full window, temperature fallback (sequential
         faster-whisper), on a freshly seeded model so the same chunk always comes out the same.
-        ``beam_looped``: this chunk's beam decode in the full window just looped, so the fallback
-        starts at the first sampling temperature instead of running that decode again."""
+        ``looped_encoding``: the chunk's full-window encoder output, when its beam decode there just
+        looped: the fallback then starts at the first sampling temperature instead of running that
+        decode again, and words are aligned on it."""
         segments, _ = self._seeded_model().transcribe(
             item.samples,
-            temperature=FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
+            temperature=(0.0, *FALLBACK_TEMPERATURES) if looped_encoding is None else FALLBACK_TEMPERATURES,
             language=chunk.language if self.is_multilingual else None,
             task=options.task.value,
             beam_size=options.beam_size,
@@ -632,11 +633,11 @@ class Engine:
                     "words": [],
                 }
             )
-        redecoded = _Found(chunk.language, chunk.language_probability, [(0.0, converted)], chunk.widened, chunk.continued, True)
         if options.word_timestamps and converted:
-            whole = _Work(0, replace(item, window_frames=WINDOW_FRAMES))
-            self._add_words(self._encode([whole.item]), [whole], [(0, whole, converted)], options.task, [redecoded])
-        return redecoded
+            full = replace(item, window_frames=WINDOW_FRAMES)
+            encoded = self._encode([full]) if looped_encoding is None else looped_encoding
+            self._align(encoded, options.task, chunk.language, full, converted)
+        return _Found(chunk.language, chunk.language_probability, [(0.0, converted)], chunk.widened, chunk.continued, True)
 
 
 @dataclass

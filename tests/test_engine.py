@@ -244,7 +244,7 @@ def test_a_looping_rest_is_redecoded_as_the_whole_chunk(
 
     def record(self: Engine, whole: EngineItem, found: Any, options: DecodeSettings, **kwargs: Any) -> Any:
         redecoded.append(whole.duration_s)
-        assert kwargs == {"beam_looped": False}  # the whole chunk's beam decode in the full window has not run
+        assert kwargs == {"looped_encoding": None}  # the whole chunk's beam decode in the full window has not run
         return real_redecode(self, whole, found, options, **kwargs)
 
     monkeypatch.setattr(Engine, "_redecode", record)
@@ -265,7 +265,7 @@ def test_the_fallback_decode_comes_out_the_same_every_time(
 
     def fallback() -> list[Any]:
         found = engine_module._Found("en", 1.0)
-        return tiny._redecode(chunk, found, WORDS_ON, beam_looped=True).result().segments
+        return tiny._redecode(chunk, found, WORDS_ON, looped_encoding=tiny._encode([chunk])).result().segments
 
     first = fallback()
     for _ in range(3):  # the engine's own model samples in between
