@@ -4,7 +4,7 @@ faster-whisper. Timed runs on the user's files -> BenchResult. Nothing here prin
 Per device and mode: the model load is timed on its own, one warm-up run is not counted, then
 ``runs`` timed runs end to end (ffmpeg decode, VAD, features, inference, writing into a
 temporary folder) and ``runs`` timed inference-only runs on audio decoded beforehand. The
-CareVoice rows drive the real pipeline (pipeline.Transcriber); the faster-whisper rows call
+CareVoice rows drive the real pipeline (pipeline.Transcriber, and its BatchRunner inference-only); the faster-whisper rows call
 ``WhisperModel.transcribe`` once per file on the same loaded model and drain its lazy segment
 generator, where all the work happens.
 """
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from carevoice.engine import Engine
     from carevoice.gpu import GpuStats, NvmlInfo
     from carevoice.models import ModelRef
-    from carevoice.pipeline import Prepared
+    from carevoice.chunking import Prepared
     from carevoice.settings import DecodeSettings
 
 SAMPLE_PATH = Path(__file__).parent / "samples" / "jfk.flac"
@@ -279,38 +279,30 @@ def _hardware(nvml: NvmlInfo) -> dict[str, Any]:
 
 
 def infer_prepared(engine: Engine, prepared: Sequence[Prepared], decode: DecodeSettings, batch_size: int) -> int:
-    """CareVoice's batched inference on files the pipeline already decoded and chunked
-    (pipeline.prepare_file): features, then cross-file batches through the engine.
-
-    The same steps as pipeline.Transcriber minus ffmpeg, VAD and writing; returns the number of segments.
+    """CareVoice's batched inference on files already decoded and chunked (chunking.prepare_file):
+    the pipeline's own batch runner, minus ffmpeg, VAD and writing. Returns the number of segments.
 
     Raises:
-        EngineError: a batch failed (no halving retry here: a benchmark should not hide it).
+        _RunFailed: a file failed (a benchmark must not hide it).
     """
-    from carevoice.engine import EngineItem
-    from carevoice.pipeline import engine_items
-    from carevoice.scheduler import BatchScheduler
+    from carevoice.assembly import FileChunks
+    from carevoice.pipeline import BatchRunner
 
-    scheduler: BatchScheduler[EngineItem] = BatchScheduler(batch_size)
+    by_job = {file.job: file for file in prepared}
+    runner = BatchRunner([engine], decode, by_job.__getitem__, batch_size=batch_size)
     segments = 0
-
-    def run(batch: list[EngineItem]) -> None:
-        nonlocal segments
-        segments += sum(len(r.segments) for r in engine.run_batch(batch, decode))
-
-    for file in prepared:
-        for item in engine_items(file, engine, decode.language):
-            scheduler.add(item.window_frames, item)
-        for batch in scheduler.ready():
-            run(batch)
-    for batch in scheduler.flush():
-        run(batch)
+    for file in runner.run(list(by_job)):
+        assert isinstance(file, FileChunks)  # nothing is refused without an admit check
+        if file.failed is not None:
+            raise _RunFailed(f"{file.job.source}: {file.failed}")
+        segments += sum(len(result.segments) for result in file.results.values())
     return segments
 
 
 def transcribe_plain(engine: Engine, samples: np.ndarray, decode: DecodeSettings) -> int:
-    """Plain faster-whisper on one file's samples, as its README shows; returns the number of segments."""
-    segments, _ = engine.model.transcribe(
+    """Plain faster-whisper on one file's samples, as its README shows (on the engine's loaded
+    WhisperModel); returns the number of segments."""
+    segments, _ = engine.decoder.model.transcribe(
         samples,
         language=decode.language,
         task=decode.task.value,
@@ -334,7 +326,7 @@ class _Inputs:
 
 def _gather(settings: BenchSettings, ffmpeg: Ffmpeg, output_dir: Path) -> _Inputs:
     from carevoice.discovery import find_jobs
-    from carevoice.pipeline import prepare_file
+    from carevoice.chunking import prepare_file
 
     found = find_jobs(settings.inputs or (SAMPLE_PATH,), output_dir, settings.recursive)
     inputs = _Inputs(output_dir, [], [], [], [(p.path, p.message) for p in found.problems])
@@ -388,7 +380,8 @@ class _Runner:
         A fresh folder and Transcriber per run: outputs left by the previous run would make the
         pipeline skip the files as already done (and a run would take ~0 s).
         """
-        from carevoice.pipeline import FileStatus, Transcriber
+        from carevoice.pipeline import Transcriber
+        from carevoice.results import FileStatus
 
         self._runs += 1
         run_dir = self.inputs.output_dir.with_name(f"{self.inputs.output_dir.name}-{self.engine.device}-{self._runs}")
@@ -453,7 +446,7 @@ def _device_problem(device: Device, settings: BenchSettings, ref: ModelRef, prob
     a missing cuBLAS aborts the process, and the benchmark must survive to report the CPU."""
     if device is not Device.CUDA:
         return None
-    from carevoice.engine import backend_problem, cuda_device_count
+    from carevoice.decoder import backend_problem, cuda_device_count
     from carevoice.gpu import probe_cuda_inference
     from carevoice.settings import DEFAULT_COMPUTE_TYPE
 
@@ -490,7 +483,7 @@ def run_bench(settings: BenchSettings, say: Callable[[str], None] = lambda line:
         UsageError: bad options, or no decodable input.
         SetupError: ffmpeg missing, or the model cannot be resolved.
     """
-    from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
+    from carevoice.audio import find_ffmpeg
     from carevoice.gpu import read_nvml_info
     from carevoice.models import resolve_model
 

@@ -2,35 +2,19 @@
 
 Whisper has one code for written Chinese (``zh``) and writes whichever script it likes, often a mix; the
 user picks one with ``--zh-script``. Only segment and word texts change: timestamps, probabilities and
-segmentation never do. Imports only ``transcript`` and ``errors`` (OpenCC lazily), so ``settings`` can
-use :class:`ZhScript` and ``import carevoice.cli`` stays cheap.
+segmentation never do. Imports only the shapes (``settings``, ``transcript``, ``errors``; OpenCC
+lazily), so ``import carevoice.cli`` stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from enum import Enum
 from functools import lru_cache
 
 from carevoice.errors import SetupError
+from carevoice.settings import ZhScript
 from carevoice.transcript import Segment, Transcript
-
-
-class ZhScript(str, Enum):
-    """The script Chinese text is written in (``--zh-script``).
-
-    Attributes:
-        KEEP: Whatever the model wrote (no conversion).
-        TW: Traditional characters with Taiwan phrasing (OpenCC ``s2twp``: 软件→軟體, 视频→影片, 内存→記憶體).
-        HK: Traditional characters, Hong Kong variants (OpenCC ``s2hk``); no phrase substitution.
-        SIMPLIFIED: Simplified characters (OpenCC ``t2s``).
-    """
-
-    KEEP = "keep"
-    TW = "tw"
-    HK = "hk"
-    SIMPLIFIED = "simplified"
 
 
 OPENCC_CONFIGS: dict[ZhScript, str] = {ZhScript.TW: "s2twp", ZhScript.HK: "s2hk", ZhScript.SIMPLIFIED: "t2s"}

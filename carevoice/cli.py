@@ -16,7 +16,6 @@ import typer
 from rich.markup import escape
 
 from carevoice import __version__, interrupts
-from carevoice.chinese import ZhScript
 from carevoice.errors import CareVoiceError, ExitCode, Interrupted
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
@@ -33,6 +32,7 @@ from carevoice.settings import (
     OutputFormat,
     Task,
     TranscribeSettings,
+    ZhScript,
     parse_devices,
     parse_formats,
     parse_gpus,
@@ -211,8 +211,10 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     """
     import json
 
-    from carevoice.pipeline import FileStatus, start_run
-    from carevoice.report import ProgressView, RunSummary, gpu_live_text, summary_line, write_report
+    from carevoice.devices import DeviceChoice
+    from carevoice.report import ProgressView, RunSummary, gpu_live_text, placement_note, summary_line, write_report
+    from carevoice.results import FileStatus
+    from carevoice.runs import start_run
 
     started = time.monotonic()
     if settings.ray_address is not None:
@@ -222,13 +224,14 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
         run = start_ray_run(settings)
     else:
         run = start_run(settings)
-    summary = RunSummary(model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
-    if run.transcriber is not None:
+    summary = RunSummary(results=run.finished, model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
+    if run.transcriber is not None and run.placement is not None:
         engine, count = run.transcriber.engine, len(run.transcriber.engines)
         summary.device = f"{engine.device}{f' ×{count}' if count > 1 else ''} ({engine.compute_type})"
-        if not quiet or "fell back" in run.device_note:  # a fallback is a warning, even with -q
+        fell_back = isinstance(run.placement, DeviceChoice) and run.placement.fell_back
+        if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(
-                f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({run.device_note}); "
+                f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({escape(placement_note(run.placement))}); "
                 f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}[/dim]"
             )
     if settings.shard is not None:
@@ -238,13 +241,24 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
     code = ExitCode.OK
     with ProgressView(console, run.total, quiet) as view:
         sampler = _start_gpu_sampler(run, view, console, quiet)
-        try:
-            for result in run.results():
-                summary.results.append(result)
+        shown = 0
+
+        def show_finished() -> None:
+            """A line for each file finished since the last call (run.finished is complete even
+            after an interrupt, while the loop below may not have seen the last one)."""
+            nonlocal shown
+            while shown < len(run.finished):
+                result = run.finished[shown]
+                shown += 1
                 view.update(result, gpu_live_text(sampler.latest()) if sampler else "")
+
+        try:
+            for _ in run.results():
+                show_finished()
         except (KeyboardInterrupt, Interrupted) as exc:
             summary.interrupted = True
             code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+            show_finished()
         finally:
             if sampler is not None:
                 summary.extra["gpu"] = sampler.stop().to_dict()

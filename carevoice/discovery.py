@@ -63,15 +63,6 @@ class Discovery:
     problems: list[Problem] = field(default_factory=list)
 
 
-def path_text(path: Path | str) -> str:
-    """A path (or a message holding one) as text any UTF-8 stream and JSON accept.
-
-    Names that are not valid UTF-8 reach Python as lone surrogates, which cannot be encoded: their
-    bytes are shown as ``\\udcXX`` escapes instead of crashing the report.
-    """
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 

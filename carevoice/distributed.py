@@ -1,6 +1,6 @@
 """`transcribe --ray`: the same run on a Ray cluster (Ray Data), with the same outputs and report.
 
-The planned jobs become a Ray dataset; decoding (pipeline.prepare_file) runs as CPU tasks; a pool
+The planned jobs become a Ray dataset; decoding (chunking.prepare_file) runs as CPU tasks; a pool
 of actors (one GPU each, or CPU actors on a cluster without GPUs) each holds one Engine and runs
 the in-process pipeline (pipeline.Transcriber: cross-file batching, skip-finished and locks
 checked before any engine call, atomic writes, per-file errors) over a block of decoded files,
@@ -21,7 +21,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,16 @@ import numpy as np
 
 from carevoice.audio import SAMPLE_RATE_HZ
 from carevoice.discovery import Job
-from carevoice.engine import Engine, SpeechSpan
+from carevoice.chunking import Prepared
+from carevoice.devices import ClusterPlacement
+from carevoice.engine import Engine
 from carevoice.errors import CareVoiceError, SetupError
 from carevoice.models import ModelRef
-from carevoice.pipeline import FileResult, FileStatus, Plan, Prepared, RunStats, Run, Transcriber, plan_run
-from carevoice.settings import TranscribeSettings
+from carevoice.pipeline import RunStats, Transcriber
+from carevoice.results import FileResult, FileStatus
+from carevoice.runs import Plan, Run, plan_run
+from carevoice.settings import DEFAULT_BATCH_SIZE, TranscribeSettings
+from carevoice.vad import SpeechSpan
 from carevoice.writers import output_path, record_path
 
 # A decode holds its file's samples (float32, 16 kHz: 230 MB for an hour) plus ffmpeg's buffers.
@@ -89,12 +94,12 @@ def _ffmpeg() -> Any:
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Ray Data CPU task: decode one file and find its chunks (pipeline.prepare_file).
+    """Ray Data CPU task: decode one file and find its chunks (chunking.prepare_file).
 
     Never raises for one bad file (a raising task would end the whole dataset): the error
     travels in the row and becomes that file's FAILED result, as in the in-process pipeline.
     """
-    from carevoice.pipeline import prepare_file
+    from carevoice.chunking import prepare_file
 
     out = {**row, "samples": b"", "spans": b"", "error": b""}
     try:
@@ -188,7 +193,7 @@ class RayTranscriber:
     """Runs planned jobs on a Ray cluster; the same interface as pipeline.Transcriber (a Backend).
 
     Args:
-        plan: The planned run (from pipeline.plan_run on the driver).
+        plan: The planned run (from runs.plan_run on the driver).
         actors: Actors (engines) to run; each holds one model.
         device: ``"cuda"``: one GPU per actor; ``"cpu"``: CPU actors.
         files_per_task: Files each actor call transcribes together (cross-file batches are formed
@@ -209,8 +214,8 @@ class RayTranscriber:
         self.engines: Sequence[ActorFacts] = (facts,) * actors
         self.stats = RunStats(calls_per_engine=[0] * actors)
 
-    def run(self, jobs: list[Job]) -> Iterator[FileResult]:
-        """Transcribe jobs on the cluster; yields each file's result as its actor call returns."""
+    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None) -> Iterator[FileResult]:
+        """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``) as its actor call returns."""
         import ray
 
         started_ns = time.time_ns()
@@ -244,7 +249,9 @@ class RayTranscriber:
         # driver's stdout, which carries only results here (--json): they go to stderr instead.
         with contextlib.redirect_stdout(sys.stderr):
             try:
-                yield from self._results(dataset, jobs, actor_index)
+                for result in self._results(dataset, jobs, actor_index):
+                    on_result(result)
+                    yield result
             finally:
                 ray.shutdown()
 
@@ -257,8 +264,6 @@ class RayTranscriber:
                 setattr(self.stats, counter, getattr(self.stats, counter) + int(row[counter]))
             self.stats.calls_per_engine[slot] += int(row["engine_calls"])
             status = FileStatus(str(row["status"]))
-            if status is FileStatus.DONE:
-                self.stats.audio_done_s += float(row["duration_s"])
             yield FileResult(
                 job.source,
                 status,
@@ -362,13 +367,13 @@ def start_ray_run(settings: TranscribeSettings) -> Run:
             f"the Ray cluster has {cpus} CPU(s); {actors} actor(s) need {needed - 1} and decoding at least 1 more",
             "lower --ray-actors (or --cpu-threads), or add nodes",
         )
-    batch = settings.decode.batch_size or (16 if device == "cuda" else 8)
+    batch = settings.decode.batch_size or DEFAULT_BATCH_SIZE[device]
     # Up to four batches per task, but small enough that every actor gets some of a short list;
     # always whole batches, so that task boundaries fall on batch boundaries (see RayTranscriber).
     per_actor = math.ceil(len(plan.jobs) / actors)
     files_per_task = settings.ray_files_per_task or batch * max(1, min(4, math.ceil(per_actor / batch)))
-    note = f"Ray cluster: {actors} {'GPU' if device == 'cuda' else 'CPU'} actor(s), {files_per_task} files per task"
-    return Run(settings, plan.settled, plan.jobs, RayTranscriber(plan, actors, device, files_per_task), note, plan.found)
+    placement = ClusterPlacement(device, actors, files_per_task)
+    return Run(settings, plan.settled, plan.jobs, RayTranscriber(plan, actors, device, files_per_task), placement, plan.found)
 
 
 def _node_count(ray: Any) -> int:

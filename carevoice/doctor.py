@@ -106,11 +106,11 @@ def check_packages(ctx: Context) -> CheckResult:
     detail = " · ".join(f"{name} {version or 'missing'}" for name, version in versions.items())
     missing = sorted(name for name in REQUIRED_PACKAGES if versions[name] is None)
     try:
-        from carevoice.engine import backend_problem
+        from carevoice.decoder import backend_problem
 
         ctx.backend_problem = backend_problem()
-    except Exception as exc:  # numpy itself broken: engine cannot even be imported
-        ctx.backend_problem = f"carevoice.engine cannot be imported ({type(exc).__name__}: {str(exc)[:160]})"
+    except Exception as exc:  # numpy itself broken: the decoder cannot even be imported
+        ctx.backend_problem = f"carevoice.decoder cannot be imported ({type(exc).__name__}: {str(exc)[:160]})"
     if missing:
         return CheckResult(
             "packages", CheckStatus.FAIL, f"{', '.join(missing)} not installed; {detail}", "pip install --force-reinstall carevoice"
@@ -247,7 +247,6 @@ def check_model(ctx: Context) -> CheckResult:
     from carevoice.audio import SAMPLE_RATE_HZ
     from carevoice.engine import Engine, EngineItem
     from carevoice.models import resolve_model
-    from carevoice.engine import window_frames
     from carevoice.settings import DecodeSettings, EngineSettings
 
     engine_settings = ctx.settings.engine
@@ -268,7 +267,7 @@ def check_model(ctx: Context) -> CheckResult:
     samples = ctx.speech if speech else np.sin(np.arange(SAMPLE_RATE_HZ) * 2 * np.pi * TONE_HZ / SAMPLE_RATE_HZ).astype(np.float32)
     started = time.monotonic()
     try:
-        item = EngineItem(samples, engine.features(samples), window_frames(1.0), None)
+        item = EngineItem(samples, engine.features(samples), engine.window_frames(1.0, None), None)
         results = engine.run_batch([item], DecodeSettings(word_timestamps=False))
     except CareVoiceError as exc:
         return CheckResult("model", CheckStatus.FAIL, f"{ref.model_id} loads but cannot transcribe on cpu: {exc.message}", exc.hint)
@@ -318,7 +317,7 @@ def check_nvml(ctx: Context) -> CheckResult:
 
 
 def check_cuda(ctx: Context) -> CheckResult:
-    from carevoice.engine import cuda_compute_types, cuda_device_count
+    from carevoice.decoder import cuda_compute_types, cuda_device_count
     from carevoice.gpu import CUBLAS_LIBRARY, load_cublas
 
     if ctx.backend_problem and "ctranslate2" in ctx.backend_problem:

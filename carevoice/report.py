@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from carevoice import __version__
-from carevoice.discovery import path_text
-from carevoice.pipeline import FileResult, FileStatus
+from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason
+from carevoice.results import FileResult, FileStatus, path_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -142,6 +142,28 @@ class ProgressView:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         detail = f"{self.audio_s:.0f} s audio · {self.audio_s / elapsed:.1f}× real time{extra}"
         self.progress.update(self.task, detail=detail)
+
+
+def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:
+    """Why the run is where it is, for the run header: ``auto: 2 CUDA device(s) found; one engine on each of GPUs 0,1``."""
+    if isinstance(placement, ClusterPlacement):
+        kind = "GPU" if placement.device == "cuda" else "CPU"
+        return f"Ray cluster: {placement.actors} {kind} actor(s), {placement.files_per_task} files per task"
+    if placement.reason is DeviceReason.AUTO_CUDA_UNUSABLE:
+        note = f"auto: CUDA unusable ({placement.problem}), fell back to CPU"
+    elif placement.reason is DeviceReason.AUTO_CUDA:
+        note = f"auto: {placement.cuda_devices} CUDA device(s) found"
+    elif placement.reason is DeviceReason.AUTO_NO_CUDA:
+        note = "auto: no CUDA device found"
+    else:
+        note = f"{placement.cuda_devices} CUDA device(s)" if placement.device == "cuda" else "asked for"
+    if placement.gpus_asked is not None and not placement.gpus:  # auto found no usable GPU (--device cpu with --gpus is exit 2)
+        note += f"; --gpus {','.join(map(str, placement.gpus_asked))} ignored: no usable GPU"
+    elif len(placement.gpus) > 1:
+        note += f"; one engine on each of GPUs {','.join(map(str, placement.gpus))}"
+    elif placement.gpus and placement.gpus_asked is not None:
+        note += f"; GPU {placement.gpus[0]}"
+    return note
 
 
 def summary_line(summary: RunSummary) -> str:

@@ -1,6 +1,6 @@
 """Cross-file batching: speech chunks from many files -> length buckets -> full batches.
 
-Each chunk has an encoder window (engine.window_frames: the shortest bucket that holds it),
+Each chunk has an encoder window (policy.window_frames: the shortest bucket that holds it),
 and a batch only ever holds chunks of one window length. So a chunk's
 encoder input is the same whichever files happen to share its batch: results do not depend
 on batch composition, and a resumed run reproduces an uninterrupted one.

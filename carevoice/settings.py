@@ -11,7 +11,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from carevoice.chinese import ZhScript
 from carevoice.errors import UsageError
 
 ENV_MODEL = "CAREVOICE_MODEL"
@@ -24,6 +23,9 @@ DEFAULT_BEAM_SIZE = 5
 # and a bigger batch only delays the first outputs; CUDA: big batches keep the GPU busy.
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 16}
 DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
+# Encoder windows (seconds) a chunk may run in: the shortest that holds it (carevoice.policy).
+# Not a command-line option: the benchmarks measure others through EngineSettings.
+DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
 
 
 class Device(str, Enum):
@@ -32,6 +34,22 @@ class Device(str, Enum):
     AUTO = "auto"
     CUDA = "cuda"
     CPU = "cpu"
+
+
+class ZhScript(str, Enum):
+    """The script Chinese text is written in (``--zh-script``).
+
+    Attributes:
+        KEEP: Whatever the model wrote (no conversion).
+        TW: Traditional characters with Taiwan phrasing (OpenCC ``s2twp``: 软件→軟體, 视频→影片, 内存→記憶體).
+        HK: Traditional characters, Hong Kong variants (OpenCC ``s2hk``); no phrase substitution.
+        SIMPLIFIED: Simplified characters (OpenCC ``t2s``).
+    """
+
+    KEEP = "keep"
+    TW = "tw"
+    HK = "hk"
+    SIMPLIFIED = "simplified"
 
 
 class Task(str, Enum):
@@ -91,6 +109,7 @@ class EngineSettings:
     compute_type: str | None = None  # None: DEFAULT_COMPUTE_TYPE for the resolved device
     cpu_threads: int = 0  # 0: let CTranslate2 use every core
     cache_dir: Path = field(default_factory=default_cache_dir)
+    windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S  # encoder windows (benchmarks only)
 
 
 @dataclass(frozen=True)

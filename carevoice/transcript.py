@@ -5,7 +5,7 @@ Times are seconds on the input file's own timeline, rounded to milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -43,7 +43,7 @@ class Transcript:
         language_probability: Detection confidence (1.0 when given).
         duration_s: Length of the decoded audio.
         segments: Ordered segments with file-relative times.
-        speech_detected: False when voice activity detection found no speech at all.
+        speech_detected: False when no segment holds text (silence, or speech Whisper judged to be none).
         model: Which model produced it.
         options: The options that shape the text (task, language, beam size, ...).
     """
@@ -60,7 +60,3 @@ class Transcript:
     def text(self) -> str:
         """The whole transcript as one string."""
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
-
-    def with_segments(self, segments: tuple[Segment, ...]) -> Transcript:
-        """A copy with other segments (used by post-processing such as script conversion)."""
-        return replace(self, segments=segments)

@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA_DIR, CliResult, invoke_cli, normalised_words, read_manifest, word_error_rate
 
 from carevoice.engine import Engine
-from carevoice.engine import FULL_WINDOW_S, window_frames
+from carevoice.policy import FULL_WINDOW_S, window_frames
 from carevoice.scheduler import BatchScheduler
 
 # The 12 shortest English clips in tests/data (1.5-5.3 s): every one is a single chunk.

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from carevoice import bench, engine, gpu
+from carevoice import bench, decoder, gpu
 from carevoice.bench import BenchMode, BenchRow, Speedup, Timing, speedups, transcribe_plain
 from carevoice.gpu import CudaProbe
 from carevoice.models import resolve_model
@@ -19,7 +19,7 @@ from carevoice.settings import BenchSettings, DecodeSettings, Device, EngineSett
 # One short clip: plain faster-whisper pads every file to a 30 s window (~2 s of CPU per clip here).
 CLIPS = ("lhotse__LJ002-0020.wav",)
 NVML_WORKS = gpu.read_nvml_info().available
-HAS_CUDA = engine.cuda_device_count() > 0
+HAS_CUDA = decoder.cuda_device_count() > 0
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_transcribe_plain_drains_the_lazy_generator() -> None:
         calls.append(options)
         return segments(), SimpleNamespace(language="en")
 
-    fake = SimpleNamespace(model=SimpleNamespace(transcribe=transcribe))
+    fake = SimpleNamespace(decoder=SimpleNamespace(model=SimpleNamespace(transcribe=transcribe)))
     decode = DecodeSettings(language="de", beam_size=2, word_timestamps=False)
     assert transcribe_plain(fake, None, decode) == 3  # type: ignore[arg-type]
     assert consumed == [0, 1, 2]
@@ -219,7 +219,7 @@ def test_transcribe_plain_drains_the_lazy_generator() -> None:
 
 
 def test_a_cuda_device_whose_gpu_test_aborts_is_unavailable_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: 1)
     seen = []
 
     def probe(model_dir, compute_type, audio, timeout_s, download_root):  # type: ignore[no-untyped-def]
@@ -251,7 +251,7 @@ def test_a_run_that_breaks_fails_its_row_not_the_bench(tmp_path: Path, monkeypat
     def out_of_memory(samples, **options):  # type: ignore[no-untyped-def]
         raise RuntimeError("CUDA failed with error out of memory")
 
-    broken = SimpleNamespace(device="cpu", compute_type="int8", model=SimpleNamespace(transcribe=out_of_memory))
+    broken = SimpleNamespace(device="cpu", compute_type="int8", decoder=SimpleNamespace(model=SimpleNamespace(transcribe=out_of_memory)))
     monkeypatch.setattr(bench, "_timed_load", lambda settings, ref, device: (0.5, broken))
     settings = BenchSettings(inputs=(data_dir / CLIPS[0],), devices=(Device.CPU,), runs=1, compare=True, engine=EngineSettings(model="tiny.en"))
     inputs = bench._gather(settings, ffmpeg_bin, tmp_path / "out")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice import doctor, engine, gpu
+from carevoice import decoder, doctor, gpu
 from carevoice.audio import Ffmpeg, FfmpegSource
 from carevoice.doctor import ROUND_TRIPS, CheckResult, CheckStatus, Context, RoundTrip, run_checks
 from carevoice.gpu import CudaProbe, GpuDevice, NvmlInfo
@@ -321,8 +321,8 @@ def test_nvml_check_without_a_driver(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def cuda_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, devices: int, cublas: tuple[bool, str], types: set[str]) -> Context:
-    monkeypatch.setattr(engine, "cuda_device_count", lambda: devices)
-    monkeypatch.setattr(engine, "cuda_compute_types", lambda: frozenset(types))
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: devices)
+    monkeypatch.setattr(decoder, "cuda_compute_types", lambda: frozenset(types))
     monkeypatch.setattr(gpu, "load_cublas", lambda: cublas)
     return context(tmp_path)
 
@@ -354,7 +354,7 @@ def test_cuda_check_fails_when_the_driver_sees_a_gpu_ctranslate2_does_not(tmp_pa
 def test_cuda_check_is_skipped_without_a_gpu(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     ctx.nvml = NvmlInfo(False, "NVML Shared Library Not Found")
-    if engine.cuda_device_count():
+    if decoder.cuda_device_count():
         pytest.skip("this machine has a CUDA device")
     assert doctor.check_cuda(ctx) == CheckResult("CUDA (ctranslate2)", CheckStatus.SKIP, "no GPU: CTranslate2 sees no CUDA device")
 

@@ -19,12 +19,16 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, fake_chunk_result, invoke_cli, read_manifest
 
-from carevoice import engine as engine_module
+from carevoice import decoder
 from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
 from carevoice.discovery import Job, find_jobs
-from carevoice.engine import Engine, EngineItem, ItemResult, SpeechSpan
+from carevoice.engine import Engine, EngineItem, ItemResult
+from carevoice.vad import SpeechSpan
 from carevoice.models import resolve_model
-from carevoice.pipeline import FileStatus, Prepared, Transcriber, plan_jobs
+from carevoice.chunking import Prepared
+from carevoice.claims import plan_jobs
+from carevoice.pipeline import Transcriber
+from carevoice.results import FileStatus
 from carevoice.settings import DecodeSettings, Device, EngineSettings, OutputFormat, TranscribeSettings
 
 # The 8 shortest English clips (1.5-4 s): one chunk each, four batches of two.
@@ -187,7 +191,7 @@ def three_gpus(monkeypatch: pytest.MonkeyPatch) -> list[FakeGpuEngine]:
         loaded.append(FakeGpuEngine(ref, device_index))
         return loaded[-1]
 
-    monkeypatch.setattr(engine_module, "cuda_device_count", lambda: 3)
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: 3)
     monkeypatch.setattr(Engine, "load", classmethod(load))
     return loaded
 
@@ -241,7 +245,7 @@ def test_bad_gpus_fail_before_any_model_loads(
 
 
 def _cuda_devices() -> int:
-    return engine_module.cuda_device_count()
+    return decoder.cuda_device_count()
 
 
 @pytest.mark.gpu
@@ -260,7 +264,7 @@ def test_every_gpu_writes_what_one_gpu_writes(tmp_path: Path) -> None:
 
 
 def test_gpus_under_auto_without_a_gpu_says_it_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: 0)
     result = invoke_cli("transcribe", copy_clips(tmp_path / "auto"), "-m", "tiny.en", "--gpus", "0,1", "--batch-size", "1")
     assert result.exit_code == 0, result.stderr
     assert "auto: no CUDA device found; --gpus 0,1 ignored: no usable GPU" in result.stderr

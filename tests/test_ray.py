@@ -59,7 +59,7 @@ def _append(event, path):
         os.close(fd)
 
 def _patch(pipeline):
-    infer_batch, finish = pipeline.infer_batch, pipeline.Transcriber._finish
+    infer_batch, run = pipeline.infer_batch, pipeline.Transcriber.run
 
     def logged_infer_batch(engine, batch, options):
         outcome = infer_batch(engine, batch, options)
@@ -67,13 +67,15 @@ def _patch(pipeline):
             _append("infer", chunk.file.job.source)
         return outcome
 
-    def logged_finish(self, state):
-        result = finish(self, state)
-        if result.status.value == "done":
-            _append("written", state.job.source)
-        return result
+    def logged_run(self, jobs, on_result=lambda result: None):
+        def note(result):  # called as soon as a file's outputs are written
+            if result.status.value == "done":
+                _append("written", result.source)
+            on_result(result)
 
-    pipeline.infer_batch, pipeline.Transcriber._finish = logged_infer_batch, logged_finish
+        return run(self, jobs, note)
+
+    pipeline.infer_batch, pipeline.Transcriber.run = logged_infer_batch, logged_run
 
 if _LOG:
     import importlib.abc, importlib.util

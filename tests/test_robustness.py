@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from conftest import encode, invoke_cli, word_error_rate
 
-from carevoice import audio, engine, writers
+from carevoice import audio, decoder, writers
 from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio, decode_timeout_s
 from carevoice.engine import Engine, EngineItem, EngineOutOfMemory, ItemResult
 from carevoice.errors import AudioDecodeError, SetupError
@@ -648,7 +648,7 @@ def test_a_hanging_ffmpeg_and_its_children_are_killed_and_reported(
 
 def test_cuda_without_a_device_is_a_setup_error_with_the_fix(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(data_dir / EIGHTEEN, tmp_path / "visit.wav")
-    monkeypatch.setattr(engine, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: 0)
     result = invoke_cli("transcribe", tmp_path, "-m", "tiny.en", "--device", "cuda")
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [
@@ -667,7 +667,7 @@ def _broken_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
             raise SetupError(f"cannot load model {ref.model_id!r} on cuda (CUDA driver version is insufficient)", "update the NVIDIA driver")
         return real_load(cls, settings, ref, device)
 
-    monkeypatch.setattr(engine, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(decoder, "cuda_device_count", lambda: 1)
     monkeypatch.setattr(Engine, "load", classmethod(load))
 
 

@@ -1,0 +1,79 @@
+"""Audio -> chunks: decode one file, cut a long one at pauses into chunks of at most 30 s, and turn
+each chunk into an engine input (features and encoder window). Runs in the decode pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio
+from carevoice.discovery import Job
+from carevoice.engine import EngineItem
+from carevoice.policy import window_frames
+from carevoice.settings import DEFAULT_WINDOWS_S
+from carevoice.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded file: its length and its chunks' spans (samples), before features."""
+
+    job: Job
+    samples: np.ndarray
+    spans: tuple[SpeechSpan, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / SAMPLE_RATE_HZ
+
+    @property
+    def offsets_s(self) -> tuple[float, ...]:
+        """Where each chunk starts in the file."""
+        return tuple(span.start / SAMPLE_RATE_HZ for span in self.spans)
+
+
+def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
+    """Chunks of at most 30 s for a long file: speech spans merged greedily while the merged
+    stretch fits in 30 s (the silence between them stays in, so times map back by an offset)."""
+    limit = int(MAX_CHUNK_S * SAMPLE_RATE_HZ)
+    chunks: list[SpeechSpan] = []
+    for span in speech:
+        for start in range(span.start, span.end, limit):  # VAD spans are <= 30 s; this is a guard
+            piece = SpeechSpan(start, min(span.end, start + limit))
+            if chunks and piece.end - chunks[-1].start <= limit:
+                chunks[-1] = SpeechSpan(chunks[-1].start, piece.end)
+            else:
+                chunks.append(piece)
+    return tuple(chunks)
+
+
+def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
+    """Decode one file and find its speech.
+
+    Raises:
+        FileError: the file cannot be decoded.
+    """
+    samples = decode_audio(job.source, ffmpeg)
+    if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
+        # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
+        # checks chunks that might be silence with VAD after decoding anyway.
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
+    return Prepared(job, samples, plan_chunks(detect_speech(samples)))
+
+
+def engine_items(
+    prepared: Prepared,
+    features: Callable[[np.ndarray], np.ndarray],
+    language: str | None,
+    windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
+) -> list[EngineItem]:
+    """The engine inputs of a decoded file: one per chunk, with features and encoder window."""
+    items = []
+    for span in prepared.spans:
+        samples = prepared.samples[span.start : span.end]
+        frames = window_frames(len(samples) / SAMPLE_RATE_HZ, windows_s, language=language)
+        items.append(EngineItem(samples, features(samples), frames, language))
+    return items

@@ -1,0 +1,92 @@
+"""Where a run's inference goes: a device choice as a record of facts and a reason, no sentences
+(carevoice.report words it). The CUDA facts come from carevoice.decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from carevoice.errors import SetupError
+from carevoice.settings import Device
+
+
+class DeviceReason(str, Enum):
+    """Why the run is on its device."""
+
+    ASKED = "asked"  # --device cuda or --device cpu
+    AUTO_CUDA = "auto_cuda"  # auto: CTranslate2 sees CUDA devices
+    AUTO_NO_CUDA = "auto_no_cuda"  # auto: it sees none
+    AUTO_CUDA_UNUSABLE = "auto_cuda_unusable"  # auto picked CUDA, the model could not load there: CPU
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The device a run uses and why.
+
+    Attributes:
+        device: ``"cuda"`` or ``"cpu"``.
+        reason: Why.
+        cuda_devices: How many CUDA devices CTranslate2 sees.
+        gpus: The CUDA devices an engine was loaded on (one engine each; empty on the CPU).
+        gpus_asked: What --gpus named (None: not given).
+        problem: With AUTO_CUDA_UNUSABLE, why CUDA could not be used (one line).
+    """
+
+    device: str
+    reason: DeviceReason
+    cuda_devices: int = 0
+    gpus: tuple[int, ...] = ()
+    gpus_asked: tuple[int, ...] | None = None
+    problem: str = ""
+
+    @property
+    def fell_back(self) -> bool:
+        """CUDA was picked but did not work: a warning the user must see."""
+        return self.reason is DeviceReason.AUTO_CUDA_UNUSABLE
+
+
+@dataclass(frozen=True)
+class ClusterPlacement:
+    """Where a Ray run goes: how many actors (one model each) on which kind of device."""
+
+    device: str
+    actors: int
+    files_per_task: int
+
+
+def choose_device(requested: Device, cuda_devices: int) -> DeviceChoice:
+    """Pick the device for ``--device`` when CTranslate2 sees ``cuda_devices`` CUDA devices.
+
+    Raises:
+        SetupError: CUDA was asked for but CTranslate2 sees no CUDA device.
+    """
+    if requested is Device.CUDA:
+        if cuda_devices == 0:
+            raise SetupError(
+                "--device cuda asked for, but CTranslate2 sees no CUDA device",
+                "check `nvidia-smi` and `carevoice doctor`, or use --device cpu",
+            )
+        return DeviceChoice("cuda", DeviceReason.ASKED, cuda_devices)
+    if requested is Device.CPU:
+        return DeviceChoice("cpu", DeviceReason.ASKED, cuda_devices)
+    if cuda_devices > 0:
+        return DeviceChoice("cuda", DeviceReason.AUTO_CUDA, cuda_devices)
+    return DeviceChoice("cpu", DeviceReason.AUTO_NO_CUDA, cuda_devices)
+
+
+def gpu_indices(asked: tuple[int, ...] | None, visible: int) -> tuple[int, ...]:
+    """The CUDA devices to load an engine on: those asked for, else every one CTranslate2 sees.
+
+    Raises:
+        SetupError: an index CTranslate2 does not see.
+    """
+    if asked is None:
+        return tuple(range(max(visible, 1)))
+    unseen = [i for i in asked if i >= visible]
+    if unseen:
+        raise SetupError(
+            f"--gpus {','.join(map(str, asked))}: CTranslate2 sees {visible} CUDA device(s), numbered 0 to {visible - 1}",
+            "name GPUs from that range (CUDA_VISIBLE_DEVICES renumbers them), or leave --gpus out to use every one",
+        )
+    return asked
