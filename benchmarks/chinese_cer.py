@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Clip, cer, corpus_clips, normalise_cjk  # noqa: E402
 
-from carevoice.chinese import ZhScript, convert_text  # noqa: E402
+from carevoice.chinese import convert_text  # noqa: E402
+from carevoice.settings import ZhScript  # noqa: E402
 
 # "repo-gt" is a docs ground-truth column: good, unverified; "model"/"partial"/"prompt" are not references.
 QUALITY = {"human", "derived", "repo-gt"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import re
-import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +72,6 @@ def cer(references: list[str], hypotheses: list[str]) -> float:
     hyps = [normalise_cjk(h) for h in hypotheses]
     pairs = [(r, h) for r, h in zip(refs, hyps) if r]
     return jiwer.cer([r for r, _ in pairs], [h or "∅" for _, h in pairs])
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
