@@ -11,6 +11,7 @@ from typing import Any
 
 from carevoice.discovery import Job
 from carevoice.engine import ItemResult
+from carevoice.records import Identity
 from carevoice.transcript import Segment, Transcript, Word
 
 
@@ -25,6 +26,7 @@ class FileChunks:
         offsets_s: Where each chunk starts in the file (empty until decoded).
         results: Chunk results by chunk index.
         failed: The one-line error that failed the file, if any.
+        identity: The recording's identity, as read while it was decoded.
     """
 
     job: Job
@@ -33,6 +35,7 @@ class FileChunks:
     offsets_s: tuple[float, ...] = ()
     results: dict[int, ItemResult] = field(default_factory=dict)
     failed: str | None = None
+    identity: Identity | None = None
 
     @property
     def complete(self) -> bool:

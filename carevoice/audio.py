@@ -125,6 +125,7 @@ _URL_PLACEHOLDER = "carevoice-input-placeholder"
 _LOG_LINE = re.compile(r"^(?:\[(?P<component>[^\]@]+?) @ 0x[0-9a-f]+\] )?\[(?P<level>[a-z]+)\] ?(?P<text>.*)$")
 _DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _INPUT_FORMAT = re.compile(r"^Input #0, (.+?), from ")
+_VIDEO_STREAM = re.compile(r"^\s*Stream #0:\d+.*: Video: ")
 
 
 @dataclass
@@ -136,6 +137,7 @@ class FfmpegLog:
     declared_s: float | None = None  # the container's own length, when it states one
     estimated: bool = False  # ffmpeg guessed the length from the bitrate
     demuxer: str = ""  # e.g. "wav", "ogg", "matroska,webm"
+    video: bool = False  # the input has a video stream (not just cover art)
 
 
 def parse_ffmpeg_log(stderr: bytes, url: str) -> FfmpegLog:
@@ -161,6 +163,8 @@ def parse_ffmpeg_log(stderr: bytes, url: str) -> FfmpegLog:
                 log.declared_s = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
             elif not log.demuxer and (fmt := _INPUT_FORMAT.match(text)):
                 log.demuxer = fmt[1]
+            elif _VIDEO_STREAM.match(text) and "(attached pic)" not in text:
+                log.video = True
     return log
 
 
@@ -232,7 +236,9 @@ def truncation(path: Path, log: FfmpegLog, decoded_s: float) -> str | None:
     if any(sign in text for _, text in log.errors for sign in TRUNCATION_MESSAGES):
         return "its data stops before its container does"
     declared_s = log.declared_s
-    if declared_s is not None and not log.estimated:
+    # A video's declared length is the longest stream's: its audio may well end earlier (a screen
+    # recording whose microphone stopped first), so only the signs above count for videos.
+    if declared_s is not None and not log.estimated and not log.video:
         if declared_s - decoded_s > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_RATIO * declared_s):
             return f"only {decoded_s:.1f} s of its declared {declared_s:.1f} s could be decoded"
     demuxers = log.demuxer.split(",")

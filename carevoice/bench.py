@@ -356,8 +356,6 @@ class _Runner:
     def __init__(
         self, settings: BenchSettings, inputs: _Inputs, ffmpeg: Ffmpeg, engine: Engine, ref: ModelRef, say: Callable[[str], None]
     ) -> None:
-        from carevoice.pipeline import Transcriber
-
         self.settings = settings
         self.inputs = inputs
         self.ffmpeg = ffmpeg
@@ -370,9 +368,16 @@ class _Runner:
             decode=settings.decode,
             overwrite=True,
         )
-        self.fingerprint = settings.decode.fingerprint(ref.model_id)
-        self.batch_size = Transcriber(self.transcribe_settings, engine, ffmpeg, self.fingerprint).batch_size
+        self.ref = ref
+        self.batch_size = self._transcriber().batch_size
         self._runs = 0
+
+    def _transcriber(self):  # type: ignore[no-untyped-def]
+        """The real pipeline, as `transcribe` builds it (a run of its own: new claims, new run id)."""
+        from carevoice.claims import claims_for
+        from carevoice.pipeline import Transcriber
+
+        return Transcriber(self.transcribe_settings, self.engine, self.ffmpeg, claims_for(self.transcribe_settings, self.ref.model_id))
 
     def carevoice_e2e(self) -> int:
         """One `transcribe` of every file by the real pipeline, into a folder of its own.
@@ -380,7 +385,6 @@ class _Runner:
         A fresh folder and Transcriber per run: outputs left by the previous run would make the
         pipeline skip the files as already done (and a run would take ~0 s).
         """
-        from carevoice.pipeline import Transcriber
         from carevoice.results import FileStatus
 
         self._runs += 1
@@ -389,7 +393,7 @@ class _Runner:
             dataclasses.replace(job, output_stem=run_dir / job.output_stem.relative_to(self.inputs.output_dir))
             for job in self.inputs.jobs
         ]
-        results = list(Transcriber(self.transcribe_settings, self.engine, self.ffmpeg, self.fingerprint).run(jobs))
+        results = list(self._transcriber().run(jobs))
         not_done = [r for r in results if r.status is not FileStatus.DONE]
         if not_done or len(results) != len(jobs):
             example = f", e.g. {not_done[0].source}: {not_done[0].error or not_done[0].note}" if not_done else ""

@@ -4,7 +4,9 @@ each chunk into an engine input (features and encoder window). Runs in the decod
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio
 from carevoice.discovery import Job
 from carevoice.engine import EngineItem
+from carevoice.errors import AudioDecodeError
+from carevoice.records import ChangedWhileReading, Identity, identify
 from carevoice.policy import window_frames
 from carevoice.settings import DEFAULT_WINDOWS_S
 from carevoice.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
@@ -24,6 +28,7 @@ class Prepared:
     job: Job
     samples: np.ndarray
     spans: tuple[SpeechSpan, ...]
+    identity: Identity | None = None  # the recording's, as it was decoded
 
     @property
     def duration_s(self) -> float:
@@ -51,17 +56,42 @@ def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
 
 
 def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
-    """Decode one file and find its speech.
+    """Decode one file, identify it (the SHA-256 of the bytes decoded, for its record) and find its speech.
 
     Raises:
-        FileError: the file cannot be decoded.
+        FileError: the file cannot be decoded, or changed while it was (an upload still in progress).
     """
+    try:
+        before = os.stat(job.source)
+    except OSError:
+        before = None  # ffmpeg says why it cannot open it
     samples = decode_audio(job.source, ffmpeg)
+    identity = identify_decoded(job.source, before)
     if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
         # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
         # checks chunks that might be silence with VAD after decoding anyway.
-        return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
-    return Prepared(job, samples, plan_chunks(detect_speech(samples)))
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),), identity)
+    return Prepared(job, samples, plan_chunks(detect_speech(samples)), identity)
+
+
+def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:
+    """The identity of a recording just decoded: read again (from the page cache, mostly) and
+    hashed, its stat checked before and after. A file that changes meanwhile is still being written.
+
+    Raises:
+        AudioDecodeError: it changed while it was read, or cannot be read.
+    """
+    try:
+        identity = identify(path)
+        if before is not None and not identity.same_stat(before):
+            raise ChangedWhileReading(str(path))
+        return identity
+    except ChangedWhileReading:
+        raise AudioDecodeError(
+            "the recording changed while it was read", "it may still be being copied or recorded: rerun once it is complete"
+        ) from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read the recording ({exc.strerror or type(exc).__name__})", "check that it is readable") from None
 
 
 def engine_items(

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from carevoice import __version__, interrupts
 from carevoice.errors import CareVoiceError, ExitCode, Interrupted
+from carevoice.languages import LanguageChoice, resolve_language
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
     DEFAULT_GPU_PROBE_TIMEOUT_S,
@@ -127,17 +128,31 @@ def transcribe(
     ] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Speech chunks per batch (default: 16 CUDA, 8 CPU).")] = None,
     beam_size: Annotated[int, typer.Option("--beam-size", help="Beam search width.")] = DEFAULT_BEAM_SIZE,
-    language: Annotated[Optional[str], typer.Option("-l", "--language", help="Language code (e.g. en, zh); default: detect per file.")] = None,
+    language: Annotated[
+        Optional[str],
+        typer.Option(
+            "-l",
+            "--language",
+            help="Language: a code (en, zh, yue), a name (english, mandarin, cantonese) or a tag (zh-TW = zh with "
+            "--zh-script tw, zh-HK, zh-CN, en-US); default: detect per file.",
+        ),
+    ] = None,
     task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
     zh_script: Annotated[
-        ZhScript,
+        Optional[ZhScript],
         typer.Option(
             "--zh-script",
             help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
-            "hk = Traditional, Hong Kong; simplified.",
+            "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
         ),
-    ] = ZhScript.KEEP,
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished files and replace existing outputs.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Only say what a run would do with each file (transcribe, skip, redo and why, fail); touch nothing."
+        ),
+    ] = False,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     decode_workers: Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")] = 0,
     cpu_threads: Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")] = 0,
@@ -176,6 +191,7 @@ def transcribe(
 
     def body(console):  # type: ignore[no-untyped-def]
         fmts = parse_formats(formats)
+        chosen = resolve_language(language) if language else None
         settings = TranscribeSettings(
             inputs=tuple(paths),
             output_dir=output_dir,
@@ -183,11 +199,11 @@ def transcribe(
             engine=EngineSettings(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads),
             decode=DecodeSettings(
                 task=task,
-                language=language.lower() if language else None,
+                language=chosen.code if chosen else None,
                 beam_size=beam_size,
                 word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
                 batch_size=batch_size,
-                zh_script=zh_script,
+                zh_script=zh_script or (chosen.zh_script if chosen else None) or ZhScript.KEEP,  # an explicit --zh-script wins
             ),
             overwrite=overwrite,
             recursive=recursive,
@@ -198,16 +214,39 @@ def transcribe(
             ray_address=ray,
             ray_actors=ray_actors,
             ray_files_per_task=ray_files_per_task,
+            dry_run=dry_run,
         )
-        return _run_transcribe(settings, console, quiet=quiet, json_out=json_out)
+        if dry_run:
+            return _dry_run(settings, console, json_out=json_out)
+        return _run_transcribe(settings, console, quiet=quiet, json_out=json_out, language=chosen)
 
     raise typer.Exit(run_guarded(body, show_traceback))
 
 
-def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out: bool) -> ExitCode:  # type: ignore[no-untyped-def]
+def _dry_run(settings: TranscribeSettings, console, json_out: bool) -> ExitCode:  # type: ignore[no-untyped-def]
+    """Plan only: one line per file and a count per action; nothing is read beyond what a plan
+    needs (records, stats, and a file's bytes only when its stat changed), nothing is written."""
+    import json
+
+    from carevoice.report import plan_counts_line, plan_lines, plan_to_dict
+    from carevoice.runs import plan_run
+
+    plan = plan_run(settings)
+    for line in plan_lines(plan):
+        console.print(line, highlight=False)
+    console.print(plan_counts_line(plan), highlight=False)
+    if json_out:
+        typer.echo(json.dumps(plan_to_dict(plan), ensure_ascii=False, indent=2))
+    return ExitCode.OK
+
+
+def _run_transcribe(
+    settings: TranscribeSettings, console, quiet: bool, json_out: bool, language: LanguageChoice | None = None  # type: ignore[no-untyped-def]
+) -> ExitCode:
     """Drive a run: progress while files finish, then summary, report and exit code.
 
-    An interrupt still prints and records what finished before it.
+    An interrupt still prints and records what finished before it, and so does an unexpected error
+    while results arrive (which then ends the command as an internal error).
     """
     import json
 
@@ -232,8 +271,10 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
         if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(
                 f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({escape(placement_note(run.placement))}); "
-                f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}[/dim]"
+                f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}{escape(language_note(settings, language))}[/dim]"
             )
+    elif run.transcriber is not None and not quiet:
+        console.print(f"[dim]{len(run.jobs)} file(s) to complete from their recorded JSON outputs (no model loaded)[/dim]")
     if settings.shard is not None:
         summary.extra["shard"] = {"index": settings.shard.index, "count": settings.shard.count, "files": run.total, "of": run.found}
         if not quiet:
@@ -252,12 +293,16 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
                 shown += 1
                 view.update(result, gpu_live_text(sampler.latest()) if sampler else "")
 
+        failure: Exception | None = None
         try:
             for _ in run.results():
                 show_finished()
         except (KeyboardInterrupt, Interrupted) as exc:
             summary.interrupted = True
             code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+            show_finished()
+        except Exception as exc:  # a bug, or a Ray task error: keep the summary and report of what finished
+            failure = exc
             show_finished()
         finally:
             if sampler is not None:
@@ -279,12 +324,25 @@ def _run_transcribe(settings: TranscribeSettings, console, quiet: bool, json_out
                 f"[red]error[/red]: cannot write --report {escape(str(settings.report_path))} "
                 f"({escape(exc.strerror or type(exc).__name__)}) — choose a writable path"
             )
-            code = ExitCode.FAILED
+            if code is ExitCode.OK:  # an interrupt's own exit code stays
+                code = ExitCode.FAILED
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+    if failure is not None:
+        raise failure
     if code is ExitCode.OK and summary.count(FileStatus.FAILED):
         code = ExitCode.FAILED
     return code
+
+
+def language_note(settings: TranscribeSettings, language: LanguageChoice | None) -> str:
+    """For the run header, when --language was not given as Whisper's own code: what it became."""
+    if language is None or not language.translated:
+        return ""
+    note = f"; --language {language.given} → {language.code}"
+    if language.zh_script is not None:
+        note += f", --zh-script {settings.decode.zh_script.value}"
+    return note
 
 
 def _start_gpu_sampler(run, view, console, quiet: bool):  # type: ignore[no-untyped-def]
@@ -387,7 +445,7 @@ def bench(
             runs=runs,
             engine=EngineSettings(model=model, compute_type=compute_type, cpu_threads=cpu_threads),
             decode=DecodeSettings(
-                language=language.lower() if language else None,
+                language=resolve_language(language).code if language else None,
                 beam_size=beam_size,
                 word_timestamps=word_timestamps,
                 batch_size=batch_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
@@ -97,6 +98,16 @@ def cuda_compute_types() -> frozenset[str]:
         return frozenset(ctranslate2.get_supported_compute_types("cuda"))
     except Exception:  # raises when the driver is missing or too old
         return frozenset()
+
+
+def cached_model_dir(name: str, download_root: str) -> Path | None:
+    """Where a hub model lies once faster-whisper has downloaded it; None when it has not (no download here)."""
+    try:
+        from faster_whisper.utils import download_model
+
+        return Path(download_model(name, local_files_only=True, cache_dir=download_root))
+    except Exception:  # not downloaded, or faster-whisper itself broken: the model load will say which
+        return None
 
 
 def backend_problem() -> str | None:

@@ -53,6 +53,7 @@ class Problem:
     path: Path
     message: str
     key: str | None = None
+    missing: bool = False  # an input as named that does not exist
 
 
 @dataclass
@@ -161,7 +162,8 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
             mode = os.stat(given).st_mode
         except OSError as exc:
             reason = _broken_link(exc) if given.is_symlink() else (exc.strerror or "cannot access").lower()
-            result.problems.append(Problem(given, f"{reason} — check the path"))
+            missing = exc.errno == errno.ENOENT and not given.is_symlink()
+            result.problems.append(Problem(given, f"{reason} — check the path", missing=missing))
             continue
         if stat.S_ISDIR(mode):
             candidates.extend((f, given) for f in _walk(given, recursive, result.problems))

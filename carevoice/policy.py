@@ -71,6 +71,7 @@ class Reason(str, Enum):
     LOOPED_IN_FULL_WINDOW = "the text loops even in the full window"
     TAIL_UNCOVERED = "the decode ends well before the chunk does"
     SPEECH_AFTER_END = "VAD hears speech after where the decode stopped"
+    NO_PROGRESS = "VAD hears speech, and the decode stopped before any text"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def decide(outcome: Outcome) -> Decision:
     window anything that looks off (a loop, a repeated run, low confidence, a segment left open)
     widens to the full window, exactly as if the chunk had started there; a loop in the full
     window is decoded the safe way; a decode that stops while VAD still hears speech after it is
-    continued from there, as faster-whisper's sequential loop does. Otherwise the decode stands.
+    continued from there, as faster-whisper's sequential loop does (or, when it stopped before any
+    text, decoded the safe way: a continuation would repeat it exactly). Otherwise the decode stands.
     """
     o = outcome
     if o.no_speech_prob > NO_SPEECH_LIMIT and o.avg_logprob < LOGPROB_LIMIT:
@@ -154,6 +156,8 @@ def decide(outcome: Outcome) -> Decision:
         if tail_s not in o.speech_from:
             return Decision(Action.LISTEN, Reason.TAIL_UNCOVERED, tail_s)
         if o.speech_from[tail_s]:
+            if o.covered_s <= 0.0:  # continuing from 0 would decode the same audio again, identically
+                return Decision(Action.REDECODE, Reason.NO_PROGRESS)
             return Decision(Action.CONTINUE, Reason.SPEECH_AFTER_END, o.covered_s)
     return Decision(Action.KEEP, Reason.COMPLETE)
 

@@ -19,10 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from carevoice import __version__
 from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason
+from carevoice.reruns import Action, Reason
 from carevoice.results import FileResult, FileStatus, path_text
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from carevoice.claims import Planned
+    from carevoice.runs import Plan
 
     from carevoice.bench import BenchResult, BenchRow
     from carevoice.doctor import CheckResult
@@ -98,8 +102,75 @@ def file_line(result: FileResult) -> str:
         return f"[red]error[/red]: {name}: {escape(printable(result.error or 'failed'))}"
     if result.status is FileStatus.SKIPPED:
         return f"[dim]skipped[/dim] {name} ({escape(printable(result.note or ''))})"
-    extra = f", {result.note}" if result.note else ""
+    extra = "".join(f"; {text}" if text is result.why else f", {text}" for text in (result.note, result.why) if text)
     return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
+
+
+# --- --dry-run --------------------------------------------------------------------------------
+
+PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "dim", "fail": "red"}
+
+
+def plan_line(planned: Planned) -> str:
+    """One file of a --dry-run: ``redo a.wav (recording changed since it was transcribed; writes txt, srt, json)``."""
+    plan, name = planned.plan, escape(printable(str(planned.job.source)))
+    action = plan.action.value
+    if plan.action is Action.FAIL:
+        detail = planned.problem
+    elif plan.action is Action.TRANSCRIBE:
+        detail = f"writes {', '.join(f.value for f in plan.write)}"
+    else:
+        detail = plan.reason.value
+        if plan.write:
+            detail += f"; writes {', '.join(f.value for f in plan.write)}" + (" from its JSON" if plan.from_json else "")
+        if plan.remove:
+            detail += f"; removes {', '.join(f.value for f in plan.remove)}"
+    style = PLAN_STYLE[action]
+    return f"[{style}]{action}[/{style}] {name} ({escape(printable(detail))})"
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """Every input of a --dry-run, the inputs that cannot be planned (collisions, missing files) first."""
+    problems = [f"[red]fail[/red] {escape(printable(str(r.source)))} ({escape(printable(r.error or ''))})" for r in plan.problems]
+    return problems + [plan_line(p) for p in plan.planned]
+
+
+def plan_counts(plan: Plan) -> dict[str, int]:
+    counts = {action.value: 0 for action in Action}
+    for planned in plan.planned:
+        counts[planned.plan.action.value] += 1
+    counts[Action.FAIL.value] += len(plan.problems)
+    return counts
+
+
+def plan_counts_line(plan: Plan) -> str:
+    counts = plan_counts(plan)
+    parts = ", ".join(f"{counts[a.value]} {a.value}" for a in Action)
+    return f"dry run: {parts} (of {sum(counts.values())} file(s)); nothing was changed"
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The --dry-run --json record: every file's action, reason and outputs."""
+    files = [
+        {"file": path_text(r.source), "action": Action.FAIL.value, "reason": Reason.PROBLEM.name.lower(), "error": path_text(r.error or "")}
+        for r in plan.problems
+    ]
+    for planned in plan.planned:
+        p = planned.plan
+        files.append(
+            {
+                "file": path_text(planned.job.source),
+                "action": p.action.value,
+                "reason": p.reason.name.lower(),
+                "why": p.reason.value,
+                "write": [f.value for f in p.write],
+                "remove": [f.value for f in p.remove],
+                "keep": [f.value for f in p.keep],
+                "from_json": p.from_json,
+                "error": path_text(planned.problem) if planned.problem else None,
+            }
+        )
+    return {"carevoice_version": __version__, "dry_run": True, "counts": plan_counts(plan), "files": files}
 
 
 class ProgressView:

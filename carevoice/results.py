@@ -37,7 +37,8 @@ class FileResult:
     elapsed_s: float = 0.0
     language: str | None = None
     error: str | None = None
-    note: str | None = None  # e.g. "no speech found", "already done"
+    note: str | None = None  # e.g. "no speech found", "already transcribed with these options"
+    why: str | None = None  # why a file was transcribed again, e.g. "redo: recording changed since it was transcribed"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""
@@ -50,4 +51,5 @@ class FileResult:
             "language": self.language,
             "error": None if self.error is None else path_text(self.error),
             "note": None if self.note is None else path_text(self.note),
+            "why": self.why,
         }

@@ -5,17 +5,20 @@ the engines, then iterate the results. The CLI drives it; ``carevoice.distribute
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
-from carevoice.claims import plan_jobs
+from carevoice.claims import Claims, Planned, plan_jobs, run_facts
 from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason, choose_device, gpu_indices
 from carevoice.discovery import Job
 from carevoice.errors import SetupError
 from carevoice.models import ModelRef
-from carevoice.pipeline import EngineFacts, RunStats, Transcriber
+from carevoice.pipeline import EngineFacts, NoEngine, RunStats, Transcriber
 from carevoice.results import FileResult, FileStatus
+from carevoice.reruns import RunFacts
 from carevoice.settings import Device, TranscribeSettings
 
 
@@ -38,14 +41,39 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything decided before any model loads: what to run, what is settled, and with which model."""
+    """Everything decided before any model loads: what to do with each file, and with which model.
+
+    Attributes:
+        settings: The run's options.
+        ref: The model.
+        run: What this run makes (carevoice.reruns.RunFacts).
+        run_id: This run's id, written into every record it makes.
+        planned: Each input's plan, in input order (``--dry-run`` prints them).
+        problems: Inputs that are not files to plan (collisions, broken links).
+        found: Inputs found before --shard picked this run's part.
+    """
 
     settings: TranscribeSettings
     ref: ModelRef
-    fingerprint: dict[str, Any]
-    jobs: list[Job]
-    settled: list[FileResult]
-    found: int  # inputs found before --shard picked this run's part
+    run: RunFacts
+    run_id: str
+    planned: list[Planned]
+    problems: list[FileResult]
+    found: int
+
+    @property
+    def jobs(self) -> list[Job]:
+        """What the engine (or the recorded JSON) has to do, in input order."""
+        return [p.job for p in self.planned if not p.settled]
+
+    @property
+    def settled(self) -> list[FileResult]:
+        """Files settled without work: skipped, or failed before any (sorted by name)."""
+        return sorted(self.problems + [p.result() for p in self.planned if p.settled], key=lambda r: str(r.source))
+
+    def claims(self) -> Claims:
+        """The claims a run of this plan takes (the record each file had when planned included)."""
+        return Claims(self.run, self.run_id, {p.job.source: p.record.run_id if p.record else "" for p in self.planned})
 
 
 @dataclass
@@ -78,20 +106,24 @@ class Run:
 
 
 def plan_run(settings: TranscribeSettings) -> Plan:
-    """Validate, discover, pick this shard and plan: all cheap, nothing loaded.
+    """Validate, discover, pick this shard and plan each file: all cheap, no model loaded.
 
     Raises:
         UsageError: bad options or nothing to transcribe.
         SetupError: the model cannot be found.
     """
     from carevoice.discovery import find_jobs, select_shard
+    from carevoice.engine import ENGINE_REVISION
     from carevoice.errors import UsageError
-    from carevoice.models import resolve_model
+    from carevoice.models import is_multilingual, resolve_model
 
     settings.validate()
     found = find_jobs(settings.inputs, settings.output_dir, settings.recursive)
     if not found.jobs and not found.problems:
         raise UsageError("no audio files found", "name audio files, or folders holding .wav/.mp3/.m4a/… files")
+    if not found.jobs and all(p.missing for p in found.problems):
+        named = ", ".join(str(p.path) for p in found.problems[:3]) + (" …" if len(found.problems) > 3 else "")
+        raise UsageError(f"nothing to transcribe: no such file or folder ({named})", "check the paths")
     total_found = len(found.jobs) + sum(p.key is not None for p in found.problems)
     every_input = found.jobs
     if settings.shard is not None:
@@ -100,10 +132,29 @@ def plan_run(settings: TranscribeSettings) -> Plan:
         found = select_shard(found, settings.shard.index, settings.shard.count)
     problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
     ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
-    fingerprint = settings.decode.fingerprint(ref.model_id)
-    jobs, settled = plan_jobs(found.jobs, settings, fingerprint, every_input)
-    settled = sorted(problems + settled, key=lambda r: str(r.source))
-    return Plan(settings, ref, fingerprint, jobs, settled, total_found)
+    if settings.decode.language not in (None, "en") and is_multilingual(ref) is False:
+        raise UsageError(
+            f"--language {settings.decode.language}: the model {ref.model_id} knows only English",
+            "leave --language out (or pass -l en), or use a multilingual model such as --model base",
+        )
+    run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
+    planned = plan_jobs(found.jobs, settings, run, every_input, dry_run=settings.dry_run)
+    return Plan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
+
+
+def model_identity(ref: ModelRef, cache_dir: Path) -> str | None:
+    """The SHA-256 of the model's weights; None for a hub model not downloaded yet (records then
+    compare it by name until it is)."""
+    from carevoice.decoder import cached_model_dir
+    from carevoice.models import weights_digest
+
+    folder = Path(ref.load_from) if ref.is_local else cached_model_dir(ref.load_from, str(cache_dir / "hub"))
+    if folder is None:
+        return None
+    try:
+        return weights_digest(folder, cache_dir)
+    except OSError:
+        return None
 
 
 def start_run(settings: TranscribeSettings) -> Run:
@@ -121,6 +172,9 @@ def start_run(settings: TranscribeSettings) -> Run:
     plan = plan_run(settings)
     if not plan.jobs:
         return Run(settings, plan.settled, [], None, found=plan.found)
+    planned = {p.job.source: p for p in plan.planned}
+    if not any(p.plan.needs_engine for p in plan.planned if not p.settled):  # only outputs to add from recorded JSON
+        return Run(settings, plan.settled, plan.jobs, Transcriber(settings, NoEngine(plan.ref), None, plan.claims(), planned=planned, prepare=_no_decoding), None, plan.found)
     load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
     ffmpeg = find_ffmpeg()
     choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
@@ -137,5 +191,12 @@ def start_run(settings: TranscribeSettings) -> Run:
         # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
         engines = [Engine.load(settings.engine, plan.ref, "cpu")]
         choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=exc.message)
-    transcriber = Transcriber(settings, engines[0], ffmpeg, plan.fingerprint, more_engines=engines[1:])
+    transcriber = Transcriber(settings, engines[0], ffmpeg, plan.claims(), more_engines=engines[1:], planned=planned)
     return Run(settings, plan.settled, plan.jobs, transcriber, choice, plan.found)
+
+
+def _no_decoding(job: Job) -> Any:
+    """A run that loads no model decodes nothing (see NoEngine)."""
+    from carevoice.errors import FileError
+
+    raise FileError("it changed while this run was being planned, and no model was loaded", "rerun the same command")

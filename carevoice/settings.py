@@ -123,14 +123,28 @@ class DecodeSettings:
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
     zh_script: ZhScript = ZhScript.KEEP  # the script Chinese text is written in (carevoice.chinese)
 
-    def fingerprint(self, model_id: str) -> dict[str, Any]:
-        """The values that must match for an earlier output to count as finished."""
+    def validate(self) -> None:
+        """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI
+        resolves names and tags to codes first)."""
+        from carevoice.languages import LANGUAGES, closest_codes  # a table, and it imports this module
+
+        if self.beam_size < 1:
+            raise UsageError("--beam-size must be at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.language is not None and self.language not in LANGUAGES:
+            raise UsageError(
+                f"--language {self.language!r} is not a language code Whisper knows", f"did you mean {', '.join(closest_codes(self.language))}?"
+            )
+
+    def text_options(self) -> dict[str, Any]:
+        """The options that shape a transcript's words (with the model and the engine revision):
+        a transcript made with other values is out of date. Word timestamps change only timing
+        (carevoice.reruns), and batch size, device and compute type only the last digits."""
         return {
-            "model": model_id,
             "task": self.task.value,
             "language": self.language,
             "beam_size": self.beam_size,
-            "word_timestamps": self.word_timestamps,
             "zh_script": self.zh_script.value,
         }
 
@@ -185,6 +199,7 @@ class TranscribeSettings:
     ray_address: str | None = None  # None: this process; "local": a new Ray here; else ray.init's address ("auto", host:port)
     ray_actors: int = 0  # 0: one per GPU of the cluster, else as many CPU actors as its CPUs allow
     ray_files_per_task: int = 0  # 0: four batches' worth
+    dry_run: bool = False  # plan only: say what a run would do, touch nothing
 
     def validate(self) -> None:
         """Check everything that is cheap to check, before any model is loaded.
@@ -194,18 +209,13 @@ class TranscribeSettings:
         """
         if not self.inputs:
             raise UsageError("no input files or folders given", "name at least one recording or folder")
-        if self.decode.beam_size < 1:
-            raise UsageError("--beam-size must be at least 1")
-        if self.decode.batch_size is not None and self.decode.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
         if self.decode_workers < 0:
             raise UsageError("--decode-workers must be 0 (auto) or more")
         if not self.formats:
             raise UsageError("no output format chosen", "pass e.g. -f txt,srt,json")
         if self.output_dir is not None and self.output_dir.exists() and not self.output_dir.is_dir():
             raise UsageError(f"--output-dir {self.output_dir} is not a folder", "name a folder (it is created if missing)")
-        if self.decode.language is not None and not self.decode.language.replace("-", "").isalpha():
-            raise UsageError(f"--language {self.decode.language!r} is not a language code", "use e.g. en, zh, de")
+        self.decode.validate()
         if self.ray_actors < 0 or self.ray_files_per_task < 0:
             raise UsageError("--ray-actors and --ray-files-per-task must be 0 (auto) or more")
         if self.ray_address is None and (self.ray_actors or self.ray_files_per_task):
@@ -284,11 +294,6 @@ class BenchSettings:
             raise UsageError("--runs must be at least 1")
         if not self.devices or Device.AUTO in self.devices:
             raise UsageError("name the devices to compare", "pass --devices cuda,cpu (or one of them)")
-        if self.decode.beam_size < 1:
-            raise UsageError("--beam-size must be at least 1")
-        if self.decode.batch_size is not None and self.decode.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.decode.language is not None and not self.decode.language.replace("-", "").isalpha():
-            raise UsageError(f"--language {self.decode.language!r} is not a language code", "use e.g. en, zh, de")
+        self.decode.validate()
         if self.gpu_timeout_s <= 0:
             raise UsageError("--gpu-timeout must be more than 0 seconds")

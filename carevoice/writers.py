@@ -1,28 +1,31 @@
 """Render a Transcript as txt / srt / vtt / json / tsv (pure functions) and write them atomically.
 
 Every file goes to a temporary name in the same folder, is fsynced and then renamed over the
-final name, so a crash never leaves a truncated output. A hidden record per input
-(``.<name>.carevoice.json``) lists what CareVoice wrote, with hashes and the options used:
-it makes resume exact (finished = recorded, same options, files unchanged) and lets CareVoice
-refuse to overwrite a file it did not write (or one the user has since edited).
+final name, so a crash never leaves a truncated output. The hidden record per input
+(carevoice.records) is written here too, around the outputs it lists: what CareVoice wrote, for
+which recording, with which model and options. It makes reruns exact and lets CareVoice refuse to
+overwrite a file it did not write (or one the user has since edited).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from carevoice import __version__, interrupts
 from carevoice.errors import OutputError
 from carevoice.locks import pid_alive
+from carevoice.names import hidden_name
+from carevoice.records import Identity, OutputEntry, Provenance, Record, record_path, sha256_of
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
 
@@ -30,7 +33,6 @@ MAX_CUE_S = 7.0
 MAX_CUE_CHARS = 84
 MAX_LINE_CHARS = 42
 TEMP_SUFFIX = ".carevoice-tmp"
-RECORD_VERSION = 1
 # Temporary names carry "<pid>@<host tag>": shards and Ray workers on other machines (or in other
 # containers, whose pids overlap ours) write into the same shared folders, and their pids say
 # nothing here. Such a file is only taken for abandoned once it is this old (a write takes ms).
@@ -38,14 +40,24 @@ HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape"
 FOREIGN_TEMP_AGE_S = 3600.0
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once (only the main thread writes outputs)
     os.umask(mask)
     return mask
 
 
-# mkstemp creates files 0600; outputs get the mode an ordinary file would (0666 & ~umask).
-FILE_MODE = 0o666 & ~_current_umask()
+def file_mode() -> int:
+    """The mode an ordinary new file gets (0666 & ~umask): mkstemp makes its files 0600, and in a
+    folder a group shares, outputs and records must stay writable by the group when the umask says so."""
+    return 0o666 & ~current_umask()
 
 
 @dataclass(frozen=True)
@@ -232,19 +244,27 @@ def output_path(stem: Path, fmt: OutputFormat) -> Path:
     return stem.with_name(f"{stem.name}.{fmt.value}")
 
 
-def record_path(stem: Path) -> Path:
-    return stem.with_name(f".{stem.name}.carevoice.json")
+def transcript_from_json(data: bytes) -> Transcript:
+    """The Transcript a JSON output holds (render_json's inverse: rendering it again gives the
+    same bytes), so that a missing format can be written without transcribing again.
 
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str | None:
+    Raises:
+        ValueError: not a CareVoice JSON output.
+    """
+    doc = json.loads(data.decode("utf-8"))
     try:
-        return _sha256(path.read_bytes())
-    except OSError:
-        return None
+        segments = tuple(
+            Segment(
+                s["id"], s["start"], s["end"], s["text"], s["avg_logprob"], s["no_speech_prob"], s["compression_ratio"],
+                tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s["words"]), s["language"],
+            )
+            for s in doc["segments"]
+        )  # fmt: skip
+        return Transcript(
+            doc["language"], doc["language_probability"], doc["duration"], segments, doc["speech_detected"], doc["model"], doc["options"]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a CareVoice transcript ({type(exc).__name__})") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -253,10 +273,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     Raises:
         OSError: the write failed; path is untouched and the temporary file removed.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{HOST_TAG}.", suffix=TEMP_SUFFIX)
+    reserve = len(f".{os.getpid()}@{HOST_TAG}.") + 8 + len(TEMP_SUFFIX)  # mkstemp adds 8 random characters
+    prefix = hidden_name(path.name, "", reserve) + f".{os.getpid()}@{HOST_TAG}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
+            os.fchmod(handle.fileno(), file_mode())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -269,42 +291,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def read_record(stem: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(record_path(stem).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("version") == RECORD_VERSION else None
-
-
-def is_finished(stem: Path, formats: tuple[OutputFormat, ...], fingerprint: dict[str, Any]) -> bool:
-    """True when every requested output exists exactly as CareVoice wrote it, with these options."""
-    record = read_record(stem)
-    if not record or not record.get("complete") or record.get("fingerprint") != fingerprint:
-        return False
-    outputs = record.get("outputs", {})
-    for fmt in formats:
-        entry = outputs.get(fmt.value)
-        if not entry or _file_sha256(output_path(stem, fmt)) != entry.get("sha256"):
-            return False
-    return True
-
-
-def foreign_outputs(stem: Path, formats: tuple[OutputFormat, ...]) -> list[Path]:
-    """Existing output paths that CareVoice did not write (or that were edited since)."""
-    record = read_record(stem) or {}
-    outputs = record.get("outputs", {})
-    foreign = []
-    for fmt in formats:
-        path = output_path(stem, fmt)
-        if not os.path.lexists(path):
-            continue
-        entry = outputs.get(fmt.value, {})
-        if _file_sha256(path) not in {entry.get("sha256"), entry.get("previous_sha256")} - {None}:
-            foreign.append(path)
-    return foreign
-
-
 def write_error(folder: Path, exc: OSError) -> OutputError:
     """The one-line error for a folder CareVoice cannot write its outputs (or their lock) in."""
     return OutputError(
@@ -313,44 +299,70 @@ def write_error(folder: Path, exc: OSError) -> OutputError:
     )
 
 
-def write_outputs(
-    stem: Path, formats: tuple[OutputFormat, ...], transcript: Transcript, fingerprint: dict[str, Any]
-) -> tuple[Path, ...]:
-    """Render and atomically write every requested format, then mark the record complete.
+def _current_sha256(path: Path) -> str | None:
+    try:
+        return sha256_of(path)
+    except OSError:
+        return None
 
-    The record is written first (complete: false, with the new hashes and the hashes of the
-    files being replaced), so a crash part-way still lets the next run recognise every file
-    as CareVoice's own and redo the input.
+
+def write_outputs(
+    stem: Path,
+    formats: Sequence[OutputFormat],
+    transcript: Transcript,
+    provenance: Provenance,
+    *,
+    remove: Sequence[OutputFormat] = (),
+    keep: Sequence[OutputFormat] = (),
+    old: Record | None = None,
+) -> tuple[Path, ...]:
+    """Render and atomically write ``formats``, delete ``remove`` (outputs of an old transcript),
+    and record them, with the outputs of ``old`` listed in ``keep``, as one complete record.
+
+    The record is written first (complete: false, with the new hashes, the hashes of the files
+    being replaced, and the files to remove), so a crash part-way still lets the next run recognise
+    every file as CareVoice's own and redo the input.
 
     Raises:
         OutputError: a folder or file could not be written; files already there stay intact.
     """
     rendered = {fmt: RENDERERS[fmt](transcript).encode("utf-8") for fmt in formats}
-    old = (read_record(stem) or {}).get("outputs", {})
-    outputs = {}
+    kept = {fmt.value: old.outputs[fmt.value] for fmt in keep if old is not None and fmt.value in old.outputs}
+    doomed = {fmt.value: old.outputs[fmt.value] for fmt in remove if old is not None and fmt.value in old.outputs}
+    writing = {}
     for fmt, data in rendered.items():
-        previous = _file_sha256(output_path(stem, fmt))
-        ours = previous in {old.get(fmt.value, {}).get("sha256"), old.get(fmt.value, {}).get("previous_sha256")}
-        outputs[fmt.value] = {
-            "name": output_path(stem, fmt).name,
-            "sha256": _sha256(data),
-            "previous_sha256": previous if ours else None,
-        }
-    record = {"version": RECORD_VERSION, "complete": False, "fingerprint": fingerprint, "outputs": outputs}
-    # ASCII JSON: a file name that is not valid UTF-8 is kept as \udcXX escapes instead of failing to encode.
+        previous = _current_sha256(output_path(stem, fmt))
+        ours = old is not None and old.ours(fmt.value, previous)
+        writing[fmt.value] = OutputEntry(output_path(stem, fmt).name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
+    pending = Record.made(provenance, {**kept, **doomed, **writing}, complete=False)
     # Ctrl-C and SIGTERM wait until this file's outputs are all written (a few fsyncs), so an
     # interrupted run leaves each file's outputs whole or absent.
     try:
         with interrupts.deferred():
             stem.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(record_path(stem), json.dumps(record).encode("ascii"))
+            atomic_write(record_path(stem), pending.to_json())
             for fmt, data in rendered.items():
-                atomic_write(output_path(stem, fmt), data)
-            record["complete"] = True
-            atomic_write(record_path(stem), json.dumps(record).encode("ascii"))
+                path = output_path(stem, fmt)
+                atomic_write(path, data)
+                entry = writing[fmt.value]
+                writing[fmt.value] = replace(entry, identity=Identity.from_stat(os.stat(path), entry.sha256))
+            for fmt_value in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(output_path(stem, OutputFormat(fmt_value)))
+            for fmt_value, entry in kept.items():  # a touched output that is still ours: its new stat saves a read next time
+                with contextlib.suppress(OSError):
+                    kept[fmt_value] = replace(entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256))
+            atomic_write(record_path(stem), Record.made(provenance, {**kept, **writing}, complete=True).to_json())
     except OSError as exc:
         raise write_error(stem.parent, exc) from None
     return tuple(output_path(stem, fmt) for fmt in formats)
+
+
+def refresh_record(stem: Path, record: Record, input_identity: Identity) -> None:
+    """Record the recording's new stat after a check found its bytes unchanged (a ``touch``, a copy),
+    so the next run needs no read. Best effort: a record that cannot be written costs a read next time."""
+    with contextlib.suppress(OSError):
+        atomic_write(record_path(stem), replace(record, input=input_identity).to_json())
 
 
 def remove_stale_temp_files(folder: Path) -> int:

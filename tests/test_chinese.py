@@ -254,8 +254,8 @@ def test_json_says_no_conversion_when_no_segment_is_chinese() -> None:
     assert record["segments"][0]["text"] == "Hello 软件"
 
 
-def test_fingerprint_changes_with_the_script_so_resume_redoes_files() -> None:
-    keep, tw = DecodeSettings().fingerprint("base"), DecodeSettings(zh_script=ZhScript.TW).fingerprint("base")
+def test_the_script_is_a_text_option_so_a_rerun_redoes_files() -> None:
+    keep, tw = DecodeSettings().text_options(), DecodeSettings(zh_script=ZhScript.TW).text_options()
 
     assert keep["zh_script"] == "keep" and tw["zh_script"] == "tw"
     assert keep != tw

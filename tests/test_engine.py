@@ -271,3 +271,18 @@ def test_no_room_for_a_seeded_copy_falls_back_to_the_loaded_model(
     assert result.redecoded and word_error_rate(JFK_TEXT, text(result)) <= 0.2
     assert [s.get("own model") for s in double.sequential] == [True]
     assert "no seeded copy of the model for a fallback decode (RuntimeError)" in caplog.text
+
+
+def test_a_decode_that_makes_no_progress_is_not_repeated(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
+    """A decode with no text although VAD hears speech: continuing "from where it stopped" would run
+    the same audio in the same window again (identical work, up to the pass limit). It goes to the
+    fallback at once, with the beam decode first (it did not loop)."""
+
+    def nothing(gen: Generation, tok: Any) -> Generation:
+        return Generation((tok.timestamp_begin,), gen.avg_logprob, 0.0)
+
+    engine, double = engine_with(tiny_decoder, every_call(nothing))
+    (result,) = engine.run_batch([item(engine, jfk)], WORDS_ON)
+    assert double.windows == [750]  # one decode, not one per pass
+    assert [s["temperatures"] for s in double.sequential] == [(0.0, *fallback.FALLBACK_TEMPERATURES)]
+    assert result.redecoded and not result.continued and word_error_rate(JFK_TEXT, text(result)) <= 0.2

@@ -26,7 +26,8 @@ from carevoice.engine import Engine, EngineItem, ItemResult
 from carevoice.vad import SpeechSpan
 from carevoice.models import resolve_model
 from carevoice.chunking import Prepared
-from carevoice.claims import plan_jobs
+from carevoice.claims import claims_for, plan_jobs
+from carevoice.records import RECORD_SUFFIX
 from carevoice.pipeline import Transcriber
 from carevoice.results import FileStatus
 from carevoice.settings import DecodeSettings, Device, EngineSettings, OutputFormat, TranscribeSettings
@@ -46,8 +47,22 @@ def copy_clips(folder: Path) -> Path:
 
 
 def every_file(folder: Path) -> dict[str, bytes]:
-    """Every output and hidden record, by name (the recordings themselves excluded)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in CLIPS}
+    """Every output and hidden record, by name (the recordings themselves excluded); of a record,
+    all but what differs between two runs by nature: the run's id and the files' stats."""
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.name in CLIPS:
+            continue
+        if p.name.endswith(RECORD_SUFFIX):
+            record = json.loads(p.read_text(encoding="ascii"))
+            record.pop("run_id")
+            record["input"] = record["input"]["sha256"]
+            for entry in record["outputs"].values():
+                entry.pop("stat")
+            files[p.name] = json.dumps(record, sort_keys=True).encode("ascii")
+        else:
+            files[p.name] = p.read_bytes()
+    return files
 
 
 def transcribe_with(engines: list[Engine], folder: Path) -> Transcriber:
@@ -57,10 +72,11 @@ def transcribe_with(engines: list[Engine], folder: Path) -> Transcriber:
         engine=EngineSettings(model="tiny.en", device=Device.CPU, cpu_threads=1),
         decode=DecodeSettings(batch_size=2),
     )
-    fingerprint = settings.decode.fingerprint(engines[0].ref.model_id)
-    jobs, settled = plan_jobs(find_jobs(settings.inputs).jobs, settings, fingerprint)
-    assert len(jobs) == len(CLIPS) and not settled
-    transcriber = Transcriber(settings, engines[0], find_ffmpeg(), fingerprint, more_engines=engines[1:])
+    claims = claims_for(settings, engines[0].ref.model_id)
+    planned = plan_jobs(find_jobs(settings.inputs).jobs, settings, claims.run)
+    jobs = [p.job for p in planned if not p.settled]
+    assert len(jobs) == len(CLIPS)
+    transcriber = Transcriber(settings, engines[0], find_ffmpeg(), claims, more_engines=engines[1:])
     results = list(transcriber.run(jobs))
     assert sorted(r.source.name for r in results) == sorted(CLIPS)
     assert all(r.status is FileStatus.DONE for r in results), [r.error for r in results]
@@ -142,7 +158,7 @@ def run_fake_decodes(folder: Path, files: int, engine: SlowCpuEngine, prepare: C
         return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
 
     jobs = [Job(folder / f"r{i:02d}.wav", folder / f"r{i:02d}", f"r{i:02d}.wav") for i in range(files)]
-    transcriber = Transcriber(settings, engine, None, settings.decode.fingerprint(engine.ref.model_id), prepare=prepared)  # type: ignore[arg-type]
+    transcriber = Transcriber(settings, engine, None, claims_for(settings, engine.ref.model_id), prepare=prepared)  # type: ignore[arg-type]
     results = list(transcriber.run(jobs))
     assert [r.status for r in results] == [FileStatus.DONE] * files, [r.error for r in results]
     assert engine.entered == files

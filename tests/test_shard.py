@@ -24,7 +24,8 @@ from conftest import DATA_DIR, fake_chunk_result, invoke_cli
 
 from carevoice.discovery import find_jobs, select_shard, shard_of
 from carevoice.engine import Engine, EngineItem, ItemResult
-from carevoice.writers import FOREIGN_TEMP_AGE_S, HOST_TAG, TEMP_SUFFIX, read_record, remove_stale_temp_files
+from carevoice.records import read_record
+from carevoice.writers import FOREIGN_TEMP_AGE_S, HOST_TAG, TEMP_SUFFIX, remove_stale_temp_files
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
 FORMATS = ("txt", "srt", "json")
@@ -232,7 +233,7 @@ def test_a_killed_shard_run_again_finishes_only_what_is_missing(tmp_path: Path, 
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert killed.returncode == -9, killed.stderr
-    finished = [n for n in mine if (read_record((folder / n).with_suffix("")) or {}).get("complete")]
+    finished = [n for n in mine if (record := read_record((folder / n).with_suffix(""))) is not None and record.complete]
     assert len(finished) == 1
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob(f"{Path(finished[0]).stem}.*") if p.suffix != Path(finished[0]).suffix}
     assert len(stamps) == len(FORMATS)

@@ -26,6 +26,7 @@ from carevoice import __version__, writers
 from carevoice.audio import Ffmpeg
 from carevoice.cli import app
 from carevoice.models import resolve_model
+from carevoice.records import read_record
 from carevoice.writers import TEMP_SUFFIX
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
@@ -166,8 +167,8 @@ def test_jfk_outputs_on_disk_are_complete_and_nothing_else(jfk_run: Run) -> None
     assert {p.name for p in jfk_run.folder.iterdir()} == expected
     for name in JFK_ENCODINGS:
         stem = jfk_input(jfk_run, name).with_suffix("")
-        record = writers.read_record(stem)
-        assert record is not None and record["complete"] is True
+        record = read_record(stem)
+        assert record is not None and record.complete
 
 
 def test_json_on_stdout_is_the_run_record(jfk_run: Run) -> None:
@@ -403,8 +404,8 @@ def test_interrupted_run_leaves_whole_files_and_a_rerun_finishes_the_rest(
     for name in RESUME_CLIPS:
         assert json.loads((folder / name).with_suffix(".json").read_text(encoding="utf-8"))["segments"]
         assert list(srt.parse((folder / name).with_suffix(".srt").read_text(encoding="utf-8")))
-        record = writers.read_record((folder / name).with_suffix(""))
-        assert record is not None and record["complete"] is True
+        record = read_record((folder / name).with_suffix(""))
+        assert record is not None and record.complete
     all_stamps = stamps([p for n in RESUME_CLIPS for p in outputs_of(folder, n)])
 
     # Run 3: nothing left to do, so nothing is loaded or written.
@@ -550,7 +551,7 @@ def test_a_bad_format_is_a_usage_error(run_cli: Callable[..., CliResult], tmp_pa
     [
         (("--beam-size", "0"), "--beam-size must be at least 1"),
         (("--batch-size", "0"), "--batch-size must be at least 1"),
-        (("-l", "e n"), "is not a language code"),
+        (("-l", "e n"), "is not a language Whisper knows"),
     ],
 )
 def test_bad_options_are_usage_errors(

@@ -15,13 +15,14 @@ import webvtt
 from carevoice import __version__, writers
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
+from carevoice.claims import output_state
+from carevoice.records import Provenance, read_record
+from carevoice.reruns import OutputState
 from carevoice.writers import (
+    RENDERERS,
     TEMP_SUFFIX,
     atomic_write,
     format_timestamp,
-    foreign_outputs,
-    is_finished,
-    read_record,
     remove_stale_temp_files,
     render_json,
     render_srt,
@@ -30,10 +31,12 @@ from carevoice.writers import (
     render_vtt,
     subtitle_cues,
     to_ms,
+    transcript_from_json,
     write_outputs,
 )
 
-FINGERPRINT = {"model": "tiny.en", "task": "transcribe", "language": None, "beam_size": 5, "word_timestamps": True}
+TEXT = {"task": "transcribe", "language": None, "beam_size": 5, "zh_script": "keep"}
+PROVENANCE = Provenance("run-1", "tiny.en", "m1", 1, TEXT, None, True)
 ALL = tuple(OutputFormat)
 # The subtitle limits from the issue, written here rather than imported: a test must not move with the code.
 MAX_CUE_MS = 7000
@@ -294,7 +297,10 @@ def test_atomic_write_creates_an_ordinary_file(tmp_path: Path) -> None:
     target = tmp_path / "a.txt"
     atomic_write(target, b"hello\n")
     assert target.read_bytes() == b"hello\n"
-    assert target.stat().st_mode & 0o777 == writers.FILE_MODE
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert writers.current_umask() == mask
+    assert target.stat().st_mode & 0o777 == writers.file_mode() == 0o666 & ~mask
     assert leftovers(tmp_path) == []
 
 
@@ -315,40 +321,52 @@ def test_atomic_write_failure_leaves_the_old_file_whole(
     assert leftovers(tmp_path) == []
 
 
-def test_write_outputs_then_is_finished(tmp_path: Path) -> None:
+def state(stem: Path, fmt: OutputFormat) -> OutputState:
+    return output_state(stem, fmt, read_record(stem))
+
+
+def test_write_outputs_writes_every_format_and_a_complete_record(tmp_path: Path) -> None:
     stem = tmp_path / "visit"
-    written = write_outputs(stem, ALL, TWO_SHORT, FINGERPRINT)
+    written = write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
     assert written == tuple(tmp_path / f"visit.{f.value}" for f in ALL)
     assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == "Hello there.\nBye.\n"
     assert (tmp_path / "visit.srt").read_text(encoding="utf-8") == render_srt(TWO_SHORT)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".visit.carevoice.json", *(p.name for p in written)])
     record = read_record(stem)
-    assert record is not None and record["complete"] is True and record["fingerprint"] == FINGERPRINT
-    assert is_finished(stem, ALL, FINGERPRINT)
-    assert is_finished(stem, (OutputFormat.SRT,), FINGERPRINT)
-    assert not is_finished(stem, ALL, {**FINGERPRINT, "beam_size": 1})
-    assert foreign_outputs(stem, ALL) == []
+    assert record is not None and record.complete and (record.model, record.text, record.run_id) == ("tiny.en", TEXT, "run-1")
+    for fmt in ALL:
+        entry = record.outputs[fmt.value]
+        assert entry.identity is not None and entry.identity.same_stat(os.stat(tmp_path / f"visit.{fmt.value}"))
+        assert state(stem, fmt) is OutputState.OURS
 
 
-def test_an_edited_output_is_neither_finished_nor_ours(tmp_path: Path) -> None:
+def test_a_json_output_gives_back_the_transcript_it_was_rendered_from() -> None:
+    for case in (TWO_SHORT, LONG_BY_TIME):
+        again = transcript_from_json(render_json(case).encode("utf-8"))
+        assert {fmt: RENDERERS[fmt](again) for fmt in ALL} == {fmt: RENDERERS[fmt](case) for fmt in ALL}
+
+
+def test_an_edited_output_is_not_ours_and_a_touched_one_still_is(tmp_path: Path) -> None:
     stem = tmp_path / "visit"
-    write_outputs(stem, ALL, TWO_SHORT, FINGERPRINT)
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
     (tmp_path / "visit.txt").write_text("my corrections\n", encoding="utf-8")
-    assert not is_finished(stem, ALL, FINGERPRINT)
-    assert foreign_outputs(stem, ALL) == [tmp_path / "visit.txt"]
+    os.utime(tmp_path / "visit.srt")  # touched: its stat differs, its bytes do not
+    assert state(stem, OutputFormat.TXT) is OutputState.FOREIGN
+    assert state(stem, OutputFormat.SRT) is OutputState.OURS
+    (tmp_path / "visit.json").unlink()
+    assert state(stem, OutputFormat.JSON) is OutputState.MISSING
 
 
 def test_a_users_own_file_is_foreign(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("shopping list\n", encoding="utf-8")
-    assert foreign_outputs(tmp_path / "notes", ALL) == [tmp_path / "notes.txt"]
-    assert not is_finished(tmp_path / "notes", ALL, FINGERPRINT)
+    assert state(tmp_path / "notes", OutputFormat.TXT) is OutputState.FOREIGN
 
 
 def test_a_crash_between_outputs_leaves_whole_files_that_are_still_ours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stem = tmp_path / "visit"
-    write_outputs(stem, ALL, TWO_SHORT, FINGERPRINT)  # an earlier, complete run
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)  # an earlier, complete run
     before = {f: (tmp_path / f"visit.{f.value}").read_bytes() for f in ALL}
     real_write = writers.atomic_write
     calls = []
@@ -361,21 +379,35 @@ def test_a_crash_between_outputs_leaves_whole_files_that_are_still_ours(
 
     monkeypatch.setattr(writers, "atomic_write", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        write_outputs(stem, ALL, LONG_BY_TIME, FINGERPRINT)
+        write_outputs(stem, ALL, LONG_BY_TIME, PROVENANCE, old=read_record(stem), keep=())
     assert calls == [".visit.carevoice.json", "visit.txt", "visit.srt"]
     assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == render_txt(LONG_BY_TIME)
     for fmt in ALL[1:]:
         assert (tmp_path / f"visit.{fmt.value}").read_bytes() == before[fmt]  # untouched, whole
     assert leftovers(tmp_path) == []
-    assert not is_finished(stem, ALL, FINGERPRINT)  # so the next run redoes it ...
-    assert foreign_outputs(stem, ALL) == []  # ... and may replace every file
+    record = read_record(stem)
+    assert record is not None and not record.complete  # so the next run redoes it ...
+    assert all(state(stem, fmt) is OutputState.OURS for fmt in ALL)  # ... and may replace every file
+
+
+def test_removed_and_kept_outputs_are_recorded_as_such(tmp_path: Path) -> None:
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    old = read_record(stem)
+    txt_before = (tmp_path / "visit.txt").stat().st_mtime_ns
+    write_outputs(stem, (OutputFormat.SRT,), LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.VTT, OutputFormat.TSV), keep=(OutputFormat.TXT, OutputFormat.JSON), old=old)
+    assert not (tmp_path / "visit.vtt").exists() and not (tmp_path / "visit.tsv").exists()
+    assert (tmp_path / "visit.txt").stat().st_mtime_ns == txt_before
+    record = read_record(stem)
+    assert record is not None and sorted(record.outputs) == ["json", "srt", "txt"]
+    assert record.outputs["txt"] == old.outputs["txt"]  # type: ignore[union-attr]
 
 
 def test_write_outputs_reports_an_unwritable_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file where a folder should be\n", encoding="utf-8")
     with pytest.raises(writers.OutputError) as caught:
-        write_outputs(blocker / "visit", ALL, TWO_SHORT, FINGERPRINT)
+        write_outputs(blocker / "visit", ALL, TWO_SHORT, PROVENANCE)
     assert "cannot write outputs" in caught.value.message and "\n" not in str(caught.value)
     assert blocker.read_text(encoding="utf-8") == "a file where a folder should be\n"
 
