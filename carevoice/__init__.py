@@ -1,3 +1,3 @@
 """CareVoice: batch transcription of care-work recordings with faster-whisper."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

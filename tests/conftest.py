@@ -102,3 +102,26 @@ def fake_chunk_result(item: EngineItem) -> ItemResult:
     d = round(item.duration_s, 3)
     words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
     return ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")])
+
+
+def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> dict[str, bytes]:
+    """Every output and hidden record in a folder, by name (the recordings excluded); of a record,
+    all but what differs between two runs by nature: the run's id and the files' stats."""
+    import json
+
+    from carevoice.records import RECORD_SUFFIX
+
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.name in recordings:
+            continue
+        if p.name.endswith(RECORD_SUFFIX):
+            record = json.loads(p.read_text(encoding="ascii"))
+            record.pop("run_id")
+            record["input"] = record["input"]["sha256"]
+            for entry in record["outputs"].values():
+                entry.pop("stat")
+            files[p.name] = json.dumps(record, sort_keys=True).encode("ascii")
+        else:
+            files[p.name] = p.read_bytes()
+    return files

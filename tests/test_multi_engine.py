@@ -17,20 +17,31 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, fake_chunk_result, invoke_cli, read_manifest
+from conftest import (
+    DATA_DIR,
+    comparable_outputs,
+    fake_chunk_result,
+    invoke_cli,
+    read_manifest,
+)
 
 from carevoice import decoder
 from carevoice.audio import SAMPLE_RATE_HZ, find_ffmpeg
-from carevoice.discovery import Job, find_jobs
-from carevoice.engine import Engine, EngineItem, ItemResult
-from carevoice.vad import SpeechSpan
-from carevoice.models import resolve_model
 from carevoice.chunking import Prepared
 from carevoice.claims import claims_for, plan_jobs
-from carevoice.records import RECORD_SUFFIX
+from carevoice.discovery import Job, find_jobs
+from carevoice.engine import Engine, EngineItem, ItemResult
+from carevoice.models import resolve_model
 from carevoice.pipeline import Transcriber
 from carevoice.results import FileStatus
-from carevoice.settings import DecodeSettings, Device, EngineSettings, OutputFormat, TranscribeSettings
+from carevoice.settings import (
+    DecodeSettings,
+    Device,
+    EngineSettings,
+    OutputFormat,
+    TranscribeSettings,
+)
+from carevoice.vad import SpeechSpan
 
 # The 8 shortest English clips (1.5-4 s): one chunk each, four batches of two.
 CLIPS = sorted(
@@ -47,22 +58,7 @@ def copy_clips(folder: Path) -> Path:
 
 
 def every_file(folder: Path) -> dict[str, bytes]:
-    """Every output and hidden record, by name (the recordings themselves excluded); of a record,
-    all but what differs between two runs by nature: the run's id and the files' stats."""
-    files = {}
-    for p in sorted(folder.iterdir()):
-        if p.name in CLIPS:
-            continue
-        if p.name.endswith(RECORD_SUFFIX):
-            record = json.loads(p.read_text(encoding="ascii"))
-            record.pop("run_id")
-            record["input"] = record["input"]["sha256"]
-            for entry in record["outputs"].values():
-                entry.pop("stat")
-            files[p.name] = json.dumps(record, sort_keys=True).encode("ascii")
-        else:
-            files[p.name] = p.read_bytes()
-    return files
+    return comparable_outputs(folder, set(CLIPS))
 
 
 def transcribe_with(engines: list[Engine], folder: Path) -> Transcriber:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, read_manifest
+from conftest import DATA_DIR, comparable_outputs, read_manifest
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
@@ -157,9 +157,8 @@ def copy_clips(folder: Path) -> Path:
 
 
 def every_file(folder: Path) -> dict[str, bytes]:
-    """Every output and hidden record, by name (recordings excluded)."""
-    recordings = {c["file"] for c in CLIPS} | {BROKEN}
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in recordings}
+    """Every output and hidden record, by name (recordings excluded; records without run id and stats)."""
+    return comparable_outputs(folder, {c["file"] for c in CLIPS} | {BROKEN})
 
 
 def carevoice(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
