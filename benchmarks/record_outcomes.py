@@ -2,7 +2,8 @@
 
 Runs CareVoice's engine (the batch runner, default options, the base model) over the corpus clips of
 the given languages whose licence allows copying into tests/data (public domain, CC0, CC BY, MIT),
-records each call of carevoice.policy.decide with the outcome it was given, and keeps up to
+records each decision of carevoice.policy.decide with the outcome it was made on (the engine's
+``observe``), and keeps up to
 ``--per-kind`` rows of each (action, reason). The table is what tests/test_policy.py checks the
 policy against: re-record it (and read the diff) whenever the policy changes on purpose.
 
@@ -46,8 +47,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "policy_outcomes.json")
     args = parser.parse_args()
 
-    from carevoice import engine as engine_module
     from carevoice.audio import find_ffmpeg
+    from carevoice.decoder import Decoder
     from carevoice.chunking import prepare_file
     from carevoice.discovery import find_jobs
     from carevoice.engine import Engine
@@ -58,22 +59,16 @@ def main() -> None:
     clips = allowed_clips(set(args.lang.split(",")))
     by_path = {CORPUS / "clips" / r["file"]: r for r in clips}
     ref = resolve_model(args.model, default_cache_dir())
-    engine = Engine.load(EngineSettings(model=args.model), ref, "cpu")
-    ffmpeg = find_ffmpeg()
     recorded: list[dict[str, object]] = []
-    real_decide = engine_module.decide
-
-    def recording_decide(outcome):  # type: ignore[no-untyped-def]
-        decision = real_decide(outcome)
-        recorded.append({"outcome": outcome, "decision": decision})
-        return decision
-
-    engine_module.decide = recording_decide  # the engine looks it up at each call
+    settings = EngineSettings(model=args.model)
+    engine = Engine(
+        Decoder.load(settings, ref, "cpu"), settings.windows_s, observe=lambda o, d: recorded.append({"outcome": o, "decision": d})
+    )
+    ffmpeg = find_ffmpeg()
     jobs = find_jobs(tuple(by_path)).jobs
     runner = BatchRunner([engine], DecodeSettings(), lambda job: prepare_file(job, ffmpeg))
     for _ in runner.run(jobs):
         pass
-    engine_module.decide = real_decide
 
     kinds: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
     for entry in recorded:

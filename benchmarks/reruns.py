@@ -63,7 +63,7 @@ def write_wav(path: Path, seed: int) -> None:
 
 def make_transcribed_folder(folder: Path, count: int) -> None:
     """``count`` recordings, each with txt/srt/json and a record as CareVoice writes them for tiny.en."""
-    from carevoice.engine import ENGINE_REVISION
+    from carevoice.policy import ENGINE_REVISION
     from carevoice.models import resolve_model, weights_digest
     from carevoice.records import Provenance, identify
     from carevoice.settings import DEFAULT_FORMATS, DecodeSettings, default_cache_dir

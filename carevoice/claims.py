@@ -89,8 +89,7 @@ def gather_facts(job: Job, formats: Sequence[OutputFormat]) -> tuple[FileFacts, 
                 unchanged_identity = None if changed else record.input.with_stat(st)
         except OSError:
             changed = True  # unreadable now: it is decoded again, and fails there with ffmpeg's reason
-    known = {f.value: f for f in OutputFormat}
-    recorded = {known[f] for f in (record.outputs if record else ()) if f in known}
+    recorded = record.formats if record is not None else set()
     outputs = {fmt: output_state(job.output_stem, fmt, record) for fmt in set(formats) | recorded}
     return FileFacts(record, changed, outputs), unchanged_identity
 
@@ -137,11 +136,31 @@ def plan_jobs(
         if problem is not None:
             planned.append(Planned(job, FilePlan(Action.FAIL, Reason.PROBLEM), entry.record, problem=problem))
             continue
-        if not dry_run and entry.plan.action is Action.SKIP and entry.record is not None and entry.input is not None:
-            if entry.input != entry.record.input:
-                refresh_record(job.output_stem, entry.record, entry.input)
+        if not dry_run and entry.plan.action is Action.SKIP:
+            refresh_stat(entry)
         planned.append(entry)
     return planned
+
+
+def refresh_stat(entry: Planned) -> None:
+    """Give a skipped file's record the recording's new stat when only the stat changed (a touch, a
+    copy), so the next run reads nothing. Under the file's lock, and only while the record is the
+    one planned with: another process may be writing the file right now. Best effort."""
+    record, identity = entry.record, entry.input
+    if record is None or identity is None or identity == record.input:
+        return
+    try:
+        lock = try_lock(entry.job.output_stem)
+    except OSError:
+        return
+    if lock is None:
+        return
+    try:
+        now = read_record(entry.job.output_stem)
+        if now is not None and now.complete and now.run_id == record.run_id and now.input == record.input:
+            refresh_record(entry.job.output_stem, now, identity)
+    finally:
+        lock.release()
 
 
 def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> str | None:
@@ -209,7 +228,11 @@ class Claims:
             return FileResult(job.source, FileStatus.FAILED, error=str(write_error(job.output_stem.parent, exc)))
         if lock is None:
             return FileResult(job.source, FileStatus.SKIPPED, note="being transcribed by another CareVoice process")
-        now = plan_job(job, self.run)
+        try:
+            now = plan_job(job, self.run)
+        except BaseException:
+            lock.release()
+            raise
         record = now.record
         done_meanwhile = now.plan.action is Action.SKIP or (
             self.run.overwrite
@@ -268,6 +291,6 @@ def claims_for(settings: TranscribeSettings, model: str, model_sha256: str | Non
     """The claims of a new run with these settings (for callers that plan no run: bench, tests)."""
     import uuid
 
-    from carevoice.engine import ENGINE_REVISION
+    from carevoice.policy import ENGINE_REVISION
 
     return Claims(run_facts(settings, model, model_sha256, ENGINE_REVISION), uuid.uuid4().hex)

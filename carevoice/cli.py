@@ -69,7 +69,7 @@ def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-d
     # SIGINT -> KeyboardInterrupt, SIGTERM -> Interrupted; both held while a file's outputs are written.
     restore_signals = interrupts.install()
     try:
-        from carevoice.report import stderr_console  # imports the pipeline: long enough to be interrupted
+        from carevoice.report import stderr_console  # imports rich's rendering: long enough to be interrupted
 
         console = stderr_console()
     except (Interrupted, KeyboardInterrupt) as exc:  # nothing has started yet
@@ -203,7 +203,7 @@ def transcribe(
                 beam_size=beam_size,
                 word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
                 batch_size=batch_size,
-                zh_script=zh_script or (chosen.zh_script if chosen else None) or ZhScript.KEEP,  # an explicit --zh-script wins
+                zh_script=zh_script or ZhScript((chosen.zh_script if chosen else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
             ),
             overwrite=overwrite,
             recursive=recursive,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from carevoice.errors import SetupError
 from carevoice.settings import Device
@@ -33,7 +34,7 @@ class DeviceChoice:
         problem: With AUTO_CUDA_UNUSABLE, why CUDA could not be used (one line).
     """
 
-    device: str
+    device: Literal["cuda", "cpu"]
     reason: DeviceReason
     cuda_devices: int = 0
     gpus: tuple[int, ...] = ()
@@ -50,7 +51,7 @@ class DeviceChoice:
 class ClusterPlacement:
     """Where a Ray run goes: how many actors (one model each) on which kind of device."""
 
-    device: str
+    device: Literal["cuda", "cpu"]
     actors: int
     files_per_task: int
 

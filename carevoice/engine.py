@@ -11,7 +11,7 @@ results. Measured in benchmarks/README.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,10 +40,6 @@ from carevoice.vad import detect_speech
 
 # Passes over a batch: the chunks, then follow-ups (full window, continuation) of follow-ups.
 MAX_PASSES = 4
-# Raise this whenever a change can give a different transcript for the same audio, model and
-# options (the engine, the policy, the decoder's use of the model, the fallback, the assembly or a
-# writer's rendering): every record made before says so, and a rerun redoes those files.
-ENGINE_REVISION = 1
 
 
 class EngineOutOfMemory(EngineError):
@@ -85,17 +81,32 @@ class ItemResult:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an inference error means the device ran out of memory (read from its message: CTranslate2
+    raises plain RuntimeErrors), so that a smaller batch may fit."""
     text = str(exc).lower()
     return "out of memory" in text or "cudaerrormemoryallocation" in text or isinstance(exc, MemoryError)
 
 
 class Engine:
     """Batched decoding around one loaded model. Build with :meth:`Engine.load` (or around any
-    decoder, e.g. a test double). Not thread-safe: one thread runs batches."""
+    decoder, e.g. a test double). Not thread-safe: one thread runs batches.
 
-    def __init__(self, decoder: Decoder, windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S) -> None:
+    Args:
+        decoder: The decoder primitives.
+        windows_s: The encoder windows chunks may run in.
+        observe: Called with every decision of the policy and the outcome it was made on (the
+            benchmarks record real outcomes this way).
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
+        observe: Callable[[Outcome, Decision], None] | None = None,
+    ) -> None:
         self.decoder = decoder
         self.windows_s = windows_s
+        self.observe = observe
         self._fallback: Fallback | None = None
 
     @classmethod
@@ -217,7 +228,7 @@ class Engine:
             item, chunk = w.item, chunks[w.index]
             vocabulary = self.decoder.tokenizer(options.task, chunk.language)
             drafts = _split(vocabulary, gen, item.duration_s)
-            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts), item.samples)
+            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts), item.samples, self.observe)
             if decision.action is Action.SILENT:
                 continue
             if decision.action is Action.WIDEN:
@@ -283,14 +294,16 @@ def outcome_of(vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts
     )
 
 
-def decide_with_vad(outcome: Outcome, samples: np.ndarray) -> Decision:
+def decide_with_vad(outcome: Outcome, samples: np.ndarray, observe: Callable[[Outcome, Decision], None] | None = None) -> Decision:
     """The policy's decision, after answering each question it asks of VAD about these samples."""
-    decision = decide(outcome)
-    while decision.action is Action.LISTEN:
+    while True:
+        decision = decide(outcome)
+        if observe is not None:
+            observe(outcome, decision)
+        if decision.action is not Action.LISTEN:
+            return decision
         heard = bool(detect_speech(samples[int(decision.at_s * SAMPLE_RATE_HZ) :]))
         outcome = outcome.heard(decision.at_s, heard)
-        decision = decide(outcome)
-    return decision
 
 
 def _split(vocabulary: TextTokens, gen: Generation, duration_s: float) -> list[DecodedSegment]:

@@ -14,7 +14,6 @@ import difflib
 from dataclasses import dataclass
 
 from carevoice.errors import UsageError
-from carevoice.settings import ZhScript
 
 # Whisper's languages: code -> name (openai/whisper tokenizer.py, the multilingual models' list).
 LANGUAGES: dict[str, str] = {
@@ -48,20 +47,19 @@ ALIASES: dict[str, str] = {
 
 # Chinese BCP-47 subtags -> the script to write (carevoice.chinese): the script subtag decides
 # Traditional or Simplified, the region which Traditional variant (or, without a script, both).
+# Values of settings.ZhScript (this module imports nothing above errors: settings uses it).
+TW, HK, SIMPLIFIED = "tw", "hk", "simplified"
 HONG_KONG_REGIONS = frozenset({"hk", "mo"})
-REGION_SCRIPTS: dict[str, ZhScript] = {
-    "tw": ZhScript.TW, "hk": ZhScript.HK, "mo": ZhScript.HK,
-    "cn": ZhScript.SIMPLIFIED, "sg": ZhScript.SIMPLIFIED, "my": ZhScript.SIMPLIFIED,
-}  # fmt: skip
+REGION_SCRIPTS: dict[str, str] = {"tw": TW, "hk": HK, "mo": HK, "cn": SIMPLIFIED, "sg": SIMPLIFIED, "my": SIMPLIFIED}
 
 
-def chinese_script(subtags: list[str]) -> ZhScript | None:
-    """The script a Chinese tag's subtags ask for: ``Hant-HK`` → HK, ``Hant`` → TW, ``Hans`` or ``CN`` → Simplified."""
+def chinese_script(subtags: list[str]) -> str | None:
+    """The script a Chinese tag's subtags ask for: ``Hant-HK`` → hk, ``Hant`` → tw, ``Hans`` or ``CN`` → simplified."""
     hong_kong = any(s in HONG_KONG_REGIONS for s in subtags)
     if "hans" in subtags:
-        return ZhScript.SIMPLIFIED
+        return SIMPLIFIED
     if "hant" in subtags:
-        return ZhScript.HK if hong_kong else ZhScript.TW
+        return HK if hong_kong else TW
     return next((REGION_SCRIPTS[s] for s in subtags if s in REGION_SCRIPTS), None)
 
 
@@ -72,12 +70,12 @@ class LanguageChoice:
     Attributes:
         code: Whisper's language code.
         given: What the user typed.
-        zh_script: The script a Chinese tag asks for (``zh-TW`` → TW), else None.
+        zh_script: The script a Chinese tag asks for (``zh-TW`` → ``"tw"``, a settings.ZhScript value), else None.
     """
 
     code: str
     given: str
-    zh_script: ZhScript | None = None
+    zh_script: str | None = None
 
     @property
     def translated(self) -> bool:

@@ -43,7 +43,7 @@ def _open_lock(path: Path) -> int:
 
 def held_elsewhere(path: Path) -> bool | None:
     """Whether some process holds a flock on this file, read from /proc/locks (Linux), for a lock
-    file this user cannot open; None where the kernel does not say."""
+    file this user cannot open; None where the kernel does not say (then it counts as held)."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
@@ -53,15 +53,14 @@ def held_elsewhere(path: Path) -> bool | None:
             lines = handle.read().decode("ascii", "replace").splitlines()
     except OSError:
         return None
-    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF" (major:minor in hex)
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF": the inode decides, not the device, whose
+    # numbers there can differ from stat's (btrfs subvolumes, overlayfs). Another file with the same
+    # inode on another device makes this say "held": busy, the safe side.
+    for line in lines:
         for field in line.split():
             parts = field.split(":")
-            if len(parts) == 3 and parts[2].isdigit():
-                try:
-                    if (int(parts[0], 16), int(parts[1], 16), int(parts[2])) == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino):
-                        return True
-                except ValueError:
-                    continue
+            if len(parts) == 3 and parts[2] == str(st.st_ino):
+                return True
     return False
 
 

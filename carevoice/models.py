@@ -215,11 +215,9 @@ def weights_digest(model_dir: Path, cache_dir: Path) -> str:
         known = {}
     if isinstance(known.get(key), str):
         return str(known[key])
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    known[key] = digest.hexdigest()
+    from carevoice.records import sha256_of
+
+    known[key] = sha256_of(weights)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")

@@ -72,11 +72,15 @@ class NoEngine:
     def __init__(self, ref: ModelRef) -> None:
         self.ref = ref
 
+    @staticmethod
+    def changed() -> EngineError:
+        return EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+
     def features(self, samples: np.ndarray) -> np.ndarray:
-        raise EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+        raise self.changed()
 
     def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
-        raise EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+        raise self.changed()
 
 
 @dataclass
@@ -300,7 +304,8 @@ class Transcriber:
         planned: dict[Path, Planned] | None = None,
     ) -> None:
         if prepare is None:
-            assert ffmpeg is not None, "a Transcriber without ffmpeg needs prepare="
+            if ffmpeg is None:
+                raise ValueError("a Transcriber without ffmpeg needs prepare=")
             prepare = lambda job: prepare_file(job, ffmpeg)  # noqa: E731
         self.settings = settings
         self.engine = engine
@@ -369,7 +374,7 @@ class Transcriber:
         finally:
             self.claims.release_all()
 
-    def _provenance(self, identity: Identity | None) -> Provenance:
+    def _provenance(self, identity: Identity | None, words: bool | None = None) -> Provenance:
         return Provenance(
             run_id=self.claims.run_id,
             model=self.claims.run.model,
@@ -377,16 +382,19 @@ class Transcriber:
             engine_revision=self.claims.run.engine_revision,
             text=self.settings.decode.text_options(),
             input=identity,
-            words=self.settings.decode.word_timestamps,
+            words=self.settings.decode.word_timestamps if words is None else words,
         )
 
-    def _write(self, job: Job, transcript: Transcript, identity: Identity | None) -> tuple[tuple[Path, ...], str | None]:
+    def _write(
+        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None
+    ) -> tuple[tuple[Path, ...], str | None]:
         """Write a claimed file's outputs as its plan says; returns them and why they were written."""
         planned = self.claims.claimed[job.source]
         plan = planned.plan
         outputs = write_outputs(
-            job.output_stem, plan.write, transcript, self._provenance(identity), remove=plan.remove, keep=plan.keep, old=planned.record
-        )
+            job.output_stem, plan.write, transcript, self._provenance(identity, words),
+            remove=plan.remove, keep=plan.keep, old=planned.record, overwrite=self.settings.overwrite,
+        )  # fmt: skip
         return outputs, planned_note(planned)
 
     def _render(self, job: Job) -> FileResult:
@@ -395,11 +403,12 @@ class Transcriber:
         planned = self.claims.claimed[job.source]
         try:
             transcript = transcript_from_json(output_path(job.output_stem, OutputFormat.JSON).read_bytes())
-            outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None))
+            # The JSON holds word timings (JSON is always made with them), and so does what renders from it.
+            outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None), words=True)
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc))
-        except (OSError, ValueError) as exc:
-            return FileResult(job.source, FileStatus.FAILED, error=f"cannot read its JSON output ({type(exc).__name__}) — rerun with --overwrite")
+        except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
+            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — rerun with --overwrite")
         finally:
             self.claims.release(job)
         return FileResult(

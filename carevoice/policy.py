@@ -17,13 +17,17 @@ from enum import Enum
 
 from carevoice.settings import DEFAULT_WINDOWS_S
 
+# Raise this whenever a change can give a different transcript for the same audio, model and
+# options (this policy, the engine, the decoder's use of the model, the fallback, the assembly, or
+# a writer's rendering): every record made before says so, and a rerun redoes those files.
+ENGINE_REVISION = 1
+
 FRAMES_PER_SECOND = 100  # mel frames
 TIME_PRECISION_S = 0.02  # one timestamp token
 WINDOW_FRAMES = 3000  # Whisper's 30 s encoder window
 # Encoder windows (settings.DEFAULT_WINDOWS_S): a chunk runs in the shortest that holds it plus
 # WINDOW_MARGIN_S of silence, so a decode that stops early shows (left_open) and the chunk is
 # decoded again in the full window.
-FULL_WINDOW_S = (30.0,)
 WINDOW_MARGIN_S = 1.0
 # Languages whose accuracy in short windows was measured to hold (English: WER 12.18 % vs 12.29 %
 # in the full window). Mandarin lost 1.2 CER points, so every other language keeps the full window
@@ -91,7 +95,7 @@ class Outcome:
         tokens: Everything generated: text and timestamp tokens, without the prompt.
         timestamp_begin: The first timestamp token of the vocabulary.
         eot: The end-of-text token (tokens below it are text).
-        text: The decoded text tokens.
+        text: The text of its text tokens.
         avg_logprob: Average log-probability of the tokens.
         no_speech_prob: Whisper's probability that the window holds no speech.
         window_frames: The encoder window the decode ran in.

@@ -20,6 +20,7 @@ from typing import Any
 
 from carevoice import __version__
 from carevoice.names import hidden_name
+from carevoice.settings import OutputFormat
 
 RECORD_VERSION = 2
 RECORD_SUFFIX = ".carevoice.json"
@@ -68,6 +69,7 @@ class Identity:
 
     @classmethod
     def from_dict(cls, data: Any) -> Identity | None:
+        """An identity read back from a record; None when the data is not one."""
         try:
             return cls(*(data[k] for k in ("size", "mtime_ns", "ctime_ns", "inode", "device")), str(data["sha256"]))
         except (KeyError, TypeError):
@@ -134,6 +136,8 @@ class OutputEntry:
 
     @classmethod
     def from_dict(cls, data: Any, words: bool) -> OutputEntry | None:
+        """An entry read back from a record (``words``: what to assume when it does not say, as
+        version 1 records do not); None when the data is not one."""
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("sha256"), str):
             return None
         stat = data.get("stat")
@@ -202,8 +206,16 @@ class Record:
 
     @classmethod
     def made(cls, provenance: Provenance, outputs: dict[str, OutputEntry], *, complete: bool) -> Record:
+        """The record of outputs made as ``provenance`` says; ``complete`` is False while they are
+        being written (a crash then leaves a record that says so)."""
         p = provenance
         return cls(complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs)
+
+    @property
+    def formats(self) -> set[OutputFormat]:
+        """The formats it lists outputs of (names of formats this CareVoice does not know are left out)."""
+        known = {f.value: f for f in OutputFormat}
+        return {known[f] for f in self.outputs if f in known}
 
     def ours(self, fmt: str, sha256: str | None) -> bool:
         """True when a file with this hash, at this format's output path, is one CareVoice wrote."""
@@ -212,12 +224,15 @@ class Record:
 
 
 def read_record(stem: Path) -> Record | None:
-    """The record for ``<stem>.*``, or None when there is none (or it cannot be read: then no
-    output there counts as CareVoice's)."""
+    """The record for ``<stem>.*``, or None when there is none, or it cannot be read or makes no
+    sense (then no output there counts as CareVoice's)."""
     try:
-        data = json.loads(record_path(stem).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _parse_record(json.loads(record_path(stem).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _parse_record(data: Any) -> Record | None:
     if not isinstance(data, dict) or not isinstance(data.get("outputs"), dict):
         return None
     if data.get("version") == 1:

@@ -102,7 +102,7 @@ def file_line(result: FileResult) -> str:
         return f"[red]error[/red]: {name}: {escape(printable(result.error or 'failed'))}"
     if result.status is FileStatus.SKIPPED:
         return f"[dim]skipped[/dim] {name} ({escape(printable(result.note or ''))})"
-    extra = "".join(f"; {text}" if text is result.why else f", {text}" for text in (result.note, result.why) if text)
+    extra = (f", {result.note}" if result.note else "") + (f"; {result.why}" if result.why else "")
     return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
 
 

@@ -115,6 +115,7 @@ class FilePlan:
 
     @property
     def needs_engine(self) -> bool:
+        """Whether carrying it out needs the model (everything but skip, fail and an add from the recorded JSON)."""
         return self.action in (Action.TRANSCRIBE, Action.REDO) or (self.action is Action.ADD and not self.from_json)
 
 
@@ -127,8 +128,7 @@ def plan_file(facts: FileFacts, run: RunFacts) -> FilePlan:
         return tuple(f for f in order if f in formats)
 
     record = facts.record
-    known = {f.value for f in OutputFormat}
-    recorded = {OutputFormat(f) for f in record.outputs if f in known} if record else set()
+    recorded = record.formats if record else set()
     ours = {f for f in recorded if facts.outputs.get(f) is OutputState.OURS}
     foreign = {f for f in requested | recorded if facts.outputs.get(f) is OutputState.FOREIGN}
 
@@ -136,9 +136,8 @@ def plan_file(facts: FileFacts, run: RunFacts) -> FilePlan:
         """Write what is asked for; remove what CareVoice wrote for the old transcript and is not
         asked for again. An output a person wrote or edited blocks this, unless --overwrite (which
         replaces it when it is asked for, and otherwise leaves it alone)."""
-        blocked = foreign & (requested | recorded)
-        if blocked and not run.overwrite:
-            return FilePlan(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(blocked))
+        if foreign and not run.overwrite:
+            return FilePlan(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign))
         return FilePlan(action, reason, write=_in_order(requested), remove=_in_order(ours - requested))
 
     if run.overwrite:
@@ -149,7 +148,8 @@ def plan_file(facts: FileFacts, run: RunFacts) -> FilePlan:
         (not record.complete, Reason.UNFINISHED),
         (record.version < 2 or record.input is None, Reason.OLD_RECORD),
         (bool(facts.recording_changed), Reason.RECORDING_CHANGED),
-        (record.model != run.model or (run.model_sha256 is not None and record.model_sha256 != run.model_sha256), Reason.MODEL_CHANGED),
+        # Weights are compared when both digests are known (a hub model is only hashed once it is on disk).
+        (record.model != run.model or None not in (run.model_sha256, record.model_sha256) and record.model_sha256 != run.model_sha256, Reason.MODEL_CHANGED),
         (record.engine_revision != run.engine_revision, Reason.ENGINE_CHANGED),
         (dict(record.text) != dict(run.text), Reason.OPTIONS_CHANGED),
     ):

@@ -38,7 +38,7 @@ class FileResult:
     language: str | None = None
     error: str | None = None
     note: str | None = None  # e.g. "no speech found", "already transcribed with these options"
-    why: str | None = None  # why a file was transcribed again, e.g. "redo: recording changed since it was transcribed"
+    why: str | None = None  # why a finished file was written again, e.g. "redo: recording changed since it was transcribed"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""

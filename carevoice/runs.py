@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from carevoice.claims import Claims, Planned, plan_jobs, run_facts
 from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason, choose_device, gpu_indices
@@ -98,6 +98,8 @@ class Run:
         return len(self.settled) + len(self.jobs)
 
     def results(self) -> Iterator[FileResult]:
+        """Every file's result: the settled ones first, then each transcribed one as soon as it is
+        written (or failed). Each is appended to :attr:`finished` before it is yielded."""
         for result in self.settled:
             self.finished.append(result)
             yield result
@@ -113,7 +115,7 @@ def plan_run(settings: TranscribeSettings) -> Plan:
         SetupError: the model cannot be found.
     """
     from carevoice.discovery import find_jobs, select_shard
-    from carevoice.engine import ENGINE_REVISION
+    from carevoice.policy import ENGINE_REVISION
     from carevoice.errors import UsageError
     from carevoice.models import is_multilingual, resolve_model
 
@@ -142,13 +144,18 @@ def plan_run(settings: TranscribeSettings) -> Plan:
     return Plan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
 
 
-def model_identity(ref: ModelRef, cache_dir: Path) -> str | None:
+def model_identity(ref: ModelRef, cache_dir: Path, engine: Any = None) -> str | None:
     """The SHA-256 of the model's weights; None for a hub model not downloaded yet (records then
-    compare it by name until it is)."""
+    compare it by name until it is). ``engine``: a loaded engine, whose files are on disk."""
     from carevoice.decoder import cached_model_dir
     from carevoice.models import weights_digest
 
-    folder = Path(ref.load_from) if ref.is_local else cached_model_dir(ref.load_from, str(cache_dir / "hub"))
+    if ref.is_local:
+        folder: Path | None = Path(ref.load_from)
+    elif engine is not None and hasattr(engine, "decoder"):
+        folder = Path(engine.decoder.model_path)
+    else:
+        folder = cached_model_dir(ref.load_from, str(cache_dir / "hub"))
     if folder is None:
         return None
     try:
@@ -191,12 +198,13 @@ def start_run(settings: TranscribeSettings) -> Run:
         # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
         engines = [Engine.load(settings.engine, plan.ref, "cpu")]
         choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=exc.message)
-    transcriber = Transcriber(settings, engines[0], ffmpeg, plan.claims(), more_engines=engines[1:], planned=planned)
+    claims = plan.claims()
+    if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
+        claims.run = replace(claims.run, model_sha256=model_identity(plan.ref, settings.engine.cache_dir, engines[0]))
+    transcriber = Transcriber(settings, engines[0], ffmpeg, claims, more_engines=engines[1:], planned=planned)
     return Run(settings, plan.settled, plan.jobs, transcriber, choice, plan.found)
 
 
-def _no_decoding(job: Job) -> Any:
+def _no_decoding(job: Job) -> NoReturn:
     """A run that loads no model decodes nothing (see NoEngine)."""
-    from carevoice.errors import FileError
-
-    raise FileError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+    raise NoEngine.changed()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from carevoice.errors import UsageError
+from carevoice.languages import LANGUAGES, closest_codes
 
 ENV_MODEL = "CAREVOICE_MODEL"
 ENV_DEVICE = "CAREVOICE_DEVICE"
@@ -126,7 +127,6 @@ class DecodeSettings:
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI
         resolves names and tags to codes first)."""
-        from carevoice.languages import LANGUAGES, closest_codes  # a table, and it imports this module
 
         if self.beam_size < 1:
             raise UsageError("--beam-size must be at least 1")

@@ -315,25 +315,39 @@ def write_outputs(
     remove: Sequence[OutputFormat] = (),
     keep: Sequence[OutputFormat] = (),
     old: Record | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, ...]:
     """Render and atomically write ``formats``, delete ``remove`` (outputs of an old transcript),
     and record them, with the outputs of ``old`` listed in ``keep``, as one complete record.
 
-    The record is written first (complete: false, with the new hashes, the hashes of the files
-    being replaced, and the files to remove), so a crash part-way still lets the next run recognise
-    every file as CareVoice's own and redo the input.
+    What is on disk is checked again here, at the last moment (a file can wait minutes between
+    its plan and its writing): an output to replace must still be CareVoice's (``old`` says what
+    it wrote) unless ``overwrite``; one to remove is removed only while it is, and one to keep stays
+    listed only while it is. The record is written first (complete: false, with the new hashes,
+    the hashes of the files being replaced, and the files to remove), so a crash part-way still
+    lets the next run recognise every file as CareVoice's own and redo the input.
 
     Raises:
-        OutputError: a folder or file could not be written; files already there stay intact.
+        OutputError: a folder or file could not be written, or an output became a person's since
+            the plan; files already there stay intact.
     """
     rendered = {fmt: RENDERERS[fmt](transcript).encode("utf-8") for fmt in formats}
-    kept = {fmt.value: old.outputs[fmt.value] for fmt in keep if old is not None and fmt.value in old.outputs}
-    doomed = {fmt.value: old.outputs[fmt.value] for fmt in remove if old is not None and fmt.value in old.outputs}
     writing = {}
     for fmt, data in rendered.items():
-        previous = _current_sha256(output_path(stem, fmt))
+        path = output_path(stem, fmt)
+        previous = _current_sha256(path)
         ours = old is not None and old.ours(fmt.value, previous)
-        writing[fmt.value] = OutputEntry(output_path(stem, fmt).name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
+        if os.path.lexists(path) and not ours and not overwrite:
+            raise OutputError(
+                f"{path.name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
+            )
+        writing[fmt.value] = OutputEntry(path.name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
+
+    def still_ours(fmt: OutputFormat) -> bool:
+        return old is not None and old.ours(fmt.value, _current_sha256(output_path(stem, fmt)))
+
+    kept = {fmt.value: old.outputs[fmt.value] for fmt in keep if old is not None and fmt.value in old.outputs and still_ours(fmt)}
+    doomed = {fmt.value: old.outputs[fmt.value] for fmt in remove if old is not None and fmt.value in old.outputs and still_ours(fmt)}
     pending = Record.made(provenance, {**kept, **doomed, **writing}, complete=False)
     # Ctrl-C and SIGTERM wait until this file's outputs are all written (a few fsyncs), so an
     # interrupted run leaves each file's outputs whole or absent.
@@ -349,7 +363,7 @@ def write_outputs(
             for fmt_value in doomed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(output_path(stem, OutputFormat(fmt_value)))
-            for fmt_value, entry in kept.items():  # a touched output that is still ours: its new stat saves a read next time
+            for fmt_value, entry in kept.items():  # its current stat (a touch) saves a read next time
                 with contextlib.suppress(OSError):
                     kept[fmt_value] = replace(entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256))
             atomic_write(record_path(stem), Record.made(provenance, {**kept, **writing}, complete=True).to_json())

@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA_DIR, CliResult, invoke_cli, normalised_words, read_manifest, word_error_rate
 
 from carevoice.engine import Engine
-from carevoice.policy import FULL_WINDOW_S, window_frames
+from carevoice.policy import window_frames
 from carevoice.scheduler import BatchScheduler
 
 # The 12 shortest English clips in tests/data (1.5-5.3 s): every one is a single chunk.
@@ -134,7 +134,7 @@ def test_window_is_the_smallest_bucket_that_holds_the_chunk_and_a_second_of_sile
 
 @pytest.mark.parametrize("duration_s", [0.5, 5.0, 29.9, 30.0, 45.0])
 def test_full_window_buckets_give_every_chunk_whispers_30_s(duration_s: float) -> None:
-    assert window_frames(duration_s, FULL_WINDOW_S) == 3000
+    assert window_frames(duration_s, (30.0,)) == 3000
 
 
 def drain(batches: Iterator[list[str]]) -> list[list[str]]:

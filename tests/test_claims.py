@@ -173,3 +173,27 @@ def test_with_overwrite_only_a_record_written_by_another_run_since_planning_mean
             assert claims.claim(done) == FileResult(done.source, FileStatus.SKIPPED, note="transcribed by another CareVoice process meanwhile")
     finally:
         claims.release_all()
+
+
+def test_a_touched_recording_s_record_is_not_refreshed_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    entry = job(tmp_path, "a.wav")
+    transcribed(entry)
+    before = (tmp_path / ".a.carevoice.json").read_bytes()
+    os.utime(entry.source, ns=(1, 1))
+    other = try_lock(entry.output_stem)  # another run is writing this file right now
+    assert other is not None
+    try:
+        (planned,) = plan_jobs([entry], settings(tmp_path), run_of(tmp_path))  # type: ignore[arg-type]
+    finally:
+        other.release()
+    assert planned.plan.action is Action.SKIP
+    assert (tmp_path / ".a.carevoice.json").read_bytes() == before  # left to the run that holds it
+
+
+def test_a_corrupt_record_fails_its_file_without_stopping_the_plan(tmp_path: Path) -> None:
+    broken, fresh = job(tmp_path, "broken.wav"), job(tmp_path, "fresh.wav")
+    transcribed(broken)
+    record = tmp_path / ".broken.carevoice.json"
+    record.write_text(record.read_text(encoding="ascii").replace('"engine_revision": 1', '"engine_revision": "x"'), encoding="ascii")
+    planned = plan_jobs([broken, fresh], settings(tmp_path), run_of(tmp_path))  # type: ignore[arg-type]
+    assert actions(planned) == [("broken.wav", Action.FAIL, Reason.FOREIGN_OUTPUT), ("fresh.wav", Action.TRANSCRIBE, Reason.NEW)]

@@ -13,7 +13,6 @@ import pytest
 from conftest import JFK_TEXT
 
 from carevoice.policy import (
-    FULL_WINDOW_S,
     WINDOW_FRAMES,
     Action,
     Decision,
@@ -89,7 +88,7 @@ def test_loops_are_compressible_or_too_dense_for_the_audio() -> None:
 )
 def test_a_chunk_gets_the_shortest_window_with_a_second_of_silence_after_it(duration_s: float, frames: int) -> None:
     assert window_frames(duration_s) == frames
-    assert window_frames(duration_s, FULL_WINDOW_S) == WINDOW_FRAMES
+    assert window_frames(duration_s, (30.0,)) == WINDOW_FRAMES  # only the full window on offer
 
 
 def test_only_languages_proven_in_short_windows_stay_in_them() -> None:

@@ -19,7 +19,7 @@ import pytest
 from conftest import CliResult, encode, invoke_cli, word_error_rate
 
 from carevoice import writers
-from carevoice.engine import ENGINE_REVISION
+from carevoice.policy import ENGINE_REVISION
 from carevoice.locks import lock_path, try_lock
 from carevoice.records import read_record, record_path, sha256_of
 
@@ -135,6 +135,9 @@ def test_changing_formats_keeps_every_output_carevoice_wrote(tmp_path: Path, dat
     assert snapshot(folder) == now
     record = read_record(folder / "a")
     assert record is not None and sorted(record.outputs) == ["json", "srt", "txt", "vtt"]
+    tsv = run(folder, "-f", "txt,tsv")  # no word timestamps asked for: the tsv still renders from the JSON's
+    assert tsv.exit_code == 0 and "no model loaded" in tsv.stderr
+    assert read_record(folder / "a").outputs["tsv"].words  # type: ignore[union-attr]  # and says so
 
 
 def test_a_deleted_output_is_written_again_and_nothing_else(tmp_path: Path, data_dir: Path) -> None:

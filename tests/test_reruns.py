@@ -55,6 +55,8 @@ CASES = [
     ("another model", facts(record(*DEFAULT)), replace(RUN, model="tiny.en"), FilePlan(Action.REDO, Reason.MODEL_CHANGED, write=DEFAULT)),
     ("a hub model not downloaded yet: compared by name", facts(record(*DEFAULT)), replace(RUN, model_sha256=None),
      FilePlan(Action.SKIP, Reason.CURRENT, keep=DEFAULT)),
+    ("recorded before its hub model was hashed: compared by name", facts(record(*DEFAULT, model_sha256=None)), RUN,
+     FilePlan(Action.SKIP, Reason.CURRENT, keep=DEFAULT)),
     ("a newer engine", facts(record(*DEFAULT)), replace(RUN, engine_revision=2), FilePlan(Action.REDO, Reason.ENGINE_CHANGED, write=DEFAULT)),
     ("another language", facts(record(*DEFAULT)), replace(RUN, text={**TEXT, "language": "de"}),
      FilePlan(Action.REDO, Reason.OPTIONS_CHANGED, write=DEFAULT)),

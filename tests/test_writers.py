@@ -421,3 +421,33 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
         path.write_text("x", encoding="utf-8")
     assert remove_stale_temp_files(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, own.name])
+
+
+def test_an_output_edited_after_the_plan_is_neither_replaced_nor_removed_nor_kept_as_ours(tmp_path: Path) -> None:
+    """A file waits minutes between its plan and its writing: a person's edit meanwhile wins."""
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    old = read_record(stem)
+    (tmp_path / "visit.txt").write_text("the nurse's own words\n", encoding="utf-8")
+    with pytest.raises(writers.OutputError) as caught:
+        write_outputs(stem, (OutputFormat.TXT,), LONG_BY_TIME, PROVENANCE, old=old)
+    assert caught.value.message == "visit.txt exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
+    assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == "the nurse's own words\n"
+    (tmp_path / "visit.vtt").write_text("WEBVTT\n\nedited\n", encoding="utf-8")
+    write_outputs(stem, (OutputFormat.SRT,), LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.VTT,), keep=(OutputFormat.TXT, OutputFormat.JSON), old=old)
+    assert (tmp_path / "visit.vtt").read_text(encoding="utf-8") == "WEBVTT\n\nedited\n"  # not removed
+    record = read_record(stem)
+    assert record is not None and sorted(record.outputs) == ["json", "srt"]  # the edited txt is no longer listed as ours
+    write_outputs(stem, (OutputFormat.TXT,), LONG_BY_TIME, PROVENANCE, old=record, overwrite=True)
+    assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == render_txt(LONG_BY_TIME)  # --overwrite: replaced
+
+
+def test_a_record_that_makes_no_sense_reads_as_none(tmp_path: Path) -> None:
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    path = tmp_path / ".visit.carevoice.json"
+    raw = json.loads(path.read_text(encoding="ascii"))
+    for broken in ({**raw, "engine_revision": "x"}, {**raw, "engine_revision": [1]}, {**raw, "outputs": {"txt": {"name": 3}}}, [raw]):
+        path.write_text(json.dumps(broken), encoding="ascii")
+        record = read_record(stem)
+        assert record is None or "txt" not in record.outputs
