@@ -421,7 +421,7 @@ class _Runner:
         runs = self.settings.runs
         row.warmup_s, _ = _timed(e2e)
         self.say(f"{row.key}: warm-up {row.warmup_s:.2f} s")
-        sampler = GpuSampler() if row.device is Device.CUDA else None
+        sampler = GpuSampler(cuda_indices=[0]) if row.device is Device.CUDA else None  # the bench's engine is on CUDA device 0
         with sampler if sampler is not None else contextlib.nullcontext():
             e2e_runs = []
             for i in range(runs):
@@ -452,7 +452,6 @@ def _device_problem(device: Device, settings: BenchSettings, ref: ModelRef, prob
         return None
     from carevoice.decoder import backend_problem, cuda_device_count
     from carevoice.gpu import probe_cuda_inference
-    from carevoice.settings import DEFAULT_COMPUTE_TYPE
 
     problem = backend_problem()
     if problem:
@@ -465,7 +464,7 @@ def _device_problem(device: Device, settings: BenchSettings, ref: ModelRef, prob
         probe_audio.astype("<f4").tofile(audio_path)
     probe = probe_cuda_inference(
         ref.load_from,
-        settings.engine.compute_type or DEFAULT_COMPUTE_TYPE["cuda"],
+        bench_compute_type(settings, device),
         audio_path,
         settings.gpu_timeout_s,
         None if ref.is_local else str(settings.engine.cache_dir / "hub"),
@@ -561,10 +560,22 @@ def _run_device(
             say(f"{row.key}: failed — {row.reason}")
 
 
+def bench_compute_type(settings: BenchSettings, device: Device) -> str | None:
+    """The compute type a run would use on this device (CUDA device 0 for the GPU rows)."""
+    if device is not Device.CUDA:
+        return settings.engine.compute_type
+    from carevoice.decoder import cuda_compute_types
+    from carevoice.devices import choose_compute_type
+
+    return choose_compute_type(settings.engine.compute_type, cuda_compute_types(0)).compute_type
+
+
 def _timed_load(settings: BenchSettings, ref: ModelRef, device: Device) -> tuple[float, Engine]:
     from carevoice.engine import Engine
 
-    engine_settings = EngineSettings(settings.engine.model, device, settings.engine.compute_type, settings.engine.cpu_threads, settings.engine.cache_dir)
+    engine_settings = EngineSettings(
+        settings.engine.model, device, bench_compute_type(settings, device), settings.engine.cpu_threads, settings.engine.cache_dir
+    )
     started = time.perf_counter()
     engine = Engine.load(engine_settings, ref, device.value)
     return time.perf_counter() - started, engine

@@ -6,6 +6,7 @@ needs a model, so `--help` is instant and `doctor` works when they are broken.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback as tb
@@ -62,6 +63,10 @@ def _root(
     ] = False,
 ) -> None:
     """CareVoice command-line tool."""
+    # Before anything starts CUDA: number GPUs in PCI order, as NVML and nvidia-smi do, so that
+    # "GPU 1" in a report is the GPU CUDA calls 1 (carevoice.gpu.visible_gpus). A user's own
+    # setting is kept.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
 def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-def]
@@ -266,7 +271,8 @@ def _run_transcribe(
     summary = RunSummary(results=run.finished, model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
     if run.transcriber is not None and run.placement is not None:
         engine, count = run.transcriber.engine, len(run.transcriber.engines)
-        summary.device = f"{engine.device}{f' ×{count}' if count > 1 else ''} ({engine.compute_type})"
+        compute_types = ", ".join(dict.fromkeys(e.compute_type for e in run.transcriber.engines))
+        summary.device = f"{engine.device}{f' ×{count}' if count > 1 else ''} ({compute_types})"
         fell_back = isinstance(run.placement, DeviceChoice) and run.placement.fell_back
         if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(
@@ -347,12 +353,13 @@ def language_note(settings: TranscribeSettings, language: LanguageChoice | None)
 
 def _start_gpu_sampler(run, view, console, quiet: bool):  # type: ignore[no-untyped-def]
     """NVML utilisation sampling while a CUDA run goes on (None on the CPU); live in the progress bar."""
+    from carevoice.devices import DeviceChoice
     from carevoice.gpu import GpuSampler, unavailable_message
     from carevoice.report import gpu_live_text
 
-    if run.transcriber is None or run.transcriber.engine.device != "cuda":
+    if run.transcriber is None or run.transcriber.engine.device != "cuda" or not isinstance(run.placement, DeviceChoice):
         return None
-    sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading))).start()
+    sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading)), cuda_indices=run.placement.gpus).start()
     if not sampler.available and not quiet:
         console.print(f"[dim]{escape(unavailable_message(sampler.reason))}: GPU utilisation not reported[/dim]")
     return sampler

@@ -90,14 +90,48 @@ def cuda_device_count() -> int:
         return 0
 
 
-def cuda_compute_types() -> frozenset[str]:
-    """Compute types CTranslate2 supports on CUDA device 0 (empty when it has no usable CUDA device)."""
+def cuda_compute_types(index: int = 0) -> frozenset[str]:
+    """Compute types CTranslate2 can run on one CUDA device (empty when it cannot tell: no usable
+    device, or a driver too old). They follow the GPU: no float16 without fast float16, and no INT8
+    on compute capability 12.0 with CTranslate2 4.6.2–4.6.x (src/cuda/utils.cc, gpu_supports_int8)."""
     try:
         import ctranslate2
 
-        return frozenset(ctranslate2.get_supported_compute_types("cuda"))
+        if int(ctranslate2.get_cuda_device_count()) <= index:
+            return frozenset()  # without the device CTranslate2 raises once, then answers {"float32"}
+        return frozenset(ctranslate2.get_supported_compute_types("cuda", index))
     except Exception:  # raises when the driver is missing or too old
         return frozenset()
+
+
+# What a GPU without CUDA 12's cuBLAS needs. CTranslate2 >= 4.6.3 needs no cuDNN (its Conv1D has
+# its own CUDA kernel now), and 4.8 loads nothing else of CUDA.
+CUBLAS_HINT = (
+    "CTranslate2 needs CUDA 12's cuBLAS (libcublas.so.12; cuDNN is not needed): install the CUDA 12 runtime "
+    "(or pip install nvidia-cublas-cu12 and add its lib folder to LD_LIBRARY_PATH), or run the CareVoice "
+    "container; `carevoice doctor` checks it"
+)
+
+
+def _where(device: str, index: int) -> str:
+    return f"cuda:{index}" if device == "cuda" else device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an error means the device ran out of memory, so that a smaller batch may fit.
+
+    CTranslate2 raises plain RuntimeErrors: the messages are its own (src/cuda/utils.h: "CUDA failed
+    with error out of memory" from every CUDA allocation, the caching allocator's included;
+    "cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED"; cuDNN's "CUDNN_STATUS_ALLOC_FAILED"),
+    and a host allocation failure reaches Python as MemoryError (std::bad_alloc).
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(sign in text for sign in OUT_OF_MEMORY_SIGNS)
+
+
+OUT_OF_MEMORY_SIGNS = ("out of memory", "alloc_failed", "cudaerrormemoryallocation", "std::bad_alloc")
 
 
 def cached_model_dir(name: str, download_root: str) -> Path | None:
@@ -181,10 +215,34 @@ class Decoder:
                     "the model is downloaded from the Hugging Face hub on first use: check the internet connection, "
                     "or pass a local model folder with --model (the default 'base' works offline with carevoice[models])"
                 )
-            raise SetupError(f"cannot load model {ref.model_id!r} on {device} ({reason})", hint) from None
-        return cls(
-            model, ref, device, compute_type, device_index=device_index, cpu_threads=threads, download_root=download_root
-        )
+            if device == "cuda" and is_out_of_memory(exc):
+                hint = f"GPU {device_index} has no room for the model (another job may be using it): free it, or choose others with --gpus"
+            raise SetupError(f"cannot load model {ref.model_id!r} on {_where(device, device_index)} ({reason})", hint) from None
+        decoder = cls(model, ref, device, compute_type, device_index=device_index, cpu_threads=threads, download_root=download_root)
+        if device == "cuda":
+            decoder.warm_up()
+        return decoder
+
+    def warm_up(self) -> None:
+        """Encode and decode one second of silence now: CTranslate2 opens cuBLAS only at its first
+        matrix product, so a missing library (or a GPU without room) would otherwise surface at the
+        first batch, after the run had committed to this device.
+
+        Raises:
+            SetupError: the model loads but cannot run here.
+        """
+        try:
+            encoded = self.encode([self.features(np.zeros(16_000, dtype=np.float32))], 3000)
+            self.generate(encoded, ["en"], Task.TRANSCRIBE, 1, 4)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if is_out_of_memory(exc):
+                hint = f"GPU {self.device_index} has no room for the model (another job may be using it): free it, or choose others with --gpus"
+            elif "cublas" in reason.lower() or "cannot be loaded" in reason:
+                hint = CUBLAS_HINT
+            else:
+                hint = "run `carevoice doctor` to see what works on this GPU, or use --device cpu"
+            raise SetupError(f"model {self.ref.model_id!r} loads on {_where(self.device, self.device_index)} but cannot run there ({reason})", hint) from None
 
     @property
     def is_multilingual(self) -> bool:
@@ -247,7 +305,9 @@ class Decoder:
 
     def rows(self, encoded: Any, size: int) -> Callable[[int], Any]:
         """Row ``i`` of an encoded batch as a batch of one (the batch is copied to the host once,
-        when a row is first asked for)."""
+        when a row is first asked for). Rows stay on the host: the model moves its input to its own
+        device. A copy made here with ``to_device(Device.cuda)`` would land on the current CUDA
+        device, GPU 0, whatever GPU the model is on (StorageView.to_device takes no index)."""
         import ctranslate2
 
         if size == 1:
@@ -258,8 +318,7 @@ class Decoder:
             if not host:
                 on_cpu = encoded if self.device == "cpu" else encoded.to_device(ctranslate2.Device.cpu)
                 host.append(np.asarray(on_cpu))
-            one = ctranslate2.StorageView.from_array(np.ascontiguousarray(host[0][row : row + 1]))
-            return one.to_device(ctranslate2.Device.cuda) if self.device == "cuda" else one
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(host[0][row : row + 1]))
 
         return row_of
 

@@ -12,6 +12,42 @@ from carevoice.errors import SetupError
 from carevoice.settings import Device
 
 
+# On CUDA, without --compute-type: float16 where the GPU has fast float16, else INT8 weights with
+# float32 arithmetic (what `carevoice doctor` recommends there), else float32.
+CUDA_COMPUTE_PREFERENCE = ("float16", "int8_float32", "float32")
+
+
+class ComputeReason(str, Enum):
+    """Why a GPU runs the compute type it does."""
+
+    ASKED = "asked"  # --compute-type, and the GPU runs it
+    BEST = "best"  # the first of CUDA_COMPUTE_PREFERENCE the GPU runs
+    NOT_SUPPORTED = "not_supported"  # --compute-type names a type the GPU cannot run: the best it can
+
+
+@dataclass(frozen=True)
+class ComputeChoice:
+    """The compute type of one device, and why (``asked``: what --compute-type said, if anything)."""
+
+    compute_type: str
+    reason: ComputeReason
+    asked: str | None = None
+
+
+def choose_compute_type(asked: str | None, supported: frozenset[str]) -> ComputeChoice:
+    """The compute type for a CUDA device that runs ``supported`` (CTranslate2's list for it;
+    empty when it cannot tell, which trusts what was asked, or float16).
+
+    A type the GPU cannot run is never asked of CTranslate2 (it raises): an RTX 5070 Ti (compute
+    capability 12.0) runs no INT8 with CTranslate2 4.6.2–4.6.x, so ``int8_float16`` there becomes
+    float16, and the run header says so.
+    """
+    if asked is not None and (not supported or asked in supported or asked == "auto"):
+        return ComputeChoice(asked, ComputeReason.ASKED, asked)
+    best = next((t for t in CUDA_COMPUTE_PREFERENCE if t in supported), CUDA_COMPUTE_PREFERENCE[0])
+    return ComputeChoice(best, ComputeReason.BEST if asked is None else ComputeReason.NOT_SUPPORTED, asked)
+
+
 class DeviceReason(str, Enum):
     """Why the run is on its device."""
 
@@ -32,6 +68,9 @@ class DeviceChoice:
         gpus: The CUDA devices an engine was loaded on (one engine each; empty on the CPU).
         gpus_asked: What --gpus named (None: not given).
         problem: With AUTO_CUDA_UNUSABLE, why CUDA could not be used (one line).
+        compute: Each GPU's compute type and why, in the order of ``gpus``.
+        dropped: GPUs that could not load or run the model, and why (one line each): the run
+            goes on with the others.
     """
 
     device: Literal["cuda", "cpu"]
@@ -40,6 +79,8 @@ class DeviceChoice:
     gpus: tuple[int, ...] = ()
     gpus_asked: tuple[int, ...] | None = None
     problem: str = ""
+    compute: tuple[ComputeChoice, ...] = ()
+    dropped: tuple[tuple[int, str], ...] = ()
 
     @property
     def fell_back(self) -> bool:

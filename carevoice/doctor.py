@@ -3,7 +3,7 @@ each returning a CheckResult; :func:`run_checks` never raises.
 
 Everything that can be broken (numpy, ffmpeg-python, faster-whisper, ctranslate2) is imported
 inside the checks, so a broken install is reported instead of taking doctor down with it. The
-GPU inference check runs in a child process: a missing cuBLAS aborts the process that uses it.
+GPU inference check runs in a child process per GPU: a missing cuBLAS can abort the process that uses it.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class Context:
     nvml: NvmlInfo | None = None
     cuda_devices: int = 0
     cuda_compute_types: frozenset[str] = field(default_factory=frozenset)
+    cuda: list[CudaDevice] = field(default_factory=list)
 
 
 def check_python(ctx: Context) -> CheckResult:
@@ -120,7 +121,7 @@ def check_packages(ctx: Context) -> CheckResult:
             "packages",
             CheckStatus.FAIL,
             f"{ctx.backend_problem}; {detail}",
-            "reinstall it: pip install --force-reinstall 'faster-whisper==1.2.1' 'ctranslate2>=4.5,<5'",
+            "reinstall it: pip install --force-reinstall 'faster-whisper==1.2.1' 'ctranslate2>=4.6.3,<5'",
         )
     if versions["nvidia-ml-py"] is None:
         return CheckResult("packages", CheckStatus.WARN, detail, "pip install nvidia-ml-py to see GPU utilisation")
@@ -268,11 +269,13 @@ def check_model(ctx: Context) -> CheckResult:
     started = time.monotonic()
     try:
         item = EngineItem(samples, engine.features(samples), engine.window_frames(1.0, None), None)
-        results = engine.run_batch([item], DecodeSettings(word_timestamps=False))
+        (result,) = engine.run_batch([item], DecodeSettings(word_timestamps=False))
+        if isinstance(result, CareVoiceError):
+            raise result
     except CareVoiceError as exc:
         return CheckResult("model", CheckStatus.FAIL, f"{ref.model_id} loads but cannot transcribe on cpu: {exc.message}", exc.hint)
     infer_s = time.monotonic() - started
-    segments = sum(len(r.segments) for r in results)
+    segments = len(result.segments)
     what = "1 s of the bundled speech sample" if speech else "1 s of test tone (no ffmpeg to decode the speech sample)"
     detail = (
         f"{ref.model_id} from {ref.origin} ({ref.load_from}); loads on cpu ({engine.compute_type}) in {load_s:.1f} s; "
@@ -301,14 +304,14 @@ def check_opencc(ctx: Context) -> CheckResult:
 
 
 def check_nvml(ctx: Context) -> CheckResult:
-    from carevoice.gpu import read_nvml_info
+    from carevoice.gpu import gib, read_nvml_info
 
     info = ctx.nvml = read_nvml_info()
     if not info.has_gpu:
         return CheckResult("NVIDIA GPU", CheckStatus.SKIP, info.describe())
     gpus = "; ".join(
-        f"GPU{d.index} {d.name}: {d.memory_used_mib / 1024:.1f}/{d.memory_total_mib / 1024:.0f} GiB used, "
-        f"{d.util_pct if d.util_pct is not None else '?'}% busy"
+        f"GPU{d.index} {d.name} (compute capability {d.compute_capability or '?'}): "
+        f"{gib(d.memory_used_mib)}/{gib(d.memory_total_mib, '.0f')} GiB used, {'n/a' if d.util_pct is None else f'{d.util_pct:.0f}%'} busy"
         for d in info.devices
     )
     return CheckResult(
@@ -316,8 +319,36 @@ def check_nvml(ctx: Context) -> CheckResult:
     )
 
 
+@dataclass(frozen=True)
+class CudaDevice:
+    """What doctor knows of one CUDA device (by CUDA's index, as --gpus counts)."""
+
+    index: int
+    name: str
+    compute_capability: str | None
+    compute_types: frozenset[str]
+    runs: str  # the compute type a run uses there (carevoice.devices.choose_compute_type)
+
+
+def cuda_devices(ctx: Context) -> list[CudaDevice]:
+    """Every CUDA device, with the facts NVML has of the physical GPU behind it."""
+    from carevoice.decoder import cuda_compute_types
+    from carevoice.devices import choose_compute_type
+    from carevoice.gpu import visible_gpus
+
+    nvml = ctx.nvml.devices if ctx.nvml is not None else ()
+    behind = visible_gpus(ctx.cuda_devices, [d.uuid for d in nvml])
+    devices = []
+    for index in range(ctx.cuda_devices):
+        gpu = next((d for d in nvml if d.uuid and d.uuid == behind[index]), None)
+        types = cuda_compute_types(index)
+        runs = choose_compute_type(ctx.settings.engine.compute_type, types).compute_type
+        devices.append(CudaDevice(index, gpu.name if gpu else "?", gpu.compute_capability if gpu else None, types, runs))
+    return devices
+
+
 def check_cuda(ctx: Context) -> CheckResult:
-    from carevoice.decoder import cuda_compute_types, cuda_device_count
+    from carevoice.decoder import CUBLAS_HINT, cuda_device_count
     from carevoice.gpu import CUBLAS_LIBRARY, load_cublas
 
     if ctx.backend_problem and "ctranslate2" in ctx.backend_problem:
@@ -333,47 +364,55 @@ def check_cuda(ctx: Context) -> CheckResult:
                 "CTranslate2 4.x needs CUDA 12 (driver ≥ 525); check `nvidia-smi` and CUDA_VISIBLE_DEVICES",
             )
         return CheckResult("CUDA (ctranslate2)", CheckStatus.SKIP, "no GPU: CTranslate2 sees no CUDA device")
-    ctx.cuda_compute_types = cuda_compute_types()
-    types = ", ".join(sorted(ctx.cuda_compute_types)) or "none"
-    detail = f"{ctx.cuda_devices} CUDA device(s); compute types {types}"
+    devices = ctx.cuda = cuda_devices(ctx)
+    ctx.cuda_compute_types = devices[0].compute_types
+    detail = f"{ctx.cuda_devices} CUDA device(s): " + "; ".join(
+        f"{d.index} {d.name} (compute capability {d.compute_capability or '?'}): "
+        f"{', '.join(sorted(d.compute_types)) or 'no compute type'} — runs {d.runs}"
+        for d in devices
+    )
     loads, why = load_cublas()
     if not loads:
+        return CheckResult("CUDA (ctranslate2)", CheckStatus.FAIL, f"{detail}; {CUBLAS_LIBRARY} does not load ({why})", CUBLAS_HINT)
+    slow = [d for d in devices if "float16" not in d.compute_types]
+    if slow:
         return CheckResult(
             "CUDA (ctranslate2)",
-            CheckStatus.FAIL,
-            f"{detail}; {CUBLAS_LIBRARY} does not load ({why})",
-            "install CUDA 12 cuBLAS (pip install nvidia-cublas-cu12, add its lib folder to LD_LIBRARY_PATH), or use --device cpu",
+            CheckStatus.WARN,
+            f"{detail}; {why}",
+            f"GPU {', '.join(str(d.index) for d in slow)} has no fast float16: a run uses {slow[0].runs} there",
         )
-    if "float16" not in ctx.cuda_compute_types:
-        return CheckResult("CUDA (ctranslate2)", CheckStatus.WARN, f"{detail}; {why}", "this GPU has no fast float16: pass --compute-type int8_float32")
     return CheckResult("CUDA (ctranslate2)", CheckStatus.PASS, f"{detail}; {why}")
 
 
 def check_gpu_inference(ctx: Context) -> CheckResult:
+    """A real second of transcription on every CUDA device, each in a child process of its own."""
+    from carevoice.decoder import CUBLAS_HINT
     from carevoice.gpu import probe_cuda_inference
-    from carevoice.settings import DEFAULT_COMPUTE_TYPE
 
     name = "GPU inference"
     if ctx.cuda_devices == 0:
         return CheckResult(name, CheckStatus.SKIP, "no GPU")
     if ctx.model_ref is None:
         return CheckResult(name, CheckStatus.SKIP, "not tested: no model to run (see model)")
-    compute_type = ctx.settings.engine.compute_type or DEFAULT_COMPUTE_TYPE["cuda"]
+    devices = ctx.cuda or cuda_devices(ctx)
+    results = []
     with tempfile.TemporaryDirectory(prefix="carevoice-doctor-") as tmp:
         audio = None
         if ctx.speech is not None:
             audio = Path(tmp) / "speech.f32"
             ctx.speech.astype("<f4").tofile(audio)
         download_root = None if ctx.model_ref.is_local else str(ctx.settings.engine.cache_dir / "hub")
-        probe = probe_cuda_inference(ctx.model_ref.load_from, compute_type, audio, ctx.settings.gpu_timeout_s, download_root)
-    if not probe.ok:
-        return CheckResult(
-            name,
-            CheckStatus.FAIL,
-            probe.detail,
-            "the CUDA libraries CTranslate2 needs (cuBLAS 12, cuDNN 9) must load; until then use --device cpu",
-        )
-    return CheckResult(name, CheckStatus.PASS, f"{ctx.model_ref.model_id} on cuda: {probe.detail}")
+        for device in devices:
+            probe = probe_cuda_inference(ctx.model_ref.load_from, device.runs, audio, ctx.settings.gpu_timeout_s, download_root, device.index)
+            results.append((device.index, probe))
+    failed = [(i, p) for i, p in results if not p.ok]
+    detail = "; ".join(f"GPU {i}: {p.detail}" for i, p in results)
+    if failed:
+        status = CheckStatus.FAIL if len(failed) == len(results) else CheckStatus.WARN
+        hint = CUBLAS_HINT if status is CheckStatus.FAIL else f"a run leaves out GPU {', '.join(str(i) for i, _ in failed)} (or pass --gpus)"
+        return CheckResult(name, status, detail, hint)
+    return CheckResult(name, CheckStatus.PASS, f"{ctx.model_ref.model_id} on cuda: {detail}")
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from carevoice.audio import SAMPLE_RATE_HZ
-from carevoice.decoder import AlignedWord, DecodedSegment, Decoder, Generation, TextTokens
+from carevoice.decoder import AlignedWord, DecodedSegment, Decoder, Generation, TextTokens, is_out_of_memory
 from carevoice.errors import EngineError
 from carevoice.fallback import Fallback
 from carevoice.models import ModelRef
@@ -80,13 +80,6 @@ class ItemResult:
     redecoded: bool = False  # decoded the safe (sequential, temperature fallback) way
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an inference error means the device ran out of memory (read from its message: CTranslate2
-    raises plain RuntimeErrors), so that a smaller batch may fit."""
-    text = str(exc).lower()
-    return "out of memory" in text or "cudaerrormemoryallocation" in text or isinstance(exc, MemoryError)
-
-
 class Engine:
     """Batched decoding around one loaded model. Build with :meth:`Engine.load` (or around any
     decoder, e.g. a test double). Not thread-safe: one thread runs batches.
@@ -138,8 +131,12 @@ class Engine:
         """The encoder window for a chunk of this length (and language, when known)."""
         return window_frames(duration_s, self.windows_s, language=language)
 
-    def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+    def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult | EngineError]:
         """Transcribe chunks from any number of files in one encoder and one decoder pass.
+
+        Returns:
+            One result per chunk, in order; an EngineError in place of a chunk whose fallback
+            decode (a chunk's own, after the batch's work) failed: the batch's finished work stands.
 
         Raises:
             EngineOutOfMemory: the device ran out of memory (the caller may split the batch).
@@ -147,21 +144,19 @@ class Engine:
         """
         try:
             return self._run_batch(items, options)
-        except (RuntimeError, MemoryError) as exc:
-            if is_out_of_memory(exc):
-                raise EngineOutOfMemory(
-                    f"out of memory on {self.device} for a batch of {len(items)}",
-                    "lower --batch-size, or use a smaller model",
-                ) from None
-            raise EngineError(
-                f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "rerun with --traceback and report it"
-            ) from None
-        except Exception as exc:  # a bug here must fail these chunks' files, not end the run (and its report)
-            raise EngineError(
-                f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)"
-            ) from None
+        except Exception as exc:
+            raise self._error(exc, f"a batch of {len(items)}") from None
 
-    def _run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+    def _error(self, exc: Exception, what: str) -> EngineError:
+        """The one-line error for an inference failure (never its message when it may hold speech)."""
+        if isinstance(exc, (RuntimeError, MemoryError)):
+            if is_out_of_memory(exc):
+                return EngineOutOfMemory(f"out of memory on {self.device} for {what}", "lower --batch-size, or use a smaller model")
+            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "rerun with --traceback and report it")
+        # A bug here must fail these chunks' files, not end the run (and its report).
+        return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
+
+    def _run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult | EngineError]:
         """Decode every chunk in its own window, then carry out the follow-ups, pass by pass.
 
         Every follow-up runs with pieces of its own window length only, so a chunk's result never
@@ -267,14 +262,18 @@ class Engine:
     def _redecode(self, item: EngineItem, chunk: _Chunk, options: DecodeSettings, *, looped_encoding: Any = None) -> _Chunk:
         """Decode one whole chunk the safe way (carevoice.fallback). ``looped_encoding``: the chunk's
         full-window encoder output, when its beam decode there just looped: sampling then starts at
-        once, and words are aligned on it."""
+        once, and words are aligned on it. A failure here (the seeded copy's memory, say) fails this
+        chunk alone: splitting the batch would only repeat the other chunks' finished work."""
         if self._fallback is None:
             self._fallback = Fallback(self.decoder)
-        drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
-        if options.word_timestamps and drafts:
-            full = replace(item, window_frames=WINDOW_FRAMES)
-            encoded = self.decoder.encode([full.features], WINDOW_FRAMES) if looped_encoding is None else looped_encoding
-            drafts = self._align(encoded, options.task, chunk.language, full, drafts)
+        try:
+            drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
+            if options.word_timestamps and drafts:
+                full = replace(item, window_frames=WINDOW_FRAMES)
+                encoded = self.decoder.encode([full.features], WINDOW_FRAMES) if looped_encoding is None else looped_encoding
+                drafts = self._align(encoded, options.task, chunk.language, full, drafts)
+        except Exception as exc:
+            return _Chunk(chunk.language, chunk.language_probability, failed=self._error(exc, "the fallback decode of one chunk"))
         return _Chunk(chunk.language, chunk.language_probability, [(0.0, drafts)], chunk.widened, chunk.continued, True)
 
 
@@ -359,8 +358,11 @@ class _Chunk:
     widened: bool = False
     continued: bool = False
     redecoded: bool = False
+    failed: EngineError | None = None  # its fallback decode failed: the chunk's file fails
 
-    def result(self) -> ItemResult:
+    def result(self) -> ItemResult | EngineError:
+        if self.failed is not None:
+            return self.failed
         segments = [_placed(d, self.language, offset_s) for offset_s, piece in self.pieces for d in piece]
         return ItemResult(self.language, self.language_probability, segments, self.widened, self.continued, self.redecoded)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_INTERVAL_S = 0.5
 MIB = 1024 * 1024
@@ -34,12 +35,14 @@ def unavailable_message(reason: str) -> str:
 
 @dataclass(frozen=True)
 class GpuSample:
-    """One reading of one GPU. Fields a GPU does not report are None (MIG slices report no utilisation)."""
+    """One reading of one GPU, by its CUDA index (as --gpus and CUDA_VISIBLE_DEVICES count). Fields
+    a GPU does not report are None, shown as n/a (a MIG slice reports no utilisation; restricted
+    permissions can hide memory too)."""
 
     index: int
     util_pct: float | None
-    memory_used_mib: float
-    memory_total_mib: float
+    memory_used_mib: float | None
+    memory_total_mib: float | None
     power_w: float | None = None
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
@@ -48,20 +51,24 @@ class GpuSample:
 
 @dataclass(frozen=True)
 class GpuDevice:
-    """Static facts about one GPU plus its load at the moment it was read."""
+    """Static facts about one GPU plus its load at the moment it was read (NVML's index)."""
 
     index: int
     name: str
-    memory_total_mib: float
-    memory_used_mib: float
+    memory_total_mib: float | None
+    memory_used_mib: float | None
     util_pct: float | None
+    uuid: str = ""
+    compute_capability: str | None = None  # e.g. "12.0"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "name": self.name,
-            "memory_total_mib": round(self.memory_total_mib),
-            "memory_used_mib": round(self.memory_used_mib),
+            "uuid": self.uuid or None,
+            "compute_capability": self.compute_capability,
+            "memory_total_mib": _rounded(self.memory_total_mib, 0),
+            "memory_used_mib": _rounded(self.memory_used_mib, 0),
             "util_pct": self.util_pct,
         }
 
@@ -94,7 +101,7 @@ class NvmlInfo:
             return unavailable_message(self.reason)
         if not self.devices:
             return f"no NVIDIA GPU (NVML found no device; driver {self.driver_version})"
-        gpus = ", ".join(f"{d.name} ({d.memory_total_mib / 1024:.0f} GiB)" for d in self.devices)
+        gpus = ", ".join(f"{d.name} ({gib(d.memory_total_mib, '.0f')} GiB)" for d in self.devices)
         return f"{gpus}; driver {self.driver_version}, CUDA {self.cuda_driver_version or '?'}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,15 +133,49 @@ def _optional(read: Callable[[], float]) -> float | None:
         return None
 
 
-class _Nvml:
-    """An initialised NVML session; :meth:`open` returns None (with a reason) when there is none."""
+def visible_gpus(cuda_count: int, nvml_uuids: Sequence[str], env: dict[str, str] | None = None) -> list[str | None]:
+    """The UUID of the physical GPU behind each CUDA device index (None where it cannot be told).
 
-    def __init__(self, nvml: Any, handles: list[Any]) -> None:
+    NVML numbers GPUs in PCI bus order and ignores CUDA_VISIBLE_DEVICES; CUDA renumbers the GPUs
+    that variable lists (indices, or UUIDs and their prefixes, or MIG UUIDs), in its own order
+    unless CUDA_DEVICE_ORDER is PCI_BUS_ID (CareVoice sets that before CUDA starts, when it is
+    not set). So GPU 1 of a run can be NVML's GPU 3, another tenant's GPU 1.
+
+    Args:
+        cuda_count: How many CUDA devices there are.
+        nvml_uuids: Every GPU's UUID, in NVML (PCI) order.
+        env: The environment (default: this process's).
+    """
+    env = dict(os.environ) if env is None else env
+    pci_order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") == "PCI_BUS_ID"
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        physical: list[str | None] = list(nvml_uuids) if pci_order or len(nvml_uuids) == 1 else [None] * len(nvml_uuids)
+    else:
+        physical = []
+        for entry in (e.strip() for e in listed.split(",")):
+            if entry.isdigit() and int(entry) < len(nvml_uuids):
+                physical.append(nvml_uuids[int(entry)] if pci_order or len(nvml_uuids) == 1 else None)
+            elif entry.startswith(("GPU-", "MIG-")):
+                matches = [u for u in nvml_uuids if u.startswith(entry)]
+                physical.append(matches[0] if len(matches) == 1 else (entry if entry.startswith("MIG-") else None))
+            else:
+                break  # CUDA ignores an invalid entry and every one after it
+    return (physical + [None] * cuda_count)[:cuda_count]
+
+
+class _Nvml:
+    """An initialised NVML session over some GPUs; :meth:`open` returns None (with a reason) when
+    there is none. ``handles``: (label, handle) — the label is the index a run calls the GPU by."""
+
+    def __init__(self, nvml: Any, handles: list[tuple[int, Any]]) -> None:
         self.nvml = nvml
         self.handles = handles
 
     @classmethod
-    def open(cls) -> tuple[_Nvml | None, str]:
+    def open(cls, cuda_indices: Sequence[int] | None = None) -> tuple[_Nvml | None, str]:
+        """Every GPU NVML sees, by NVML index; or the GPUs behind these CUDA device indices (a
+        GPU that cannot be matched to one is left out: its numbers would be another GPU's)."""
         try:
             import pynvml
 
@@ -142,7 +183,17 @@ class _Nvml:
         except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError, ...
             return None, _nvml_reason(exc)
         try:
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            every = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            if cuda_indices is None:
+                return cls(pynvml, list(enumerate(every))), ""
+            uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in every]
+            behind = visible_gpus(max(cuda_indices, default=-1) + 1, uuids)
+            handles = []
+            for index in cuda_indices:
+                uuid = behind[index]
+                if uuid is None:
+                    continue
+                handles.append((index, every[uuids.index(uuid)] if uuid in uuids else pynvml.nvmlDeviceGetHandleByUUID(uuid)))
         except Exception as exc:
             cls._shutdown(pynvml)
             return None, _nvml_reason(exc)
@@ -159,23 +210,38 @@ class _Nvml:
         self._shutdown(self.nvml)
 
     def sample(self) -> list[GpuSample]:
-        """Read every GPU once (raises NVMLError if a GPU stops answering)."""
+        """Read every GPU once. A reading a GPU refuses (a MIG slice, restricted permissions) is
+        None; when not one reading of any GPU comes back, the driver is gone: NVMLError."""
         nvml = self.nvml
-        samples = []
-        for index, handle in enumerate(self.handles):
-            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        samples, failures = [], []
+
+        def read(call: Callable[[], float]) -> float | None:
+            try:
+                return float(call())
+            except Exception as exc:
+                failures.append(exc)
+                return None
+
+        for index, handle in self.handles:
+            try:
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            except Exception as exc:
+                failures.append(exc)
+                memory = None
             samples.append(
                 GpuSample(
                     index=index,
-                    util_pct=_optional(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-                    memory_used_mib=memory.used / MIB,
-                    memory_total_mib=memory.total / MIB,
-                    power_w=_optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
-                    temperature_c=_optional(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
-                    sm_clock_mhz=_optional(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
-                    memory_clock_mhz=_optional(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
+                    util_pct=read(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                    memory_used_mib=memory.used / MIB if memory is not None else None,
+                    memory_total_mib=memory.total / MIB if memory is not None else None,
+                    power_w=read(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
+                    temperature_c=read(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+                    sm_clock_mhz=read(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
+                    memory_clock_mhz=read(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
                 )
             )
+        if failures and len(failures) == 6 * len(self.handles):
+            raise failures[-1]
         return samples
 
     def info(self) -> NvmlInfo:
@@ -184,17 +250,21 @@ class _Nvml:
         cuda = _optional(nvml.nvmlSystemGetCudaDriverVersion_v2)
         cuda_text = f"{int(cuda) // 1000}.{int(cuda) % 1000 // 10}" if cuda else None
         now = {s.index: s for s in self.sample()}
-        devices = tuple(
-            GpuDevice(
-                index=i,
-                name=_text(nvml.nvmlDeviceGetName(handle)),
-                memory_total_mib=now[i].memory_total_mib,
-                memory_used_mib=now[i].memory_used_mib,
-                util_pct=now[i].util_pct,
+        devices = []
+        for i, handle in self.handles:
+            try:
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            except Exception:
+                uuid = ""
+            try:
+                major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+                capability: str | None = f"{major}.{minor}"
+            except Exception:
+                capability = None
+            devices.append(
+                GpuDevice(i, _text(nvml.nvmlDeviceGetName(handle)), now[i].memory_total_mib, now[i].memory_used_mib, now[i].util_pct, uuid, capability)
             )
-            for i, handle in enumerate(self.handles)
-        )
-        return NvmlInfo(True, "", driver, cuda_text, devices)
+        return NvmlInfo(True, "", driver, cuda_text, tuple(devices))
 
 
 def read_nvml_info() -> NvmlInfo:
@@ -208,6 +278,22 @@ def read_nvml_info() -> NvmlInfo:
         return NvmlInfo(False, _nvml_reason(exc))
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+
+def busiest(devices: Sequence[T], load: Callable[[T], tuple[float | None, float | None]]) -> T | None:
+    """The one rule for "the busiest GPU" (live progress, summaries, bench): the highest
+    utilisation, then the most memory in use, then the lowest index; n/a counts as 0."""
+    if not devices:
+        return None
+    return max(devices, key=lambda d: tuple(v or 0.0 for v in load(d)))  # the first of equals: the lowest index
+
+
+def gib(mib: float | None, fmt: str = ".1f") -> str:
+    """MiB as GiB for people; "n/a" for a reading the GPU did not give."""
+    return "n/a" if mib is None else format(mib / 1024, fmt)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -236,9 +322,9 @@ class DeviceStats:
     util_mean_pct: float | None  # None: the GPU reports no utilisation (e.g. a MIG slice)
     util_p95_pct: float | None
     util_peak_pct: float | None
-    memory_used_mean_mib: float
-    memory_used_peak_mib: float
-    memory_total_mib: float
+    memory_used_mean_mib: float | None  # None: the GPU reports no memory (restricted permissions)
+    memory_used_peak_mib: float | None
+    memory_total_mib: float | None
     power_mean_w: float | None = None
     power_peak_w: float | None = None
     temperature_peak_c: float | None = None
@@ -252,9 +338,9 @@ class DeviceStats:
             "util_mean_pct": _rounded(self.util_mean_pct),
             "util_p95_pct": _rounded(self.util_p95_pct),
             "util_peak_pct": _rounded(self.util_peak_pct),
-            "memory_used_mean_mib": round(self.memory_used_mean_mib),
-            "memory_used_peak_mib": round(self.memory_used_peak_mib),
-            "memory_total_mib": round(self.memory_total_mib),
+            "memory_used_mean_mib": _rounded(self.memory_used_mean_mib, 0),
+            "memory_used_peak_mib": _rounded(self.memory_used_peak_mib, 0),
+            "memory_total_mib": _rounded(self.memory_total_mib, 0),
             "power_mean_w": _rounded(self.power_mean_w),
             "power_peak_w": _rounded(self.power_peak_w),
             "temperature_peak_c": _rounded(self.temperature_peak_c, 0),
@@ -272,7 +358,8 @@ def summarise(readings: Sequence[Sequence[GpuSample]]) -> tuple[DeviceStats, ...
     stats = []
     for index, samples in sorted(by_index.items()):
         util = [s.util_pct for s in samples if s.util_pct is not None]
-        used = [s.memory_used_mib for s in samples]
+        used = [s.memory_used_mib for s in samples if s.memory_used_mib is not None]
+        total = [s.memory_total_mib for s in samples if s.memory_total_mib is not None]
         power = [s.power_w for s in samples if s.power_w is not None]
         temperature = [s.temperature_c for s in samples if s.temperature_c is not None]
         sm_clock = [s.sm_clock_mhz for s in samples if s.sm_clock_mhz is not None]
@@ -284,9 +371,9 @@ def summarise(readings: Sequence[Sequence[GpuSample]]) -> tuple[DeviceStats, ...
                 util_mean_pct=_mean(util),
                 util_p95_pct=percentile(util, 95) if util else None,
                 util_peak_pct=max(util) if util else None,
-                memory_used_mean_mib=sum(used) / len(used),
-                memory_used_peak_mib=max(used),
-                memory_total_mib=max(s.memory_total_mib for s in samples),
+                memory_used_mean_mib=_mean(used),
+                memory_used_peak_mib=max(used) if used else None,
+                memory_total_mib=max(total) if total else None,
                 power_mean_w=_mean(power),
                 power_peak_w=max(power) if power else None,
                 temperature_peak_c=max(temperature) if temperature else None,
@@ -318,7 +405,7 @@ class GpuStats:
     @property
     def busiest(self) -> DeviceStats | None:
         """The GPU with the highest mean utilisation (the one doing the work)."""
-        return max(self.devices, key=lambda d: (d.util_mean_pct or 0.0, d.memory_used_peak_mib, -d.index)) if self.devices else None
+        return busiest(self.devices, lambda d: (d.util_mean_pct, d.memory_used_peak_mib))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -345,6 +432,7 @@ class GpuSampler:
         interval_s: Seconds between readings.
         on_sample: Called from the sampler thread with each reading (e.g. a live display);
             its exceptions are swallowed.
+        cuda_indices: The GPUs to read, by CUDA index (the run's own); None: every GPU NVML sees.
     """
 
     def __init__(
@@ -352,8 +440,10 @@ class GpuSampler:
         query: QueryFn | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         on_sample: Callable[[Sequence[GpuSample]], None] | None = None,
+        cuda_indices: Sequence[int] | None = None,
     ) -> None:
         self._query = query
+        self.cuda_indices = cuda_indices
         self.interval_s = interval_s
         self.on_sample = on_sample
         self.available = False
@@ -371,14 +461,14 @@ class GpuSampler:
         if self._thread is not None:
             return self
         if self._query is None:
-            self._session, reason = _Nvml.open()
+            self._session, reason = _Nvml.open(self.cuda_indices)
             if self._session is None:
                 self.reason = reason
                 return self
             if not self._session.handles:
                 self._session.close()
                 self._session = None
-                self.reason = "NVML found no device"
+                self.reason = "NVML found no device" if self.cuda_indices is None else "NVML cannot tell which GPUs this run uses"
                 return self
             self._query = self._session.sample
         self.available = True
@@ -461,14 +551,14 @@ def load_cublas() -> tuple[bool, str]:
     return True, f"{CUBLAS_LIBRARY} loads"
 
 
-# Runs in a child process: a missing cuBLAS/cuDNN aborts the process that touches it.
+# Runs in a child process: a missing cuBLAS can abort the process that touches it.
 _PROBE_SCRIPT = """
 import json, sys, time
 import numpy as np
 from faster_whisper import WhisperModel
-model_dir, compute_type, audio, download_root = sys.argv[1:5]
+model_dir, compute_type, audio, download_root, device_index = sys.argv[1:6]
 started = time.monotonic()
-model = WhisperModel(model_dir, device="cuda", compute_type=compute_type, download_root=download_root or None)
+model = WhisperModel(model_dir, device="cuda", device_index=int(device_index), compute_type=compute_type, download_root=download_root or None)
 loaded = time.monotonic()
 samples = np.fromfile(audio, dtype=np.float32) if audio else np.zeros(16000, dtype=np.float32)
 segments, _ = model.transcribe(samples, beam_size=1, language="en" if model.model.is_multilingual else None)
@@ -498,8 +588,9 @@ def probe_cuda_inference(
     audio: Path | None = None,
     timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     download_root: str | None = None,
+    device_index: int = 0,
 ) -> CudaProbe:
-    """Load the model on CUDA device 0 and transcribe a second of audio, in a child process.
+    """Load the model on one CUDA device and transcribe a second of audio, in a child process.
 
     Args:
         model_dir: A model faster-whisper can load (a folder or a cached hub name).
@@ -507,11 +598,12 @@ def probe_cuda_inference(
         audio: Raw float32 16 kHz mono samples; default: one second of silence.
         timeout_s: Kill the child after this long.
         download_root: Where a hub model was cached (as in Engine.load); None for a local folder.
+        device_index: The CUDA device.
 
     Returns:
         ok, and one line naming what failed (the signal, the last error line) or how long it took.
     """
-    command = [sys.executable, "-c", _PROBE_SCRIPT, model_dir, compute_type, str(audio) if audio else "", download_root or ""]
+    command = [sys.executable, "-c", _PROBE_SCRIPT, model_dir, compute_type, str(audio) if audio else "", download_root or "", str(device_index)]
     started = time.monotonic()
     try:
         proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s)

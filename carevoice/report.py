@@ -8,29 +8,42 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from carevoice import __version__
-from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason
+from carevoice.devices import (
+    CUDA_COMPUTE_PREFERENCE,
+    ClusterPlacement,
+    ComputeReason,
+    DeviceChoice,
+    DeviceReason,
+)
+from carevoice.gpu import busiest, gib
 from carevoice.reruns import Action, Reason
 from carevoice.results import FileResult, FileStatus, path_text
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from carevoice.claims import Planned
-    from carevoice.runs import Plan
-
     from carevoice.bench import BenchResult, BenchRow
+    from carevoice.claims import Planned
     from carevoice.doctor import CheckResult
     from carevoice.gpu import GpuSample
+    from carevoice.runs import Plan
 
 
 @dataclass
@@ -234,6 +247,14 @@ def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:
         note += f"; one engine on each of GPUs {','.join(map(str, placement.gpus))}"
     elif placement.gpus and placement.gpus_asked is not None:
         note += f"; GPU {placement.gpus[0]}"
+    for index, compute in zip(placement.gpus, placement.compute):
+        if compute.reason is ComputeReason.NOT_SUPPORTED:
+            note += f"; GPU {index} cannot run {compute.asked}: {compute.compute_type} instead"
+        elif compute.reason is ComputeReason.BEST and compute.compute_type != CUDA_COMPUTE_PREFERENCE[0]:
+            note += f"; GPU {index} has no fast {CUDA_COMPUTE_PREFERENCE[0]}: {compute.compute_type}"
+    if placement.gpus:  # with --device cuda or auto, a GPU that cannot run the model is left out
+        for index, why in placement.dropped:
+            note += f"; GPU {index} left out ({why})"
     return note
 
 
@@ -268,24 +289,24 @@ def write_report(path: Path, summary: RunSummary) -> None:
 
 def gpu_live_text(reading: Sequence[GpuSample]) -> str:
     """Progress suffix for the busiest GPU of one reading, e.g. `` · GPU 87% · 3.2/140 GiB``."""
-    if not reading:
+    gpu = busiest(reading, lambda s: (s.util_pct, s.memory_used_mib))
+    if gpu is None:
         return ""
-    gpu = max(reading, key=lambda s: (s.util_pct or 0.0, s.memory_used_mib))
-    util = "?" if gpu.util_pct is None else f"{gpu.util_pct:.0f}"
-    return f" · GPU {util}% · {gpu.memory_used_mib / 1024:.1f}/{gpu.memory_total_mib / 1024:.0f} GiB"
+    util = "n/a" if gpu.util_pct is None else f"{gpu.util_pct:.0f}%"
+    return f" · GPU{gpu.index} {util} · {gib(gpu.memory_used_mib)}/{gib(gpu.memory_total_mib, '.0f')} GiB"
 
 
 def gpu_summary_text(gpu: dict[str, Any] | None) -> str:
     """Summary suffix from GpuStats.to_dict(): mean / p95 / peak utilisation of the busiest GPU."""
-    if not gpu or not gpu.get("devices"):
+    top = busiest((gpu or {}).get("devices") or [], lambda d: (d["util_mean_pct"], d["memory_used_peak_mib"]))
+    if top is None:
         return ""
-    busiest = max(gpu["devices"], key=lambda d: (d["util_mean_pct"] or 0.0, d["memory_used_peak_mib"]))
-    memory = f"memory peak {busiest['memory_used_peak_mib'] / 1024:.1f} GiB"
-    if busiest["util_mean_pct"] is None:
-        return f" · GPU{busiest['index']} {memory} (no utilisation reported)"
+    memory = f"memory peak {gib(top['memory_used_peak_mib'])} GiB"
+    if top["util_mean_pct"] is None:
+        return f" · GPU{top['index']} {memory} (no utilisation reported)"
     return (
-        f" · GPU{busiest['index']} util mean {busiest['util_mean_pct']:.0f}% / p95 {busiest['util_p95_pct']:.0f}% / "
-        f"peak {busiest['util_peak_pct']:.0f}%, {memory}"
+        f" · GPU{top['index']} util mean {top['util_mean_pct']:.0f}% / p95 {top['util_p95_pct']:.0f}% / "
+        f"peak {top['util_peak_pct']:.0f}%, {memory}"
     )
 
 
@@ -339,10 +360,10 @@ def _number(value: float | None, fmt: str) -> str:
 def _gpu_cell(row: BenchRow) -> str:
     if row.gpu is None or not row.gpu.devices:
         return "–"
-    busiest = row.gpu.busiest
-    assert busiest is not None
-    util = "?" if busiest.util_mean_pct is None else f"{busiest.util_mean_pct:.0f}"
-    return f"{util}% ({busiest.memory_used_peak_mib / 1024:.1f} GiB)"
+    top = row.gpu.busiest
+    assert top is not None
+    util = "n/a" if top.util_mean_pct is None else f"{top.util_mean_pct:.0f}%"
+    return f"{util} ({gib(top.memory_used_peak_mib)} GiB)"
 
 
 def bench_header(result: BenchResult) -> str:

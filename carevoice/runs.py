@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from carevoice.claims import Claims, Planned, plan_jobs, run_facts
-from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason, choose_device, gpu_indices
+from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason, choose_compute_type, choose_device, gpu_indices
 from carevoice.discovery import Job
 from carevoice.errors import SetupError
 from carevoice.models import ModelRef
@@ -144,6 +144,35 @@ def plan_run(settings: TranscribeSettings) -> Plan:
     return Plan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
 
 
+def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice) -> tuple[list[Any], DeviceChoice, SetupError]:
+    """One engine per GPU (they share the scheduler, so each gets full cross-file batches), each in
+    the compute type its GPU runs, loaded and warmed up; a GPU that cannot load or run the model
+    (full, no cuBLAS) is dropped with its reason, and the run goes on with the others.
+
+    Returns:
+        The engines, the choice with the GPUs used and dropped, and the last failure (raised by
+        the caller when no GPU works).
+    """
+    from carevoice.decoder import cuda_compute_types
+    from carevoice.engine import Engine
+
+    engines, used, computes, dropped = [], [], [], []
+    failure = SetupError("no GPU to load the model on")
+    for index in gpu_indices(settings.gpus, choice.cuda_devices):
+        compute = choose_compute_type(settings.engine.compute_type, cuda_compute_types(index))
+        try:
+            engines.append(Engine.load(replace(settings.engine, compute_type=compute.compute_type), ref, "cuda", device_index=index))
+        except SetupError as exc:
+            dropped.append((index, exc.message))
+            failure = exc
+            continue
+        used.append(index)
+        computes.append(compute)
+    if len(dropped) > 1:
+        failure = SetupError(f"no GPU can run the model: {'; '.join(f'GPU {i}: {why}' for i, why in dropped)}", failure.hint)
+    return engines, replace(choice, gpus=tuple(used), compute=tuple(computes), dropped=tuple(dropped)), failure
+
+
 def model_identity(ref: ModelRef, cache_dir: Path, engine: Any = None) -> str | None:
     """The SHA-256 of the model's weights; None for a hub model not downloaded yet (records then
     compare it by name until it is). ``engine``: a loaded engine, whose files are on disk."""
@@ -185,19 +214,14 @@ def start_run(settings: TranscribeSettings) -> Run:
     load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
     ffmpeg = find_ffmpeg()
     choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
-    gpus = gpu_indices(settings.gpus, choice.cuda_devices) if choice.device == "cuda" else ()
-    try:
-        # One engine per GPU; they share the scheduler, so each gets full cross-file batches.
-        engines = [Engine.load(settings.engine, plan.ref, "cuda", device_index=i) for i in gpus] or [
-            Engine.load(settings.engine, plan.ref, choice.device)
-        ]
-        choice = replace(choice, gpus=gpus)
-    except SetupError as exc:
-        if settings.engine.device is not Device.AUTO or choice.device == "cpu":
-            raise
-        # auto picked CUDA but it is unusable (driver, cuBLAS): CPU still works.
+    if choice.device == "cuda":
+        engines, choice, failure = _load_gpus(settings, plan.ref, choice)
+        if not engines:  # not one GPU can run the model
+            if settings.engine.device is not Device.AUTO:
+                raise failure
+            choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=failure.message)  # CPU still works
+    if choice.device == "cpu":
         engines = [Engine.load(settings.engine, plan.ref, "cpu")]
-        choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=exc.message)
     claims = plan.claims()
     if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
         claims.run = replace(claims.run, model_sha256=model_identity(plan.ref, settings.engine.cache_dir, engines[0]))

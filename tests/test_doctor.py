@@ -306,11 +306,11 @@ def test_model_check_fails_for_a_damaged_model(tmp_path: Path) -> None:
 
 
 def test_nvml_check_reports_each_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    info = NvmlInfo(True, "", "570.86.15", "12.8", (GpuDevice(0, "NVIDIA H200", 143771.0, 512.0, 3.0),))
+    info = NvmlInfo(True, "", "570.86.15", "12.8", (GpuDevice(0, "NVIDIA H200", 143771.0, 512.0, 3.0, "GPU-1", "9.0"),))
     monkeypatch.setattr(gpu, "read_nvml_info", lambda: info)
     result = doctor.check_nvml(context(tmp_path))
     assert result == CheckResult(
-        "NVIDIA GPU", CheckStatus.PASS, "driver 570.86.15 (CUDA 12.8); GPU0 NVIDIA H200: 0.5/140 GiB used, 3.0% busy"
+        "NVIDIA GPU", CheckStatus.PASS, "driver 570.86.15 (CUDA 12.8); GPU0 NVIDIA H200 (compute capability 9.0): 0.5/140 GiB used, 3% busy"
     )
 
 
@@ -322,7 +322,7 @@ def test_nvml_check_without_a_driver(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def cuda_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, devices: int, cublas: tuple[bool, str], types: set[str]) -> Context:
     monkeypatch.setattr(decoder, "cuda_device_count", lambda: devices)
-    monkeypatch.setattr(decoder, "cuda_compute_types", lambda: frozenset(types))
+    monkeypatch.setattr(decoder, "cuda_compute_types", lambda index=0: frozenset(types))
     monkeypatch.setattr(gpu, "load_cublas", lambda: cublas)
     return context(tmp_path)
 
@@ -331,8 +331,10 @@ def test_cuda_check_passes_with_a_device_and_cublas(tmp_path: Path, monkeypatch:
     ctx = cuda_context(tmp_path, monkeypatch, 1, (True, "libcublas.so.12 loads"), {"float16", "int8_float16", "float32"})
     result = doctor.check_cuda(ctx)
     assert result == CheckResult(
-        "CUDA (ctranslate2)", CheckStatus.PASS, "1 CUDA device(s); compute types float16, float32, int8_float16; libcublas.so.12 loads"
-    )
+        "CUDA (ctranslate2)",
+        CheckStatus.PASS,
+        "1 CUDA device(s): 0 ? (compute capability ?): float16, float32, int8_float16 — runs float16; libcublas.so.12 loads",
+    )  # no NVML here: which physical GPU it is cannot be told
     assert ctx.cuda_devices == 1
 
 
@@ -341,7 +343,7 @@ def test_cuda_check_fails_when_cublas_does_not_load(tmp_path: Path, monkeypatch:
     result = doctor.check_cuda(ctx)
     assert result.status is CheckStatus.FAIL
     assert result.detail.endswith("libcublas.so.12 does not load (libcublas.so.12: cannot open shared object file)")
-    assert "nvidia-cublas-cu12" in result.hint
+    assert "nvidia-cublas-cu12" in result.hint and "cuDNN is not needed" in result.hint
 
 
 def test_cuda_check_fails_when_the_driver_sees_a_gpu_ctranslate2_does_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -368,18 +370,18 @@ def test_gpu_inference_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ctx.model_ref = ModelRef(str(tmp_path), "tiny.en", "test")
     calls = []
 
-    def probe(model_dir, compute_type, audio, timeout_s, download_root):  # type: ignore[no-untyped-def]
-        calls.append((model_dir, compute_type, timeout_s))
+    def probe(model_dir, compute_type, audio, timeout_s, download_root, device_index):  # type: ignore[no-untyped-def]
+        calls.append((model_dir, compute_type, timeout_s, device_index))
         return CudaProbe(False, "the GPU test process was killed by SIGABRT: Library libcublas.so.12 is not found")
 
     monkeypatch.setattr(gpu, "probe_cuda_inference", probe)
     failed = doctor.check_gpu_inference(ctx)
-    assert failed.status is CheckStatus.FAIL and "SIGABRT" in failed.detail and "--device cpu" in failed.hint
-    assert calls == [(str(tmp_path), "float16", ctx.settings.gpu_timeout_s)]
+    assert failed.status is CheckStatus.FAIL and "SIGABRT" in failed.detail and "libcublas.so.12" in failed.hint
+    assert calls == [(str(tmp_path), "float16", ctx.settings.gpu_timeout_s, 0)]
 
     monkeypatch.setattr(gpu, "probe_cuda_inference", lambda *a: CudaProbe(True, "float16 inference ran (load 1.0 s, 1 s of audio in 0.10 s)"))
     assert doctor.check_gpu_inference(ctx) == CheckResult(
-        "GPU inference", CheckStatus.PASS, "tiny.en on cuda: float16 inference ran (load 1.0 s, 1 s of audio in 0.10 s)"
+        "GPU inference", CheckStatus.PASS, "tiny.en on cuda: GPU 0: float16 inference ran (load 1.0 s, 1 s of audio in 0.10 s)"
     )
 
 

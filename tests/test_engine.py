@@ -286,3 +286,26 @@ def test_a_decode_that_makes_no_progress_is_not_repeated(tiny_decoder: Decoder, 
     assert double.windows == [750]  # one decode, not one per pass
     assert [s["temperatures"] for s in double.sequential] == [(0.0, *fallback.FALLBACK_TEMPERATURES)]
     assert result.redecoded and not result.continued and word_error_rate(JFK_TEXT, text(result)) <= 0.2
+
+
+def test_a_fallback_that_runs_out_of_memory_fails_its_chunk_alone(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
+    """The seeded copy of a large model may not fit beside the engine's: that chunk's file fails, and
+    the batch's finished work is kept (splitting the batch would only decode the others again)."""
+
+    class NoRoomForTheFallback(ScriptedDecoder):
+        def seeded_copy(self, seed: int) -> Any:
+            copy = super().seeded_copy(seed)
+
+            def out_of_memory(samples: np.ndarray, **options: Any) -> Any:
+                raise RuntimeError("CUDA failed with error out of memory")
+
+            copy.transcribe = out_of_memory
+            return copy
+
+    looping_first = on({0: looping}, row=0)
+    double = NoRoomForTheFallback(tiny_decoder, lambda call, row, gen, tok: looping_first(call, row, gen, tok))
+    engine = Engine(double)  # type: ignore[arg-type]
+    first, second = engine.run_batch([item(engine, jfk, WINDOW_FRAMES), item(engine, jfk, WINDOW_FRAMES)], WORDS_ON)
+    assert isinstance(first, EngineError) and first.message == "out of memory on cpu for the fallback decode of one chunk"
+    assert isinstance(second, ItemResult) and word_error_rate(JFK_TEXT, text(second)) <= 0.2
+    assert double.windows == [1500]  # one batched decode, not repeated

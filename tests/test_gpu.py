@@ -11,10 +11,13 @@ import pytest
 from rich.console import Console
 
 from carevoice import gpu
+from carevoice.devices import DeviceChoice, DeviceReason
 from carevoice.gpu import GpuSample, GpuSampler, percentile, read_nvml_info, summarise
 from carevoice.report import RunSummary, gpu_live_text, gpu_summary_text, summary_line
 
 NVML_WORKS = read_nvml_info().available
+
+ON_GPU_0 = DeviceChoice("cuda", DeviceReason.ASKED, 1, gpus=(0,))
 
 
 def reading(*utils: float, used_mib: float = 1024.0, power_w: float | None = 100.0) -> tuple[GpuSample, ...]:
@@ -187,7 +190,7 @@ def test_nvml_info_from_a_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_progress_and_summary_texts() -> None:
     assert gpu_live_text(()) == ""
-    assert gpu_live_text(reading(12.0, 87.0, used_mib=3276.8)) == " · GPU 87% · 3.2/80 GiB"
+    assert gpu_live_text(reading(12.0, 87.0, used_mib=3276.8)) == " · GPU1 87% · 3.2/80 GiB"  # the busiest GPU, by the run's number
     stats = gpu.GpuStats(True, devices=summarise([reading(20.0), reading(60.0), reading(100.0)]))
     summary = RunSummary(wall_s=1.0, extra={"gpu": stats.to_dict()})
     line = summary_line(summary)
@@ -201,7 +204,7 @@ def test_a_cuda_run_without_nvml_says_so_once(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
     console = Console(record=True, width=200)
-    run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")))
+    run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")), placement=ON_GPU_0)
     view = SimpleNamespace(refresh=lambda text: None)
 
     sampler = _start_gpu_sampler(run, view, console, quiet=False)
@@ -217,13 +220,20 @@ def test_a_cuda_run_shows_live_utilisation(monkeypatch: pytest.MonkeyPatch) -> N
     from carevoice import cli
 
     refreshed: list[str] = []
-    monkeypatch.setattr(gpu, "GpuSampler", lambda on_sample: GpuSampler(lambda: reading(42.0), interval_s=0.005, on_sample=on_sample))
-    run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")))
+    used: list[object] = []
+
+    def sampler_of(on_sample: object, cuda_indices: object) -> GpuSampler:
+        used.append(cuda_indices)
+        return GpuSampler(lambda: reading(42.0), interval_s=0.005, on_sample=on_sample)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpu, "GpuSampler", sampler_of)
+    run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")), placement=ON_GPU_0)
     sampler = cli._start_gpu_sampler(run, SimpleNamespace(refresh=refreshed.append), Console(record=True), quiet=False)
     wait_for(lambda: len(refreshed) >= 2)
     stats = sampler.stop()
-    assert refreshed[0] == " · GPU 42% · 1.0/80 GiB"
+    assert refreshed[0] == " · GPU0 42% · 1.0/80 GiB"
     assert stats.devices[0].util_mean_pct == 42.0
+    assert used == [(0,)]  # only the GPUs the run uses
 
 
 def test_cuda_probe_survives_an_aborting_child(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,5 +278,5 @@ def test_a_gpu_without_utilisation_readings_still_reports_memory() -> None:
     device = stats.devices[0]
     assert (device.samples, device.util_mean_pct, device.util_p95_pct, device.util_peak_pct) == (2, None, None, None)
     assert device.memory_used_peak_mib == 2048.0
-    assert gpu_live_text(mig) == " · GPU ?% · 2.0/18 GiB"
+    assert gpu_live_text(mig) == " · GPU0 n/a · 2.0/18 GiB"
     assert gpu_summary_text(stats.to_dict()) == " · GPU0 memory peak 2.0 GiB (no utilisation reported)"

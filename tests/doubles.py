@@ -1,0 +1,326 @@
+"""Test doubles of the GPU side of CareVoice's outside libraries, all in one place (no GPU needed).
+
+``FakeNvml`` is a ``pynvml`` module: GPUs with names, UUIDs, PCI bus ids, compute capabilities,
+memory and utilisation; MIG devices (no utilisation); ``NVMLError`` on chosen calls of chosen
+GPUs; a driver that disappears after some readings. The ``fake_nvml`` fixture puts one in
+``sys.modules["pynvml"]``.
+
+``FakeCuda`` is the CUDA side of CTranslate2, at the narrowest seam CareVoice uses:
+``get_cuda_device_count``, ``get_supported_compute_types`` per device, ``models.Whisper`` on
+``device="cuda"``, and ``StorageView``. A real CPU model does every computation (so transcripts
+are real); the double adds what a GPU does differently: the CUDA numbering that
+``CUDA_VISIBLE_DEVICES`` makes (set it before installing), a compute type a GPU cannot run
+refused as CTranslate2 refuses it, a full GPU (out of memory at loading), cuBLAS missing (raised at
+the first matrix product, as CTranslate2's dynamic loader does), out of memory from a chosen batch
+size, arrays that live on a device (``to_device`` has no index and copies to the current device,
+GPU 0, as CTranslate2's does), and the device of every array handed to each model
+(``FakeCuda.handed``). The ``fake_cuda`` fixture installs one (build it with ``.gpus(...)``).
+
+Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/types.cc).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+OUT_OF_MEMORY = "CUDA failed with error out of memory"
+CUBLAS_MISSING = "Library libcublas.so.12 is not found or cannot be loaded"
+ALL_TYPES = frozenset({"float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16"})
+
+
+@dataclass
+class FakeGpu:
+    """One physical GPU, as both doubles see it."""
+
+    name: str = "NVIDIA H200"
+    uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
+    bus_id: str = "00000000:01:00.0"
+    capability: tuple[int, int] = (9, 0)
+    compute_types: frozenset[str] = ALL_TYPES
+    memory_total_mib: float = 143_771.0
+    memory_used_mib: float = 1_024.0
+    util_pct: float = 50.0
+    full: bool = False  # another tenant's job holds its memory: loading a model runs out of it
+    cublas_missing: bool = False
+    oom_from_batch: int | None = None  # a batch of this many chunks or more runs out of memory
+    mig: bool = False  # a MIG slice: no utilisation reading
+    refuse: frozenset[str] = frozenset()  # NVML calls that fail on it (restricted permissions)
+
+
+def h200s(count: int) -> list[FakeGpu]:
+    """``count`` H200s, told apart by UUID, bus id and utilisation (GPU i: 10 * (i + 1) %)."""
+    return [
+        FakeGpu(uuid=f"GPU-{i:08d}-aaaa-bbbb-cccc-{i:012d}", bus_id=f"00000000:{i + 1:02x}:00.0", util_pct=10.0 * (i + 1))
+        for i in range(count)
+    ]
+
+
+RTX_5070_TI = FakeGpu(
+    name="NVIDIA GeForce RTX 5070 Ti",
+    uuid="GPU-5070ae00-0000-0000-0000-000000000000",
+    capability=(12, 0),
+    compute_types=frozenset({"float32", "float16", "bfloat16"}),  # CTranslate2 4.6.2–4.6.x: no INT8 on sm_120
+    memory_total_mib=16_303.0,
+)
+
+
+def cuda_order(gpus: list[FakeGpu], visible: str | None) -> list[FakeGpu]:
+    """The GPUs CUDA numbers 0, 1, … (PCI order, as CareVoice asks), as CUDA_VISIBLE_DEVICES says."""
+    if visible is None:
+        return list(gpus)
+    picked = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if entry.isdigit() and int(entry) < len(gpus):
+            picked.append(gpus[int(entry)])
+        elif entry.startswith("GPU-") and len(matches := [g for g in gpus if g.uuid.startswith(entry)]) == 1:
+            picked.append(matches[0])
+        else:
+            break
+    return picked
+
+
+# --- NVML ------------------------------------------------------------------------------------------
+
+
+class NVMLError(Exception):
+    pass
+
+
+class FakeNvml:
+    """A ``pynvml`` module over FakeGpus (NVML's order: PCI order, CUDA_VISIBLE_DEVICES ignored)."""
+
+    NVMLError = NVMLError
+    NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1
+    NVML_CLOCK_MEM = 2
+
+    def __init__(self, gpus: list[FakeGpu], vanish_after: int | None = None) -> None:
+        self.gpus = gpus
+        self.vanish_after = vanish_after  # readings of memory before the driver disappears
+        self.readings = 0
+
+    def _gpu(self, handle: Any, call: str) -> FakeGpu:
+        if self.vanish_after is not None and self.readings > self.vanish_after:
+            raise NVMLError("Driver Not Loaded")
+        gpu = self.gpus[handle.index]
+        if call in gpu.refuse:
+            raise NVMLError("Insufficient Permissions")
+        return gpu
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "570.86.10"
+
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        return 12080
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        return SimpleNamespace(index=index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
+        for index, gpu in enumerate(self.gpus):
+            if gpu.uuid == uuid:
+                return SimpleNamespace(index=index)
+        raise NVMLError("Not Found")
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._gpu(handle, "uuid").uuid
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._gpu(handle, "name").name
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
+        return self._gpu(handle, "capability").capability
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
+        gpu = self._gpu(handle, "memory")
+        self.readings += 1
+        return SimpleNamespace(used=gpu.memory_used_mib * 2**20, total=gpu.memory_total_mib * 2**20)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        gpu = self._gpu(handle, "utilization")
+        if gpu.mig:
+            raise NVMLError("Not Supported")
+        return SimpleNamespace(gpu=gpu.util_pct, memory=10)
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return int(self._gpu(handle, "power").util_pct * 5000)
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        return 40 + int(self._gpu(handle, "temperature").util_pct // 5)
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, kind: int) -> int:
+        self._gpu(handle, "clock")
+        return 1500 if kind == self.NVML_CLOCK_SM else 2600
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeNvml]:
+    """Call with the GPUs (and ``vanish_after``) to install a FakeNvml as ``pynvml``."""
+
+    def install(gpus: list[FakeGpu], vanish_after: int | None = None) -> FakeNvml:
+        fake = FakeNvml(gpus, vanish_after)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        return fake
+
+    return install
+
+
+# --- CTranslate2's CUDA side ------------------------------------------------------------------------
+
+
+class FakeArray:
+    """A StorageView as the double sees it: real host data, and the device it "lives" on."""
+
+    def __init__(self, real: Any, device: str = "cpu", index: int = 0) -> None:
+        self.real = real
+        self.device = device
+        self.index = index
+
+    @property
+    def shape(self) -> Any:
+        return self.real.shape
+
+    @property
+    def where(self) -> str:
+        return "cpu" if self.device == "cpu" else f"cuda:{self.index}"
+
+    def to_device(self, device: Any) -> FakeArray:
+        # CTranslate2's to_device(Device.cuda) takes no index: the copy lands on the current device, 0.
+        return FakeArray(self.real, "cpu" if str(device).endswith("cpu") else "cuda", 0)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.asarray(self.real)
+        return data if dtype is None else data.astype(dtype)
+
+
+def unwrap(value: Any) -> Any:
+    return value.real if isinstance(value, FakeArray) else value
+
+
+@dataclass
+class FakeCuda:
+    """The CUDA side of CTranslate2 over FakeGpus (see the module docstring)."""
+
+    physical: list[FakeGpu] = field(default_factory=list)
+    visible: list[FakeGpu] = field(default_factory=list)
+    handed: dict[int, Counter[str]] = field(default_factory=dict)  # CUDA index -> where its inputs lived
+    batches: dict[int, list[int]] = field(default_factory=dict)  # CUDA index -> chunks of each generate
+    loaded: list[tuple[int, str]] = field(default_factory=list)  # (CUDA index, compute type) of each model
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[FakeGpu]], FakeCuda]:
+    """Call with the physical GPUs to install the double into the real ``ctranslate2`` module
+    (CUDA_VISIBLE_DEVICES, if a test sets it, must be set first)."""
+    import os
+
+    import ctranslate2
+
+    real_whisper, real_storage, real_types = ctranslate2.models.Whisper, ctranslate2.StorageView, ctranslate2.get_supported_compute_types
+
+    def install(gpus: list[FakeGpu]) -> FakeCuda:
+        cuda = FakeCuda(gpus, cuda_order(gpus, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+        class StorageView:
+            @staticmethod
+            def from_array(array: Any) -> FakeArray:
+                return FakeArray(real_storage.from_array(array))
+
+        def supported(device: str, device_index: int = 0) -> set[str]:
+            if device != "cuda":
+                return real_types(device, device_index)
+            if device_index >= len(cuda.visible):
+                raise RuntimeError("CUDA failed with error invalid device ordinal")
+            return set(cuda.visible[device_index].compute_types)
+
+        def whisper(path: str, device: str = "cpu", device_index: int = 0, compute_type: str = "default", intra_threads: int = 0, **_: Any) -> Any:
+            return FakeWhisper(cuda, real_whisper, path, device, device_index, compute_type, intra_threads)
+
+        monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: len(cuda.visible))
+        monkeypatch.setattr(ctranslate2, "get_supported_compute_types", supported)
+        monkeypatch.setattr(ctranslate2.models, "Whisper", whisper)
+        monkeypatch.setattr(ctranslate2, "StorageView", StorageView)
+        return cuda
+
+    return install
+
+
+class FakeWhisper:
+    """``ctranslate2.models.Whisper``: on the CPU the real model; on "cuda" the real model on the
+    CPU, behaving as the GPU it stands for."""
+
+    def __init__(self, cuda: FakeCuda, real_whisper: Any, path: str, device: str, index: int, compute_type: str, threads: int) -> None:
+        self.cuda = cuda
+        self.device = device
+        self.device_index = [index]  # CTranslate2 lists the model's devices
+        self.gpu: FakeGpu | None = None
+        if device == "cuda":
+            if index >= len(cuda.visible):
+                raise RuntimeError("CUDA failed with error invalid device ordinal")
+            self.gpu = cuda.visible[index]
+            if compute_type not in self.gpu.compute_types and compute_type not in ("default", "auto"):
+                raise ValueError(
+                    f"Requested {compute_type} compute type, but the target device or backend do not support efficient {compute_type} computation."
+                )
+            if self.gpu.full:
+                raise RuntimeError(OUT_OF_MEMORY)
+            cuda.loaded.append((index, compute_type))
+        self.real = real_whisper(path, device="cpu", compute_type="int8", intra_threads=threads or 2)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def _arrive(self, array: Any, chunks: int) -> None:
+        """An input reaches the model: note where it lived; then what this GPU does with a GEMM."""
+        if self.gpu is None:
+            return
+        index = self.device_index[0]
+        self.cuda.handed.setdefault(index, Counter())[array.where if isinstance(array, FakeArray) else "cpu"] += 1
+        if self.gpu.cublas_missing:
+            raise RuntimeError(CUBLAS_MISSING)
+        if self.gpu.oom_from_batch is not None and chunks >= self.gpu.oom_from_batch:
+            raise RuntimeError(OUT_OF_MEMORY)
+
+    def _out(self, real: Any) -> Any:
+        return FakeArray(real, "cuda", self.device_index[0]) if self.gpu is not None else FakeArray(real)
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        self._arrive(features, int(features.shape[0]))
+        encoded = self.real.encode(unwrap(features), to_cpu=True)
+        return FakeArray(encoded) if to_cpu else self._out(encoded)
+
+    def generate(self, features: Any, prompts: Any, **options: Any) -> Any:
+        self._arrive(features, len(prompts))
+        if self.gpu is not None:
+            self.cuda.batches.setdefault(self.device_index[0], []).append(len(prompts))
+        return self.real.generate(unwrap(features), prompts, **options)
+
+    def detect_language(self, features: Any) -> Any:
+        self._arrive(features, int(features.shape[0]))
+        return self.real.detect_language(unwrap(features))
+
+    def align(self, features: Any, *args: Any, **options: Any) -> Any:
+        self._arrive(features, int(features.shape[0]))
+        return self.real.align(unwrap(features), *args, **options)
+
+
+def arrays_elsewhere(cuda: FakeCuda) -> dict[int, Counter[str]]:
+    """For each GPU, the arrays handed to its model that lived on another GPU."""
+    return {i: Counter({w: n for w, n in where.items() if w not in ("cpu", f"cuda:{i}")}) for i, where in cuda.handed.items() if any(w not in ("cpu", f"cuda:{i}") for w in where)}
