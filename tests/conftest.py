@@ -14,6 +14,8 @@ import jiwer
 import pytest
 from typer.testing import CliRunner
 
+from doubles import fake_cuda, fake_nvml  # noqa: F401  (the GPU doubles' fixtures, for every test)
+
 from carevoice.audio import Ffmpeg, find_ffmpeg
 from carevoice.cli import app
 from carevoice.engine import EngineItem, ItemResult

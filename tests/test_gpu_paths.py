@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA_DIR, invoke_cli
-from doubles import OUT_OF_MEMORY, RTX_5070_TI, FakeCuda, FakeGpu, FakeNvml, arrays_elsewhere, fake_cuda, fake_nvml, h200s  # noqa: F401
+from doubles import OUT_OF_MEMORY, RTX_5070_TI, FakeCuda, FakeGpu, FakeNvml, arrays_elsewhere, h200s
 
 MODEL = ("-m", "tiny.en")
 # Six short English clips: with --batch-size 2 and two GPUs, each GPU gets batches of two (whose
