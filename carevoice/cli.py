@@ -47,6 +47,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold patient speech
     add_completion=False,
+    # Help texts are plain text: with rich markup, "pip install 'carevoice[ray]'" lost its "[ray]".
+    rich_markup_mode=None,
 )
 
 
@@ -69,8 +71,15 @@ def _root(
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
-def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-def]
-    """Run a command body, mapping every expected failure to one clean line and an exit code."""
+BENCH_INTERRUPTED_HINT = "the bench stopped before its table; nothing was written — rerun it (--runs 1 or fewer files take less time)"
+DOCTOR_INTERRUPTED_HINT = "the checks stopped; nothing was changed — rerun carevoice doctor"
+
+
+def run_guarded(body, show_traceback: bool, interrupted_hint: str = Interrupted.hint) -> int:  # type: ignore[no-untyped-def]
+    """Run a command body, mapping every expected failure to one clean line and an exit code.
+
+    ``interrupted_hint``: what the command's user can do after Ctrl-C (transcribe's: rerun to finish).
+    """
     # SIGINT -> KeyboardInterrupt, SIGTERM -> Interrupted; both held while a file's outputs are written.
     restore_signals = interrupts.install()
     try:
@@ -79,7 +88,7 @@ def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-d
         console = stderr_console()
     except (Interrupted, KeyboardInterrupt) as exc:  # nothing has started yet
         restore_signals()
-        print(f"interrupted: {Interrupted.hint}", file=sys.stderr)
+        print(f"interrupted: {interrupted_hint}", file=sys.stderr)
         return int(exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED)
     except BaseException:
         restore_signals()
@@ -88,7 +97,7 @@ def run_guarded(body, show_traceback: bool) -> int:  # type: ignore[no-untyped-d
         return int(body(console))
     except (Interrupted, KeyboardInterrupt) as exc:
         # Only interrupts outside the per-file loop get here (that loop prints its own summary).
-        console.print(f"[yellow]interrupted[/yellow]: {Interrupted.hint}", highlight=False)
+        console.print(f"[yellow]interrupted[/yellow]: {escape(interrupted_hint)}", highlight=False)
         return int(exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED)
     except CareVoiceError as exc:
         if show_traceback:
@@ -321,6 +330,9 @@ def _run_transcribe(
         summary.redecoded_chunks = stats.redecoded_chunks
         if len(stats.calls_per_engine) > 1:
             summary.extra["engine_calls_per_engine"] = list(stats.calls_per_engine)
+    ray_log = run.transcriber.log_path if run.transcriber is not None else None
+    if ray_log is not None and ray_log.exists() and not quiet:
+        console.print(f"[dim]Ray's own messages: {escape(str(ray_log))}[/dim]")
     console.print(summary_line(summary))
     if settings.report_path is not None:
         try:
@@ -409,7 +421,7 @@ def doctor(
             typer.echo(json.dumps(checks_to_dict(results), ensure_ascii=False, indent=2))
         return exit_status(results)
 
-    raise typer.Exit(run_guarded(body, show_traceback))
+    raise typer.Exit(run_guarded(body, show_traceback, DOCTOR_INTERRUPTED_HINT))
 
 
 @app.command()
@@ -418,7 +430,7 @@ def bench(
         Optional[list[Path]], typer.Argument(help="Audio files and folders to time (default: the bundled sample).", show_default=False)
     ] = None,
     devices: Annotated[str, typer.Option("--devices", help="Comma list of devices to compare: cuda, cpu.")] = "cuda,cpu",
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per device (after one warm-up).")] = 3,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per device (after a warm-up on 5 s of audio).")] = 3,
     model: Annotated[str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder or name (as for transcribe).")] = DEFAULT_MODEL,
     compute_type: Annotated[
         Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
@@ -469,7 +481,7 @@ def bench(
             return ExitCode.SETUP
         return ExitCode.OK
 
-    raise typer.Exit(run_guarded(body, show_traceback))
+    raise typer.Exit(run_guarded(body, show_traceback, BENCH_INTERRUPTED_HINT))
 
 
 def main() -> None:

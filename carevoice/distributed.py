@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,8 @@ class RayTranscriber:
         self.engine = facts
         self.engines: Sequence[ActorFacts] = (facts,) * actors
         self.stats = RunStats(calls_per_engine=[0] * actors)
+        # Where Ray's own log lines written to this process's stderr go (the CLI names it if any came).
+        self.log_path = Path(tempfile.gettempdir()) / f"carevoice-ray-{plan.run_id}.log"
 
     def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None) -> Iterator[FileResult]:
         """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``) as its actor call returns."""
@@ -253,8 +256,9 @@ class RayTranscriber:
         )
         actor_index: dict[str, int] = {}
         # Ray prints cluster events (e.g. "Task ... failed, retrying" when a worker dies) on the
-        # driver's stdout, which carries only results here (--json): they go to stderr instead.
-        with contextlib.redirect_stdout(sys.stderr):
+        # driver's stdout, which carries only results here (--json): they go to stderr instead,
+        # and Ray's own C++ log lines on stderr go to the log file.
+        with contextlib.redirect_stdout(sys.stderr), native_stderr_to(self.log_path):
             try:
                 for result in self._results(dataset, jobs, actor_index):
                     on_result(result)
@@ -282,6 +286,30 @@ class RayTranscriber:
                 note=_bytes_text(bytes(row["note"])),
                 why=_bytes_text(bytes(row["why"])),
             )
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path) -> Iterator[None]:
+    """Send what is written to file descriptor 2 (Ray's C++ core worker logs there, e.g. its
+    "constructor arguments in the object store" error line for every Ray Data actor pool, ray#57838)
+    to ``path``, while Python's ``sys.stderr`` (our progress, errors and summary) stays on the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace", buffering=1)
+    previous = sys.stderr
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = terminal
+        try:
+            yield
+        finally:
+            terminal.flush()
+            sys.stderr = previous
+            os.dup2(saved, 2)
+            os.close(saved)
+            terminal.close()
+            if log.tell() == 0:  # Ray said nothing: leave nothing behind
+                path.unlink(missing_ok=True)
 
 
 def thread_environment() -> dict[str, str]:

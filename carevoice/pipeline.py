@@ -330,6 +330,8 @@ class Transcriber:
             "compute_type": engine.compute_type,
         }
 
+    log_path: Path | None = None  # logs only to the caller (a Ray run has a log file)
+
     @property
     def batch_size(self) -> int:
         return self.runner.batch_size

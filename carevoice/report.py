@@ -372,7 +372,7 @@ def bench_header(result: BenchResult) -> str:
     return (
         f"bench: {len(result.files)} file(s), {result.audio_s:.1f} s audio · model {escape(str(s['model_id']))} · "
         f"beam {s['beam_size']} · language {s['language'] or 'detect'} · {s['runs']} timed run(s) after "
-        f"{s['warmup_runs']} warm-up · {escape(str(hw['cpu']))}, {hw['cpu_cores_usable']} core(s) · {escape(result.gpu_note)}"
+        f"a {s['warmup_audio_s']:g} s warm-up · {escape(str(hw['cpu']))}, {hw['cpu_cores_usable']} core(s) · {escape(result.gpu_note)}"
     )
 
 

@@ -36,6 +36,10 @@ class Backend(Protocol):
     @property
     def stats(self) -> RunStats: ...
 
+    @property
+    def log_path(self) -> Path | None:
+        """Where the backend's own log lines went (Ray's), when it has any."""
+
     def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ...) -> Iterator[FileResult]: ...
 
 

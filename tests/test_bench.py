@@ -48,7 +48,7 @@ def test_bench_json_structure(cpu_bench, references) -> None:  # type: ignore[no
     assert record["versions"]["ctranslate2"] and record["versions"]["ffmpeg"]
     assert {"cpu", "cpu_cores", "cpu_cores_usable", "gpus", "nvml", "platform"} <= set(record["hardware"])
     settings = record["settings"]
-    assert (settings["model_id"], settings["beam_size"], settings["runs"], settings["warmup_runs"]) == ("tiny.en", 1, 2, 1)
+    assert (settings["model_id"], settings["beam_size"], settings["runs"], settings["warmup_audio_s"]) == ("tiny.en", 1, 2, 5.0)
     assert (settings["devices"], settings["compare"], settings["word_timestamps"]) == (["cuda", "cpu"], True, False)
     assert [Path(f["file"]).name for f in record["files"]] == list(CLIPS)
     for f in record["files"]:
@@ -261,6 +261,34 @@ def test_a_run_that_breaks_fails_its_row_not_the_bench(tmp_path: Path, monkeypat
     bench._run_device(settings, inputs, ffmpeg_bin, resolve_model("tiny.en", tmp_path), rows, said.append, tmp_path)
 
     ours, plain = rows
-    assert not ours.available and ours.reason.startswith(f"1 of 1 file(s) not transcribed, e.g. {data_dir / CLIPS[0]}: ")
+    assert not ours.available and ours.reason.startswith(f"{data_dir / CLIPS[0]}: ")  # from the warm-up, on the first file's first seconds
     assert not plain.available and plain.reason == "RuntimeError: CUDA failed with error out of memory"
     assert said[-1] == "faster-whisper/cpu: failed — RuntimeError: CUDA failed with error out of memory"
+
+
+def test_an_interrupted_bench_says_what_a_bench_user_can_do(tmp_path: Path) -> None:
+    """Ctrl-C in a bench: exit 130 and the bench's own sentence, not transcribe's "rerun to finish the missing files"."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from carevoice.cli import BENCH_INTERRUPTED_HINT
+
+    clip = Path(__file__).parent / "data" / CLIPS[0]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "carevoice", "bench", str(clip), "--devices", "cpu", "--runs", "1000", "-m", "tiny.en", "--beam-size", "1"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert child.stderr is not None
+    seen = []
+    for line in child.stderr:  # the timed runs begin once the warm-up line is out
+        seen.append(line)
+        if "warm-up" in line:
+            break
+    child.send_signal(signal.SIGINT)
+    rest = child.stderr.read()
+    child.wait(timeout=60)
+    assert child.returncode == 130, "".join(seen) + rest
+    assert rest.splitlines()[-1] == f"interrupted: {BENCH_INTERRUPTED_HINT}"
+    assert "missing files" not in rest

@@ -519,6 +519,22 @@ def test_every_command_has_help(run_cli: Callable[..., CliResult]) -> None:
         assert command.help, f"{name} has no help text"
 
 
+def test_help_shows_every_extra_by_its_name(run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Help texts are shown as written: with rich markup, "pip install 'carevoice[ray]'" was shown as
+    "pip install 'carevoice'" (a user installing that gets no Ray)."""
+    monkeypatch.setenv("COLUMNS", "300")
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    named = 0
+    for name, command in commands.items():
+        shown = run_cli(name, "--help").stdout
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        for extra in sorted({m for text in texts for m in re.findall(r"carevoice\[\w+\]", text)}):
+            assert extra in shown, f"{name} --help lost {extra}"
+            named += 1
+    assert named >= 1  # --ray names carevoice[ray]
+    assert "'carevoice[ray]'" in run_cli("transcribe", "--help").stdout
+
+
 def test_transcribe_help_mentions_the_key_options(run_cli: Callable[..., CliResult]) -> None:
     result = run_cli("transcribe", "--help")
     assert result.exit_code == 0
