@@ -27,6 +27,7 @@ class FileChunks:
         results: Chunk results by chunk index.
         failed: The one-line error that failed the file, if any.
         identity: The recording's identity, as read while it was decoded.
+        credited_s: How much of its audio a progress display has counted as done.
     """
 
     job: Job
@@ -36,6 +37,7 @@ class FileChunks:
     results: dict[int, ItemResult] = field(default_factory=dict)
     failed: str | None = None
     identity: Identity | None = None
+    credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
 
     @property
     def complete(self) -> bool:

@@ -265,7 +265,8 @@ def _run_transcribe(
     import json
 
     from carevoice.devices import DeviceChoice
-    from carevoice.report import ProgressView, RunSummary, gpu_live_text, placement_note, summary_line, write_report
+    from carevoice.pipeline import RunStats
+    from carevoice.report import ProgressView, RunSummary, Timeline, gpu_live_text, placement_note, summary_line, write_report
     from carevoice.results import FileStatus
     from carevoice.runs import start_run
 
@@ -295,8 +296,9 @@ def _run_transcribe(
         if not quiet:
             console.print(f"[dim]shard {settings.shard} (numbered from 0): {run.total} of {run.found} file(s)[/dim]")
     code = ExitCode.OK
-    with ProgressView(console, run.total, quiet) as view:
-        sampler = _start_gpu_sampler(run, view, console, quiet)
+    timeline = Timeline(origin=started)
+    with ProgressView(console, run.total, len(run.jobs), quiet) as view:
+        sampler = _start_gpu_sampler(run, view, console, quiet, origin=started)
         shown = 0
 
         def show_finished() -> None:
@@ -306,11 +308,16 @@ def _run_transcribe(
             while shown < len(run.finished):
                 result = run.finished[shown]
                 shown += 1
-                view.update(result, gpu_live_text(sampler.latest()) if sampler else "")
+                view.update(result, gpu_live_text(sampler.latest()) if sampler else None)
+                timeline.add(view.audio_done_s, view.files_done)
+
+        def on_progress(stats: RunStats) -> None:
+            view.advance(stats.audio_done_s, stats.estimated_audio_s(len(run.jobs)), exact=stats.files_seen >= len(run.jobs))
+            timeline.add(view.audio_done_s, view.files_done)
 
         failure: Exception | None = None
         try:
-            for _ in run.results():
+            for _ in run.results(on_progress):
                 show_finished()
         except (KeyboardInterrupt, Interrupted) as exc:
             summary.interrupted = True
@@ -323,6 +330,8 @@ def _run_transcribe(
             if sampler is not None:
                 summary.extra["gpu"] = sampler.stop().to_dict()
     summary.wall_s = time.monotonic() - started
+    timeline.close()
+    summary.extra["timeline"] = timeline.to_dict()
     if run.transcriber is not None:
         stats = run.transcriber.stats
         summary.engine_calls, summary.chunks = stats.engine_calls, stats.chunks
@@ -363,7 +372,7 @@ def language_note(settings: TranscribeSettings, language: LanguageChoice | None)
     return note
 
 
-def _start_gpu_sampler(run, view, console, quiet: bool):  # type: ignore[no-untyped-def]
+def _start_gpu_sampler(run, view, console, quiet: bool, origin: float):  # type: ignore[no-untyped-def]
     """NVML utilisation sampling while a CUDA run goes on (None on the CPU); live in the progress bar."""
     from carevoice.devices import DeviceChoice
     from carevoice.gpu import GpuSampler, unavailable_message
@@ -371,7 +380,7 @@ def _start_gpu_sampler(run, view, console, quiet: bool):  # type: ignore[no-unty
 
     if run.transcriber is None or run.transcriber.engine.device != "cuda" or not isinstance(run.placement, DeviceChoice):
         return None
-    sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading)), cuda_indices=run.placement.gpus).start()
+    sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading)), cuda_indices=run.placement.gpus, origin=origin).start()
     if not sampler.available and not quiet:
         console.print(f"[dim]{escape(unavailable_message(sampler.reason))}: GPU utilisation not reported[/dim]")
     return sampler

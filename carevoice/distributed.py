@@ -37,7 +37,7 @@ from carevoice.discovery import Job
 from carevoice.engine import Engine
 from carevoice.errors import CareVoiceError, SetupError
 from carevoice.models import ModelRef
-from carevoice.pipeline import RunStats, Transcriber
+from carevoice.pipeline import Progress, RunStats, Transcriber
 from carevoice.records import Identity, read_record
 from carevoice.reruns import RunFacts
 from carevoice.results import FileResult, FileStatus
@@ -224,8 +224,11 @@ class RayTranscriber:
         # Where Ray's own log lines written to this process's stderr go (the CLI names it if any came).
         self.log_path = Path(tempfile.gettempdir()) / f"carevoice-ray-{plan.run_id}.log"
 
-    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None) -> Iterator[FileResult]:
-        """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``) as its actor call returns."""
+    def run(
+        self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None, on_progress: Progress | None = None
+    ) -> Iterator[FileResult]:
+        """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``)
+        as its actor call returns. Progress comes a file at a time (chunks are done on the actors)."""
         import ray
 
         seen = self.plan.claims().seen
@@ -262,6 +265,10 @@ class RayTranscriber:
             try:
                 for result in self._results(dataset, jobs, actor_index):
                     on_result(result)
+                    self.stats.seen(result.duration_s)
+                    self.stats.finished_file(result.duration_s)
+                    if on_progress is not None:
+                        on_progress(self.stats)
                     yield result
             finally:
                 ray.shutdown()

@@ -384,6 +384,52 @@ def summarise(readings: Sequence[Sequence[GpuSample]]) -> tuple[DeviceStats, ...
     return tuple(stats)
 
 
+MAX_SERIES_POINTS = 600
+
+
+@dataclass(frozen=True)
+class DeviceSeries:
+    """One GPU over time, for charts: utilisation (mean) and memory used (peak) per time step.
+
+    ``t_s`` counts from the sampler's origin (a run's start), so it lines up with the run's timeline.
+    """
+
+    index: int
+    t_s: tuple[float, ...]
+    util_pct: tuple[float | None, ...]
+    memory_used_mib: tuple[float | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "t_s": [round(t, 2) for t in self.t_s],
+            "util_pct": [_rounded(u) for u in self.util_pct],
+            "memory_used_mib": [_rounded(m, 0) for m in self.memory_used_mib],
+        }
+
+
+def time_series(readings: Sequence[tuple[float, Sequence[GpuSample]]], max_points: int = MAX_SERIES_POINTS) -> tuple[DeviceSeries, ...]:
+    """Each GPU's readings as a series of at most ``max_points`` steps: consecutive readings are
+    merged (mean utilisation, peak memory, time of the first) when there are more."""
+    step = max(1, -(-len(readings) // max_points))
+    by_index: dict[int, list[tuple[float, GpuSample]]] = {}
+    for t, reading in readings:
+        for sample in reading:
+            by_index.setdefault(sample.index, []).append((t, sample))
+    series = []
+    for index, samples in sorted(by_index.items()):
+        times, util, memory = [], [], []
+        for start in range(0, len(samples), step):
+            group = samples[start : start + step]
+            utils = [s.util_pct for _, s in group if s.util_pct is not None]
+            used = [s.memory_used_mib for _, s in group if s.memory_used_mib is not None]
+            times.append(group[0][0])
+            util.append(_mean(utils))
+            memory.append(max(used) if used else None)
+        series.append(DeviceSeries(index, tuple(times), tuple(util), tuple(memory)))
+    return tuple(series)
+
+
 @dataclass(frozen=True)
 class GpuStats:
     """What a sampler saw: per-GPU statistics, or why there was nothing to see.
@@ -394,6 +440,7 @@ class GpuStats:
         interval_s: Time between readings.
         duration_s: How long the sampler ran.
         devices: One entry per GPU, in NVML index order.
+        series: Each GPU's utilisation and memory over time (for charts).
     """
 
     available: bool
@@ -401,6 +448,7 @@ class GpuStats:
     interval_s: float = DEFAULT_INTERVAL_S
     duration_s: float = 0.0
     devices: tuple[DeviceStats, ...] = ()
+    series: tuple[DeviceSeries, ...] = ()
 
     @property
     def busiest(self) -> DeviceStats | None:
@@ -414,6 +462,7 @@ class GpuStats:
             "interval_s": self.interval_s,
             "duration_s": round(self.duration_s, 3),
             "devices": [d.to_dict() for d in self.devices],
+            "series": [d.to_dict() for d in self.series],
         }
 
 
@@ -433,6 +482,7 @@ class GpuSampler:
         on_sample: Called from the sampler thread with each reading (e.g. a live display);
             its exceptions are swallowed.
         cuda_indices: The GPUs to read, by CUDA index (the run's own); None: every GPU NVML sees.
+        origin: The time.monotonic() the series' times count from (default: the first reading).
     """
 
     def __init__(
@@ -441,8 +491,10 @@ class GpuSampler:
         interval_s: float = DEFAULT_INTERVAL_S,
         on_sample: Callable[[Sequence[GpuSample]], None] | None = None,
         cuda_indices: Sequence[int] | None = None,
+        origin: float | None = None,
     ) -> None:
         self._query = query
+        self.origin = origin
         self.cuda_indices = cuda_indices
         self.interval_s = interval_s
         self.on_sample = on_sample
@@ -450,6 +502,7 @@ class GpuSampler:
         self.reason = ""
         self._session: _Nvml | None = None
         self._readings: list[tuple[GpuSample, ...]] = []
+        self._times: list[float] = []  # time.monotonic() of each reading
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -487,6 +540,7 @@ class GpuSampler:
             return False
         with self._lock:
             self._readings.append(reading)
+            self._times.append(time.monotonic())
         if self.on_sample is not None:
             try:
                 self.on_sample(reading)
@@ -535,7 +589,11 @@ class GpuSampler:
         if not self.available:
             return GpuStats(False, self.reason, self.interval_s)
         end = self._stopped_at if self._stopped_at is not None else time.monotonic()
-        return GpuStats(True, self.reason, self.interval_s, end - self._started_at, summarise(self.readings()))
+        with self._lock:
+            readings, times = list(self._readings), list(self._times)
+        origin = self._started_at if self.origin is None else self.origin
+        timed = [(t - origin, reading) for t, reading in zip(times, readings)]
+        return GpuStats(True, self.reason, self.interval_s, end - self._started_at, summarise(readings), time_series(timed))
 
 
 def load_cublas() -> tuple[bool, str]:

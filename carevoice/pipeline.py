@@ -85,7 +85,12 @@ class NoEngine:
 
 @dataclass
 class RunStats:
-    """Counters the CLI shows while the run goes on."""
+    """Counters the CLI shows while the run goes on, and the run's progress in audio time.
+
+    Progress: a job is *seen* once its length is known (decoded) or it will never have one
+    (refused, failed to decode); audio is *done* chunk by chunk as batches come back, and the
+    rest of a file's length (silence between chunks) once the file is finished.
+    """
 
     engine_calls: int = 0
     chunks: int = 0
@@ -93,6 +98,27 @@ class RunStats:
     continued_chunks: int = 0  # decoded on after stopping early
     redecoded_chunks: int = 0  # decoded the safe (sequential) way
     calls_per_engine: list[int] = field(default_factory=list)  # engine calls of each engine, in load order
+    files_seen: int = 0
+    audio_seen_s: float = 0.0
+    audio_done_s: float = 0.0
+
+    def seen(self, duration_s: float = 0.0) -> None:
+        self.files_seen += 1
+        self.audio_seen_s += duration_s
+
+    def finished_file(self, duration_s: float, credited_s: float = 0.0) -> None:
+        """A file is finished (written, failed or rendered): the part of it not yet counted is done."""
+        self.audio_done_s += max(0.0, duration_s - credited_s)
+
+    def estimated_audio_s(self, jobs: int) -> float | None:
+        """The run's whole audio: what is known, plus the files not decoded yet at the mean length
+        so far (None before any file's length is known)."""
+        if self.files_seen == 0:
+            return None
+        return self.audio_seen_s + self.audio_seen_s / self.files_seen * max(0, jobs - self.files_seen)
+
+
+Progress = Callable[[RunStats], None]
 
 
 @dataclass
@@ -165,13 +191,18 @@ class BatchRunner:
         self.windows_s = windows_s
         self.stats = RunStats(calls_per_engine=[0] * len(self.engines))
 
-    def run(self, jobs: Sequence[Job], admit: Callable[[Job], FileResult | None] = lambda job: None) -> Iterator[FileChunks | FileResult]:
+    def run(
+        self, jobs: Sequence[Job], admit: Callable[[Job], FileResult | None] = lambda job: None, on_progress: Progress | None = None
+    ) -> Iterator[FileChunks | FileResult]:
         """Yields each file once its chunks are all back (or once it failed), as :class:`FileChunks`.
 
         ``admit`` is asked about each job just before it is decoded: a FileResult says why it is not
-        to be done (yielded as it is), None lets it in. The calling thread admits files, forms
-        batches and receives results; decoding runs in a pool and each engine in a thread of its own.
+        to be done (yielded as it is), None lets it in. ``on_progress`` gets :attr:`stats` whenever
+        a file is decoded or a batch comes back (so a long file moves a progress bar while its
+        chunks are transcribed). The calling thread admits files, forms batches, receives results
+        and reports progress; decoding runs in a pool and each engine in a thread of its own.
         """
+        progress = on_progress or (lambda stats: None)
         scheduler: BatchScheduler[Chunk] = BatchScheduler(self.batch_size)
         workers = self.workers
         pending_jobs = list(reversed(jobs))
@@ -191,6 +222,7 @@ class BatchRunner:
                 while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
                     job = pending_jobs.pop()
                     if (refused := admit(job)) is not None:
+                        self.stats.seen()
                         yield refused
                         continue
                     decoding[pool.submit(self._prepare, job)] = FileChunks(job, time.monotonic())
@@ -211,11 +243,16 @@ class BatchRunner:
                 # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
                 # int8 GEMMs), so this is what makes outputs identical bit for bit. Decoding is
                 # far faster than inference, so waiting for the oldest decode costs next to nothing.
+                # Progress is told before the files it finished are yielded: a display then never
+                # counts a file as done while its audio is not.
                 while decoding and (oldest := next(iter(decoding))).done():
-                    yield from self._admit(decoding.pop(oldest), oldest, scheduler)
+                    finished = self._admit(decoding.pop(oldest), oldest, scheduler)
+                    progress(self.stats)
+                    yield from finished
                 for future in [f for f in inferring if f in done]:  # in submission order
-                    batch = inferring.pop(future)
-                    yield from self._collect(batch, *future.result())
+                    finished = self._collect(inferring.pop(future), *future.result())
+                    progress(self.stats)
+                    yield from finished
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             engines.shutdown(wait=False, cancel_futures=True)  # a running batch ends on its own; its results are dropped
@@ -235,28 +272,30 @@ class BatchRunner:
 
     def _admit(
         self, file: FileChunks, future: Future[tuple[Prepared, list[EngineItem]]], scheduler: BatchScheduler[Chunk]
-    ) -> Iterator[FileChunks]:
+    ) -> list[FileChunks]:
+        """A decoded file's chunks go to the scheduler; returns the file if it is finished already (failed, or no speech)."""
         try:
             prepared, items = future.result()
         except CareVoiceError as exc:
             file.failed = str(exc)
-            yield file
-            return
         except Exception as exc:  # a bug in one file's preparation must not end the batch
             file.failed = f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it"
-            yield file
-            return
+        if file.failed is not None:
+            self.stats.seen()
+            return [file]
         file.duration_s = prepared.duration_s
         file.offsets_s = prepared.offsets_s
         file.identity = prepared.identity
+        self.stats.seen(file.duration_s)
         if not items:
-            yield file
-            return
+            self.stats.finished_file(file.duration_s)
+            return [file]
         for index, item in enumerate(items):
             scheduler.add(item.window_frames, Chunk(file, index, item))
+        return []
 
-    def _collect(self, batch: list[Chunk], engine_index: int, outcome: BatchOutcome) -> Iterator[FileChunks]:
-        """Regroup a batch's results per file; yield each file whose last chunk this was (or that failed)."""
+    def _collect(self, batch: list[Chunk], engine_index: int, outcome: BatchOutcome) -> list[FileChunks]:
+        """Regroup a batch's results per file; returns each file whose last chunk this was (or that failed)."""
         self.stats.engine_calls += outcome.engine_calls
         self.stats.chunks += outcome.chunks
         self.stats.calls_per_engine[engine_index] += outcome.engine_calls
@@ -264,6 +303,8 @@ class BatchRunner:
         for chunk, result in outcome.results:
             if chunk.file.failed is not None:
                 continue  # another chunk of this file failed while this batch ran
+            chunk.file.credited_s += chunk.item.duration_s
+            self.stats.audio_done_s += chunk.item.duration_s
             if isinstance(result, CareVoiceError):
                 chunk.file.failed = str(result)
             else:
@@ -271,10 +312,12 @@ class BatchRunner:
                 self.stats.widened_chunks += result.widened
                 self.stats.continued_chunks += result.continued
                 self.stats.redecoded_chunks += result.redecoded
-        touched = {id(c.file): c.file for c in batch}
-        for key, file in touched.items():
+        finished = []
+        for key, file in {id(c.file): c.file for c in batch}.items():
             if (file.failed is not None and key not in failed_before) or file.complete:
-                yield file
+                self.stats.finished_file(file.duration_s, file.credited_s)
+                finished.append(file)
+        return finished
 
 
 class Transcriber:
@@ -340,13 +383,16 @@ class Transcriber:
     def stats(self) -> RunStats:
         return self.runner.stats
 
-    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None) -> Iterator[FileResult]:
+    def run(
+        self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None, on_progress: Progress | None = None
+    ) -> Iterator[FileResult]:
         """Transcribe jobs; yields each file's result as soon as it is written (or failed).
 
         ``on_result`` receives each result before it is yielded; for a written file, in the same
         stretch with Ctrl-C and SIGTERM held as its outputs: an interrupt lands before a file's
         outputs or after they are both written and recorded, never between (so the caller's
         record of the run is complete, whatever its own code was doing when the signal came).
+        ``on_progress``: see :meth:`BatchRunner.run`.
         """
         try:
             engine_jobs = []
@@ -363,8 +409,12 @@ class Transcriber:
                 with interrupts.deferred():
                     result = refused or self._render(job)
                     on_result(result)
+                self.stats.seen(result.duration_s)
+                self.stats.finished_file(result.duration_s)
+                if on_progress is not None:
+                    on_progress(self.stats)
                 yield result
-            for event in self.runner.run(engine_jobs, admit=self.claims.claim):
+            for event in self.runner.run(engine_jobs, admit=self.claims.claim, on_progress=on_progress):
                 if isinstance(event, FileResult):
                     on_result(event)
                     yield event

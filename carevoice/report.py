@@ -15,14 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TextColumn
 
 from carevoice import __version__
 from carevoice.devices import (
@@ -186,46 +179,157 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {"carevoice_version": __version__, "dry_run": True, "counts": plan_counts(plan), "files": files}
 
 
-class ProgressView:
-    """Live progress on stderr: a rich bar on a terminal, plain lines otherwise, nothing but errors when quiet."""
+def _audio_unit(seconds: float) -> tuple[float, str, str]:
+    """Divisor, number format and unit that suit an amount of audio: s, then min, then h."""
+    if seconds < 120:
+        return 1.0, ".0f", "s"
+    if seconds < 2 * 3600:
+        return 60.0, ".1f", "min"
+    return 3600.0, ".2f", "h"
 
-    def __init__(self, console: Console, total_files: int, quiet: bool) -> None:
+
+def audio_amount(seconds: float) -> str:
+    """Audio time for a progress line: 42 s, 12.5 min, 3.25 h."""
+    divisor, fmt, unit = _audio_unit(seconds)
+    return f"{seconds / divisor:{fmt}} {unit}"
+
+
+def audio_fraction(done_s: float, total_s: float, exact: bool) -> str:
+    """Done of total in the total's unit: ``12.5/≈45.0 min`` (``≈``: an estimate)."""
+    divisor, fmt, unit = _audio_unit(total_s)
+    return f"{done_s / divisor:{fmt}}/{'' if exact else '≈'}{total_s / divisor:{fmt}} {unit}"
+
+
+def clock(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressView:
+    """Live progress on stderr: a rich bar on a terminal, plain lines otherwise, nothing but errors when quiet.
+
+    The bar measures audio: it moves as chunks come back from the engine (a long recording moves
+    it while it is transcribed), towards the run's audio as far as it is known (``≈`` while files
+    remain undecoded, estimated at the mean length so far); files done are the second figure, and
+    the ETA comes from the audio rate once the first batch is back.
+
+    Args:
+        console: Where to draw (stderr).
+        total_files: Every input of the run, settled ones included.
+        jobs: The inputs that go through the engine (or render from their JSON): the ones with audio to do.
+        quiet: Errors only.
+    """
+
+    def __init__(self, console: Console, total_files: int, jobs: int, quiet: bool) -> None:
         self.console = console
         self.quiet = quiet
         self.started = time.monotonic()
-        self.audio_s = 0.0
+        self.total_files = total_files
+        self.jobs = jobs
+        self.files_done = 0
+        self.audio_done_s = 0.0
+        self.audio_total_s: float | None = None
+        self.exact = False
+        self.gpu = ""
         self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]transcribing"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[line]}"),
             console=console,
             disable=not self.live,
         )
-        self.task = self.progress.add_task("files", total=total_files, detail="")
+        self.task = self.progress.add_task("audio", total=None, line="")
 
     def __enter__(self) -> ProgressView:
         self.progress.__enter__()
+        self._draw()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def update(self, result: FileResult, extra: str = "") -> None:
-        self.audio_s += result.duration_s if result.status is FileStatus.DONE else 0.0
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        detail = f"{self.audio_s:.0f} s audio · {self.audio_s / elapsed:.1f}× real time{extra}"
-        self.progress.update(self.task, advance=1, detail=detail)
+    def update(self, result: FileResult, extra: str | None = None) -> None:
+        """A file is finished (or settled): count it and print its line."""
+        self.files_done += 1
+        if extra is not None:
+            self.gpu = extra
+        self._draw()
         if result.status is FileStatus.FAILED or not self.quiet:
             self.console.print(file_line(result))
 
+    def advance(self, audio_done_s: float, audio_total_s: float | None, exact: bool) -> None:
+        """Audio done so far, and the run's audio (``exact``: every file's length is known)."""
+        self.audio_done_s, self.audio_total_s, self.exact = audio_done_s, audio_total_s, exact
+        self._draw()
+
     def refresh(self, extra: str) -> None:
+        """A new GPU reading (from the sampler's thread)."""
+        self.gpu = extra
+        self._draw()
+
+    def line(self) -> str:
+        """What follows the bar: ``1.2/≈4.5 min audio · 3/42 files · 9.1× real time · GPU… · 0:00:12 · ETA 0:00:35``."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        detail = f"{self.audio_s:.0f} s audio · {self.audio_s / elapsed:.1f}× real time{extra}"
-        self.progress.update(self.task, detail=detail)
+        done, total = self.audio_done_s, self.audio_total_s
+        if total is None:
+            audio = f"{audio_amount(done)} audio"
+        else:
+            audio = f"{audio_fraction(done, total, self.exact)} audio"
+        parts = [audio, f"{self.files_done}/{self.total_files} files"]
+        if done > 0:
+            parts.append(f"{done / elapsed:.1f}× real time")
+        text = " · ".join(parts) + self.gpu + f" · {clock(elapsed)}"
+        if done > 0 and total is not None:
+            text += f" · ETA {clock(max(0.0, total - done) / (done / elapsed))}"
+        return text
+
+    def _draw(self) -> None:
+        if not self.live:
+            return
+        total = self.audio_total_s if self.audio_total_s else None
+        self.progress.update(self.task, total=total, completed=min(self.audio_done_s, total or self.audio_done_s), line=escape(self.line()))
+        self.progress.refresh()  # now, not at the next tick: each batch back is drawn
+
+
+@dataclass
+class Timeline:
+    """Audio and files done over the run's wall time, for the HTML report's throughput chart.
+
+    Points closer than ``spacing_s`` to the last are dropped; past ``max_points`` every other point
+    goes and the spacing doubles, so a night's run stays a few thousand points. The last point is
+    always kept (:meth:`close`).
+    """
+
+    origin: float = field(default_factory=time.monotonic)
+    spacing_s: float = 0.5
+    max_points: int = 2000
+    points: list[tuple[float, float, int]] = field(default_factory=list)
+    _pending: tuple[float, float, int] | None = None
+
+    def add(self, audio_done_s: float, files_done: int, now: float | None = None) -> None:
+        t = (time.monotonic() if now is None else now) - self.origin
+        point = (t, audio_done_s, files_done)
+        if self.points and t - self.points[-1][0] < self.spacing_s:
+            self._pending = point
+            return
+        self.points.append(point)
+        self._pending = None
+        if len(self.points) > self.max_points:
+            self.points = self.points[::2]
+            self.spacing_s *= 2
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self.points.append(self._pending)
+            self._pending = None
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        return {
+            "t_s": [round(t, 2) for t, _, _ in self.points],
+            "audio_done_s": [round(a, 2) for _, a, _ in self.points],
+            "files_done": [f for _, _, f in self.points],
+        }
 
 
 def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:

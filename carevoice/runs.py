@@ -16,7 +16,7 @@ from carevoice.devices import ClusterPlacement, DeviceChoice, DeviceReason, choo
 from carevoice.discovery import Job
 from carevoice.errors import SetupError
 from carevoice.models import ModelRef
-from carevoice.pipeline import EngineFacts, NoEngine, RunStats, Transcriber
+from carevoice.pipeline import EngineFacts, NoEngine, Progress, RunStats, Transcriber
 from carevoice.results import FileResult, FileStatus
 from carevoice.reruns import RunFacts
 from carevoice.settings import Device, TranscribeSettings
@@ -40,7 +40,7 @@ class Backend(Protocol):
     def log_path(self) -> Path | None:
         """Where the backend's own log lines went (Ray's), when it has any."""
 
-    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ...) -> Iterator[FileResult]: ...
+    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ..., on_progress: Progress | None = None) -> Iterator[FileResult]: ...
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,15 @@ class Run:
     def total(self) -> int:
         return len(self.settled) + len(self.jobs)
 
-    def results(self) -> Iterator[FileResult]:
+    def results(self, on_progress: Progress | None = None) -> Iterator[FileResult]:
         """Every file's result: the settled ones first, then each transcribed one as soon as it is
-        written (or failed). Each is appended to :attr:`finished` before it is yielded."""
+        written (or failed). Each is appended to :attr:`finished` before it is yielded.
+        ``on_progress`` gets the run's :class:`RunStats` as audio is done (chunk by chunk)."""
         for result in self.settled:
             self.finished.append(result)
             yield result
         if self.transcriber is not None and self.jobs:
-            yield from self.transcriber.run(self.jobs, self.finished.append)
+            yield from self.transcriber.run(self.jobs, self.finished.append, on_progress)
 
 
 def plan_run(settings: TranscribeSettings) -> Plan:

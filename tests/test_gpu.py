@@ -148,7 +148,7 @@ def test_without_a_driver_nvml_reports_why_and_the_sampler_starts_nothing() -> N
     assert not sampler.available and sampler.reason == info.reason
     assert not sampler.running and threading.active_count() == before
     stats = sampler.stop()
-    assert stats.to_dict() == {"available": False, "reason": info.reason, "interval_s": 0.5, "duration_s": 0.0, "devices": []}
+    assert stats.to_dict() == {"available": False, "reason": info.reason, "interval_s": 0.5, "duration_s": 0.0, "devices": [], "series": []}
 
 
 def test_missing_nvidia_ml_py_reads_as_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,13 +207,13 @@ def test_a_cuda_run_without_nvml_says_so_once(monkeypatch: pytest.MonkeyPatch) -
     run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")), placement=ON_GPU_0)
     view = SimpleNamespace(refresh=lambda text: None)
 
-    sampler = _start_gpu_sampler(run, view, console, quiet=False)
+    sampler = _start_gpu_sampler(run, view, console, quiet=False, origin=0.0)
     assert sampler is not None and not sampler.available
     assert console.export_text().count("no NVIDIA GPU (NVML unavailable: nvidia-ml-py is not installed)") == 1
     assert sampler.stop().to_dict()["available"] is False
 
     run.transcriber.engine.device = "cpu"
-    assert _start_gpu_sampler(run, view, console, quiet=False) is None
+    assert _start_gpu_sampler(run, view, console, quiet=False, origin=0.0) is None
 
 
 def test_a_cuda_run_shows_live_utilisation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,13 +222,13 @@ def test_a_cuda_run_shows_live_utilisation(monkeypatch: pytest.MonkeyPatch) -> N
     refreshed: list[str] = []
     used: list[object] = []
 
-    def sampler_of(on_sample: object, cuda_indices: object) -> GpuSampler:
+    def sampler_of(on_sample: object, cuda_indices: object, origin: float) -> GpuSampler:
         used.append(cuda_indices)
         return GpuSampler(lambda: reading(42.0), interval_s=0.005, on_sample=on_sample)  # type: ignore[arg-type]
 
     monkeypatch.setattr(gpu, "GpuSampler", sampler_of)
     run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")), placement=ON_GPU_0)
-    sampler = cli._start_gpu_sampler(run, SimpleNamespace(refresh=refreshed.append), Console(record=True), quiet=False)
+    sampler = cli._start_gpu_sampler(run, SimpleNamespace(refresh=refreshed.append), Console(record=True), quiet=False, origin=0.0)
     wait_for(lambda: len(refreshed) >= 2)
     stats = sampler.stop()
     assert refreshed[0] == " · GPU0 42% · 1.0/80 GiB"
@@ -280,3 +280,25 @@ def test_a_gpu_without_utilisation_readings_still_reports_memory() -> None:
     assert device.memory_used_peak_mib == 2048.0
     assert gpu_live_text(mig) == " · GPU0 n/a · 2.0/18 GiB"
     assert gpu_summary_text(stats.to_dict()) == " · GPU0 memory peak 2.0 GiB (no utilisation reported)"
+
+
+def test_each_gpu_over_time_is_a_bounded_series_from_the_run_s_start() -> None:
+    from carevoice.gpu import time_series
+
+    readings = [(10.0 + 0.5 * k, reading(float(k % 4) * 10, 50.0, used_mib=1000.0 + k)) for k in range(12)]
+    full = time_series(readings)
+    assert [s.index for s in full] == [0, 1]
+    assert full[0].t_s[:3] == (10.0, 10.5, 11.0) and full[0].util_pct[:4] == (0.0, 10.0, 20.0, 30.0)
+    merged = time_series(readings, max_points=3)  # four readings per step: mean utilisation, peak memory
+    assert merged[0].t_s == (10.0, 12.0, 14.0)
+    assert merged[0].util_pct == (15.0, 15.0, 15.0) and merged[0].memory_used_mib == (1003.0, 1007.0, 1011.0)
+    refused = time_series([(0.0, (GpuSample(0, None, None, None),))])
+    assert refused[0].util_pct == (None,) and refused[0].to_dict() == {"index": 0, "t_s": [0.0], "util_pct": [None], "memory_used_mib": [None]}
+
+
+def test_a_sampler_s_series_counts_from_the_origin_it_is_given() -> None:
+    sampler = GpuSampler(lambda: reading(42.0), interval_s=0.005, origin=time.monotonic() - 100.0).start()
+    wait_for(lambda: len(sampler.readings()) >= 3)
+    series = sampler.stop().series[0]
+    assert all(100.0 <= t < 160.0 for t in series.t_s) and series.t_s == tuple(sorted(series.t_s))
+    assert set(series.util_pct) == {42.0}

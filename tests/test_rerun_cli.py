@@ -443,10 +443,10 @@ def test_an_unexpected_error_while_results_arrive_keeps_the_summary_and_the_repo
     class FailingBackend:
         def __init__(self, real: Any) -> None:
             self.real = real
-            self.engine, self.engines, self.stats = real.engine, real.engines, real.stats
+            self.engine, self.engines, self.stats, self.log_path = real.engine, real.engines, real.stats, None
 
-        def run(self, jobs: list[Any], on_result: Any = lambda r: None) -> Iterator[FileResult]:
-            for result in self.real.run(jobs[:1], on_result):
+        def run(self, jobs: list[Any], on_result: Any = lambda r: None, on_progress: Any = None) -> Iterator[FileResult]:
+            for result in self.real.run(jobs[:1], on_result, on_progress):
                 yield result
             raise RuntimeError("RayTaskError(ActorDiedError): the actor died unexpectedly")
 
