@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback as tb
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -170,7 +171,7 @@ def transcribe(
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     decode_workers: Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")] = 0,
     cpu_threads: Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")] = 0,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write a per-file JSON record of the run here.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the run's report here: a page to open in a browser if the name ends in .html, else JSON.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")] = False,
     shard: Annotated[
@@ -266,11 +267,21 @@ def _run_transcribe(
 
     from carevoice.devices import DeviceChoice
     from carevoice.pipeline import RunStats
-    from carevoice.report import ProgressView, RunSummary, Timeline, gpu_live_text, placement_note, summary_line, write_report
+    from carevoice.report import (
+        HTML_SUFFIXES,
+        ProgressView,
+        RunSummary,
+        Timeline,
+        gpu_live_text,
+        placement_note,
+        summary_line,
+        write_report,
+    )
     from carevoice.results import FileStatus
     from carevoice.runs import start_run
 
     started = time.monotonic()
+    started_at = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     if settings.ray_address is not None:
         settings.validate()  # usage errors before Ray is even imported
         from carevoice.distributed import start_ray_run
@@ -279,6 +290,13 @@ def _run_transcribe(
     else:
         run = start_run(settings)
     summary = RunSummary(results=run.finished, model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
+    summary.extra["started"] = started_at
+    summary.extra["options"] = settings.options()
+    if settings.report_path is not None and settings.report_path.suffix.lower() in HTML_SUFFIXES and not quiet:
+        from carevoice import charts
+
+        if not charts.available():
+            console.print(f"[dim]--report {escape(str(settings.report_path))}: no charts in it without matplotlib ({escape(charts.PLOT_EXTRA_HINT)})[/dim]")
     if run.transcriber is not None and run.placement is not None:
         engine, count = run.transcriber.engine, len(run.transcriber.engines)
         compute_types = ", ".join(dict.fromkeys(e.compute_type for e in run.transcriber.engines))
@@ -456,6 +474,16 @@ def bench(
         float, typer.Option("--gpu-timeout", help="Seconds the GPU check before the CUDA rows may take.")
     ] = DEFAULT_GPU_PROBE_TIMEOUT_S,
     json_out: Annotated[bool, typer.Option("--json", help="Print every timing, version and hardware fact as JSON on stdout.")] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            metavar="PATH",
+            help="Also draw the results into PATH (.png, .svg, or .html: one self-contained page with a table): RTFx per "
+            "device and runner, speedups, GPU use; the --json record goes beside it as <name>.data.json. "
+            "Needs pip install 'carevoice[plot]'.",
+        ),
+    ] = None,
     show_traceback: Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")] = False,
 ) -> None:
     """Time transcription of your files on each device (GPU vs CPU), optionally against plain faster-whisper.
@@ -481,10 +509,20 @@ def bench(
             compare=compare,
             gpu_timeout_s=gpu_timeout,
         )
+        if plot is not None:  # a bad --plot must not cost a whole bench first
+            from carevoice.bench_plot import check_plot_path
+
+            settings.validate()
+            check_plot_path(plot)
         result = run_bench(settings, say=lambda line: console.print(f"[dim]{escape(line)}[/dim]"))
         print_bench(console, result)
         if json_out:
             typer.echo(bench_to_json(result))
+        if plot is not None:  # after --json: a plot that cannot be written loses no timing
+            from carevoice.bench_plot import write_bench_plot
+
+            written = write_bench_plot(plot, result.to_dict())
+            console.print(f"[dim]plot written to {escape(str(written.plot))}, its data to {escape(str(written.data))}[/dim]", soft_wrap=True)
         if not result.any_device_works:
             console.print("[red]error[/red]: no requested device could run the benchmark (see the table)")
             return ExitCode.SETUP

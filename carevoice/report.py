@@ -304,7 +304,7 @@ class Timeline:
     origin: float = field(default_factory=time.monotonic)
     spacing_s: float = 0.5
     max_points: int = 2000
-    points: list[tuple[float, float, int]] = field(default_factory=list)
+    points: list[tuple[float, float, int]] = field(default_factory=lambda: [(0.0, 0.0, 0)])  # the run's start
     _pending: tuple[float, float, int] | None = None
 
     def add(self, audio_done_s: float, files_done: int, now: float | None = None) -> None:
@@ -380,11 +380,20 @@ def summary_line(summary: RunSummary) -> str:
     return f"{head}{', '.join(parts)} · {tail}"
 
 
+HTML_SUFFIXES = (".html", ".htm")
+
+
 def write_report(path: Path, summary: RunSummary) -> None:
-    """The per-file run record for --report (written atomically)."""
+    """The run's report for --report, written atomically: a page (carevoice.html_report) when
+    the name ends in .html, else the JSON record."""
     from carevoice.writers import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in HTML_SUFFIXES:
+        from carevoice.html_report import render_report_html
+
+        atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))
+        return
     atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 

@@ -181,6 +181,9 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
+INPUTS_SHOWN = 20
+
+
 @dataclass(frozen=True)
 class TranscribeSettings:
     """Everything `carevoice transcribe` was asked to do."""
@@ -200,6 +203,25 @@ class TranscribeSettings:
     ray_actors: int = 0  # 0: one per GPU of the cluster, else as many CPU actors as its CPUs allow
     ray_files_per_task: int = 0  # 0: four batches' worth
     dry_run: bool = False  # plan only: say what a run would do, touch nothing
+
+    def options(self) -> dict[str, Any]:
+        """The run's options as its report shows them (the first inputs only: a shell glob can name thousands)."""
+        return {
+            "inputs": [str(p) for p in self.inputs[:INPUTS_SHOWN]] + ([f"… {len(self.inputs) - INPUTS_SHOWN} more"] if len(self.inputs) > INPUTS_SHOWN else []),
+            "output_dir": None if self.output_dir is None else str(self.output_dir),
+            "format": [f.value for f in self.formats],
+            "model": self.engine.model,
+            "device": self.engine.device.value,
+            "compute_type": self.engine.compute_type,
+            "batch_size": self.decode.batch_size,
+            **self.decode.text_options(),
+            "word_timestamps": self.decode.word_timestamps,
+            "overwrite": self.overwrite,
+            "recursive": self.recursive,
+            "shard": None if self.shard is None else str(self.shard),
+            "gpus": None if self.gpus is None else list(self.gpus),
+            "ray": self.ray_address,
+        }
 
     def validate(self) -> None:
         """Check everything that is cheap to check, before any model is loaded.
