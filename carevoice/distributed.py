@@ -265,8 +265,7 @@ class RayTranscriber:
             try:
                 for result in self._results(dataset, jobs, actor_index):
                     on_result(result)
-                    self.stats.seen(result.duration_s)
-                    self.stats.finished_file(result.duration_s)
+                    self.stats.whole_file(result.duration_s)
                     if on_progress is not None:
                         on_progress(self.stats)
                     yield result

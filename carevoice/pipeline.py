@@ -110,6 +110,11 @@ class RunStats:
         """A file is finished (written, failed or rendered): the part of it not yet counted is done."""
         self.audio_done_s += max(0.0, duration_s - credited_s)
 
+    def whole_file(self, duration_s: float) -> None:
+        """A file seen and finished in one step (rendered from its JSON, or back from a Ray actor)."""
+        self.seen(duration_s)
+        self.finished_file(duration_s)
+
     def estimated_audio_s(self, jobs: int) -> float | None:
         """The run's whole audio: what is known, plus the files not decoded yet at the mean length
         so far (None before any file's length is known)."""
@@ -409,8 +414,7 @@ class Transcriber:
                 with interrupts.deferred():
                     result = refused or self._render(job)
                     on_result(result)
-                self.stats.seen(result.duration_s)
-                self.stats.finished_file(result.duration_s)
+                self.stats.whole_file(result.duration_s)
                 if on_progress is not None:
                     on_progress(self.stats)
                 yield result

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import pty
 import re
+import struct
 import subprocess
+import termios
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,3 +132,34 @@ def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> d
         else:
             files[p.name] = p.read_bytes()
     return files
+
+
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z])")
+
+
+def run_on_terminal(args: list[str], cwd: Path | None = None, columns: int = 120) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (so rich draws its live progress, as in a user's shell);
+    returns (exit, stdout, what the terminal showed with ANSI removed and each redraw on a line of its own)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns)}
+    env.pop("NO_COLOR", None)
+    child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    stdout: list[bytes] = []
+    reader = threading.Thread(target=lambda: stdout.append(child.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    reader.join()
+    code = child.wait(timeout=600)
+    terminal = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r", "\n")
+    return code, b"".join(stdout).decode("utf-8"), terminal

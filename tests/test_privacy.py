@@ -9,22 +9,16 @@ the live progress display is captured too.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import re
 import shutil
-import struct
 import subprocess
 import sys
-import termios
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import encode, normalised_words
+from conftest import encode, normalised_words, run_on_terminal
 
 from carevoice.audio import Ffmpeg
 from carevoice.cli import app
@@ -36,35 +30,6 @@ SPEECH = {
     "visit-2.flac": "hfdatasets__vctk_p225_002_mic1.flac",
     "visit-3.wav": "pocketsphinx__sense_and_sensibility_01_austen_64kb-0930.wav",
 }
-ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z])")
-
-
-def run_on_terminal(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    """Run with stderr on a pseudo-terminal (so rich draws its live progress); returns (exit, stdout, stderr)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
-    child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=cwd, env=env)
-    os.close(slave)
-    stdout: list[bytes] = []
-    reader = threading.Thread(target=lambda: stdout.append(child.stdout.read()))  # type: ignore[union-attr]
-    reader.start()
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 1 << 16)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    reader.join()
-    code = child.wait(timeout=600)
-    terminal = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r", "\n")
-    return code, b"".join(stdout).decode("utf-8"), terminal
-
-
 def speech_words(folder: Path) -> set[str]:
     """Every word of five letters or more that the model wrote into the transcripts."""
     words: set[str] = set()

@@ -4,21 +4,19 @@ timeline kept for the HTML report)."""
 
 from __future__ import annotations
 
-import os
-import pty
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import encode
+from conftest import run_on_terminal
 
 from carevoice.audio import Ffmpeg
 from carevoice.pipeline import RunStats
 from carevoice.report import ProgressView, Timeline, audio_amount, audio_fraction, clock, stderr_console
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+CAREVOICE = (sys.executable, "-m", "carevoice")
 FRAME = re.compile(r"transcribing\W*?(\d+)/(≈?)(\d+) s audio · (\d+)/(\d+) files")
 
 
@@ -32,32 +30,11 @@ def long_recording(ffmpeg: Ffmpeg, data_dir: Path, target: Path) -> Path:
     return target
 
 
-def run_in_terminal(args: list[str]) -> tuple[int, str]:
-    """Run carevoice with stderr on a pseudo-terminal (as a user's shell has it); everything it drew, ANSI removed."""
-    primary, secondary = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "LINES": "50", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    child = subprocess.Popen([sys.executable, "-m", "carevoice", *args], stdout=subprocess.DEVNULL, stderr=secondary, env=env)
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            data = os.read(primary, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(primary)
-    code = child.wait(timeout=300)
-    return code, ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
-
-
 def test_a_long_recording_moves_the_bar_before_it_is_done(tmp_path: Path, ffmpeg_bin: Ffmpeg, data_dir: Path) -> None:
     folder = tmp_path / "visits"
     folder.mkdir()
     long_recording(ffmpeg_bin, data_dir, folder / "long.wav")
-    code, drawn = run_in_terminal(["transcribe", str(folder), "-m", "tiny.en", "--device", "cpu", "--batch-size", "1", "-f", "txt"])
+    code, _, drawn = run_on_terminal([*CAREVOICE, "transcribe", str(folder), "-m", "tiny.en", "--device", "cpu", "--batch-size", "1", "-f", "txt"], columns=200)
     assert code == 0, drawn
     frames = [tuple(m.groups()) for m in FRAME.finditer(drawn)]
     assert frames, drawn
@@ -78,7 +55,7 @@ def test_without_a_terminal_or_with_q_progress_stays_out_of_the_log(tmp_path: Pa
     assert piped.returncode == 0, piped.stderr
     assert "transcribing" not in piped.stderr and "\r" not in piped.stderr and "\x1b" not in piped.stderr
     assert [line.split(" ", 1)[0] for line in piped.stderr.splitlines()] == ["1", "done", "transcribed"]
-    code, drawn = run_in_terminal(["transcribe", str(clip), "-m", "tiny.en", "-f", "txt", "-q", "--overwrite"])
+    code, _, drawn = run_on_terminal([*CAREVOICE, "transcribe", str(clip), "-m", "tiny.en", "-f", "txt", "-q", "--overwrite"], columns=200)
     assert code == 0 and "transcribing" not in drawn and "done " not in drawn
     assert drawn.strip().startswith("transcribed 1, skipped 0, failed 0")
 
