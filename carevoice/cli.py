@@ -268,11 +268,11 @@ def _run_transcribe(
     from carevoice.devices import DeviceChoice
     from carevoice.pipeline import RunStats
     from carevoice.report import (
-        HTML_SUFFIXES,
         ProgressView,
         RunSummary,
         Timeline,
         gpu_live_text,
+        is_html,
         placement_note,
         summary_line,
         write_report,
@@ -292,7 +292,7 @@ def _run_transcribe(
     summary = RunSummary(results=run.finished, model=run.transcriber.engine.ref.model_id if run.transcriber else settings.engine.model)
     summary.extra["started"] = started_at
     summary.extra["options"] = settings.options()
-    if settings.report_path is not None and settings.report_path.suffix.lower() in HTML_SUFFIXES and not quiet:
+    if settings.report_path is not None and is_html(settings.report_path) and not quiet:
         from carevoice import charts
 
         if not charts.available():
@@ -315,7 +315,7 @@ def _run_transcribe(
             console.print(f"[dim]shard {settings.shard} (numbered from 0): {run.total} of {run.found} file(s)[/dim]")
     code = ExitCode.OK
     timeline = Timeline(origin=started)
-    with ProgressView(console, run.total, len(run.jobs), quiet) as view:
+    with ProgressView(console, run.total, quiet) as view:
         sampler = _start_gpu_sampler(run, view, console, quiet, origin=started)
         shown = 0
 
@@ -330,7 +330,7 @@ def _run_transcribe(
                 timeline.add(view.audio_done_s, view.files_done)
 
         def on_progress(stats: RunStats) -> None:
-            view.advance(stats.audio_done_s, stats.estimated_audio_s(len(run.jobs)), exact=stats.files_seen >= len(run.jobs))
+            view.advance(stats.audio_done_s, stats.estimated_audio_s(len(run.jobs)), stats.files_seen >= len(run.jobs), stats.audio_rendered_s)
             timeline.add(view.audio_done_s, view.files_done)
 
         failure: Exception | None = None
@@ -364,10 +364,10 @@ def _run_transcribe(
     if settings.report_path is not None:
         try:
             write_report(settings.report_path, summary)
-        except OSError as exc:  # the transcripts are written; only the record is missing
+        except (OSError, CareVoiceError) as exc:  # the transcripts are written; only the report is missing
+            why = exc.message if isinstance(exc, CareVoiceError) else exc.strerror or type(exc).__name__
             console.print(
-                f"[red]error[/red]: cannot write --report {escape(str(settings.report_path))} "
-                f"({escape(exc.strerror or type(exc).__name__)}) — choose a writable path"
+                f"[red]error[/red]: cannot write --report {escape(str(settings.report_path))} ({escape(why)}) — choose a writable path"
             )
             if code is ExitCode.OK:  # an interrupt's own exit code stays
                 code = ExitCode.FAILED

@@ -259,9 +259,10 @@ class RayTranscriber:
         )
         actor_index: dict[str, int] = {}
         # Ray prints cluster events (e.g. "Task ... failed, retrying" when a worker dies) on the
-        # driver's stdout, which carries only results here (--json): they go to stderr instead,
-        # and Ray's own C++ log lines on stderr go to the log file.
-        with contextlib.redirect_stdout(sys.stderr), native_stderr_to(self.log_path):
+        # driver's stdout, which carries only results here (--json): they go to stderr instead
+        # (the terminal's, so redirected after fd 2 is), and Ray's own C++ log lines on fd 2 go to
+        # the log file.
+        with native_stderr_to(self.log_path), contextlib.redirect_stdout(sys.stderr):
             try:
                 for result in self._results(dataset, jobs, actor_index):
                     on_result(result)
@@ -298,24 +299,34 @@ class RayTranscriber:
 def native_stderr_to(path: Path) -> Iterator[None]:
     """Send what is written to file descriptor 2 (Ray's C++ core worker logs there, e.g. its
     "constructor arguments in the object store" error line for every Ray Data actor pool, ray#57838)
-    to ``path``, while Python's ``sys.stderr`` (our progress, errors and summary) stays on the terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    terminal = os.fdopen(os.dup(saved), "w", encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace", buffering=1)
-    previous = sys.stderr
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-        sys.stderr = terminal
+    to ``path``, while Python's ``sys.stderr`` (our progress, errors and summary) stays on the terminal.
+
+    Whatever happens inside (an error, Ctrl-C, a generator closed early), fd 2 and ``sys.stderr``
+    are the user's again afterwards, no descriptor is left open, and an empty log is removed.
+    """
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # Ray's lines name the user's files
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
         try:
-            yield
+            terminal = os.fdopen(os.dup(saved), "w", encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace", buffering=1)
+            previous = sys.stderr
+            try:
+                os.dup2(log, 2)
+                sys.stderr = terminal
+                yield
+            finally:
+                os.dup2(saved, 2)  # first: whatever fails below, fd 2 is the terminal again
+                sys.stderr = previous
+                with contextlib.suppress(OSError, ValueError):  # a closed pipe (EPIPE) on the way out
+                    terminal.close()
         finally:
-            terminal.flush()
-            sys.stderr = previous
-            os.dup2(saved, 2)
             os.close(saved)
-            terminal.close()
-            if log.tell() == 0:  # Ray said nothing: leave nothing behind
-                path.unlink(missing_ok=True)
+    finally:
+        empty = os.fstat(log).st_size == 0
+        os.close(log)
+        if empty:  # Ray said nothing: leave nothing behind
+            path.unlink(missing_ok=True)
 
 
 def thread_environment() -> dict[str, str]:

@@ -482,7 +482,7 @@ class GpuSampler:
         on_sample: Called from the sampler thread with each reading (e.g. a live display);
             its exceptions are swallowed.
         cuda_indices: The GPUs to read, by CUDA index (the run's own); None: every GPU NVML sees.
-        origin: The time.monotonic() the series' times count from (default: the first reading).
+        origin: The time.monotonic() the series' times count from (default: when sampling starts).
     """
 
     def __init__(

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from carevoice import charts
+from carevoice.report import duration_text
 
 PAGE_ROWS = 250  # table rows per page
 GROUP_FILES_SHOWN = 10  # files listed under one failure cause (the table lists them all)
@@ -71,10 +72,11 @@ def link(path: str, base: Path) -> str:
     """A relative URL from the report's folder to ``path`` (percent-encoded: a name can never
     read as a scheme such as ``javascript:``)."""
     target = Path(path)
+    absolute = target if target.is_absolute() else Path.cwd() / target
     try:
-        relative = os.path.relpath(target if target.is_absolute() else Path.cwd() / target, base)
-    except ValueError:  # another drive (Windows)
-        relative = str(target)
+        relative = os.path.relpath(absolute, base)
+    except ValueError:  # another drive (Windows): no relative path exists
+        return absolute.as_uri()
     return "./" + quote(Path(relative).as_posix(), safe="/")
 
 
@@ -96,10 +98,6 @@ def table_rows(files: list[dict[str, Any]], base: Path) -> list[list[Any]]:
     return rows
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
-
-
 def _stat(label: str, shown: str, key: str, value: Any) -> str:
     return (
         f'<div class="stat"><div class="value" data-key="{html.escape(key)}" data-value="{html.escape(json.dumps(value))}">'
@@ -113,8 +111,8 @@ def _summary(report: dict[str, Any]) -> str:
         _stat("transcribed", str(counts["done"]), "counts.done", counts["done"]),
         _stat("skipped", str(counts["skipped"]), "counts.skipped", counts["skipped"]),
         _stat("failed", str(counts["failed"]), "counts.failed", counts["failed"]),
-        _stat("audio transcribed", _hours(report["audio_s"]), "audio_s", report["audio_s"]),
-        _stat("wall time", _hours(report["wall_s"]), "wall_s", report["wall_s"]),
+        _stat("audio transcribed", duration_text(report["audio_s"]), "audio_s", report["audio_s"]),
+        _stat("wall time", duration_text(report["wall_s"]), "wall_s", report["wall_s"]),
         _stat("× real time", f"{report['rtfx']:.1f}×", "rtfx", report["rtfx"]),
         _stat("files per second", f"{report['files_per_s']:.2f}", "files_per_s", report["files_per_s"]),
     ]
@@ -183,10 +181,18 @@ def _image(svg: bytes, alt: str) -> str:
 def _charts(report: dict[str, Any]) -> str:
     if not charts.available():
         return f'<section id="charts"><h2>Charts</h2><p class="note">Charts need matplotlib: {html.escape(charts.PLOT_EXTRA_HINT)}</p></section>'
+    try:
+        figures = _figures(report)
+    except Exception as exc:  # a chart that cannot be drawn must not cost the run its report
+        figures = [f'<p class="note">The charts could not be drawn ({html.escape(type(exc).__name__)}); the numbers are all below.</p>']
+    return f'<section id="charts"><h2>Charts</h2>{"".join(figures)}</section>'
+
+
+def _figures(report: dict[str, Any]) -> list[str]:
     figures = []
     timeline = report.get("timeline") or {}
     if len(timeline.get("t_s") or ()) >= 2:
-        figure = charts.throughput_chart(timeline, f"Throughput: {report['rtfx']:.1f}× real time over {_hours(report['wall_s'])}")
+        figure = charts.throughput_chart(timeline, f"Throughput: {report['rtfx']:.1f}× real time over {duration_text(report['wall_s'])}")
         figures.append(_image(charts.render(figure, "svg"), "audio transcribed and files finished over wall time"))
     gpu = report.get("gpu") or {}
     if gpu.get("series"):
@@ -197,7 +203,7 @@ def _charts(report: dict[str, Any]) -> str:
         figures.append(f'<p class="note">GPU not sampled: {html.escape(gpu.get("reason") or "no readings")}</p>')
     if not figures:
         figures.append('<p class="note">Too short a run to chart.</p>')
-    return f'<section id="charts"><h2>Charts</h2>{"".join(figures)}</section>'
+    return figures
 
 
 def _json_for_script(value: Any) -> str:

@@ -89,7 +89,8 @@ class RunStats:
 
     Progress: a job is *seen* once its length is known (decoded) or it will never have one
     (refused, failed to decode); audio is *done* chunk by chunk as batches come back, and the
-    rest of a file's length (silence between chunks) once the file is finished.
+    rest of a file's length (silence between chunks) once the file is finished. Audio *rendered*
+    from recorded JSON is done at once, without the engine (not a measure of speed).
     """
 
     engine_calls: int = 0
@@ -99,28 +100,39 @@ class RunStats:
     redecoded_chunks: int = 0  # decoded the safe (sequential) way
     calls_per_engine: list[int] = field(default_factory=list)  # engine calls of each engine, in load order
     files_seen: int = 0
+    files_measured: int = 0  # seen with a known length
     audio_seen_s: float = 0.0
     audio_done_s: float = 0.0
+    audio_rendered_s: float = 0.0
 
-    def seen(self, duration_s: float = 0.0) -> None:
+    def seen(self, duration_s: float | None = None) -> None:
+        """A job's length is known (None: it will never be: refused, or not decodable)."""
         self.files_seen += 1
-        self.audio_seen_s += duration_s
+        if duration_s is not None:
+            self.files_measured += 1
+            self.audio_seen_s += duration_s
 
     def finished_file(self, duration_s: float, credited_s: float = 0.0) -> None:
         """A file is finished (written, failed or rendered): the part of it not yet counted is done."""
         self.audio_done_s += max(0.0, duration_s - credited_s)
 
     def whole_file(self, duration_s: float) -> None:
-        """A file seen and finished in one step (rendered from its JSON, or back from a Ray actor)."""
+        """A file seen and finished in one step (back from a Ray actor)."""
         self.seen(duration_s)
         self.finished_file(duration_s)
 
+    def rendered(self, duration_s: float) -> None:
+        """A file written from its recorded JSON: done at once, no engine work."""
+        self.whole_file(duration_s)
+        self.audio_rendered_s += duration_s
+
     def estimated_audio_s(self, jobs: int) -> float | None:
-        """The run's whole audio: what is known, plus the files not decoded yet at the mean length
-        so far (None before any file's length is known)."""
-        if self.files_seen == 0:
+        """The run's whole audio: what is known, plus the jobs not seen yet at the mean length of the
+        files measured so far (None before any length is known, or while every one is 0)."""
+        if self.files_measured == 0:
             return None
-        return self.audio_seen_s + self.audio_seen_s / self.files_seen * max(0, jobs - self.files_seen)
+        estimate = self.audio_seen_s + self.audio_seen_s / self.files_measured * max(0, jobs - self.files_seen)
+        return estimate if estimate > 0 else None
 
 
 Progress = Callable[[RunStats], None]
@@ -358,6 +370,7 @@ class Transcriber:
         self.settings = settings
         self.engine = engine
         self.engines = (engine, *more_engines)
+        self.log_path: Path | None = None  # a Backend's own log (Ray's lines); this one has none to write
         self.claims = claims
         self.planned = planned or {}
         self.runner = BatchRunner(
@@ -377,8 +390,6 @@ class Transcriber:
             "device": engine.device,
             "compute_type": engine.compute_type,
         }
-
-    log_path: Path | None = None  # logs only to the caller (a Ray run has a log file)
 
     @property
     def batch_size(self) -> int:
@@ -414,7 +425,7 @@ class Transcriber:
                 with interrupts.deferred():
                     result = refused or self._render(job)
                     on_result(result)
-                self.stats.whole_file(result.duration_s)
+                self.stats.rendered(result.duration_s)
                 if on_progress is not None:
                     on_progress(self.stats)
                 yield result

@@ -188,8 +188,8 @@ def _audio_unit(seconds: float) -> tuple[float, str, str]:
     return 3600.0, ".2f", "h"
 
 
-def audio_amount(seconds: float) -> str:
-    """Audio time for a progress line: 42 s, 12.5 min, 3.25 h."""
+def duration_text(seconds: float) -> str:
+    """A duration (of audio, or wall time) in the unit that suits it: 42 s, 12.5 min, 3.25 h."""
     divisor, fmt, unit = _audio_unit(seconds)
     return f"{seconds / divisor:{fmt}} {unit}"
 
@@ -201,6 +201,7 @@ def audio_fraction(done_s: float, total_s: float, exact: bool) -> str:
 
 
 def clock(seconds: float) -> str:
+    """A duration as H:MM:SS."""
     seconds = int(max(0.0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -216,19 +217,18 @@ class ProgressView:
     Args:
         console: Where to draw (stderr).
         total_files: Every input of the run, settled ones included.
-        jobs: The inputs that go through the engine (or render from their JSON): the ones with audio to do.
         quiet: Errors only.
     """
 
-    def __init__(self, console: Console, total_files: int, jobs: int, quiet: bool) -> None:
+    def __init__(self, console: Console, total_files: int, quiet: bool) -> None:
         self.console = console
         self.quiet = quiet
         self.started = time.monotonic()
         self.total_files = total_files
-        self.jobs = jobs
         self.files_done = 0
         self.audio_done_s = 0.0
         self.audio_total_s: float | None = None
+        self.audio_rendered_s = 0.0  # done without the engine (from recorded JSON): not in the rate
         self.exact = False
         self.gpu = ""
         self.live = console.is_terminal and not quiet
@@ -258,9 +258,10 @@ class ProgressView:
         if result.status is FileStatus.FAILED or not self.quiet:
             self.console.print(file_line(result))
 
-    def advance(self, audio_done_s: float, audio_total_s: float | None, exact: bool) -> None:
-        """Audio done so far, and the run's audio (``exact``: every file's length is known)."""
-        self.audio_done_s, self.audio_total_s, self.exact = audio_done_s, audio_total_s, exact
+    def advance(self, audio_done_s: float, audio_total_s: float | None, exact: bool, rendered_s: float = 0.0) -> None:
+        """Audio done so far (``rendered_s`` of it from recorded JSON, at once), and the run's audio
+        (``exact``: every file's length is known)."""
+        self.audio_done_s, self.audio_total_s, self.exact, self.audio_rendered_s = audio_done_s, audio_total_s, exact, rendered_s
         self._draw()
 
     def refresh(self, extra: str) -> None:
@@ -273,15 +274,16 @@ class ProgressView:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         done, total = self.audio_done_s, self.audio_total_s
         if total is None:
-            audio = f"{audio_amount(done)} audio"
+            audio = f"{duration_text(done)} audio"
         else:
             audio = f"{audio_fraction(done, total, self.exact)} audio"
         parts = [audio, f"{self.files_done}/{self.total_files} files"]
-        if done > 0:
-            parts.append(f"{done / elapsed:.1f}× real time")
+        rate = (done - self.audio_rendered_s) / elapsed  # the engine's: rendering a JSON costs next to nothing
+        if rate > 0:
+            parts.append(f"{rate:.1f}× real time")
         text = " · ".join(parts) + self.gpu + f" · {clock(elapsed)}"
-        if done > 0 and total is not None:
-            text += f" · ETA {clock(max(0.0, total - done) / (done / elapsed))}"
+        if rate > 0 and total is not None:
+            text += f" · ETA {clock(max(0.0, total - done) / rate)}"
         return text
 
     def _draw(self) -> None:
@@ -305,7 +307,7 @@ class Timeline:
     spacing_s: float = 0.5
     max_points: int = 2000
     points: list[tuple[float, float, int]] = field(default_factory=lambda: [(0.0, 0.0, 0)])  # the run's start
-    _pending: tuple[float, float, int] | None = None
+    _pending: tuple[float, float, int] | None = field(default=None, init=False, repr=False)
 
     def add(self, audio_done_s: float, files_done: int, now: float | None = None) -> None:
         t = (time.monotonic() if now is None else now) - self.origin
@@ -316,7 +318,10 @@ class Timeline:
         self.points.append(point)
         self._pending = None
         if len(self.points) > self.max_points:
-            self.points = self.points[::2]
+            kept = self.points[::2]
+            if kept[-1] != point:  # an even count drops the newest: keep it
+                kept.append(point)
+            self.points = kept
             self.spacing_s *= 2
 
     def close(self) -> None:
@@ -383,13 +388,18 @@ def summary_line(summary: RunSummary) -> str:
 HTML_SUFFIXES = (".html", ".htm")
 
 
+def is_html(path: Path) -> bool:
+    """--report writes a page for these names, the JSON record for any other."""
+    return path.suffix.lower() in HTML_SUFFIXES
+
+
 def write_report(path: Path, summary: RunSummary) -> None:
     """The run's report for --report, written atomically: a page (carevoice.html_report) when
     the name ends in .html, else the JSON record."""
     from carevoice.writers import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in HTML_SUFFIXES:
+    if is_html(path):
         from carevoice.html_report import render_report_html
 
         atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))

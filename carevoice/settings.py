@@ -207,7 +207,8 @@ class TranscribeSettings:
     def options(self) -> dict[str, Any]:
         """The run's options as its report shows them (the first inputs only: a shell glob can name thousands)."""
         return {
-            "inputs": [str(p) for p in self.inputs[:INPUTS_SHOWN]] + ([f"… {len(self.inputs) - INPUTS_SHOWN} more"] if len(self.inputs) > INPUTS_SHOWN else []),
+            "inputs": [str(p) for p in self.inputs[:INPUTS_SHOWN]],
+            "inputs_total": len(self.inputs),
             "output_dir": None if self.output_dir is None else str(self.output_dir),
             "format": [f.value for f in self.formats],
             "model": self.engine.model,

@@ -7,6 +7,7 @@ own: failure groups, a 10,000-file page, a page without matplotlib.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -110,6 +111,9 @@ def test_the_run_had_every_kind_of_file(html_run: HtmlRun) -> None:
 def test_no_transcript_word_is_in_the_page(html_run: HtmlRun) -> None:
     page_words = set(normalised_words(html_run.html))
     assert html_run.words & page_words == set()
+    charts = [base64.b64decode(data).decode("utf-8") for data in re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", html_run.html)]
+    assert charts and all("<svg" in chart for chart in charts)  # the charts' text (labels, titles) is text in their SVG
+    assert html_run.words & set(normalised_words(" ".join(charts))) == set()
 
 
 def test_the_page_fetches_nothing_and_names_no_server(html_run: HtmlRun) -> None:

@@ -109,3 +109,46 @@ def test_more_gpu_actors_than_the_cluster_has_gpus_is_a_setup_error(tmp_path: Pa
     ]
     assert fake.shutdowns == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]
+
+
+NATIVE_STDERR = r"""
+import contextlib, os, sys
+from pathlib import Path
+from carevoice.distributed import native_stderr_to
+
+log, empty = Path(sys.argv[1]), Path(sys.argv[2])
+fds = sorted(os.listdir("/proc/self/fd"))
+with native_stderr_to(log), contextlib.redirect_stdout(sys.stderr):
+    os.write(2, b"E core_worker.cc: a C++ line\n")  # Ray's core worker writes to fd 2
+    print("Task failed, retrying")  # Ray's cluster events on stdout: to the terminal's stderr
+    print("progress", file=sys.stderr)
+try:
+    with native_stderr_to(log):
+        os.write(2, b"second line\n")
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    pass
+
+def results():
+    with native_stderr_to(empty):
+        yield 1
+        yield 2
+
+run = results()
+next(run)
+run.close()  # a run stopped early
+os.write(2, b"after: fd 2 is the terminal again\n")
+print("after: sys.stderr too", file=sys.stderr)
+print("same fds:", sorted(os.listdir("/proc/self/fd")) == fds)
+"""
+
+
+def test_ray_s_native_stderr_goes_to_its_log_and_everything_is_put_back(tmp_path: Path) -> None:
+    log, empty = tmp_path / "ray.log", tmp_path / "empty.log"
+    done = subprocess.run([sys.executable, "-c", NATIVE_STDERR, str(log), str(empty)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text(encoding="utf-8") == "E core_worker.cc: a C++ line\nsecond line\n"
+    assert oct(log.stat().st_mode & 0o777) == "0o600"  # Ray's lines name the user's files
+    assert done.stderr.splitlines() == ["Task failed, retrying", "progress", "after: fd 2 is the terminal again", "after: sys.stderr too"]
+    assert done.stdout == "same fds: True\n"
+    assert not empty.exists()  # nothing was written to it: not left behind

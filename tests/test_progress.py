@@ -14,7 +14,7 @@ from conftest import run_on_terminal
 
 from carevoice.audio import Ffmpeg
 from carevoice.pipeline import RunStats
-from carevoice.report import ProgressView, Timeline, audio_amount, audio_fraction, clock, stderr_console
+from carevoice.report import ProgressView, Timeline, duration_text, audio_fraction, clock, stderr_console
 
 CAREVOICE = (sys.executable, "-m", "carevoice")
 FRAME = re.compile(r"transcribing\W*?(\d+)/(≈?)(\d+) s audio · (\d+)/(\d+) files")
@@ -66,17 +66,21 @@ def test_the_estimate_of_a_run_s_audio_grows_exact_as_files_are_decoded() -> Non
     stats.seen(10.0)
     assert stats.estimated_audio_s(jobs=4) == 40.0  # three more at the mean so far
     stats.seen(30.0)
-    stats.seen()  # refused or undecodable: no audio
-    assert stats.estimated_audio_s(jobs=4) == pytest.approx(40.0 + 40.0 / 3)
+    stats.seen()  # refused or undecodable: its length is unknown, not 0 (refusals come in runs)
+    assert stats.estimated_audio_s(jobs=4) == 60.0  # one more at the mean of the two measured
     stats.seen(5.0)
     assert stats.estimated_audio_s(jobs=4) == 45.0  # every job seen: exact
     stats.audio_done_s = 12.0
     stats.finished_file(30.0, credited_s=12.0)  # a file whose chunks covered 12 s: its silence counts at the end
     assert stats.audio_done_s == 30.0
+    failing = RunStats()
+    failing.seen()
+    failing.seen()
+    assert failing.estimated_audio_s(jobs=10) is None  # nothing measured: no total ("0/≈0 s" would mislead)
 
 
 def test_the_progress_line_names_audio_files_rate_and_eta() -> None:
-    view = ProgressView(stderr_console(), total_files=42, jobs=40, quiet=True)
+    view = ProgressView(stderr_console(), total_files=42, quiet=True)
     assert view.line().startswith("0 s audio · 0/42 files · 0:00:0")
     view.advance(0.0, 3000.0, exact=False)
     assert "0.0/≈50.0 min audio" in view.line() and "ETA" not in view.line()
@@ -85,7 +89,11 @@ def test_the_progress_line_names_audio_files_rate_and_eta() -> None:
     line = view.line()
     assert "10.0/50.0 min audio · 0/42 files · 6.0× real time" in line
     assert line.endswith("ETA 0:06:40")
-    assert (audio_amount(42.0), audio_amount(750.0), audio_amount(4.5 * 3600)) == ("42 s", "12.5 min", "4.50 h")
+    # A rerun that first renders 500 files from their JSON (done at once) and then transcribes:
+    # the rate and the ETA are the engine's, not inflated by the rendering.
+    view.advance(1800.0, 3000.0, exact=True, rendered_s=1200.0)
+    assert "6.0× real time" in view.line() and view.line().endswith("ETA 0:03:20")
+    assert (duration_text(42.0), duration_text(750.0), duration_text(4.5 * 3600)) == ("42 s", "12.5 min", "4.50 h")
     assert (audio_fraction(30.0, 88.0, True), audio_fraction(600.0, 9000.0, False)) == ("30/88 s", "0.17/≈2.50 h")
     assert clock(3725.0) == "1:02:05"
 
@@ -99,3 +107,7 @@ def test_the_timeline_stays_small_and_keeps_its_last_point() -> None:
     assert 50 <= len(data["t_s"]) <= 101
     assert data["t_s"] == sorted(data["t_s"]) and data["audio_done_s"] == sorted(data["audio_done_s"])
     assert data["t_s"][-1] == round(99_999 * 0.3, 2) and data["audio_done_s"][-1] == 199_998.0 and data["files_done"][-1] == 9999
+    odd = Timeline(origin=0.0, spacing_s=0.0, max_points=5)
+    for step in range(1, 6):
+        odd.add(float(step), step, now=float(step))
+    assert odd.to_dict()["t_s"][-1] == 5.0  # thinning an odd count keeps the newest point too
