@@ -8,7 +8,6 @@ through :mod:`carevoice.charts`.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from carevoice import charts
 from carevoice.errors import OutputError, SetupError, UsageError
+from carevoice.gpu import busiest, gib
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -248,8 +248,7 @@ def _draw_speedups(axes: Axes, record: Mapping[str, Any]) -> None:
 def _draw_gpu(util_axes: Axes, memory_axes: Axes, record: Mapping[str, Any]) -> None:
     """Utilisation and memory of each CUDA row's GPUs, over that row's timed runs."""
     rows = _gpu_rows(record)
-    end = max((t for row in rows for series in row["gpu"]["series"] for t in series["t_s"]), default=0.0)
-    scale, unit = (60.0, "min") if end >= 180 else (1.0, "s")
+    scale, unit = charts.time_unit(max((t for row in rows for series in row["gpu"]["series"] for t in series["t_s"]), default=0.0))
     colour_index = 0
     for row in rows:
         totals = {d["index"]: d.get("memory_total_mib") for d in row["gpu"].get("devices") or ()}
@@ -257,13 +256,8 @@ def _draw_gpu(util_axes: Axes, memory_axes: Axes, record: Mapping[str, Any]) -> 
             colour = charts.COLOURS[colour_index % len(charts.COLOURS)]
             colour_index += 1
             total_mib = totals.get(series["index"])
-            total = f", {total_mib / 1024:.0f} GiB total" if total_mib else ""
-            label = f"{_row_name(row)} (GPU {series['index']}{total})"
-            times = [t / scale for t in series["t_s"]]
-            util = [float("nan") if u is None else u for u in series["util_pct"]]
-            memory = [float("nan") if m is None else m / 1024 for m in series["memory_used_mib"]]
-            util_axes.plot(times, util, color=colour, label=label, linewidth=1.2)
-            memory_axes.plot(times, memory, color=colour, label=label, linewidth=1.2)
+            total = f", {gib(total_mib, '.0f')} GiB total" if total_mib else ""
+            charts.plot_gpu_series(util_axes, memory_axes, series, colour, f"{_row_name(row)} (GPU {series['index']}{total})", scale)
         e2e_s = sum(row["e2e"]["runs_s"])  # the end-to-end runs come first, then the inference-only ones
         if e2e_s and row["inference"]["runs_s"]:
             util_axes.axvline(e2e_s / scale, color=colour, linewidth=0.8, linestyle="--")
@@ -310,12 +304,11 @@ def _number(value: Any, fmt: str) -> str:
 
 
 def _gpu_cells(row: Mapping[str, Any]) -> tuple[str, str]:
-    devices = (row.get("gpu") or {}).get("devices") or []
-    if not devices:
+    top = busiest((row.get("gpu") or {}).get("devices") or [], lambda d: (d.get("util_mean_pct"), d.get("memory_used_peak_mib")))
+    if top is None:
         return "–", "–"
-    top = max(devices, key=lambda d: (d.get("util_mean_pct") or 0, d.get("memory_used_peak_mib") or 0))
     memory = top.get("memory_used_peak_mib")
-    return _number(top.get("util_mean_pct"), ".0f"), "–" if memory is None else f"{memory / 1024:.1f}"
+    return _number(top.get("util_mean_pct"), ".0f"), "–" if memory is None else gib(memory)
 
 
 def bench_html(record: Mapping[str, Any], svg: bytes, data_name: str) -> str:
@@ -343,7 +336,6 @@ def bench_html(record: Mapping[str, Any], svg: bytes, data_name: str) -> str:
         for sp in record["speedups"]
     ] or ["<tr><td colspan=3>none: fewer than two comparable rows ran</td></tr>"]
     title = bench_title(record)
-    image = base64.b64encode(svg).decode("ascii")
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v)
     return f"""<!doctype html>
 <html lang="en">
@@ -364,7 +356,7 @@ th:first-child, td:first-child, td:last-child {{ text-align: left; }}
 <body>
 <h1>{e(title.splitlines()[0])}</h1>
 <p class="facts">{e(title.splitlines()[1])} · {e(str(record['hardware'].get('platform') or ''))} · {e(str(record['created']))}</p>
-<img alt="{e(title)}" src="data:image/svg+xml;base64,{image}">
+<img alt="{e(title)}" src="{charts.data_uri(svg)}">
 <h2>Timings</h2>
 <table>
 <tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>

@@ -8,6 +8,7 @@ directly (no pyplot: no global state, no GUI backend, safe in any thread).
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -70,26 +71,40 @@ def render(figure: Figure, fmt: str, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def _time_axis(t_s: Sequence[float]) -> tuple[list[float], str]:
-    """Times in the unit that suits the run's length."""
-    end = max(t_s, default=0.0)
-    if end < 180:
-        return list(t_s), "wall time (s)"
-    if end < 3 * 3600:
-        return [t / 60 for t in t_s], "wall time (min)"
-    return [t / 3600 for t in t_s], "wall time (h)"
+def time_unit(seconds: float) -> tuple[float, str]:
+    """Divisor and unit for an axis whose values reach ``seconds``: s, then min from 3 min, h from 3 h."""
+    if seconds < 180:
+        return 1.0, "s"
+    if seconds < 3 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def data_uri(svg: bytes) -> str:
+    """An SVG as a ``data:`` URI, for an <img> in a page that loads nothing from anywhere."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")
+
+
+def plot_gpu_series(util_axes: Axes, memory_axes: Axes, series: dict[str, Any], colour: str, label: str, divisor: float = 1.0) -> None:
+    """One GPU's readings (a GpuStats ``series`` entry): utilisation (%) on one axes, memory used
+    (GiB) on the other; readings the GPU did not give (n/a) leave gaps."""
+    times = [t / divisor for t in series["t_s"]]
+    marker = "." if len(times) < 30 else None  # a few readings, or some n/a, still show
+    util = [float("nan") if u is None else u for u in series["util_pct"]]
+    memory = [float("nan") if m is None else m / 1024 for m in series["memory_used_mib"]]
+    util_axes.plot(times, util, color=colour, marker=marker, label=label)
+    memory_axes.plot(times, memory, color=colour, label=label)
 
 
 def throughput_chart(timeline: dict[str, list[Any]], title: str) -> Figure:
     """Audio done (and files done, right axis) over the run's wall time, from the report's ``timeline``."""
     figure, audio_axes = new_figure(7.5, 3.0)
-    times, time_label = _time_axis(timeline["t_s"])
+    divisor, time_unit_name = time_unit(max(timeline["t_s"], default=0.0))
+    times = [t / divisor for t in timeline["t_s"]]
     audio = timeline["audio_done_s"]
-    scale, unit = (60.0, "min") if max(audio, default=0.0) >= 180 else (1.0, "s")
-    if max(audio, default=0.0) >= 3 * 3600:
-        scale, unit = 3600.0, "h"
+    scale, unit = time_unit(max(audio, default=0.0))
     audio_axes.plot(times, [a / scale for a in audio], color=COLOURS[0], drawstyle="steps-post", label="audio transcribed")
-    audio_axes.set_xlabel(time_label)
+    audio_axes.set_xlabel(f"wall time ({time_unit_name})")
     audio_axes.set_ylabel(f"audio transcribed ({unit})", color=COLOURS[0])
     audio_axes.set_ylim(bottom=0)
     audio_axes.set_xlim(left=0)
@@ -108,17 +123,14 @@ def throughput_chart(timeline: dict[str, list[Any]], title: str) -> Figure:
 def gpu_chart(series: Sequence[dict[str, Any]], title: str, memory_total_mib: dict[int, float | None] | None = None) -> Figure:
     """Each GPU's utilisation (top) and memory used (bottom) over time, from a GpuStats ``series``."""
     figure, (util_axes, memory_axes) = new_figure(7.5, 4.2, rows=2, sharex=True)
+    divisor, unit = time_unit(max((t for gpu in series for t in gpu["t_s"]), default=0.0))
     for position, gpu in enumerate(series):
         colour = COLOURS[position % len(COLOURS)]
-        times, time_label = _time_axis(gpu["t_s"])
-        marker = "." if len(times) < 30 else None  # a few readings, or some n/a, still show
-        util_axes.plot(times, [u if u is not None else float("nan") for u in gpu["util_pct"]], color=colour, marker=marker, label=f"GPU {gpu['index']}")
-        memory = [m / 1024 if m is not None else float("nan") for m in gpu["memory_used_mib"]]
-        memory_axes.plot(times, memory, color=colour, label=f"GPU {gpu['index']}")
+        plot_gpu_series(util_axes, memory_axes, gpu, colour, f"GPU {gpu['index']}", divisor)
         total = (memory_total_mib or {}).get(gpu["index"])
         if total:
             memory_axes.axhline(total / 1024, color=colour, linestyle=":", linewidth=1)
-        memory_axes.set_xlabel(time_label)
+    memory_axes.set_xlabel(f"wall time ({unit})")
     _percent_axes(util_axes, "GPU utilisation (%)")
     memory_axes.set_ylabel("GPU memory used (GiB)")
     memory_axes.set_ylim(bottom=0)

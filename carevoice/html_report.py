@@ -14,7 +14,6 @@ rows stay fast: only a page of rows is ever in the DOM).
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from carevoice import charts
+from carevoice.gpu import gib
 from carevoice.report import duration_text
 
 PAGE_ROWS = 250  # table rows per page
@@ -144,7 +144,7 @@ def _gpu_summary(gpu: dict[str, Any] | None) -> str:
     for device in gpu.get("devices") or ():
         util = "n/a" if device["util_mean_pct"] is None else f"{device['util_mean_pct']:.0f}%"
         peak = device["memory_used_peak_mib"]
-        parts.append(f"GPU {device['index']}: utilisation mean {util}, memory peak {'n/a' if peak is None else f'{peak / 1024:.1f} GiB'}")
+        parts.append(f"GPU {device['index']}: utilisation mean {util}, memory peak {'n/a' if peak is None else f'{gib(peak)} GiB'}")
     return "; ".join(parts)
 
 
@@ -175,7 +175,7 @@ def _skipped(report: dict[str, Any]) -> str:
 
 
 def _image(svg: bytes, alt: str) -> str:
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode("ascii")}"></figure>'
+    return f'<figure><img alt="{html.escape(alt)}" src="{charts.data_uri(svg)}"></figure>'
 
 
 def _charts(report: dict[str, Any]) -> str:
