@@ -265,8 +265,9 @@ class ProgressView:
     def advance(self, audio_done_s: float, audio_total_s: float | None, exact: bool, rendered_s: float = 0.0) -> None:
         """Audio done so far (``rendered_s`` of it from recorded JSON, at once), and the run's audio
         (``exact``: every file's length is known)."""
+        moved = audio_done_s > self.audio_done_s  # a batch came back (a few a second at most): drawn at once
         self.audio_done_s, self.audio_total_s, self.exact, self.audio_rendered_s = audio_done_s, audio_total_s, exact, rendered_s
-        self._draw()
+        self._draw(now=moved)
 
     def refresh(self, extra: str) -> None:
         """A new GPU reading (from the sampler's thread)."""
@@ -290,17 +291,18 @@ class ProgressView:
             text += f" · ETA {clock(max(0.0, total - done) / rate)}"
         return text
 
-    def _draw(self) -> None:
+    def _draw(self, now: bool = False) -> None:
+        """Update the bar; draw it at once when ``now`` (each batch back shows, whatever rich's tick
+        does) or when REDRAW_S has passed. Decodes, finished files and GPU readings can come
+        hundreds a second on a fast GPU, and a draw costs ~0.3 ms of the thread that feeds the
+        engines: rich's own tick draws those."""
         if not self.live:
             return
         total = self.audio_total_s if self.audio_total_s else None
         self.progress.update(self.task, total=total, completed=min(self.audio_done_s, total or self.audio_done_s), line=escape(self.line()))
-        # Drawn now rather than at rich's next tick, so each batch back shows (and a test sees it);
-        # but at most every REDRAW_S: a fast GPU run reports hundreds of events a second, and
-        # drawing costs ~0.3 ms of the thread that feeds the engines. rich's own tick draws the rest.
-        now = time.monotonic()
-        if now - self._drawn_at >= REDRAW_S:
-            self._drawn_at = now
+        moment = time.monotonic()
+        if now or moment - self._drawn_at >= REDRAW_S:
+            self._drawn_at = moment
             self.progress.refresh()
 
 
