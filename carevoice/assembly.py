@@ -36,6 +36,7 @@ class FileChunks:
     offsets_s: tuple[float, ...] = ()
     results: dict[int, ItemResult] = field(default_factory=dict)
     failed: str | None = None
+    incomplete: bool = False  # it failed because it is not whole (carevoice.errors.IncompleteFileError)
     identity: Identity | None = None
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import ffmpeg  # ffmpeg-python: builds the argument list; we run it ourselves
 import numpy as np
 
-from carevoice.errors import AudioDecodeError, SetupError
+from carevoice.errors import AudioDecodeError, IncompleteFileError, SetupError
 
 SAMPLE_RATE_HZ = 16_000
 BYTES_PER_SAMPLE = 4  # float32
@@ -290,7 +290,7 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
     except OSError:
         empty = False  # ffmpeg says why it cannot open it
     if empty:
-        raise AudioDecodeError("the file contains no audio (0 bytes)", "check that the recording was copied completely")
+        raise IncompleteFileError("the file contains no audio (0 bytes)", "check that the recording was copied completely")
     command = build_decode_command(path, binary.path)
     url = "file:" + os.path.abspath(path)
     limit_s = decode_timeout_s(path) if timeout_s is None else timeout_s
@@ -338,7 +338,7 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
         )
     log = parse_ffmpeg_log(b"".join(stderr_chunks), url)
     if any("moov atom not found" in text for _, text in log.errors):
-        raise AudioDecodeError("the file is truncated: its index (moov atom) is missing", TRUNCATED_HINT)
+        raise IncompleteFileError("the file is truncated: its index (moov atom) is missing", TRUNCATED_HINT)
     if proc.returncode != 0:
         reason = _failure_reason(log) if proc.returncode > 0 else "decoding was stopped"
         raise AudioDecodeError(f"cannot decode audio (ffmpeg: {reason})", "check that the file is a playable recording")
@@ -348,5 +348,5 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
     del buffer[usable:]
     cut = truncation(path, log, usable / BYTES_PER_SAMPLE / SAMPLE_RATE_HZ)
     if cut is not None:
-        raise AudioDecodeError(f"the file is truncated: {cut}", TRUNCATED_HINT)
+        raise IncompleteFileError(f"the file is truncated: {cut}", TRUNCATED_HINT)
     return np.frombuffer(buffer, dtype=np.float32)

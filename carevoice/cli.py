@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback as tb
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,10 +21,15 @@ from rich.markup import escape
 from carevoice import __version__, interrupts
 from carevoice.errors import CareVoiceError, ExitCode, Interrupted
 from carevoice.languages import LanguageChoice, resolve_language
+from carevoice.results import FileStatus
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
+    DEFAULT_GATHER_S,
     DEFAULT_GPU_PROBE_TIMEOUT_S,
+    DEFAULT_HEALTH_MAX_AGE_S,
     DEFAULT_MODEL,
+    DEFAULT_SETTLE_S,
+    ENV_HEARTBEAT,
     ENV_DEVICE,
     ENV_MODEL,
     SUBTITLE_FORMATS,
@@ -35,7 +41,10 @@ from carevoice.settings import (
     OutputFormat,
     Task,
     TranscribeSettings,
+    WatchSettings,
     ZhScript,
+    default_heartbeat,
+    parse_duration,
     parse_devices,
     parse_formats,
     parse_gpus,
@@ -118,49 +127,69 @@ def run_guarded(body, show_traceback: bool, interrupted_hint: str = Interrupted.
         restore_signals()
 
 
+# Options that transcribe and watch share: what each file gets.
+FormatsOption = Annotated[str, typer.Option("-f", "--format", help="Comma list of txt,srt,vtt,json,tsv (or all).")]
+OutputDirOption = Annotated[
+    Optional[Path], typer.Option("-o", "--output-dir", help="Write outputs under this folder, mirroring the input tree.")
+]
+ModelOption = Annotated[
+    str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder, or a name: base (offline default), tiny.en, large-v3, turbo, …")
+]
+DeviceOption = Annotated[Device, typer.Option("--device", envvar=ENV_DEVICE, help="auto = CUDA when available, else CPU.")]
+GpusOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gpus",
+        metavar="0,2",
+        help="CUDA devices to use, one engine each, fed from one batch queue (default: every GPU CTranslate2 sees; "
+        "not with --device cpu).",
+    ),
+]
+ComputeTypeOption = Annotated[
+    Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
+]
+BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Speech chunks per batch (default: 16 CUDA, 8 CPU).")]
+BeamSizeOption = Annotated[int, typer.Option("--beam-size", help="Beam search width.")]
+LanguageOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "-l",
+        "--language",
+        help="Language: a code (en, zh, yue), a name (english, mandarin, cantonese) or a tag (zh-TW = zh with "
+        "--zh-script tw, zh-HK, zh-CN, en-US); default: detect per file.",
+    ),
+]
+TaskOption = Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")]
+ZhScriptOption = Annotated[
+    Optional[ZhScript],
+    typer.Option(
+        "--zh-script",
+        help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
+        "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
+    ),
+]
+RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
+DecodeWorkersOption = Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")]
+CpuThreadsOption = Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")]
+TracebackOption = Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")]
+DEFAULT_FORMATS_TEXT = "txt,srt,json"
+
+
 @app.command()
 def transcribe(
     paths: Annotated[list[Path], typer.Argument(help="Audio/video files and folders (folders are walked).", show_default=False)],
-    formats: Annotated[str, typer.Option("-f", "--format", help="Comma list of txt,srt,vtt,json,tsv (or all).")] = "txt,srt,json",
-    output_dir: Annotated[
-        Optional[Path], typer.Option("-o", "--output-dir", help="Write outputs under this folder, mirroring the input tree.")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder, or a name: base (offline default), tiny.en, large-v3, turbo, …")
-    ] = DEFAULT_MODEL,
-    device: Annotated[Device, typer.Option("--device", envvar=ENV_DEVICE, help="auto = CUDA when available, else CPU.")] = Device.AUTO,
-    gpus: Annotated[
-        Optional[str],
-        typer.Option(
-            "--gpus",
-            metavar="0,2",
-            help="CUDA devices to use, one engine each, fed from one batch queue (default: every GPU CTranslate2 sees; "
-            "not with --device cpu).",
-        ),
-    ] = None,
-    compute_type: Annotated[
-        Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Speech chunks per batch (default: 16 CUDA, 8 CPU).")] = None,
-    beam_size: Annotated[int, typer.Option("--beam-size", help="Beam search width.")] = DEFAULT_BEAM_SIZE,
-    language: Annotated[
-        Optional[str],
-        typer.Option(
-            "-l",
-            "--language",
-            help="Language: a code (en, zh, yue), a name (english, mandarin, cantonese) or a tag (zh-TW = zh with "
-            "--zh-script tw, zh-HK, zh-CN, en-US); default: detect per file.",
-        ),
-    ] = None,
-    task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
-    zh_script: Annotated[
-        Optional[ZhScript],
-        typer.Option(
-            "--zh-script",
-            help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
-            "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
-        ),
-    ] = None,
+    formats: FormatsOption = DEFAULT_FORMATS_TEXT,
+    output_dir: OutputDirOption = None,
+    model: ModelOption = DEFAULT_MODEL,
+    device: DeviceOption = Device.AUTO,
+    gpus: GpusOption = None,
+    compute_type: ComputeTypeOption = None,
+    batch_size: BatchSizeOption = None,
+    beam_size: BeamSizeOption = DEFAULT_BEAM_SIZE,
+    language: LanguageOption = None,
+    task: TaskOption = Task.TRANSCRIBE,
+    zh_script: ZhScriptOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished files and replace existing outputs.")] = False,
     dry_run: Annotated[
         bool,
@@ -168,12 +197,12 @@ def transcribe(
             "--dry-run", help="Only say what a run would do with each file (transcribe, skip, redo and why, fail); touch nothing."
         ),
     ] = False,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
-    decode_workers: Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")] = 0,
-    cpu_threads: Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")] = 0,
+    recursive: RecursiveOption = True,
+    decode_workers: DecodeWorkersOption = 0,
+    cpu_threads: CpuThreadsOption = 0,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the run's report here: a page to open in a browser if the name ends in .html, else JSON.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")] = False,
+    quiet: QuietOption = False,
     shard: Annotated[
         Optional[str],
         typer.Option(
@@ -200,32 +229,21 @@ def transcribe(
     ray_files_per_task: Annotated[
         int, typer.Option("--ray-files-per-task", help="With --ray: files per actor call (0 = 4 batches' worth).")
     ] = 0,
-    show_traceback: Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")] = False,
+    show_traceback: TracebackOption = False,
 ) -> None:
     """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir)."""
 
     def body(console):  # type: ignore[no-untyped-def]
-        fmts = parse_formats(formats)
         chosen = resolve_language(language) if language else None
-        settings = TranscribeSettings(
-            inputs=tuple(paths),
-            output_dir=output_dir,
-            formats=fmts,
-            engine=EngineSettings(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads),
-            decode=DecodeSettings(
-                task=task,
-                language=chosen.code if chosen else None,
-                beam_size=beam_size,
-                word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
-                batch_size=batch_size,
-                zh_script=zh_script or ZhScript((chosen.zh_script if chosen else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
-            ),
+        settings = transcribe_settings(
+            paths, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
+            recursive, decode_workers, cpu_threads,
+        )  # fmt: skip
+        settings = replace(
+            settings,
             overwrite=overwrite,
-            recursive=recursive,
-            decode_workers=decode_workers,
             report_path=report,
             shard=None if shard is None else parse_shard(shard),
-            gpus=None if gpus is None else parse_gpus(gpus),
             ray_address=ray,
             ray_actors=ray_actors,
             ray_files_per_task=ray_files_per_task,
@@ -236,6 +254,44 @@ def transcribe(
         return _run_transcribe(settings, console, quiet=quiet, json_out=json_out, language=chosen)
 
     raise typer.Exit(run_guarded(body, show_traceback))
+
+
+def transcribe_settings(
+    paths: list[Path],
+    formats: str,
+    output_dir: Path | None,
+    model: str,
+    device: Device,
+    gpus: str | None,
+    compute_type: str | None,
+    batch_size: int | None,
+    beam_size: int,
+    language: LanguageChoice | None,
+    task: Task,
+    zh_script: ZhScript | None,
+    recursive: bool,
+    decode_workers: int,
+    cpu_threads: int,
+) -> TranscribeSettings:
+    """What each file gets, from the options transcribe and watch share."""
+    fmts = parse_formats(formats)
+    return TranscribeSettings(
+        inputs=tuple(paths),
+        output_dir=output_dir,
+        formats=fmts,
+        engine=EngineSettings(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads),
+        decode=DecodeSettings(
+            task=task,
+            language=language.code if language else None,
+            beam_size=beam_size,
+            word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
+            batch_size=batch_size,
+            zh_script=zh_script or ZhScript((language.zh_script if language else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
+        ),
+        recursive=recursive,
+        decode_workers=decode_workers,
+        gpus=None if gpus is None else parse_gpus(gpus),
+    )
 
 
 def _dry_run(settings: TranscribeSettings, console, json_out: bool) -> ExitCode:  # type: ignore[no-untyped-def]
@@ -277,7 +333,6 @@ def _run_transcribe(
         summary_line,
         write_report,
     )
-    from carevoice.results import FileStatus
     from carevoice.runs import start_run
 
     started = time.monotonic()
@@ -402,6 +457,126 @@ def _start_gpu_sampler(run, view, console, quiet: bool, origin: float):  # type:
     if not sampler.available and not quiet:
         console.print(f"[dim]{escape(unavailable_message(sampler.reason))}: GPU utilisation not reported[/dim]")
     return sampler
+
+
+WATCH_INTERRUPTED_HINT = "the watcher stopped before it started watching; nothing was changed — start it again"
+
+
+@app.command()
+def watch(
+    folders: Annotated[list[Path], typer.Argument(help="Drop folders to watch (sub-folders too, unless --no-recursive).", show_default=False)],
+    settle: Annotated[
+        str,
+        typer.Option(
+            "--settle",
+            metavar="DURATION",
+            help="Take a file only once its size and time have not changed for this long (e.g. 10s, 500ms, 2m); "
+            "a file that still turns out incomplete waits for the rest.",
+        ),
+    ] = f"{DEFAULT_SETTLE_S:g}s",
+    poll: Annotated[
+        Optional[str],
+        typer.Option(
+            "--poll",
+            metavar="DURATION",
+            help="Walk the folders this often instead of listening for file-system events (default: events, or a walk "
+            "every 5 s on NFS, SMB, FUSE and other file systems that send none).",
+        ),
+    ] = None,
+    gather: Annotated[
+        str, typer.Option("--gather", metavar="DURATION", help="Once a file is ready, wait this long for others to share its batches.")
+    ] = f"{DEFAULT_GATHER_S:g}s",
+    report_dir: Annotated[
+        Optional[Path], typer.Option("--report-dir", help="Write one JSON report per day here (carevoice-watch-YYYY-MM-DD.json).")
+    ] = None,
+    heartbeat: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--heartbeat",
+            envvar=ENV_HEARTBEAT,
+            help="The file the watcher rewrites every few seconds, for `carevoice health` (default: /tmp/carevoice-watch-UID.json).",
+        ),
+    ] = None,
+    formats: FormatsOption = DEFAULT_FORMATS_TEXT,
+    output_dir: OutputDirOption = None,
+    model: ModelOption = DEFAULT_MODEL,
+    device: DeviceOption = Device.AUTO,
+    gpus: GpusOption = None,
+    compute_type: ComputeTypeOption = None,
+    batch_size: BatchSizeOption = None,
+    beam_size: BeamSizeOption = DEFAULT_BEAM_SIZE,
+    language: LanguageOption = None,
+    task: TaskOption = Task.TRANSCRIBE,
+    zh_script: ZhScriptOption = None,
+    recursive: RecursiveOption = True,
+    decode_workers: DecodeWorkersOption = 0,
+    cpu_threads: CpuThreadsOption = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the service's own lines on stderr.")] = False,
+    show_traceback: TracebackOption = False,
+) -> None:
+    """Transcribe recordings as they arrive: first everything not yet done, then new and changed files.
+
+    Runs until SIGTERM or Ctrl-C (exit 0), which end it after the file being written; a restart
+    resumes. Lines on stderr carry the time; no transcript text is ever logged.
+    """
+
+    def body(console):  # type: ignore[no-untyped-def]
+        from carevoice.report import file_line, printable
+        from carevoice.service import Service, WatchLog
+
+        chosen = resolve_language(language) if language else None
+        settings = WatchSettings(
+            transcribe=transcribe_settings(
+                folders, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
+                recursive, decode_workers, cpu_threads,
+            ),  # fmt: skip
+            settle_s=parse_duration(settle, "--settle"),
+            poll_s=None if poll is None else parse_duration(poll, "--poll"),
+            gather_s=parse_duration(gather, "--gather"),
+            report_dir=report_dir,
+            heartbeat=heartbeat or default_heartbeat(),
+        )
+
+        def say(text: str) -> None:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            console.print(f"[dim]{stamp}[/dim] {text}", highlight=False)
+
+        def on_result(result) -> None:  # type: ignore[no-untyped-def]
+            if result.status is FileStatus.FAILED or not quiet:
+                say(file_line(result))
+
+        log = WatchLog(
+            note=lambda text: say(escape(printable(text))),
+            result=on_result,
+            waiting=lambda path, why: None if quiet else say(
+                f"[yellow]waiting[/yellow] {escape(printable(str(path)))}: {escape(printable(why))} — tried again once it changes"
+            ),
+        )
+        return Service(settings, log).run()
+
+    raise typer.Exit(run_guarded(body, show_traceback, WATCH_INTERRUPTED_HINT))
+
+
+@app.command()
+def health(
+    heartbeat: Annotated[
+        Optional[Path], typer.Option("--heartbeat", envvar=ENV_HEARTBEAT, help="The watcher's heartbeat file (as given to carevoice watch).")
+    ] = None,
+    max_age: Annotated[
+        float,
+        typer.Option("--max-age", help="Seconds without a beat after which the watcher counts as stuck (raise it if one batch takes longer here)."),
+    ] = DEFAULT_HEALTH_MAX_AGE_S,
+) -> None:
+    """Tell whether a `carevoice watch` is alive and working (for a container's HEALTHCHECK).
+
+    Exit 0 and one line when it beats, 1 and the reason when it is stuck, stopped or not running.
+    """
+    from carevoice.heartbeat import health as judge
+    from carevoice.heartbeat import read_beat
+
+    ok, line = judge(read_beat(heartbeat or default_heartbeat()), time.time(), max_age)
+    typer.echo(line, err=not ok)
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()

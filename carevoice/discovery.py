@@ -186,21 +186,54 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
         by_stem.setdefault(Path(os.path.normpath(stem)), []).append(Job(source, stem, display, job_key(source, root)))
 
     for stem, jobs in by_stem.items():
-        if len(jobs) == 1:
-            result.jobs.append(jobs[0])
-            continue
-        names = ", ".join(j.display for j in jobs)
-        for job in jobs:
-            result.problems.append(
-                Problem(
-                    job.source,
-                    f"outputs would collide with another input ({names} all write {stem.name}.*) — "
-                    "rename one, or transcribe them separately with different --output-dir",
-                    job.key,
-                )
-            )
+        _add_unless_colliding(result, jobs, [j.display for j in jobs])
     result.jobs.sort(key=lambda j: str(j.source))
     result.problems.sort(key=lambda p: str(p.path))
+    return result
+
+
+def _add_unless_colliding(result: Discovery, jobs: list[Job], names: list[str]) -> None:
+    """Jobs that write the same outputs (``names``: every input that does) become problems."""
+    if len(names) == 1:
+        result.jobs.extend(jobs)
+        return
+    for job in jobs:
+        result.problems.append(
+            Problem(
+                job.source,
+                f"outputs would collide with another input ({', '.join(names)} all write {job.output_stem.name}.*) — "
+                "rename one, or transcribe them separately with different --output-dir",
+                job.key,
+            )
+        )
+
+
+def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path | None = None) -> Discovery:
+    """Jobs for files found below watched folders (``carevoice watch``): each as :func:`find_jobs`
+    on its folder would make it, and checked for collisions with the audio files beside it, without
+    walking the whole folder again.
+
+    Args:
+        paths: Files below ``roots`` (as the roots are spelled).
+        roots: The folders, as the user named them.
+        output_dir: As for :func:`find_jobs`.
+    """
+    result = Discovery()
+    listings: dict[Path, list[str]] = {}
+    for source in sorted(set(paths), key=str):
+        root = next((r for r in roots if source.is_relative_to(r)), None)
+        if root is None:
+            continue
+        folder = source.parent
+        if folder not in listings:
+            try:
+                listings[folder] = [n for n in os.listdir(folder) if not _is_hidden(n) and _has_audio_extension(Path(n))]
+            except OSError:
+                listings[folder] = []
+        stem_name = source.with_suffix("").name
+        names = [str(folder / n) for n in sorted(listings[folder]) if Path(n).with_suffix("").name == stem_name and (folder / n).is_file()]
+        job = Job(source, _output_stem(source, root, output_dir), str(source), job_key(source, root))
+        _add_unless_colliding(result, [job], names or [str(source)])
     return result
 
 

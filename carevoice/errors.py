@@ -59,6 +59,11 @@ class AudioDecodeError(FileError):
     """ffmpeg could not turn the file into audio samples."""
 
 
+class IncompleteFileError(AudioDecodeError):
+    """The file is not whole (yet): empty, or truncated. ``transcribe`` fails it; ``watch`` waits
+    for the rest of an upload and tries again once the file changes."""
+
+
 class OutputError(FileError):
     """An output file could not be written safely."""
 

@@ -30,7 +30,7 @@ from carevoice.chunking import Prepared, engine_items, prepare_file
 from carevoice.claims import Claims, Planned, planned_note
 from carevoice.discovery import Job
 from carevoice.engine import EngineItem, ItemResult
-from carevoice.errors import CareVoiceError, EngineError, FileError
+from carevoice.errors import CareVoiceError, EngineError, FileError, IncompleteFileError
 from carevoice.models import ModelRef
 from carevoice.results import FileResult, FileStatus
 from carevoice.scheduler import BatchScheduler
@@ -295,6 +295,7 @@ class BatchRunner:
             prepared, items = future.result()
         except CareVoiceError as exc:
             file.failed = str(exc)
+            file.incomplete = isinstance(exc, IncompleteFileError)
         except Exception as exc:  # a bug in one file's preparation must not end the batch
             file.failed = f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it"
         if file.failed is not None:
@@ -511,5 +512,6 @@ class Transcriber:
     @staticmethod
     def _failed(file: FileChunks, message: str) -> FileResult:
         return FileResult(
-            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message
-        )
+            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message,
+            incomplete=file.incomplete and message == file.failed,
+        )  # fmt: skip

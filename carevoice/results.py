@@ -39,6 +39,7 @@ class FileResult:
     error: str | None = None
     note: str | None = None  # e.g. "no speech found", "already transcribed with these options"
     why: str | None = None  # why a finished file was written again, e.g. "redo: recording changed since it was transcribed"
+    incomplete: bool = False  # FAILED because the file is not whole (yet): empty or truncated (watch waits for the rest)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""

@@ -122,7 +122,6 @@ def plan_run(settings: TranscribeSettings) -> Plan:
     from carevoice.discovery import find_jobs, select_shard
     from carevoice.policy import ENGINE_REVISION
     from carevoice.errors import UsageError
-    from carevoice.models import is_multilingual, resolve_model
 
     settings.validate()
     found = find_jobs(settings.inputs, settings.output_dir, settings.recursive)
@@ -138,15 +137,29 @@ def plan_run(settings: TranscribeSettings) -> Plan:
         # not an error: with more shards than files some are empty, and a job array must not fail.
         found = select_shard(found, settings.shard.index, settings.shard.count)
     problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+    ref = resolve_run_model(settings)
+    run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
+    planned = plan_jobs(found.jobs, settings, run, every_input, dry_run=settings.dry_run)
+    return Plan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
+
+
+def resolve_run_model(settings: TranscribeSettings) -> ModelRef:
+    """The model of a run, checked against its --language (cheap: nothing is loaded).
+
+    Raises:
+        UsageError: a language the model does not know.
+        SetupError: the model cannot be found.
+    """
+    from carevoice.errors import UsageError
+    from carevoice.models import is_multilingual, resolve_model
+
     ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
     if settings.decode.language not in (None, "en") and is_multilingual(ref) is False:
         raise UsageError(
             f"--language {settings.decode.language}: the model {ref.model_id} knows only English",
             "leave --language out (or pass -l en), or use a multilingual model such as --model base",
         )
-    run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
-    planned = plan_jobs(found.jobs, settings, run, every_input, dry_run=settings.dry_run)
-    return Plan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
+    return ref
 
 
 def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice) -> tuple[list[Any], DeviceChoice, SetupError]:
@@ -207,8 +220,6 @@ def start_run(settings: TranscribeSettings) -> Run:
     """
     from carevoice.audio import find_ffmpeg
     from carevoice.chinese import load_converter
-    from carevoice.decoder import cuda_device_count
-    from carevoice.engine import Engine
 
     plan = plan_run(settings)
     if not plan.jobs:
@@ -218,20 +229,35 @@ def start_run(settings: TranscribeSettings) -> Run:
         return Run(settings, plan.settled, plan.jobs, Transcriber(settings, NoEngine(plan.ref), None, plan.claims(), planned=planned, prepare=_no_decoding), None, plan.found)
     load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
     ffmpeg = find_ffmpeg()
-    choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
-    if choice.device == "cuda":
-        engines, choice, failure = _load_gpus(settings, plan.ref, choice)
-        if not engines:  # not one GPU can run the model
-            if settings.engine.device is not Device.AUTO:
-                raise failure
-            choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=failure.message)  # CPU still works
-    if choice.device == "cpu":
-        engines = [Engine.load(settings.engine, plan.ref, "cpu")]
+    engines, choice = load_engines(settings, plan.ref)
     claims = plan.claims()
     if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
         claims.run = replace(claims.run, model_sha256=model_identity(plan.ref, settings.engine.cache_dir, engines[0]))
     transcriber = Transcriber(settings, engines[0], ffmpeg, claims, more_engines=engines[1:], planned=planned)
     return Run(settings, plan.settled, plan.jobs, transcriber, choice, plan.found)
+
+
+def load_engines(settings: TranscribeSettings, ref: ModelRef) -> tuple[list[Any], DeviceChoice]:
+    """The device this run uses and its engines, loaded and warmed up: one per GPU that can run the
+    model, else the CPU (with --device auto; --device cuda raises instead).
+
+    Raises:
+        SetupError: the model cannot load, or no requested GPU can run it.
+    """
+    from carevoice.decoder import cuda_device_count
+    from carevoice.engine import Engine
+
+    choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
+    engines: list[Any] = []
+    if choice.device == "cuda":
+        engines, choice, failure = _load_gpus(settings, ref, choice)
+        if not engines:  # not one GPU can run the model
+            if settings.engine.device is not Device.AUTO:
+                raise failure
+            choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=failure.message)  # CPU still works
+    if choice.device == "cpu":
+        engines = [Engine.load(settings.engine, ref, "cpu")]
+    return engines, choice
 
 
 def _no_decoding(job: Job) -> NoReturn:

@@ -320,3 +320,75 @@ class BenchSettings:
         self.decode.validate()
         if self.gpu_timeout_s <= 0:
             raise UsageError("--gpu-timeout must be more than 0 seconds")
+
+
+ENV_HEARTBEAT = "CAREVOICE_HEARTBEAT"
+DEFAULT_SETTLE_S = 10.0
+DEFAULT_GATHER_S = 1.0
+# A folder watched through file-system events is also walked this often, for events the kernel
+# dropped (an inotify queue overflow) or never sent.
+RESCAN_S = 300.0
+DEFAULT_HEALTH_MAX_AGE_S = 300.0
+
+
+def default_heartbeat() -> Path:
+    """Where ``watch`` beats and ``health`` looks ($CAREVOICE_HEARTBEAT, else one file per user in /tmp)."""
+    return Path(os.environ.get(ENV_HEARTBEAT) or f"/tmp/carevoice-watch-{os.getuid()}.json")
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Everything `carevoice watch` was asked to do.
+
+    Attributes:
+        transcribe: What each file gets, as with ``transcribe`` (inputs are the folders watched).
+        settle_s: A file is taken only once its size and modification time have stayed the same this long.
+        poll_s: Walk the folders this often instead of listening for file-system events (None: events,
+            unless the folder is on a network or FUSE file system, where they are not sent).
+        gather_s: Once a file is ready, wait this long for others to share its batches.
+        report_dir: Where each day's JSON report goes (None: no reports).
+        heartbeat: The file the watcher rewrites while it works (``carevoice health`` reads it).
+        incomplete_wait_s: A file that stays truncated (an upload given up) this long is reported as failed.
+    """
+
+    transcribe: TranscribeSettings
+    settle_s: float = DEFAULT_SETTLE_S
+    poll_s: float | None = None
+    gather_s: float = DEFAULT_GATHER_S
+    report_dir: Path | None = None
+    heartbeat: Path = field(default_factory=default_heartbeat)
+    incomplete_wait_s: float = 600.0
+
+    def validate(self) -> None:
+        """Raises: UsageError: a folder that is not one, or a bad duration."""
+        self.transcribe.validate()
+        for folder in self.transcribe.inputs:
+            if not folder.is_dir():
+                raise UsageError(f"{folder} is not a folder", "carevoice watch takes folders; use carevoice transcribe for files")
+        if self.settle_s < 0 or self.gather_s < 0:
+            raise UsageError("--settle and --gather must be 0 or more")
+        if self.poll_s is not None and self.poll_s <= 0:
+            raise UsageError("--poll must be more than 0 seconds")
+        if self.report_dir is not None and self.report_dir.exists() and not self.report_dir.is_dir():
+            raise UsageError(f"--report-dir {self.report_dir} is not a folder", "name a folder (it is created if missing)")
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds from ``"10"``, ``"10s"``, ``"500ms"``, ``"2m"`` or ``"1h"``.
+
+    Raises:
+        UsageError: not a number of seconds, or with a unit not in ms, s, m, h.
+    """
+    value = text.strip().lower()
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = value[len(number) :] or "s"
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except (ValueError, KeyError):
+        raise UsageError(f"{option} {text!r} is not a duration", f"pass e.g. {option} 10s (units: ms, s, m, h)") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise UsageError(f"{option} {text!r} is not a duration", f"pass e.g. {option} 10s")
+    return seconds

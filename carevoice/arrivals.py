@@ -1,0 +1,208 @@
+"""Which recordings in a watched folder are ready to transcribe (``carevoice watch``).
+
+A file still being written must never be transcribed. :func:`settle` is the pure rule: a file is
+ready once its size, modification time and inode have stayed the same for the settle time, as
+this process's own clock measures it (a network file system's clock may be off, so a file's mtime
+alone proves nothing). :class:`Arrivals` is the book that applies it to every file it is told
+about, remembers what was handled at which state (a handled file comes back only when it
+changes), and holds files found incomplete (truncated, empty) until they change again. It stats
+files and nothing more: it reads no bytes and prints nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What a stat says about a file: what changes while it is written, or replaced."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Sighting:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A file waiting to settle: how it looked, and since when (monotonic seconds) it looks so."""
+
+    sighting: Sighting
+    since_s: float
+
+
+class State(str, Enum):
+    SETTLING = "settling"
+    READY = "ready"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a file now, and why.
+
+    Attributes:
+        state: Settling (look again at ``check_at_s``), ready, or gone.
+        reason: For the log: ``changed 0.4 s ago``.
+        watched: The file's entry from now on (None when it is gone).
+        check_at_s: When it may be ready, if nothing changes (monotonic seconds).
+    """
+
+    state: State
+    reason: str
+    watched: Watched | None = None
+    check_at_s: float | None = None
+
+
+def settle(previous: Watched | None, now: Sighting | None, now_s: float, settle_s: float) -> Verdict:
+    """Whether a file is ready: unchanged (size, mtime, inode) for ``settle_s`` of this clock.
+
+    Args:
+        previous: How it looked when last seen, and since when (None: first seen now).
+        now: How it looks now (None: it is gone).
+        now_s: The time now (monotonic seconds).
+        settle_s: How long it must stay the same.
+    """
+    if now is None:
+        return Verdict(State.GONE, "removed before it settled" if previous else "gone")
+    if previous is None or previous.sighting != now:
+        watched = Watched(now, now_s)
+        if settle_s <= 0:
+            return Verdict(State.READY, "settle time 0", watched)
+        return Verdict(State.SETTLING, "new" if previous is None else "still changing", watched, now_s + settle_s)
+    unchanged_s = now_s - previous.since_s
+    if unchanged_s >= settle_s:
+        return Verdict(State.READY, f"unchanged for {unchanged_s:.1f} s", previous)
+    return Verdict(State.SETTLING, f"unchanged for only {unchanged_s:.1f} s", previous, previous.since_s + settle_s)
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A file that stayed incomplete too long: reported once as failed."""
+
+    path: Path
+    error: str
+
+
+def _stat(path: Path) -> Sighting | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return Sighting.of(st)
+
+
+class Arrivals:
+    """The watched folders' files between arrival and transcription.
+
+    Args:
+        settle_s: See :func:`settle`.
+        incomplete_wait_s: A file found incomplete and unchanged this long is given up (reported once).
+        clock: Monotonic seconds (tests pass their own).
+        stat: How a path is looked at (None: gone).
+    """
+
+    def __init__(
+        self,
+        settle_s: float,
+        incomplete_wait_s: float,
+        clock: Callable[[], float],
+        stat: Callable[[Path], Sighting | None] = _stat,
+    ) -> None:
+        self.settle_s = settle_s
+        self.incomplete_wait_s = incomplete_wait_s
+        self.clock = clock
+        self.stat = stat
+        self.settling: dict[Path, Watched] = {}
+        self.handled: dict[Path, Sighting] = {}  # done, skipped or failed at this state
+        self.incomplete: dict[Path, tuple[Sighting, float, str]] = {}  # as found, when, why
+
+    def observe(self, path: Path) -> None:
+        """A file may have appeared or changed (an event, or a walk found it)."""
+        sighting = self.stat(path)
+        if sighting is None:
+            self.forget(path)
+            return
+        if self.handled.get(path) == sighting:
+            return  # handled as it is now: a walk seeing it again, or an event about its metadata
+        if path in self.incomplete and self.incomplete[path][0] == sighting:
+            return  # still as incomplete as it was
+        self.handled.pop(path, None)
+        self.incomplete.pop(path, None)
+        if path not in self.settling:
+            self.settling[path] = Watched(sighting, self.clock())
+        # A file already settling is looked at again when it is due: a change shows then.
+
+    def forget(self, path: Path) -> None:
+        """A file was removed (or renamed away)."""
+        self.settling.pop(path, None)
+        self.handled.pop(path, None)
+        self.incomplete.pop(path, None)
+
+    def keep_only(self, present: set[Path]) -> None:
+        """After a whole walk: forget every file that is no longer there (the book stays as big as the folders)."""
+        for book in (self.settling, self.handled, self.incomplete):
+            for path in [p for p in book if p not in present]:
+                del book[path]
+
+    def due(self) -> tuple[list[Path], list[GaveUp]]:
+        """Files ready now (in name order), and files given up as incomplete."""
+        now_s = self.clock()
+        ready = []
+        for path, watched in list(self.settling.items()):
+            if watched.since_s + self.settle_s > now_s:
+                continue
+            verdict = settle(watched, self.stat(path), now_s, self.settle_s)
+            if verdict.state is State.GONE:
+                del self.settling[path]
+            elif verdict.state is State.READY:
+                ready.append(path)
+            else:
+                self.settling[path] = verdict.watched  # type: ignore[assignment]
+        gave_up = []
+        for path, (sighting, since_s, error) in list(self.incomplete.items()):
+            if now_s - since_s >= self.incomplete_wait_s:
+                del self.incomplete[path]
+                self.handled[path] = sighting
+                gave_up.append(GaveUp(path, error))
+        return sorted(ready, key=str), gave_up
+
+    def next_check_s(self) -> float | None:
+        """When the next file may be ready (monotonic seconds), or None while nothing settles."""
+        times = [w.since_s + self.settle_s for w in self.settling.values()]
+        times += [since_s + self.incomplete_wait_s for _, since_s, _ in self.incomplete.values()]
+        return min(times, default=None)
+
+    def take(self, path: Path) -> bool:
+        """A ready file goes to be transcribed: it is handled as it is now. False (and it settles
+        again) when it changed since it was found ready."""
+        watched = self.settling.pop(path, None)
+        if watched is None:
+            return False
+        now = self.stat(path)
+        if now != watched.sighting:
+            if now is not None:
+                self.settling[path] = Watched(now, self.clock())
+            return False
+        self.handled[path] = now
+        return True
+
+    def found_incomplete(self, path: Path, error: str) -> None:
+        """Transcribing found the file not whole (an upload that stalled): wait until it changes."""
+        sighting = self.handled.pop(path, None) or self.stat(path)
+        if sighting is not None:
+            self.incomplete[path] = (sighting, self.clock(), error)
+
+    @property
+    def waiting(self) -> int:
+        """Files settling or incomplete."""
+        return len(self.settling) + len(self.incomplete)

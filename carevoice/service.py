@@ -1,0 +1,387 @@
+"""``carevoice watch``: transcribe recordings as they arrive in drop folders, as a long-running service.
+
+The model loads once. At start, every file not yet finished is transcribed, exactly as ``transcribe``
+would (the rerun rules of carevoice.reruns decide); then file-system events (carevoice.watcher), or
+walks every ``--poll`` seconds, bring new and changed files. A file is taken only once it has settled
+(carevoice.arrivals) and decodes whole; one found truncated waits for the rest of its upload. Files
+that settle close together (within ``--gather``) share batches, and files that settle while a batch
+of files is transcribed form the next one. SIGTERM or Ctrl-C end the service after the file being
+written (writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
+to the caller's :class:`WatchLog`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from carevoice import __version__, interrupts
+from carevoice.arrivals import Arrivals
+from carevoice.claims import Claims, plan_jobs, run_facts
+from carevoice.discovery import find_jobs, find_jobs_among
+from carevoice.errors import ExitCode, Interrupted, UsageError
+from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
+from carevoice.reruns import Reason
+from carevoice.results import FileResult, FileStatus
+from carevoice.settings import RESCAN_S, WatchSettings
+
+BEAT_S = 5.0  # the heartbeat is rewritten this often (at most)
+REPORT_EVERY_S = 60.0  # the day's report is rewritten this often (at most), and when the service stops
+# Ready files at once that start a batch without waiting for --gather (a burst is under way).
+GATHER_ENOUGH_FILES = 64
+
+
+@dataclass(frozen=True)
+class WatchLog:
+    """Where the service's lines go (the CLI adds times and colours).
+
+    Attributes:
+        note: A line about the service itself (start, mode, a batch of files, stop).
+        result: A file finished: done, failed, or skipped for a reason worth a line.
+        waiting: A file found incomplete (path, why): it is tried again once it changes.
+    """
+
+    note: Callable[[str], None]
+    result: Callable[[FileResult], None]
+    waiting: Callable[[Path, str], None]
+
+
+def day_report_path(folder: Path, day: str) -> Path:
+    return folder / f"carevoice-watch-{day}.json"
+
+
+class DayReport:
+    """One JSON report per local day under --report-dir, kept current: each finished file (done,
+    failed, or skipped for a reason other than "already transcribed") with the time it finished;
+    files found already transcribed are only counted. A restart on the same day adds to the day's
+    report. Rewritten atomically at most every REPORT_EVERY_S, at midnight and when the service stops."""
+
+    def __init__(self, folder: Path, facts: dict[str, Any], clock: Callable[[], float]) -> None:
+        self.folder = folder
+        self.facts = facts
+        self.clock = clock
+        self.day = ""
+        self.files: list[dict[str, Any]] = []
+        self.current_skips = 0
+        self.runs: list[dict[str, Any]] = []
+        self.dirty = False
+        self.written_s = float("-inf")
+        self._open(datetime.now().astimezone().date().isoformat())
+
+    def _open(self, day: str) -> None:
+        """Start the day's report, with what an earlier run wrote to it today."""
+        self.day, self.files, self.current_skips, self.runs = day, [], 0, []
+        try:
+            earlier = json.loads(day_report_path(self.folder, day).read_bytes())
+            self.files = list(earlier.get("files", []))
+            self.current_skips = int(earlier.get("already_transcribed", 0))
+            self.runs = list(earlier.get("runs", []))
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # none yet (or unreadable: a new one replaces it)
+        self.runs.append({"run_id": self.facts["run_id"], "started": datetime.now().astimezone().isoformat(timespec="seconds")})
+        self.dirty = True
+
+    def add(self, result: FileResult) -> None:
+        now = datetime.now().astimezone()
+        if now.date().isoformat() != self.day:
+            if self.day:
+                self.write()  # yesterday's, complete
+            self._open(now.date().isoformat())
+        if result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value:
+            self.current_skips += 1
+        else:
+            self.files.append({**result.to_dict(), "at": now.isoformat(timespec="seconds")})
+        self.dirty = True
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s.value: sum(f["status"] == s.value for f in self.files) for s in FileStatus}
+        return {
+            "carevoice_version": __version__,
+            "day": self.day,
+            **{k: v for k, v in self.facts.items() if k != "run_id"},
+            "runs": self.runs,
+            "counts": counts,
+            "already_transcribed": self.current_skips,
+            "audio_s": round(sum(f["duration_s"] for f in self.files if f["status"] == FileStatus.DONE.value), 3),
+            "files": self.files,
+        }
+
+    def write(self, stopping: bool = False) -> Path | None:
+        """Write the day's report if anything changed; returns where (None: nothing to write)."""
+        if stopping and self.runs:
+            self.runs[-1]["stopped"] = datetime.now().astimezone().isoformat(timespec="seconds")
+            self.dirty = True
+        if not self.dirty or not self.day:
+            return None
+        from carevoice.writers import atomic_write
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = day_report_path(self.folder, self.day)
+        atomic_write(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        self.dirty, self.written_s = False, self.clock()
+        return path
+
+    def due(self) -> bool:
+        return self.dirty and self.clock() - self.written_s >= REPORT_EVERY_S
+
+
+class Service:
+    """One watcher. Build it, then :meth:`run` it until it is asked to stop.
+
+    Args:
+        settings: What to watch and what each file gets.
+        log: Where its lines go.
+        clock: Monotonic seconds.
+    """
+
+    def __init__(self, settings: WatchSettings, log: WatchLog, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.log = log
+        self.clock = clock
+        self.roots = tuple(settings.transcribe.inputs)
+        self.absolute = tuple(Path(os.path.abspath(r)) for r in self.roots)
+        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock)
+        self.run_id = uuid.uuid4().hex
+        self.started_unix = time.time()
+        self.done = self.failed = 0
+        self.beaten_s = float("-inf")
+        self.phase = Phase.STARTING
+        self.events: Any = None  # carevoice.watcher.Events while file-system events are used
+        self.poll_s: float | None = settings.poll_s
+        self.walked_s = float("-inf")
+        self.report: DayReport | None = None
+
+    # --- the heartbeat -----------------------------------------------------------------------
+
+    def beat(self, phase: Phase | None = None, force: bool = False) -> None:
+        """Rewrite the heartbeat (at most every BEAT_S unless the phase changes or ``force``)."""
+        if phase is not None and phase is not self.phase:
+            self.phase, force = phase, True
+        if not force and self.clock() - self.beaten_s < BEAT_S:
+            return
+        beat = Beat(
+            os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
+            tuple(str(r) for r in self.roots),
+        )  # fmt: skip
+        try:
+            write_beat(self.settings.heartbeat, beat)
+        except OSError as exc:
+            if self.beaten_s == float("-inf"):  # said once: the service itself still works
+                self.log.note(f"cannot write the heartbeat {self.settings.heartbeat} ({exc.strerror}) — choose another --heartbeat")
+        self.beaten_s = self.clock()
+
+    # --- start -------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Check, load the model, and choose how changes are seen. Raises UsageError / SetupError."""
+        from carevoice.audio import find_ffmpeg
+        from carevoice.chinese import load_converter
+        from carevoice.policy import ENGINE_REVISION
+        from carevoice.report import placement_note
+        from carevoice.runs import load_engines, model_identity, resolve_run_model
+
+        settings = self.settings
+        self.beat(Phase.STARTING, force=True)
+        ts = settings.transcribe
+        ref = resolve_run_model(ts)
+        load_converter(ts.decode.zh_script)
+        self.ffmpeg = find_ffmpeg()
+        self.engines, choice = load_engines(ts, ref)
+        self.facts = run_facts(ts, ref.model_id, model_identity(ref, ts.engine.cache_dir, self.engines[0]), ENGINE_REVISION)
+        compute = ", ".join(dict.fromkeys(e.compute_type for e in self.engines))
+        device = f"{self.engines[0].device}{f' ×{len(self.engines)}' if len(self.engines) > 1 else ''} ({compute})"
+        self.log.note(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice)})")
+        if settings.report_dir is not None:
+            options = {**ts.options(), "settle_s": settings.settle_s, "gather_s": settings.gather_s, "poll_s": settings.poll_s}
+            facts = {"run_id": self.run_id, "model": ref.model_id, "device": device, "options": options}
+            self.report = DayReport(settings.report_dir, facts, self.clock)
+        self._choose_changes()
+
+    def _choose_changes(self) -> None:
+        """Events where the file system sends them, else walks every --poll seconds."""
+        from carevoice.watcher import DEFAULT_POLL_S, Events, filesystem_type, without_events
+
+        if self.poll_s is not None:
+            self.log.note(f"walking the folders every {self.poll_s:g} s (--poll); no file-system events")
+            return
+        for root in self.absolute:
+            fstype = filesystem_type(root)
+            if without_events(fstype):
+                self.poll_s = DEFAULT_POLL_S
+                self.log.note(
+                    f"{root} is on {fstype}, which sends no file-system events for changes made elsewhere: "
+                    f"walking the folders every {self.poll_s:g} s (set --poll to change)"
+                )
+                return
+        events = Events(self.absolute, self.settings.transcribe.recursive).start()
+        if not events.alive:
+            self.poll_s = DEFAULT_POLL_S
+            self.log.note(f"no file-system events ({events.failure}): walking the folders every {self.poll_s:g} s instead")
+            return
+        self.events = events
+        self.log.note(f"listening for file-system events (and walking the folders every {RESCAN_S:g} s for any missed)")
+
+    # --- what changed ------------------------------------------------------------------------
+
+    def _as_given(self, path: Path) -> Path:
+        """An absolute path from an event, spelled below the folder as the user named it."""
+        for given, absolute in zip(self.roots, self.absolute):
+            if path.is_relative_to(absolute):
+                return given / path.relative_to(absolute)
+        return path
+
+    def walk(self, folders: tuple[Path, ...] | None = None) -> None:
+        """Look at every audio file below the folders (all of them: also forget what is gone)."""
+        ts = self.settings.transcribe
+        found = find_jobs(folders or self.roots, ts.output_dir, ts.recursive)
+        paths = {job.source for job in found.jobs} | {p.path for p in found.problems if p.key is not None}
+        if folders is None:
+            self.arrivals.keep_only(paths)
+            self.walked_s = self.clock()
+        for path in sorted(paths, key=str):
+            self.arrivals.observe(path)
+
+    def pump(self, timeout_s: float = 0.0) -> None:
+        """Take the changes that came (waiting up to ``timeout_s`` for one) and walk when it is time."""
+        every_s = self.poll_s if self.events is None else RESCAN_S
+        if self.events is not None and not self.events.alive:
+            from carevoice.watcher import DEFAULT_POLL_S
+
+            self.log.note(f"file-system events stopped ({self.events.failure}): walking the folders every {DEFAULT_POLL_S:g} s instead")
+            self.events, self.poll_s, every_s = None, DEFAULT_POLL_S, DEFAULT_POLL_S
+        if self.clock() - self.walked_s >= every_s:  # type: ignore[operator]
+            self.walk()
+        if self.events is not None:
+            for change in self.events.take(timeout_s):
+                path = self._as_given(change.path)
+                if change.removed:
+                    self.arrivals.forget(path)
+                elif os.path.isdir(path):
+                    self.walk((path,))  # a folder moved in: its files may have come before its watch
+                else:
+                    self.arrivals.observe(path)
+        elif timeout_s > 0:
+            time.sleep(timeout_s)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        """Start, then transcribe what arrives until SIGTERM or Ctrl-C (exit 0).
+
+        Raises:
+            UsageError: bad options, or another watcher writes the heartbeat.
+            SetupError: ffmpeg, the model or the device is unusable.
+        """
+        self.settings.validate()
+        other = beating_elsewhere(read_beat(self.settings.heartbeat), time.time(), 3 * BEAT_S)
+        if other is not None:  # before this watcher writes a beat over the other's
+            raise UsageError(
+                f"another carevoice watch (pid {other}) writes the heartbeat {self.settings.heartbeat}",
+                "give each watcher its own --heartbeat (or $CAREVOICE_HEARTBEAT)",
+            )
+        stopped_by: str | None = None
+        try:
+            self._start()
+            self.walk()  # after the events are on: a file arriving now is seen one way or the other
+            self.log.note(f"watching {', '.join(str(r) for r in self.roots)}: {self.arrivals.waiting} file(s) to look at, settling for {self.settings.settle_s:g} s")
+            gather_until: float | None = None
+            while True:
+                ready, gave_up = self.arrivals.due()
+                for lost in gave_up:
+                    self._record(FileResult(lost.path, FileStatus.FAILED, error=f"{lost.error} (unchanged for {self.settings.incomplete_wait_s:g} s: the upload seems abandoned)"))
+                if ready and gather_until is None and len(ready) < GATHER_ENOUGH_FILES:
+                    gather_until = self.clock() + self.settings.gather_s
+                if ready and (gather_until is None or self.clock() >= gather_until or len(ready) >= GATHER_ENOUGH_FILES):
+                    gather_until = None
+                    self._transcribe(ready)
+                    continue
+                self.beat(Phase.IDLE)
+                if self.report is not None and self.report.due():
+                    self._write_report()
+                self.pump(self._wait_s(gather_until))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            stopped_by = "SIGTERM" if isinstance(exc, Interrupted) else "Ctrl-C"
+        finally:
+            try:
+                with interrupts.deferred():  # a second signal (docker stop and timeout both send one) waits, then ends nothing more
+                    if self.events is not None:
+                        self.events.stop()
+                    if self.report is not None:
+                        self._write_report(stopping=True)
+                    self.beat(Phase.STOPPED, force=True)
+            except (Interrupted, KeyboardInterrupt):
+                stopped_by = stopped_by or "signal"
+        self.log.note(f"stopped ({stopped_by}): {self.done} transcribed, {self.failed} failed since start; a restart resumes")
+        return ExitCode.OK
+
+    def _wait_s(self, gather_until: float | None) -> float:
+        """How long the loop may wait for a change: until a file may be ready, a walk or a beat is due."""
+        now = self.clock()
+        times = [now + BEAT_S]
+        if gather_until is not None:
+            times.append(gather_until)
+        if (check := self.arrivals.next_check_s()) is not None:
+            times.append(check)
+        walk_every = self.poll_s if self.events is None else RESCAN_S
+        times.append(self.walked_s + walk_every)  # type: ignore[operator]
+        return min(max(0.0, min(times) - now), BEAT_S)
+
+    def _write_report(self, stopping: bool = False) -> None:
+        assert self.report is not None
+        try:
+            self.report.write(stopping)
+        except OSError as exc:
+            self.log.note(f"cannot write the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
+            self.report.written_s = self.clock()  # try again later, not at every turn
+
+    def _record(self, result: FileResult) -> None:
+        """A file is finished: count it, report it, log it (incomplete files wait instead)."""
+        if result.incomplete:
+            self.arrivals.found_incomplete(result.source, result.error or "incomplete")
+            self.log.waiting(result.source, result.error or "incomplete")
+            return
+        self.done += result.status is FileStatus.DONE
+        self.failed += result.status is FileStatus.FAILED
+        if self.report is not None:
+            self.report.add(result)
+        if not (result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value):
+            self.log.result(result)
+
+    def _transcribe(self, ready: list[Path]) -> None:
+        """Plan the ready files as ``transcribe`` would and transcribe those that need it, in shared batches."""
+        from carevoice.pipeline import RunStats, Transcriber
+
+        ts = self.settings.transcribe
+        taken = [path for path in ready if self.arrivals.take(path)]
+        found = find_jobs_among(taken, self.roots, ts.output_dir)
+        planned = plan_jobs(found.jobs, ts, self.facts)
+        settled = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+        settled += [p.result() for p in planned if p.settled]
+        current = sum(r.status is FileStatus.SKIPPED and r.note == Reason.CURRENT.value for r in settled)
+        for result in settled:
+            self._record(result)
+        jobs = [p.job for p in planned if not p.settled]
+        if current:
+            self.log.note(f"{current} file(s) already transcribed with these options: left as they are")
+        if not jobs:
+            return
+        self.log.note(f"transcribing {len(jobs)} file(s)")
+        self.beat(Phase.BUSY)
+        claims = Claims(self.facts, self.run_id, {p.job.source: p.record.run_id if p.record else "" for p in planned})
+        transcriber = Transcriber(
+            ts, self.engines[0], self.ffmpeg, claims, more_engines=self.engines[1:], planned={p.job.source: p for p in planned}
+        )
+
+        def on_progress(stats: RunStats) -> None:  # a decode or a batch came back: the loop is alive
+            self.pump()
+            self.beat()
+
+        for result in transcriber.run(jobs, on_progress=on_progress):
+            self._record(result)
