@@ -138,9 +138,9 @@ class Arrivals:
             return  # still as incomplete as it was
         self.handled.pop(path, None)
         self.incomplete.pop(path, None)
-        if path not in self.settling:
+        watched = self.settling.get(path)
+        if watched is None or watched.sighting != sighting:  # its settle time counts from this change
             self.settling[path] = Watched(sighting, self.clock())
-        # A file already settling is looked at again when it is due: a change shows then.
 
     def forget(self, path: Path) -> None:
         """A file was removed (or renamed away)."""

@@ -1,0 +1,273 @@
+"""The rules of `carevoice watch` that need no model: when a file has settled (a table), the book of
+arrivals (with a clock the test turns), which file systems send no events, durations, the
+heartbeat, jobs for files found below watched folders, and the day's report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from carevoice.arrivals import Arrivals, Sighting, State, Watched, settle
+from carevoice.discovery import find_jobs, find_jobs_among
+from carevoice.errors import UsageError
+from carevoice.heartbeat import Beat, Phase, beating_elsewhere, health, read_beat, write_beat
+from carevoice.results import FileResult, FileStatus
+from carevoice.reruns import Reason
+from carevoice.service import DayReport, day_report_path
+from carevoice.settings import parse_duration
+from carevoice.watcher import mount_of, without_events
+
+A = Sighting(size=100, mtime_ns=1, inode=7, device=1)
+GROWN = Sighting(size=200, mtime_ns=2, inode=7, device=1)
+REPLACED = Sighting(size=100, mtime_ns=1, inode=8, device=1)  # renamed over: a new inode
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "now_s", "state", "since_s", "check_at_s"),
+    [
+        (None, A, 10.0, State.SETTLING, 10.0, 20.0),  # first seen: wait the whole settle time
+        (Watched(A, 10.0), A, 15.0, State.SETTLING, 10.0, 20.0),  # unchanged, not long enough
+        (Watched(A, 10.0), A, 20.0, State.READY, 10.0, None),  # unchanged for exactly the settle time
+        (Watched(A, 10.0), GROWN, 19.9, State.SETTLING, 19.9, 29.9),  # still growing: the clock starts again
+        (Watched(A, 10.0), REPLACED, 25.0, State.SETTLING, 25.0, 35.0),  # same size and time, other file
+        (Watched(A, 10.0), None, 25.0, State.GONE, None, None),  # deleted before it settled
+    ],
+)
+def test_settle_rule(previous, now, now_s, state, since_s, check_at_s) -> None:
+    verdict = settle(previous, now, now_s, settle_s=10.0)
+    assert verdict.state is state
+    assert verdict.reason
+    assert (verdict.watched.since_s if verdict.watched else None) == since_s
+    assert verdict.check_at_s == check_at_s
+
+
+def test_settle_time_zero_takes_a_file_at_once() -> None:
+    assert settle(None, A, 5.0, settle_s=0).state is State.READY
+
+
+class Folder:
+    """Files as a stat sees them, and a clock, both turned by the test."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, Sighting] = {}
+        self.now_s = 0.0
+
+    def book(self, settle_s: float = 10.0, incomplete_wait_s: float = 600.0) -> Arrivals:
+        return Arrivals(settle_s, incomplete_wait_s, clock=lambda: self.now_s, stat=self.files.get)
+
+
+def test_a_file_is_ready_only_after_it_stopped_changing() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book()
+    folder.files[path] = A
+    book.observe(path)
+    for step_s, sighting in ((4, GROWN), (8, Sighting(300, 3, 7, 1))):  # still being written
+        folder.now_s = step_s
+        folder.files[path] = sighting
+        book.observe(path)
+        assert book.due() == ([], [])
+    folder.now_s = 17.9  # 9.9 s after the last change: not yet, though 17.9 s after it appeared
+    assert book.due() == ([], [])
+    assert book.next_check_s() == 18.0
+    folder.now_s = 18.0
+    assert book.due() == ([path], [])
+    assert book.take(path)
+    assert book.due() == ([], []) and book.waiting == 0
+
+
+def test_a_handled_file_comes_back_only_when_it_changes() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1)
+    folder.files[path] = A
+    book.observe(path)
+    folder.now_s = 1
+    assert book.due()[0] == [path] and book.take(path)
+    book.observe(path)  # a walk or a metadata event sees it again, unchanged
+    folder.now_s = 5
+    assert book.due() == ([], [])
+    folder.files[path] = REPLACED  # a new version renamed into place
+    book.observe(path)
+    folder.now_s = 6
+    assert book.due()[0] == [path]
+
+
+def test_a_file_that_changed_after_it_was_found_ready_is_not_taken() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1)
+    folder.files[path] = A
+    book.observe(path)
+    folder.now_s = 1
+    assert book.due()[0] == [path]
+    folder.files[path] = GROWN
+    assert not book.take(path)
+    folder.now_s = 1.5
+    assert book.due()[0] == []  # settles again, from the change
+    folder.now_s = 2
+    assert book.due()[0] == [path] and book.take(path)
+
+
+def test_a_file_removed_before_it_settled_is_forgotten() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1)
+    folder.files[path] = A
+    book.observe(path)
+    del folder.files[path]
+    folder.now_s = 2
+    assert book.due() == ([], []) and book.waiting == 0
+
+
+def test_an_incomplete_file_waits_for_a_change_and_is_given_up_once() -> None:
+    folder, path, other = Folder(), Path("in/half.wav"), Path("in/stalled.wav")
+    book = folder.book(settle_s=1, incomplete_wait_s=100)
+    for p in (path, other):
+        folder.files[p] = A
+        book.observe(p)
+    folder.now_s = 1
+    assert book.due()[0] == [path, other]
+    for p in (path, other):
+        assert book.take(p)
+        book.found_incomplete(p, "the file is truncated: …")
+    book.observe(path)  # unchanged: nothing to do
+    assert book.due() == ([], []) and book.waiting == 2
+    folder.now_s = 50
+    folder.files[path] = GROWN  # the upload goes on
+    book.observe(path)
+    folder.now_s = 51
+    assert book.due() == ([path], [])
+    folder.now_s = 101  # the other one never changed
+    ready, gave_up = book.due()
+    assert ready == [path] and [(g.path, g.error) for g in gave_up] == [(other, "the file is truncated: …")]
+    folder.now_s = 500
+    assert book.due()[1] == []  # reported once
+    book.observe(other)
+    assert book.due() == ([path], [])  # and not taken again while it stays as it is
+
+
+def test_a_whole_walk_forgets_what_is_gone() -> None:
+    folder = Folder()
+    book = folder.book(settle_s=1)
+    paths = [Path(f"in/{n}.wav") for n in "abc"]
+    for p in paths:
+        folder.files[p] = A
+        book.observe(p)
+    folder.now_s = 1
+    for p in book.due()[0]:
+        book.take(p)
+    book.keep_only({paths[0]})
+    assert set(book.handled) == {paths[0]}
+
+
+MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /mnt/nas rw,relatime shared:9 - nfs4 nas:/export rw,vers=4.2
+31 30 8:2 / /mnt/nas/local\040disk rw shared:10 - xfs /dev/sdb1 rw
+32 22 0:41 / /mnt/share rw - cifs //server/care rw
+33 22 0:42 / /home/nurse/phone rw - fuse.sshfs phone: rw
+34 22 0:43 / /data rw - overlay overlay rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "point", "fstype", "events"),
+    [
+        ("/srv/inbox", "/", "ext4", True),
+        ("/mnt/nas/recordings", "/mnt/nas", "nfs4", False),
+        ("/mnt/nas/local disk/in", "/mnt/nas/local disk", "xfs", True),  # a local disk mounted below the NFS one
+        ("/mnt/share", "/mnt/share", "cifs", False),
+        ("/mnt/shared", "/", "ext4", True),  # a prefix of the name is not the mount
+        ("/home/nurse/phone/rec", "/home/nurse/phone", "fuse.sshfs", False),
+        ("/data/in", "/data", "overlay", True),
+    ],
+)
+def test_which_file_systems_send_no_events(path: str, point: str, fstype: str, events: bool, monkeypatch) -> None:
+    monkeypatch.setattr(os.path, "realpath", lambda p: str(p))
+    assert mount_of(Path(path), MOUNTINFO) == (point, fstype)
+    assert without_events(fstype) is not events
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10", 10.0), ("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1.5h", 5400.0), (" 3S ", 3.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--settle") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "10x", "5 d", "nan", "inf"])
+def test_bad_durations_say_how_to_write_one(text: str) -> None:
+    with pytest.raises(UsageError, match="--settle .* is not a duration") as caught:
+        parse_duration(text, "--settle")
+    assert "10s" in caught.value.hint
+
+
+def _beat(phase: Phase, updated_unix: float, pid: int = 4242) -> Beat:
+    return Beat(pid, phase, updated_unix, started_unix=0.0, done=3, failed=1, waiting=2)
+
+
+@pytest.mark.parametrize(
+    ("beat", "ok", "says"),
+    [
+        (None, False, "no heartbeat"),
+        (_beat(Phase.IDLE, 990.0), True, "idle, beat 10 s ago: 3 transcribed, 1 failed, 2 waiting"),
+        (_beat(Phase.BUSY, 1000.0 - 301), False, "has not beaten for 301 s (limit 300 s) while busy"),
+        (_beat(Phase.STOPPED, 999.0), False, "stopped 1 s ago"),
+        (_beat(Phase.STARTING, 800.0), True, "starting"),
+    ],
+)
+def test_health_from_a_heartbeat(beat, ok: bool, says: str) -> None:
+    healthy, line = health(beat, now_unix=1000.0, max_age_s=300.0)
+    assert healthy is ok and says in line
+
+
+def test_a_heartbeat_round_trips_and_a_broken_one_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "beat.json"
+    beat = _beat(Phase.BUSY, 123.5)
+    write_beat(path, beat)
+    assert read_beat(path) == beat
+    assert json.loads(path.read_text())["phase"] == "busy"
+    path.write_text("{not json")
+    assert read_beat(path) is None
+    assert read_beat(tmp_path / "none.json") is None
+
+
+def test_only_a_live_carevoice_elsewhere_holds_the_heartbeat() -> None:
+    mine = _beat(Phase.IDLE, 1000.0, pid=os.getpid())
+    assert beating_elsewhere(mine, 1001.0, 15.0) is None  # this process (a restarted container's pid 1)
+    dead = _beat(Phase.IDLE, 1000.0, pid=2**22 + 12345)  # above the kernel's pid limit: no such process
+    assert beating_elsewhere(dead, 1001.0, 15.0) is None
+    assert beating_elsewhere(_beat(Phase.STOPPED, 1000.0, pid=1), 1001.0, 15.0) is None
+    assert beating_elsewhere(_beat(Phase.IDLE, 900.0, pid=1), 1001.0, 15.0) is None  # stale
+
+
+def test_jobs_among_watched_files_match_a_walk(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "ward").mkdir(parents=True)
+    for name in ("a.wav", "ward/b.mp3", "ward/visit.wav", "ward/visit.m4a", "ward/notes.txt"):
+        (root / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    walked = find_jobs((root,), out)
+    among = find_jobs_among([root / "a.wav", root / "ward/b.mp3", root / "ward/visit.wav"], (root,), out)
+    assert among.jobs == [j for j in walked.jobs if j.source.name != "visit.m4a"]
+    assert [(p.path, p.message) for p in among.problems] == [(p.path, p.message) for p in walked.problems if p.path.suffix == ".wav"]
+    assert "outputs would collide" in among.problems[0].message
+    assert find_jobs_among([tmp_path / "elsewhere.wav"], (root,), out).jobs == []
+
+
+def test_the_day_report_counts_current_files_and_a_restart_adds_to_it(tmp_path: Path) -> None:
+    facts = {"run_id": "r1", "model": "tiny.en", "device": "cpu (int8)", "options": {}}
+    report = DayReport(tmp_path, facts, clock=lambda: 0.0)
+    report.add(FileResult(Path("in/a.wav"), FileStatus.DONE, duration_s=3.0))
+    report.add(FileResult(Path("in/b.wav"), FileStatus.FAILED, error="cannot decode audio"))
+    report.add(FileResult(Path("in/c.wav"), FileStatus.SKIPPED, note=Reason.CURRENT.value))
+    path = report.write(stopping=True)
+    assert path == day_report_path(tmp_path, report.day)
+    again = DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0)
+    again.add(FileResult(Path("in/d.wav"), FileStatus.DONE, duration_s=2.0))
+    again.write()
+    data = json.loads(path.read_text())
+    assert data["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert data["already_transcribed"] == 1 and data["audio_s"] == 5.0
+    assert [f["file"] for f in data["files"]] == ["in/a.wav", "in/b.wav", "in/d.wav"]
+    assert [r["run_id"] for r in data["runs"]] == ["r1", "r2"] and "stopped" in data["runs"][0]
+    assert all("at" in f for f in data["files"])

