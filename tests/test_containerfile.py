@@ -6,15 +6,20 @@ The image itself is built and run by .ci/container-test.sh (podman, minutes); th
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
+
+from carevoice.heartbeat import Beat, Phase, write_beat
+from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, ENV_HEARTBEAT
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERFILE = REPO / "Containerfile"
@@ -109,12 +114,79 @@ def test_entrypoint_is_carevoice_and_cmd_transcribes_data(final_stage: list[dict
     assert [json.loads(v) for v in values(final_stage, "CMD")][-1:] == [["transcribe", "/data"]]
 
 
-def test_healthcheck_runs_carevoice(final_stage: list[dict]) -> None:
+def _env(stage: list[dict]) -> dict[str, str]:
+    """The stage's ENV settings (KEY=value form, as the Containerfile writes them)."""
+    return dict(re.findall(r"(\w+)=(\S+)", " ".join(values(stage, "ENV"))))
+
+
+def _seconds(duration: str) -> float:
+    """A Docker duration (``30s``, ``1m30s``, ``500ms``) in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
+
+
+@pytest.fixture(scope="module")
+def healthcheck(final_stage: list[dict]) -> tuple[dict[str, float], list[str]]:
+    """The final stage's HEALTHCHECK: its options in seconds (retries as a count) and its exec-form command."""
     checks = values(final_stage, "HEALTHCHECK")
     assert checks, "no HEALTHCHECK in the final stage"
-    assert not checks[-1].upper().startswith("NONE")
-    command = json.loads(checks[-1].split(" CMD ", 1)[1])
-    assert command[0] == "carevoice", command
+    options_text, command_text = re.split(r"\s+CMD\s+", checks[-1].strip(), maxsplit=1)
+    options = dict(re.findall(r"--([\w-]+)=(\S+)", options_text))
+    seconds = {name: float(v) if name == "retries" else _seconds(v) for name, v in options.items()}
+    return seconds, json.loads(command_text)
+
+
+def test_watch_and_health_share_one_heartbeat_path(final_stage: list[dict]) -> None:
+    """Fixed in the image, not per uid: `docker exec -u 0 ... carevoice health` finds it too."""
+    heartbeat = _env(final_stage).get(ENV_HEARTBEAT)
+    assert heartbeat is not None, f"the final stage does not set {ENV_HEARTBEAT}"
+    # /tmp is HOME in the image and writable under any --user; /data and /models are the user's volumes.
+    assert Path(heartbeat).parent == Path("/tmp"), heartbeat
+
+
+def test_healthcheck_timing_allows_a_model_load(healthcheck: tuple[dict[str, float], list[str]]) -> None:
+    options, _ = healthcheck
+    assert {"interval", "timeout", "start-period", "retries"} <= set(options), options
+    assert options["timeout"] < options["interval"], options
+    assert options["start-period"] >= 30, "the model load alone can take ~30 s on a first start"
+    assert options["retries"] >= 2, "one slow check (a busy CPU) must not mark the watcher unhealthy"
+
+
+def _beat(age_s: float, phase: Phase) -> Beat:
+    now = time.time()
+    return Beat(pid=4242, phase=phase, updated_unix=now - age_s, started_unix=now - age_s - 60)
+
+
+@pytest.mark.parametrize(
+    ("beat", "healthy"),
+    [
+        pytest.param(None, True, id="no heartbeat file: transcribe, doctor or bench, not a watcher"),
+        pytest.param(_beat(1, Phase.STARTING), True, id="watcher loading its model"),
+        pytest.param(_beat(4, Phase.IDLE), True, id="watcher idle"),
+        pytest.param(_beat(120, Phase.BUSY), True, id="watcher in a long batch"),
+        pytest.param(_beat(DEFAULT_HEALTH_MAX_AGE_S + 30, Phase.BUSY), False, id="watcher stuck"),
+        pytest.param(_beat(2, Phase.STOPPED), False, id="watcher stopped"),
+    ],
+)
+def test_healthcheck_judges_a_watcher_and_passes_without_one(
+    healthcheck: tuple[dict[str, float], list[str]], tmp_path: Path, beat: Beat | None, healthy: bool
+) -> None:
+    """The HEALTHCHECK's own command, run by /bin/sh with the real `carevoice health`."""
+    _, command = healthcheck
+    carevoice = Path(sysconfig.get_path("scripts")) / "carevoice"
+    assert carevoice.is_file(), "carevoice is not installed in this environment (pip install -e .)"
+    heartbeat = tmp_path / "carevoice-watch.json"
+    if beat is not None:
+        write_beat(heartbeat, beat)
+    env = {**os.environ, "PATH": f"{carevoice.parent}{os.pathsep}{os.environ.get('PATH', '')}", ENV_HEARTBEAT: str(heartbeat)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == (0 if healthy else 1), result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    if beat is None:
+        assert "no carevoice watch in this container" in said
+    else:
+        assert f"(pid {beat.pid})" in said, said
 
 
 def test_build_secrets_never_enter_a_layer(instructions: list[dict]) -> None:

@@ -434,7 +434,7 @@ def test_importing_the_cli_loads_no_inference_library() -> None:
 
 
 def test_quick_mode_runs_only_the_cheap_checks_and_no_model(run_cli, tmp_path):
-    """`doctor --quick` (the container HEALTHCHECK) never decodes or loads a model."""
+    """`doctor --quick` (the sub-second check) never decodes or loads a model."""
     result = run_cli("doctor", "--quick", "--json", "-m", str(tmp_path / "no-such-model"), tmp_path)
 
     names = [check["name"] for check in json.loads(result.stdout)["checks"]]
