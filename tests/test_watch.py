@@ -250,7 +250,8 @@ def test_polling_finds_files_without_file_system_events(tmp_path: Path, start, r
     (inbox / "sub" / "stella.flac").write_bytes(upload("stella"))
     watcher.wait_for(done("sub/stella.flac"))
     assert transcript(inbox / "sub", "stella") == reference[CLIPS["stella"]]
-    assert watcher.stop()[0] == 0
+    assert watcher.stop(signal.SIGINT)[0] == 0  # Ctrl-C ends it as SIGTERM does
+    assert "stopped (Ctrl-C): 1 transcribed, 0 failed" in watcher.lines[-1]
 
 
 @pytest.mark.slow
