@@ -230,12 +230,14 @@ class Service:
 
     # --- what changed ------------------------------------------------------------------------
 
-    def _as_given(self, path: Path) -> Path:
-        """An absolute path from an event, spelled below the folder as the user named it."""
+    def _as_given(self, path: Path) -> Path | None:
+        """An absolute path from an event, spelled below the folder as the user named it; None for
+        one a walk would not find either (below a hidden folder, such as a report folder)."""
         for given, absolute in zip(self.roots, self.absolute):
             if path.is_relative_to(absolute):
-                return given / path.relative_to(absolute)
-        return path
+                below = path.relative_to(absolute)
+                return None if any(part.startswith(".") for part in below.parts) else given / below
+        return None
 
     def walk(self, folders: tuple[Path, ...] | None = None) -> None:
         """Look at every audio file below the folders (all of them: also forget what is gone)."""
@@ -261,6 +263,8 @@ class Service:
         if self.events is not None:
             for change in self.events.take(timeout_s):
                 path = self._as_given(change.path)
+                if path is None:
+                    continue
                 if change.removed:
                     self.arrivals.forget(path)
                 elif os.path.isdir(path):

@@ -145,6 +145,10 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     watcher.wait_for(done("jfk.wav"))
     assert transcript(inbox, "jfk") == reference[CLIPS["jfk"]]
 
+    # Below a hidden folder (a report folder, a sync tool's staging area): left alone, as a walk leaves it.
+    (inbox / ".staging").mkdir()
+    (inbox / ".staging" / "draft.wav").write_bytes(upload("press"))
+
     # In pieces, the way a slow upload grows (its WAV header says the whole length from the start).
     data = upload("review")
     with open(inbox / "ward 3" / "review.wav", "wb") as handle:
@@ -185,9 +189,10 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     code, _ = watcher.stop()
     assert code == 0, "\n".join(watcher.lines)
     assert watcher.lines[-1].endswith("stopped (SIGTERM): 5 transcribed, 1 failed since start; a restart resumes")
-    for name, times in {"jfk.wav": 2, "review.wav": 1, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0}.items():
+    for name, times in {"jfk.wav": 2, "review.wav": 1, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0, "draft.wav": 0}.items():
         assert watcher.count(done(name)) == times, name
     assert watcher.count("mistake") == 0 and not list(inbox.glob("mistake.*"))
+    assert watcher.count("draft") == 0 and list((inbox / ".staging").iterdir()) == [inbox / ".staging" / "draft.wav"]
     assert {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")} == finished_outputs  # not touched
     assert not list(inbox.glob("broken.*[!v]"))  # no outputs for the corrupt file
     beat = read_beat(tmp_path / "heartbeat.json")
