@@ -539,7 +539,10 @@ def watch(
 
         def say(text: str) -> None:
             stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-            console.print(f"[dim]{stamp}[/dim] {text}", highlight=False)
+            # A stop signal waits for the line: landing inside rich's print, it left the line in
+            # rich's buffer, and the next line printed it a second time.
+            with interrupts.deferred():
+                console.print(f"[dim]{stamp}[/dim] {text}", highlight=False)
 
         def on_result(result) -> None:  # type: ignore[no-untyped-def]
             if result.status is FileStatus.FAILED or not quiet:

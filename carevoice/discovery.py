@@ -92,6 +92,15 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
             if _is_hidden(entry.name):
                 continue
             path = Path(entry.path)
+            if not _has_audio_extension(path):
+                # Only a folder matters among the rest (the outputs beside the recordings are most
+                # of a transcribed folder): the directory entry says so without a stat.
+                try:
+                    if recursive and entry.is_dir():
+                        pending.append(path)
+                except OSError:
+                    pass  # a link loop, or no permission: not a folder to walk
+                continue
             try:
                 mode = os.stat(path).st_mode  # follows symlinks
             except OSError as exc:
@@ -107,6 +116,13 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 else:
                     problems.append(Problem(path, "not a regular file (pipe, socket or device) — skipped", job_key(path, root)))
     return found
+
+
+def find_audio_files(folders: tuple[Path, ...], recursive: bool = True) -> list[Path]:
+    """Every regular audio file below the folders, as :func:`find_jobs` would walk them (hidden
+    names skipped), without making jobs of them: what ``carevoice watch`` looks at on each walk."""
+    problems: list[Problem] = []
+    return [path for folder in folders for path in _walk(folder, recursive, problems)]
 
 
 def _broken_link(exc: OSError) -> str:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
-from carevoice import __version__
+from carevoice import __version__, interrupts
 from carevoice.devices import (
     CUDA_COMPUTE_PREFERENCE,
     ClusterPlacement,
@@ -260,7 +260,8 @@ class ProgressView:
             self.gpu = extra
         self._draw()
         if result.status is FileStatus.FAILED or not self.quiet:
-            self.console.print(file_line(result))
+            with interrupts.deferred():  # an interrupt inside rich's print would leave the line to be printed twice
+                self.console.print(file_line(result))
 
     def advance(self, audio_done_s: float, audio_total_s: float | None, exact: bool, rendered_s: float = 0.0) -> None:
         """Audio done so far (``rendered_s`` of it from recorded JSON, at once), and the run's audio

@@ -25,7 +25,7 @@ from typing import Any
 from carevoice import __version__, interrupts
 from carevoice.arrivals import Arrivals
 from carevoice.claims import Claims, plan_jobs, run_facts
-from carevoice.discovery import find_jobs, find_jobs_among
+from carevoice.discovery import find_audio_files, find_jobs_among
 from carevoice.errors import ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
@@ -241,9 +241,7 @@ class Service:
 
     def walk(self, folders: tuple[Path, ...] | None = None) -> None:
         """Look at every audio file below the folders (all of them: also forget what is gone)."""
-        ts = self.settings.transcribe
-        found = find_jobs(folders or self.roots, ts.output_dir, ts.recursive)
-        paths = {job.source for job in found.jobs} | {p.path for p in found.problems if p.key is not None}
+        paths = set(find_audio_files(folders or self.roots, self.settings.transcribe.recursive))
         if folders is None:
             self.arrivals.keep_only(paths)
             self.walked_s = self.clock()

@@ -190,7 +190,7 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     assert code == 0, "\n".join(watcher.lines)
     assert watcher.lines[-1].endswith("stopped (SIGTERM): 5 transcribed, 1 failed since start; a restart resumes")
     for name, times in {"jfk.wav": 2, "review.wav": 1, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0, "draft.wav": 0}.items():
-        assert watcher.count(done(name)) == times, name
+        assert watcher.count(done(name)) == times, f"{name}:\n" + "\n".join(watcher.lines)
     assert watcher.count("mistake") == 0 and not list(inbox.glob("mistake.*"))
     assert watcher.count("draft") == 0 and list((inbox / ".staging").iterdir()) == [inbox / ".staging" / "draft.wav"]
     assert {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")} == finished_outputs  # not touched
