@@ -472,7 +472,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
-# Checks that take well under a second: enough for a container HEALTHCHECK.
+# Checks that take well under a second (doctor --quick; the container HEALTHCHECK is carevoice health).
 QUICK_CHECKS = frozenset({"python", "packages", "ffmpeg", "NVIDIA GPU", "output folder"})
 
 

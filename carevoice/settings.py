@@ -290,7 +290,7 @@ class DoctorSettings:
     output_dir: Path = Path(".")
     engine: EngineSettings = field(default_factory=EngineSettings)
     gpu_timeout_s: float = DEFAULT_GPU_PROBE_TIMEOUT_S
-    quick: bool = False  # only the cheap checks (container HEALTHCHECK): no decoding, no inference
+    quick: bool = False  # only the sub-second checks (a quick look before a run): no decoding, no inference
 
     def validate(self) -> None:
         """Raises: UsageError: a bad option."""
