@@ -135,7 +135,8 @@ def main() -> None:
         data = json.loads(report.read_text())
         done += data["counts"]["done"]
         failed += data["counts"]["failed"]
-        for entry in data["files"]:
+        for line in (reports / data["files"]).read_text().splitlines():
+            entry = json.loads(line)
             files[entry["file"]] = files.get(entry["file"], 0) + 1
     warm = [r for t, r in rss if t >= 300] or [r for _, r in rss]
     half = [(t, r) for t, r in rss if t >= (rss[-1][0] / 2 if rss else 0)]

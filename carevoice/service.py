@@ -54,71 +54,90 @@ class WatchLog:
 
 
 def day_report_path(folder: Path, day: str) -> Path:
+    """The day's summary; its files are listed in the JSON Lines file beside it (:func:`day_files_path`)."""
     return folder / f"carevoice-watch-{day}.json"
 
 
+def day_files_path(folder: Path, day: str) -> Path:
+    return folder / f"carevoice-watch-{day}.jsonl"
+
+
 class DayReport:
-    """One JSON report per local day under --report-dir, kept current: each finished file (done,
-    failed, or skipped for a reason other than "already transcribed") with the time it finished;
-    files found already transcribed are only counted. A restart on the same day adds to the day's
-    report. Rewritten atomically at most every REPORT_EVERY_S, at midnight and when the service stops."""
+    """One report per local day under --report-dir, in two files:
+
+    - ``carevoice-watch-DAY.jsonl``: a line for each file as it finishes (done, failed, or skipped
+      for a reason other than "already transcribed"), with the time; appended, never rewritten;
+    - ``carevoice-watch-DAY.json``: the day's summary (counts, audio, options, each run of the
+      watcher), rewritten atomically at most every REPORT_EVERY_S, at midnight and at stop.
+
+    Nothing grows in memory with the files (a watcher runs for months). A restart on the same day
+    adds to both.
+    """
 
     def __init__(self, folder: Path, facts: dict[str, Any], clock: Callable[[], float]) -> None:
         self.folder = folder
         self.facts = facts
         self.clock = clock
-        self.day = ""
-        self.files: list[dict[str, Any]] = []
-        self.current_skips = 0
-        self.runs: list[dict[str, Any]] = []
         self.dirty = False
         self.written_s = float("-inf")
         self._open(datetime.now().astimezone().date().isoformat())
 
     def _open(self, day: str) -> None:
         """Start the day's report, with what an earlier run wrote to it today."""
-        self.day, self.files, self.current_skips, self.runs = day, [], 0, []
+        self.day = day
+        self.counts = {s.value: 0 for s in FileStatus}
+        self.current_skips, self.audio_s, self.runs = 0, 0.0, []
         try:
             earlier = json.loads(day_report_path(self.folder, day).read_bytes())
-            self.files = list(earlier.get("files", []))
+            self.counts.update({k: int(v) for k, v in earlier["counts"].items() if k in self.counts})
             self.current_skips = int(earlier.get("already_transcribed", 0))
+            self.audio_s = float(earlier.get("audio_s", 0.0))
             self.runs = list(earlier.get("runs", []))
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass  # none yet (or unreadable: a new one replaces it)
         self.runs.append({"run_id": self.facts["run_id"], "started": datetime.now().astimezone().isoformat(timespec="seconds")})
         self.dirty = True
 
     def add(self, result: FileResult) -> None:
+        """Count a finished file and append its line (raises OSError when the folder cannot be written)."""
         now = datetime.now().astimezone()
         if now.date().isoformat() != self.day:
-            if self.day:
-                self.write()  # yesterday's, complete
+            self.write()  # yesterday's summary, complete
             self._open(now.date().isoformat())
+        self.dirty = True
         if result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value:
             self.current_skips += 1
-        else:
-            self.files.append({**result.to_dict(), "at": now.isoformat(timespec="seconds")})
-        self.dirty = True
+            return
+        self.counts[result.status.value] += 1
+        if result.status is FileStatus.DONE:
+            self.audio_s += result.duration_s
+        line = json.dumps({**result.to_dict(), "at": now.isoformat(timespec="seconds")}, ensure_ascii=False) + "\n"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # One write in append mode: a line lands whole after any other (a kill loses at most this one).
+        fd = os.open(day_files_path(self.folder, self.day), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {s.value: sum(f["status"] == s.value for f in self.files) for s in FileStatus}
         return {
             "carevoice_version": __version__,
             "day": self.day,
             **{k: v for k, v in self.facts.items() if k != "run_id"},
             "runs": self.runs,
-            "counts": counts,
+            "counts": self.counts,
             "already_transcribed": self.current_skips,
-            "audio_s": round(sum(f["duration_s"] for f in self.files if f["status"] == FileStatus.DONE.value), 3),
-            "files": self.files,
+            "audio_s": round(self.audio_s, 3),
+            "files": day_files_path(self.folder, self.day).name,
         }
 
     def write(self, stopping: bool = False) -> Path | None:
-        """Write the day's report if anything changed; returns where (None: nothing to write)."""
+        """Write the day's summary if anything changed; returns where (None: nothing to write)."""
         if stopping and self.runs:
             self.runs[-1]["stopped"] = datetime.now().astimezone().isoformat(timespec="seconds")
             self.dirty = True
-        if not self.dirty or not self.day:
+        if not self.dirty:
             return None
         from carevoice.writers import atomic_write
 
@@ -352,7 +371,10 @@ class Service:
         self.done += result.status is FileStatus.DONE
         self.failed += result.status is FileStatus.FAILED
         if self.report is not None:
-            self.report.add(result)
+            try:
+                self.report.add(result)
+            except OSError as exc:
+                self.log.note(f"cannot add to the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
         if not (result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value):
             self.log.result(result)
 

@@ -199,8 +199,9 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (5, 1)
     day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
     assert day["counts"] == {"done": 5, "skipped": 0, "failed": 1} and day["already_transcribed"] == 1
-    assert sorted(Path(f["file"]).name for f in day["files"]) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav"]
-    text = json.dumps(day) + "\n".join(watcher.lines)
+    files = [json.loads(line) for line in (reports / day["files"]).read_text().splitlines()]
+    assert sorted(Path(f["file"]).name for f in files) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav"]
+    text = json.dumps(day) + json.dumps(files) + "\n".join(watcher.lines)
     for words in reference.values():  # never a transcript's words in the logs or the report
         assert words.strip() and words.strip() not in text
 
