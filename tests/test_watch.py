@@ -338,3 +338,21 @@ def test_health_exit_codes(tmp_path: Path, run_cli) -> None:
     assert result.exit_code == 0 and "busy, beat 5 s ago: 4 transcribed" in result.stdout
     result = run_cli("health", "--heartbeat", beat_path, "--max-age", "2")
     assert result.exit_code == 1 and "has not beaten for 5 s" in result.stderr
+
+
+@pytest.mark.slow
+def test_files_that_settle_within_the_gather_window_share_their_batches(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "10s")
+    watcher.wait_for(r"watching ")
+    (inbox / "first.wav").write_bytes(upload("eighteen"))
+    (inbox / "later").mkdir()
+    time.sleep(1.0)  # the first is ready (settled) before the second arrives: only the gather window joins them
+    (inbox / "later" / "second.wav").write_bytes(upload("press"))
+    watcher.wait_for(r"transcribing 2 file\(s\)")
+    watcher.seen(done("first.wav"))
+    watcher.seen(done("later/second.wav"))
+    assert watcher.stop()[0] == 0
+    assert transcript(inbox, "first") == reference[CLIPS["eighteen"]]
+    assert transcript(inbox / "later", "second") == reference[CLIPS["press"]]
