@@ -186,6 +186,7 @@ class Arrivals:
         """A ready file goes to be transcribed: it is handled as it is now. False (and it settles
         again) when it changed since it was found ready."""
         watched = self.settling.pop(path, None)
+        self.incomplete.pop(path, None)
         if watched is None:
             return False
         now = self.stat(path)
@@ -197,7 +198,10 @@ class Arrivals:
         return True
 
     def found_incomplete(self, path: Path, error: str) -> None:
-        """Transcribing found the file not whole (an upload that stalled): wait until it changes."""
+        """Transcribing found the file not whole (an upload that stalled): wait until it changes.
+        A file seen changing meanwhile is settling again already: nothing to wait for."""
+        if path in self.settling:
+            return
         sighting = self.handled.pop(path, None) or self.stat(path)
         if sighting is not None:
             self.incomplete[path] = (sighting, self.clock(), error)

@@ -14,7 +14,7 @@ import numpy as np
 from carevoice.audio import SAMPLE_RATE_HZ, Ffmpeg, decode_audio
 from carevoice.discovery import Job
 from carevoice.engine import EngineItem
-from carevoice.errors import AudioDecodeError
+from carevoice.errors import AudioDecodeError, IncompleteFileError
 from carevoice.records import ChangedWhileReading, Identity, identify
 from carevoice.policy import window_frames
 from carevoice.settings import DEFAULT_WINDOWS_S
@@ -87,7 +87,7 @@ def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:
             raise ChangedWhileReading(str(path))
         return identity
     except ChangedWhileReading:
-        raise AudioDecodeError(
+        raise IncompleteFileError(
             "the recording changed while it was read", "it may still be being copied or recorded: rerun once it is complete"
         ) from None
     except OSError as exc:

@@ -198,6 +198,9 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     return None
 
 
+BUSY_ELSEWHERE = "being transcribed by another CareVoice process"  # a FileResult's note: its lock is held
+
+
 class Claims:
     """The files this process is transcribing: each one's output lock, taken before it is decoded,
     and its plan, made again under the lock.
@@ -227,7 +230,7 @@ class Claims:
         except OSError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(write_error(job.output_stem.parent, exc)))
         if lock is None:
-            return FileResult(job.source, FileStatus.SKIPPED, note="being transcribed by another CareVoice process")
+            return FileResult(job.source, FileStatus.SKIPPED, note=BUSY_ELSEWHERE)
         try:
             now = plan_job(job, self.run)
         except BaseException:

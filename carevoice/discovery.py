@@ -118,11 +118,12 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
     return found
 
 
-def find_audio_files(folders: tuple[Path, ...], recursive: bool = True) -> list[Path]:
+def find_audio_files(folders: tuple[Path, ...], recursive: bool = True) -> tuple[list[Path], list[Problem]]:
     """Every regular audio file below the folders, as :func:`find_jobs` would walk them (hidden
-    names skipped), without making jobs of them: what ``carevoice watch`` looks at on each walk."""
+    names skipped), without making jobs of them: what ``carevoice watch`` looks at on each walk;
+    and the problems met (a folder that cannot be read, a broken link)."""
     problems: list[Problem] = []
-    return [path for folder in folders for path in _walk(folder, recursive, problems)]
+    return [path for folder in folders for path in _walk(folder, recursive, problems)], problems
 
 
 def _broken_link(exc: OSError) -> str:
@@ -226,8 +227,9 @@ def _add_unless_colliding(result: Discovery, jobs: list[Job], names: list[str]) 
 
 def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path | None = None) -> Discovery:
     """Jobs for files found below watched folders (``carevoice watch``): each as :func:`find_jobs`
-    on its folder would make it, and checked for collisions with the audio files beside it, without
-    walking the whole folder again.
+    on the folders would make it, and checked for collisions as it checks them without walking the
+    folders again: with the audio files beside it, and with --output-dir, with those at the same
+    place below every other folder (their outputs meet in the same mirror).
 
     Args:
         paths: Files below ``roots`` (as the roots are spelled).
@@ -236,18 +238,25 @@ def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path
     """
     result = Discovery()
     listings: dict[Path, list[str]] = {}
+
+    def audio_in(folder: Path) -> list[str]:
+        if folder not in listings:
+            try:
+                listings[folder] = sorted(n for n in os.listdir(folder) if not _is_hidden(n) and _has_audio_extension(Path(n)))
+            except OSError:
+                listings[folder] = []
+        return listings[folder]
+
     for source in sorted(set(paths), key=str):
         root = next((r for r in roots if source.is_relative_to(r)), None)
         if root is None:
             continue
-        folder = source.parent
-        if folder not in listings:
-            try:
-                listings[folder] = [n for n in os.listdir(folder) if not _is_hidden(n) and _has_audio_extension(Path(n))]
-            except OSError:
-                listings[folder] = []
+        below = source.parent.relative_to(root)
+        folders = [source.parent] if output_dir is None else list(dict.fromkeys(r / below for r in roots))
         stem_name = source.with_suffix("").name
-        names = [str(folder / n) for n in sorted(listings[folder]) if Path(n).with_suffix("").name == stem_name and (folder / n).is_file()]
+        names = [
+            str(folder / n) for folder in folders for n in audio_in(folder) if Path(n).with_suffix("").name == stem_name and (folder / n).is_file()
+        ]
         job = Job(source, _output_stem(source, root, output_dir), str(source), job_key(source, root))
         _add_unless_colliding(result, [job], names or [str(source)])
     return result

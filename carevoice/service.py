@@ -12,28 +12,26 @@ to the caller's :class:`WatchLog`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from carevoice import __version__, interrupts
+from carevoice import interrupts
 from carevoice.arrivals import Arrivals
-from carevoice.claims import Claims, plan_jobs, run_facts
+from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
+from carevoice.day_report import DayReport
 from carevoice.discovery import find_audio_files, find_jobs_among
 from carevoice.errors import ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
 from carevoice.results import FileResult, FileStatus
-from carevoice.settings import RESCAN_S, WatchSettings
+from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, RESCAN_S, WatchSettings
 
 BEAT_S = 5.0  # the heartbeat is rewritten this often (at most)
-REPORT_EVERY_S = 60.0  # the day's report is rewritten this often (at most), and when the service stops
 # Ready files at once that start a batch without waiting for --gather (a burst is under way).
 GATHER_ENOUGH_FILES = 64
 
@@ -51,104 +49,6 @@ class WatchLog:
     note: Callable[[str], None]
     result: Callable[[FileResult], None]
     waiting: Callable[[Path, str], None]
-
-
-def day_report_path(folder: Path, day: str) -> Path:
-    """The day's summary; its files are listed in the JSON Lines file beside it (:func:`day_files_path`)."""
-    return folder / f"carevoice-watch-{day}.json"
-
-
-def day_files_path(folder: Path, day: str) -> Path:
-    return folder / f"carevoice-watch-{day}.jsonl"
-
-
-class DayReport:
-    """One report per local day under --report-dir, in two files:
-
-    - ``carevoice-watch-DAY.jsonl``: a line for each file as it finishes (done, failed, or skipped
-      for a reason other than "already transcribed"), with the time; appended, never rewritten;
-    - ``carevoice-watch-DAY.json``: the day's summary (counts, audio, options, each run of the
-      watcher), rewritten atomically at most every REPORT_EVERY_S, at midnight and at stop.
-
-    Nothing grows in memory with the files (a watcher runs for months). A restart on the same day
-    adds to both.
-    """
-
-    def __init__(self, folder: Path, facts: dict[str, Any], clock: Callable[[], float]) -> None:
-        self.folder = folder
-        self.facts = facts
-        self.clock = clock
-        self.dirty = False
-        self.written_s = float("-inf")
-        self._open(datetime.now().astimezone().date().isoformat())
-
-    def _open(self, day: str) -> None:
-        """Start the day's report, with what an earlier run wrote to it today."""
-        self.day = day
-        self.counts = {s.value: 0 for s in FileStatus}
-        self.current_skips, self.audio_s, self.runs = 0, 0.0, []
-        try:
-            earlier = json.loads(day_report_path(self.folder, day).read_bytes())
-            self.counts.update({k: int(v) for k, v in earlier["counts"].items() if k in self.counts})
-            self.current_skips = int(earlier.get("already_transcribed", 0))
-            self.audio_s = float(earlier.get("audio_s", 0.0))
-            self.runs = list(earlier.get("runs", []))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            pass  # none yet (or unreadable: a new one replaces it)
-        self.runs.append({"run_id": self.facts["run_id"], "started": datetime.now().astimezone().isoformat(timespec="seconds")})
-        self.dirty = True
-
-    def add(self, result: FileResult) -> None:
-        """Count a finished file and append its line (raises OSError when the folder cannot be written)."""
-        now = datetime.now().astimezone()
-        if now.date().isoformat() != self.day:
-            self.write()  # yesterday's summary, complete
-            self._open(now.date().isoformat())
-        self.dirty = True
-        if result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value:
-            self.current_skips += 1
-            return
-        self.counts[result.status.value] += 1
-        if result.status is FileStatus.DONE:
-            self.audio_s += result.duration_s
-        line = json.dumps({**result.to_dict(), "at": now.isoformat(timespec="seconds")}, ensure_ascii=False) + "\n"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # One write in append mode: a line lands whole after any other (a kill loses at most this one).
-        fd = os.open(day_files_path(self.folder, self.day), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "carevoice_version": __version__,
-            "day": self.day,
-            **{k: v for k, v in self.facts.items() if k != "run_id"},
-            "runs": self.runs,
-            "counts": self.counts,
-            "already_transcribed": self.current_skips,
-            "audio_s": round(self.audio_s, 3),
-            "files": day_files_path(self.folder, self.day).name,
-        }
-
-    def write(self, stopping: bool = False) -> Path | None:
-        """Write the day's summary if anything changed; returns where (None: nothing to write)."""
-        if stopping and self.runs:
-            self.runs[-1]["stopped"] = datetime.now().astimezone().isoformat(timespec="seconds")
-            self.dirty = True
-        if not self.dirty:
-            return None
-        from carevoice.writers import atomic_write
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = day_report_path(self.folder, self.day)
-        atomic_write(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
-        self.dirty, self.written_s = False, self.clock()
-        return path
-
-    def due(self) -> bool:
-        return self.dirty and self.clock() - self.written_s >= REPORT_EVERY_S
 
 
 class Service:
@@ -176,6 +76,7 @@ class Service:
         self.poll_s: float | None = settings.poll_s
         self.walked_s = float("-inf")
         self.report: DayReport | None = None
+        self.unreadable: dict[str, str] = {}  # watched folders that cannot be read now, and why
 
     # --- the heartbeat -----------------------------------------------------------------------
 
@@ -260,8 +161,16 @@ class Service:
 
     def walk(self, folders: tuple[Path, ...] | None = None) -> None:
         """Look at every audio file below the folders (all of them: also forget what is gone)."""
-        paths = set(find_audio_files(folders or self.roots, self.settings.transcribe.recursive))
+        found, problems = find_audio_files(folders or self.roots, self.settings.transcribe.recursive)
+        paths = set(found)
         if folders is None:
+            unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
+            for root, message in unreadable.items():
+                if root not in self.unreadable:  # said once, and again once it is back
+                    self.log.note(f"{root}: {message}; nothing there is watched until it is back")
+            for root in self.unreadable.keys() - unreadable.keys():
+                self.log.note(f"{root} is back")
+            self.unreadable = unreadable
             self.arrivals.keep_only(paths)
             self.walked_s = self.clock()
         for path in sorted(paths, key=str):
@@ -282,10 +191,11 @@ class Service:
                 path = self._as_given(change.path)
                 if path is None:
                     continue
-                if change.removed:
-                    self.arrivals.forget(path)
-                elif os.path.isdir(path):
-                    self.walk((path,))  # a folder moved in: its files may have come before its watch
+                # The kind of change is not trusted: one batch may hold a removal and an addition of
+                # the same name (a recording replaced) in any order. What a stat says now decides.
+                if os.path.isdir(path):
+                    if self.settings.transcribe.recursive:
+                        self.walk((path,))  # a folder moved in: its files may have come before its watch
                 else:
                     self.arrivals.observe(path)
         elif timeout_s > 0:
@@ -301,7 +211,8 @@ class Service:
             SetupError: ffmpeg, the model or the device is unusable.
         """
         self.settings.validate()
-        other = beating_elsewhere(read_beat(self.settings.heartbeat), time.time(), 3 * BEAT_S)
+        # A busy watcher may go a whole batch without a beat: as long as health gives it.
+        other = beating_elsewhere(read_beat(self.settings.heartbeat), time.time(), DEFAULT_HEALTH_MAX_AGE_S)
         if other is not None:  # before this watcher writes a beat over the other's
             raise UsageError(
                 f"another carevoice watch (pid {other}) writes the heartbeat {self.settings.heartbeat}",
@@ -324,7 +235,7 @@ class Service:
                     self._transcribe(ready)
                     continue
                 self.beat(Phase.IDLE)
-                if self.report is not None and self.report.due():
+                if self.report is not None and (self.report.due() or self.report.new_day()):
                     self._write_report()
                 self.pump(self._wait_s(gather_until))
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -339,7 +250,10 @@ class Service:
                     self.beat(Phase.STOPPED, force=True)
             except (Interrupted, KeyboardInterrupt):
                 stopped_by = stopped_by or "signal"
-        self.log.note(f"stopped ({stopped_by}): {self.done} transcribed, {self.failed} failed since start; a restart resumes")
+        try:
+            self.log.note(f"stopped ({stopped_by}): {self.done} transcribed, {self.failed} failed since start; a restart resumes")
+        except (Interrupted, KeyboardInterrupt):
+            pass  # yet another signal: the line is written, the service has stopped
         return ExitCode.OK
 
     def _wait_s(self, gather_until: float | None) -> float:
@@ -377,6 +291,10 @@ class Service:
                 self.log.note(f"cannot add to the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
         if not (result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value):
             self.log.result(result)
+        if result.note == BUSY_ELSEWHERE:
+            # Its lock is held by another process, which may die before it finishes: the next
+            # walk looks at the file again (and finds it transcribed, or takes it).
+            self.arrivals.forget(result.source)
 
     def _transcribe(self, ready: list[Path]) -> None:
         """Plan the ready files as ``transcribe`` would and transcribe those that need it, in shared batches."""
@@ -407,5 +325,6 @@ class Service:
             self.pump()
             self.beat()
 
-        for result in transcriber.run(jobs, on_progress=on_progress):
-            self._record(result)
+        # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
+        for _ in transcriber.run(jobs, on_result=self._record, on_progress=on_progress):
+            pass

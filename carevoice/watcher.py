@@ -107,9 +107,9 @@ class Events:
                 *self.roots,
                 watch_filter=lambda kind, path: _wanted(path) or kind is Kind.deleted,
                 debounce=100,
-                step=20,
+                step=100,
                 stop_event=self._stop,
-                rust_timeout=200,
+                rust_timeout=1000,  # how often the thread looks at the stop event while nothing happens
                 yield_on_timeout=True,
                 raise_interrupt=False,
                 recursive=self.recursive,

@@ -16,7 +16,7 @@ from carevoice.errors import UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, health, read_beat, write_beat
 from carevoice.results import FileResult, FileStatus
 from carevoice.reruns import Reason
-from carevoice.service import DayReport, day_report_path
+from carevoice.day_report import DayReport, day_report_path
 from carevoice.settings import parse_duration
 from carevoice.watcher import mount_of, without_events
 
@@ -272,3 +272,66 @@ def test_the_day_report_counts_current_files_and_a_restart_adds_to_it(tmp_path: 
     lines = [json.loads(line) for line in (tmp_path / data["files"]).read_text().splitlines()]
     assert [(f["file"], f["status"]) for f in lines] == [("in/a.wav", "done"), ("in/b.wav", "failed"), ("in/d.wav", "done")]
     assert all("at" in f for f in lines)
+
+
+def test_a_file_seen_changing_while_it_was_decoded_is_not_held_as_incomplete() -> None:
+    """The upload went on while the first try decoded it: it settles again and is taken whole; no
+    stale "incomplete" entry may later give it up as abandoned."""
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1, incomplete_wait_s=100)
+    folder.files[path] = A
+    book.observe(path)
+    folder.now_s = 1
+    assert book.due()[0] == [path] and book.take(path)
+    folder.files[path] = GROWN  # seen (an event) while the decode ran
+    book.observe(path)
+    book.found_incomplete(path, "the recording changed while it was read")  # the decode's verdict comes after
+    folder.now_s = 2
+    assert book.due() == ([path], []) and book.take(path)
+    folder.now_s = 500
+    assert book.due() == ([], []) and book.waiting == 0
+
+
+def test_collisions_under_output_dir_span_every_watched_folder(tmp_path: Path) -> None:
+    one, two, out = tmp_path / "one", tmp_path / "two", tmp_path / "out"
+    for folder in (one / "ward", two / "ward"):
+        folder.mkdir(parents=True)
+    for name in ("one/ward/visit.wav", "two/ward/visit.m4a", "two/ward/other.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    walked = find_jobs((one, two), out)
+    among = find_jobs_among([one / "ward/visit.wav", two / "ward/other.wav"], (one, two), out)
+    assert [j.source for j in among.jobs] == [two / "ward/other.wav"]
+    assert [(p.path, p.message) for p in among.problems] == [(p.path, p.message) for p in walked.problems if p.path.suffix == ".wav"]
+    assert find_jobs_among([one / "ward/visit.wav"], (one, two)).jobs  # beside each recording, no collision
+
+
+def test_the_day_report_rolls_over_at_midnight_even_when_idle(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    when = [datetime(2026, 12, 1, 23, 59, 30, tzinfo=timezone.utc)]
+    report = DayReport(tmp_path, {"run_id": "r1", "model": "m", "device": "cpu", "options": {}}, clock=lambda: 0.0, now=lambda: when[0])
+    report.add(FileResult(Path("in/a.wav"), FileStatus.DONE, duration_s=3.0))
+    assert not report.new_day()
+    when[0] += timedelta(minutes=1)
+    assert report.new_day() and report.day == "2026-12-02"
+    report.write(stopping=True)
+    first = json.loads(day_report_path(tmp_path, "2026-12-01").read_text())
+    assert first["counts"]["done"] == 1 and first["runs"][0]["stopped"].startswith("2026-12-02T00:00")
+    second = json.loads(day_report_path(tmp_path, "2026-12-02").read_text())
+    assert second["counts"]["done"] == 0 and second["runs"][0]["started"].startswith("2026-12-02T00:00")
+
+
+def test_a_restart_counts_the_day_from_its_lines(tmp_path: Path) -> None:
+    """A killed watcher's summary lags its lines (written at most once a minute): the next start
+    counts what the lines say, and skips a line cut by the kill."""
+    facts = {"run_id": "r1", "model": "m", "device": "cpu", "options": {}}
+    report = DayReport(tmp_path, facts, clock=lambda: 0.0)
+    report.write()
+    for name in "ab":
+        report.add(FileResult(Path(f"in/{name}.wav"), FileStatus.DONE, duration_s=2.0))
+    with open(tmp_path / report.to_dict()["files"], "a") as lines:
+        lines.write('{"file": "in/c.wav", "sta')  # killed mid-line
+    again = DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0)
+    assert again.counts["done"] == 2 and again.audio_s == 4.0
+    again.add(FileResult(Path("in/d.wav"), FileStatus.FAILED, error="cannot decode audio"))
+    assert DayReport(tmp_path, facts, clock=lambda: 0.0).counts == {"done": 2, "skipped": 0, "failed": 1}

@@ -179,6 +179,14 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     watcher.wait_for(done("half.wav"))
     assert transcript(inbox, "half") == reference[CLIPS["dashwood"]]
 
+    # Removed and written again under the same name (rm; cp): one batch of events may hold the
+    # removal after the addition; what is on disk decides.
+    os.unlink(inbox / "ward 3" / "review.wav")
+    (inbox / "ward 3" / "review.wav").write_bytes(upload("stella"))
+    line = watcher.wait_for(done("ward 3/review.wav"))
+    assert "redo: recording changed since it was transcribed" in line
+    assert transcript(inbox / "ward 3", "review") == reference[CLIPS["stella"]]
+
     # A new version of a recording already transcribed, renamed over it: redone, and says why.
     (inbox / ".jfk.wav.tmp").write_bytes(upload("eighteen"))
     os.replace(inbox / ".jfk.wav.tmp", inbox / "jfk.wav")
@@ -188,19 +196,19 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
 
     code, _ = watcher.stop()
     assert code == 0, "\n".join(watcher.lines)
-    assert watcher.lines[-1].endswith("stopped (SIGTERM): 5 transcribed, 1 failed since start; a restart resumes")
-    for name, times in {"jfk.wav": 2, "review.wav": 1, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0, "draft.wav": 0}.items():
+    assert watcher.lines[-1].endswith("stopped (SIGTERM): 6 transcribed, 1 failed since start; a restart resumes")
+    for name, times in {"jfk.wav": 2, "review.wav": 2, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0, "draft.wav": 0}.items():
         assert watcher.count(done(name)) == times, f"{name}:\n" + "\n".join(watcher.lines)
     assert watcher.count("mistake") == 0 and not list(inbox.glob("mistake.*"))
     assert watcher.count("draft") == 0 and list((inbox / ".staging").iterdir()) == [inbox / ".staging" / "draft.wav"]
     assert {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")} == finished_outputs  # not touched
     assert not list(inbox.glob("broken.*[!v]"))  # no outputs for the corrupt file
     beat = read_beat(tmp_path / "heartbeat.json")
-    assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (5, 1)
+    assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (6, 1)
     day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
-    assert day["counts"] == {"done": 5, "skipped": 0, "failed": 1} and day["already_transcribed"] == 1
+    assert day["counts"] == {"done": 6, "skipped": 0, "failed": 1} and day["already_transcribed"] == 1
     files = [json.loads(line) for line in (reports / day["files"]).read_text().splitlines()]
-    assert sorted(Path(f["file"]).name for f in files) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav"]
+    assert sorted(Path(f["file"]).name for f in files) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav", "review.wav"]
     text = json.dumps(day) + json.dumps(files) + "\n".join(watcher.lines)
     for words in reference.values():  # never a transcript's words in the logs or the report
         assert words.strip() and words.strip() not in text
@@ -356,3 +364,19 @@ def test_files_that_settle_within_the_gather_window_share_their_batches(tmp_path
     assert watcher.stop()[0] == 0
     assert transcript(inbox, "first") == reference[CLIPS["eighteen"]]
     assert transcript(inbox / "later", "second") == reference[CLIPS["press"]]
+
+
+@pytest.mark.slow
+def test_no_recursive_leaves_a_folder_moved_in_alone(tmp_path: Path, start, reference) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    (elsewhere / "visits").mkdir(parents=True)
+    (elsewhere / "visits" / "nested.wav").write_bytes(upload("press"))
+    watcher = start(inbox, "--no-recursive", "--settle", "0.5s")
+    watcher.wait_for(r"watching ")
+    os.rename(elsewhere / "visits", inbox / "visits")  # a folder moved in whole
+    (inbox / "top.wav").write_bytes(upload("eighteen"))
+    watcher.wait_for(done("top.wav"))
+    assert watcher.stop()[0] == 0
+    assert transcript(inbox, "top") == reference[CLIPS["eighteen"]]
+    assert watcher.count("nested") == 0 and sorted(p.name for p in (inbox / "visits").iterdir()) == ["nested.wav"]
