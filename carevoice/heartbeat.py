@@ -76,17 +76,24 @@ def read_beat(path: Path) -> Beat | None:
         return None
 
 
+# Loading the model is one call that cannot beat: a first download of large-v3 (3 GB) may take this long.
+STARTING_MAX_AGE_S = 1800.0
+
+
 def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, str]:
-    """Whether a watcher is alive and working, and the one line that says so (or why not)."""
+    """Whether a watcher is alive and working, and the one line that says so (or why not).
+    While it starts (loads the model) it may go STARTING_MAX_AGE_S without a beat."""
     if beat is None:
         return False, "no heartbeat: the watcher has not started, or writes its heartbeat elsewhere (--heartbeat)"
     age_s = now_unix - beat.updated_unix
     if beat.phase is Phase.STOPPED:
         return False, f"the watcher (pid {beat.pid}) stopped {age_s:.0f} s ago"
-    if age_s > max_age_s:
+    limit_s = max(max_age_s, STARTING_MAX_AGE_S) if beat.phase is Phase.STARTING else max_age_s
+    if age_s > limit_s:
+        why = "its model has not loaded" if beat.phase is Phase.STARTING else "one batch takes longer than that here (raise --max-age)"
         return False, (
-            f"the watcher (pid {beat.pid}) has not beaten for {age_s:.0f} s (limit {max_age_s:.0f} s) while {beat.phase.value} — "
-            "it is stuck, or one batch takes longer than that here (raise --max-age)"
+            f"the watcher (pid {beat.pid}) has not beaten for {age_s:.0f} s (limit {limit_s:.0f} s) while {beat.phase.value} — "
+            f"it is stuck, or {why}"
         )
     return True, (
         f"watcher (pid {beat.pid}) {beat.phase.value}, beat {age_s:.0f} s ago: {beat.done} transcribed, "

@@ -213,6 +213,8 @@ def _beat(phase: Phase, updated_unix: float, pid: int = 4242) -> Beat:
         (_beat(Phase.BUSY, 1000.0 - 301), False, "has not beaten for 301 s (limit 300 s) while busy"),
         (_beat(Phase.STOPPED, 999.0), False, "stopped 1 s ago"),
         (_beat(Phase.STARTING, 800.0), True, "starting"),
+        (_beat(Phase.STARTING, 1000.0 - 1700), True, "starting"),  # a model download: no beat for half an hour
+        (_beat(Phase.STARTING, 1000.0 - 1801), False, "limit 1800 s) while starting — it is stuck, or its model has not loaded"),
     ],
 )
 def test_health_from_a_heartbeat(beat, ok: bool, says: str) -> None:
