@@ -139,6 +139,10 @@ def main() -> None:
             entry = json.loads(line)
             files[entry["file"]] = files.get(entry["file"], 0) + 1
     warm = [r for t, r in rss if t >= 300] or [r for _, r in rss]
+    span = rss[-1][0] if rss else 0.0
+    third = [r for t, r in rss if span * 2 / 6 <= t < span * 3 / 6]  # warm by then
+    last = [r for t, r in rss if t >= span * 5 / 6]
+    growth = statistics.fmean(last) / statistics.fmean(third) if third and last else float("nan")
     half = [(t, r) for t, r in rss if t >= (rss[-1][0] / 2 if rss else 0)]
     lat = [s for s, _ in latencies]
     lat_alone = [s for s, size in latencies if size == 1]
@@ -163,6 +167,7 @@ def main() -> None:
             "last": round(rss[-1][1], 1) if rss else None,
             "max": round(max(r for _, r in rss), 1) if rss else None,
             "slope_second_half_mib_per_h": round(slope_mib_per_h(half), 1),
+            "last_sixth_over_third_sixth": round(growth, 3),
             "samples": len(rss),
         },
         "rss_series": [(round(t), round(r, 1)) for t, r in rss],
@@ -177,7 +182,8 @@ def main() -> None:
         f"in bursts of 6–8 p50 {result['latency_burst_6_8_s']['p50']} s",
         f"- RSS: {result['rss_mib']['first']} MiB at first, {result['rss_mib']['after_5_min']} MiB after 5 min, "
         f"{result['rss_mib']['last']} MiB at the end (max {result['rss_mib']['max']}); second-half slope "
-        f"{result['rss_mib']['slope_second_half_mib_per_h']} MiB/h over {len(rss)} samples",
+        f"{result['rss_mib']['slope_second_half_mib_per_h']} MiB/h over {len(rss)} samples; mean of the last sixth / the third "
+        f"sixth {result['rss_mib']['last_sixth_over_third_sixth']}",
     ]
     (args.out / "soak.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

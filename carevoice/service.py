@@ -51,6 +51,17 @@ class WatchLog:
     waiting: Callable[[Path, str], None]
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Service:
     """One watcher. Build it, then :meth:`run` it until it is asked to stop.
 
@@ -233,6 +244,10 @@ class Service:
                 if ready and (gather_until is None or self.clock() >= gather_until or len(ready) >= GATHER_ENOUGH_FILES):
                     gather_until = None
                     self._transcribe(ready)
+                    # Measured over 20 minutes of arrivals (benchmarks/README.md): RSS 446-488 MiB
+                    # with this, 548-634 MiB without; the heap's free pages are not a leak, but a
+                    # service that holds them for months looks like one.
+                    release_free_memory()
                     continue
                 self.beat(Phase.IDLE)
                 if self.report is not None and (self.report.due() or self.report.new_day()):

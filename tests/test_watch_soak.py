@@ -3,8 +3,9 @@ benchmarks/watch_soak.py drops thousands of English corpus clips into a watched 
 (half renamed into place, half written in pieces) while the watcher's RSS is sampled. Every file
 must be transcribed exactly once and none fail, the watcher must stop on SIGTERM with exit 0,
 and its memory must stay flat once warm: what the service keeps for each file it has seen (its
-place in the book of arrivals, its line in the day's report) is a few hundred bytes, so the
-second half of the run may not add more than SOAK_RSS_SLOPE_MIB_PER_H.
+place in the book of arrivals) is a few hundred bytes, so the mean RSS of the run's last sixth may
+be at most SOAK_RSS_GROWTH times that of its third sixth (batches of different sizes move it by
+tens of MiB either way).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOAK_RSS_SLOPE_MIB_PER_H = 30.0
+SOAK_RSS_GROWTH = 1.15
 
 
 @pytest.mark.soak
@@ -34,4 +35,4 @@ def test_an_hour_of_arrivals_keeps_memory_flat(tmp_path: Path) -> None:
     assert result["files_done"] == result["files_uploaded"]
     assert (result["files_failed"], result["files_done_twice"], result["files_never_done"]) == (0, 0, 0)
     assert result["watcher_exit"] == 0
-    assert result["rss_mib"]["slope_second_half_mib_per_h"] < SOAK_RSS_SLOPE_MIB_PER_H, result["rss_series"]
+    assert result["rss_mib"]["last_sixth_over_third_sixth"] <= SOAK_RSS_GROWTH, result["rss_series"]
