@@ -98,8 +98,10 @@ class DayReport:
         if self.runs:
             self.runs[-1]["stopped"] = self.now().isoformat(timespec="seconds")  # this run's part of that day
         self.dirty = True
-        self.write()
-        self._open(today)
+        try:
+            self.write()
+        finally:
+            self._open(today)  # the new day starts even when the old one's summary cannot be written
         return True
 
     def add(self, result: FileResult) -> None:

@@ -229,6 +229,11 @@ class Service:
                 f"another carevoice watch (pid {other}) writes the heartbeat {self.settings.heartbeat}",
                 "give each watcher its own --heartbeat (or $CAREVOICE_HEARTBEAT)",
             )
+        if self.settings.report_dir is not None:
+            try:
+                self.settings.report_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create --report-dir {self.settings.report_dir} ({exc.strerror})", "choose a folder this user can write") from None
         stopped_by: str | None = None
         try:
             self._start()
@@ -250,7 +255,7 @@ class Service:
                     release_free_memory()
                     continue
                 self.beat(Phase.IDLE)
-                if self.report is not None and (self.report.due() or self.report.new_day()):
+                if self.report is not None:
                     self._write_report()
                 self.pump(self._wait_s(gather_until))
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -284,9 +289,11 @@ class Service:
         return min(max(0.0, min(times) - now), BEAT_S)
 
     def _write_report(self, stopping: bool = False) -> None:
+        """The day's summary when it is due (at most once a minute, past midnight, at a stop)."""
         assert self.report is not None
         try:
-            self.report.write(stopping)
+            if self.report.new_day() or stopping or self.report.due():
+                self.report.write(stopping)
         except OSError as exc:
             self.log.note(f"cannot write the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
             self.report.written_s = self.clock()  # try again later, not at every turn

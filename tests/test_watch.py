@@ -380,3 +380,11 @@ def test_no_recursive_leaves_a_folder_moved_in_alone(tmp_path: Path, start, refe
     assert watcher.stop()[0] == 0
     assert transcript(inbox, "top") == reference[CLIPS["eighteen"]]
     assert watcher.count("nested") == 0 and sorted(p.name for p in (inbox / "visits").iterdir()) == ["nested.wav"]
+
+
+def test_a_report_dir_that_cannot_be_made_is_a_usage_error(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_cli("watch", tmp_path, *ENGINE, "--report-dir", tmp_path / "a-file" / "reports", "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2
+    assert "cannot create --report-dir" in result.stderr and "choose a folder this user can write" in result.stderr
+    assert not (tmp_path / "hb.json").exists()
