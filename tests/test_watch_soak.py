@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOAK_RSS_GROWTH = 1.15
+SOAK_RSS_GROWTH = 1.25  # measured: 1.056 (an hour, before malloc_trim), 1.139 (40 min, with it, the machine busy with other work for a part)
 
 
 @pytest.mark.soak
