@@ -219,6 +219,11 @@ class Claims:
         self._locks: dict[Path, OutputLock] = {}  # by source
         self.claimed: dict[Path, Planned] = {}  # by source: the plan each held file is carried out by
 
+    @classmethod
+    def of(cls, planned: Sequence[Planned], run: RunFacts, run_id: str) -> Claims:
+        """The claims a run of these plans takes (the record each file had when planned included)."""
+        return cls(run, run_id, {p.job.source: p.record.run_id if p.record else "" for p in planned})
+
     def claim(self, job: Job) -> FileResult | None:
         """Lock the job's outputs and plan it again; None when it is ours to do, else why not.
 

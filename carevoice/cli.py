@@ -327,6 +327,7 @@ def _run_transcribe(
         ProgressView,
         RunSummary,
         Timeline,
+        engines_text,
         gpu_live_text,
         is_html,
         placement_note,
@@ -353,9 +354,8 @@ def _run_transcribe(
         if not charts.available():
             console.print(f"[dim]--report {escape(str(settings.report_path))}: no charts in it without matplotlib ({escape(charts.PLOT_EXTRA_HINT)})[/dim]")
     if run.transcriber is not None and run.placement is not None:
-        engine, count = run.transcriber.engine, len(run.transcriber.engines)
-        compute_types = ", ".join(dict.fromkeys(e.compute_type for e in run.transcriber.engines))
-        summary.device = f"{engine.device}{f' ×{count}' if count > 1 else ''} ({compute_types})"
+        engine = run.transcriber.engine
+        summary.device = engines_text(run.transcriber.engines)
         fell_back = isinstance(run.placement, DeviceChoice) and run.placement.fell_back
         if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(

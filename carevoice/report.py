@@ -350,6 +350,13 @@ class Timeline:
         }
 
 
+def engines_text(engines: Sequence[Any]) -> str:
+    """The engines of a run for its header and summary: ``cuda ×2 (float16)``, ``cpu (int8)``."""
+    compute_types = ", ".join(dict.fromkeys(e.compute_type for e in engines))
+    count = f" ×{len(engines)}" if len(engines) > 1 else ""
+    return f"{engines[0].device}{count} ({compute_types})"
+
+
 def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:
     """Why the run is where it is, for the run header: ``auto: 2 CUDA device(s) found; one engine on each of GPUs 0,1``."""
     if isinstance(placement, ClusterPlacement):

@@ -77,7 +77,7 @@ class Plan:
 
     def claims(self) -> Claims:
         """The claims a run of this plan takes (the record each file had when planned included)."""
-        return Claims(self.run, self.run_id, {p.job.source: p.record.run_id if p.record else "" for p in self.planned})
+        return Claims.of(self.planned, self.run, self.run_id)
 
 
 @dataclass

@@ -115,7 +115,7 @@ class Service:
         from carevoice.audio import find_ffmpeg
         from carevoice.chinese import load_converter
         from carevoice.policy import ENGINE_REVISION
-        from carevoice.report import placement_note
+        from carevoice.report import engines_text, placement_note
         from carevoice.runs import load_engines, model_identity, resolve_run_model
 
         settings = self.settings
@@ -126,8 +126,7 @@ class Service:
         self.ffmpeg = find_ffmpeg()
         self.engines, choice = load_engines(ts, ref)
         self.facts = run_facts(ts, ref.model_id, model_identity(ref, ts.engine.cache_dir, self.engines[0]), ENGINE_REVISION)
-        compute = ", ".join(dict.fromkeys(e.compute_type for e in self.engines))
-        device = f"{self.engines[0].device}{f' ×{len(self.engines)}' if len(self.engines) > 1 else ''} ({compute})"
+        device = engines_text(self.engines)
         self.log.note(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice)})")
         if settings.report_dir is not None:
             options = {**ts.options(), "settle_s": settings.settle_s, "gather_s": settings.gather_s, "poll_s": settings.poll_s}
@@ -198,8 +197,8 @@ class Service:
         if self.clock() - self.walked_s >= every_s:  # type: ignore[operator]
             self.walk()
         if self.events is not None:
-            for change in self.events.take(timeout_s):
-                path = self._as_given(change.path)
+            for changed in self.events.take(timeout_s):
+                path = self._as_given(changed)
                 if path is None:
                     continue
                 # The kind of change is not trusted: one batch may hold a removal and an addition of
@@ -338,7 +337,7 @@ class Service:
             return
         self.log.note(f"transcribing {len(jobs)} file(s)")
         self.beat(Phase.BUSY)
-        claims = Claims(self.facts, self.run_id, {p.job.source: p.record.run_id if p.record else "" for p in planned})
+        claims = Claims.of(planned, self.facts, self.run_id)
         transcriber = Transcriber(
             ts, self.engines[0], self.ffmpeg, claims, more_engines=self.engines[1:], planned={p.job.source: p for p in planned}
         )

@@ -9,7 +9,6 @@ import os
 import queue
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from carevoice.discovery import AUDIO_EXTENSIONS
@@ -54,14 +53,6 @@ def filesystem_type(path: Path) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Change:
-    """A path that appeared or changed (``removed`` False), or went away."""
-
-    path: Path
-    removed: bool
-
-
 def _wanted(path: str) -> bool:
     """An audio file's event, or a folder's (whose files a walk then finds); never our own
     hidden temporary files or the outputs written beside the recordings."""
@@ -87,7 +78,7 @@ class Events:
         self.roots = [str(r) for r in roots]
         self.recursive = recursive
         self.failure: str | None = None  # why events stopped coming (the watcher then walks instead)
-        self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="carevoice-events", daemon=True)
@@ -105,7 +96,7 @@ class Events:
         try:
             for changes in watch(
                 *self.roots,
-                watch_filter=lambda kind, path: _wanted(path) or kind is Kind.deleted,
+                watch_filter=lambda kind, path: _wanted(path) or kind is Kind.deleted,  # a stat then says what is there
                 debounce=100,
                 step=100,
                 stop_event=self._stop,
@@ -116,8 +107,8 @@ class Events:
                 ignore_permission_denied=True,
             ):
                 self._ready.set()
-                for kind, path in sorted(changes, key=lambda change: change[1]):
-                    self._queue.put(Change(Path(path), kind is Kind.deleted))
+                for path in sorted({path for _, path in changes}):  # the kind is not trusted (carevoice.service)
+                    self._queue.put(Path(path))
         except Exception as exc:  # e.g. the inotify watch limit: the caller walks instead
             self.failure = f"{type(exc).__name__}: {exc}"
         finally:
@@ -128,9 +119,9 @@ class Events:
     def alive(self) -> bool:
         return self.failure is None and self._thread.is_alive()
 
-    def take(self, timeout_s: float) -> list[Change]:
-        """The changes so far, waiting up to ``timeout_s`` for the first one."""
-        changes: list[Change] = []
+    def take(self, timeout_s: float) -> list[Path]:
+        """The paths changed so far (appeared, changed or gone), waiting up to ``timeout_s`` for the first one."""
+        changes: list[Path] = []
         try:
             first = self._queue.get(timeout=max(0.0, timeout_s))
         except queue.Empty:
