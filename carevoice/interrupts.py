@@ -3,12 +3,18 @@
 The CLI installs the handlers for the length of a command (:func:`install`). The writers wrap the
 outputs of one file in :func:`deferred`, so a signal lands before or after a file's set of outputs,
 never between two of them: an interrupted run leaves every file either whole or untouched. Without
-the handlers installed (a library caller), ``deferred`` changes nothing.
+the handlers installed (a library caller), ``deferred`` and :func:`check` change nothing.
+
+A stop signal is also remembered, for :func:`check`: the handler raises in whatever Python code the
+main thread is running, and that may be a finalizer (an object's ``__del__`` or a weakref callback,
+run by the garbage collector), where Python prints the exception as "Exception ignored" and drops
+it. A loop that runs until it is stopped calls :func:`check` at each turn, so no signal is lost.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +26,7 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _depth = 0  # nesting of deferred() sections in the main thread
 _pending: int | None = None  # a signal that arrived inside one
+_requested: int | None = None  # the signal that asked the command to stop (kept once raised)
 
 
 def _raise_for(signum: int) -> None:
@@ -29,7 +36,8 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _pending
+    global _pending, _requested
+    _requested = signum
     if _depth > 0:
         _pending = signum
         return
@@ -42,13 +50,37 @@ def install() -> Callable[[], None]:
     SIGINT raises KeyboardInterrupt and SIGTERM raises ``Interrupted(TERMINATED)``, as before, only later
     when they arrive inside :func:`deferred`. Must be called from the main thread.
     """
+    global _requested
+    _requested = None
     previous = {signum: signal.signal(signum, _handler) for signum in HANDLED_SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        # Our own exception, dropped in a finalizer: check() raises it again, so it is no error to print.
+        if _requested is None or not issubclass(unraisable.exc_type, (Interrupted, KeyboardInterrupt)):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
 
     def restore() -> None:
+        global _requested
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
+        _requested = None
 
     return restore
+
+
+def check() -> None:
+    """Raise for the stop signal that came, if one did (Ctrl-C: KeyboardInterrupt, SIGTERM: Interrupted).
+
+    Once a signal has asked the command to stop, every check raises, also after the handler's own
+    exception was raised (and perhaps dropped in a finalizer); so only loops that never run again
+    after a stop call it. Inside :func:`deferred` it waits, as the handler does, for the section's end.
+    """
+    if _requested is not None and _depth == 0:
+        _raise_for(_requested)
 
 
 @contextmanager

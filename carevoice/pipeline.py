@@ -234,6 +234,7 @@ class BatchRunner:
         engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
         try:
             while pending_jobs or decoding or inferring or scheduler.pending:
+                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the run
                 # Decoded files wait in the scheduler; while it holds more than it should (the
                 # engines are the bottleneck), decode no further ahead: memory stays bounded.
                 while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:

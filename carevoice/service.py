@@ -240,6 +240,7 @@ class Service:
             self.log.note(f"watching {', '.join(str(r) for r in self.roots)}: {self.arrivals.waiting} file(s) to look at, settling for {self.settings.settle_s:g} s")
             gather_until: float | None = None
             while True:
+                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the loop
                 ready, gave_up = self.arrivals.due()
                 for lost in gave_up:
                     self._record(FileResult(lost.path, FileStatus.FAILED, error=f"{lost.error} (unchanged for {self.settings.incomplete_wait_s:g} s: the upload seems abandoned)"))

@@ -86,6 +86,41 @@ def test_a_signal_inside_a_deferred_section_is_raised_when_it_ends(signum: int, 
         restore()
 
 
+@pytest.mark.parametrize(("signum", "raised"), [(signal.SIGTERM, Interrupted), (signal.SIGINT, KeyboardInterrupt)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_whose_exception_a_finalizer_dropped_is_raised_by_the_next_check(
+    signum: int, raised: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler raises in whatever the main thread runs; inside a finalizer Python drops the
+    exception ("Exception ignored"). A watcher lost its SIGTERM that way (1 stop in 9 hung)."""
+
+    class SignalsWhenCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    reported: list[object] = []  # what Python reports as "Exception ignored"
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    restore = interrupts.install()
+    try:
+        interrupts.check()  # no signal yet: nothing to raise
+        SignalsWhenCollected()  # collected at once
+        dropped = True  # the finalizer's exception did not reach this code
+        with pytest.raises(raised):
+            interrupts.check()
+        with pytest.raises(raised):
+            interrupts.check()  # the command was asked to stop: every later turn of a loop stops too
+        with interrupts.deferred():
+            interrupts.check()  # inside a section it waits, as the handler does
+        with pytest.raises(raised):
+            interrupts.check()
+    finally:
+        restore()
+    assert dropped
+    interrupts.check()  # the handlers restored: the signal belonged to that command only
+    assert reported == []  # ours, raised again by check(): no error to report
+    assert sys.unraisablehook == reported.append  # restored with the handlers
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_while_a_file_is_written_lets_that_file_finish_and_counts_it(
     signum: int, code: int, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch

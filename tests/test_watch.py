@@ -90,7 +90,13 @@ class Watcher:
         """Send the signal; returns the exit code and how long it took to end."""
         started = time.monotonic()
         self.child.send_signal(signum)
-        code = self.child.wait(timeout=DEADLINE_S)
+        try:
+            code = self.child.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            while (line := self._new.get(timeout=5)) is not None:
+                self.lines.append(line)
+            pytest.fail(f"the watcher did not stop within {DEADLINE_S:.0f} s of signal {signum}:\n" + "\n".join(self.lines))
         took = time.monotonic() - started
         while (line := self._new.get(timeout=5)) is not None:
             self.lines.append(line)
