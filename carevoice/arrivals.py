@@ -5,8 +5,9 @@ ready once its size, modification time and inode have stayed the same for the se
 this process's own clock measures it (a network file system's clock may be off, so a file's mtime
 alone proves nothing). :class:`Arrivals` is the book that applies it to every file it is told
 about, remembers what was handled at which state (a handled file comes back only when it
-changes), and holds files found incomplete (truncated, empty) until they change again. It stats
-files and nothing more: it reads no bytes and prints nothing.
+changes), holds files found incomplete (truncated, empty) until they change again, and brings
+back after a while, unchanged, files that failed for a cause outside the recording (the engine, a
+full disk). It stats files and nothing more: it reads no bytes and prints nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Arrivals:
         incomplete_wait_s: A file found incomplete and unchanged this long is given up (reported once).
         clock: Monotonic seconds (tests pass their own).
         stat: How a path is looked at (None: gone).
+        retry_after_s: How long a file that failed for a passing cause waits before each new try
+            (:meth:`retry_later`); once they are used up it waits for a change.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class Arrivals:
         incomplete_wait_s: float,
         clock: Callable[[], float],
         stat: Callable[[Path], Sighting | None] = _stat,
+        retry_after_s: tuple[float, ...] = (),
     ) -> None:
         self.settle_s = settle_s
         self.incomplete_wait_s = incomplete_wait_s
@@ -125,6 +130,9 @@ class Arrivals:
         self.settling: dict[Path, Watched] = {}
         self.handled: dict[Path, Sighting] = {}  # done, skipped or failed at this state
         self.incomplete: dict[Path, tuple[Sighting, float, str]] = {}  # as found, when, why
+        self.retry_after_s = retry_after_s
+        self.retrying: dict[Path, tuple[Sighting, float]] = {}  # as it failed, when to try again
+        self.tries: dict[Path, int] = {}  # failed tries of an unchanged file (for retry_after_s)
 
     def observe(self, path: Path) -> None:
         """A file may have appeared or changed (an event, or a walk found it)."""
@@ -136,27 +144,38 @@ class Arrivals:
             return  # handled as it is now: a walk seeing it again, or an event about its metadata
         if path in self.incomplete and self.incomplete[path][0] == sighting:
             return  # still as incomplete as it was
+        if path in self.retrying and self.retrying[path][0] == sighting:
+            return  # waiting for its next try
         self.handled.pop(path, None)
         self.incomplete.pop(path, None)
+        self.retrying.pop(path, None)
+        self.tries.pop(path, None)  # a new version: its tries start again
         watched = self.settling.get(path)
         if watched is None or watched.sighting != sighting:  # its settle time counts from this change
             self.settling[path] = Watched(sighting, self.clock())
 
     def forget(self, path: Path) -> None:
         """A file was removed (or renamed away)."""
-        self.settling.pop(path, None)
-        self.handled.pop(path, None)
-        self.incomplete.pop(path, None)
+        for book in self._books():
+            book.pop(path, None)
+
+    def _books(self) -> tuple[dict[Path, Any], ...]:
+        return (self.settling, self.handled, self.incomplete, self.retrying, self.tries)
 
     def keep_only(self, present: set[Path]) -> None:
         """After a whole walk: forget every file that is no longer there (the book stays as big as the folders)."""
-        for book in (self.settling, self.handled, self.incomplete):
+        for book in self._books():
             for path in [p for p in book if p not in present]:
                 del book[path]
 
     def due(self) -> tuple[list[Path], list[GaveUp]]:
         """Files ready now (in name order), and files given up as incomplete."""
         now_s = self.clock()
+        for path, (sighting, at_s) in list(self.retrying.items()):
+            if at_s <= now_s:  # its time has come: ready at once, as it failed (a change would have settled it)
+                del self.retrying[path]
+                self.handled.pop(path, None)
+                self.settling[path] = Watched(sighting, now_s - self.settle_s)
         ready = []
         for path, watched in list(self.settling.items()):
             if watched.since_s + self.settle_s > now_s:
@@ -180,6 +199,7 @@ class Arrivals:
         """When the next file may be ready (monotonic seconds), or None while nothing settles."""
         times = [w.since_s + self.settle_s for w in self.settling.values()]
         times += [since_s + self.incomplete_wait_s for _, since_s, _ in self.incomplete.values()]
+        times += [at_s for _, at_s in self.retrying.values()]
         return min(times, default=None)
 
     def take(self, path: Path) -> bool:
@@ -206,7 +226,23 @@ class Arrivals:
         if sighting is not None:
             self.incomplete[path] = (sighting, self.clock(), error)
 
+    def retry_later(self, path: Path) -> float | None:
+        """A file failed for a cause that may pass (carevoice.errors.Cause): it comes back, as it is,
+        after the next of ``retry_after_s``; returns that wait, or None once the tries are used up
+        (then, as any failed file, it waits for a change). A file changed meanwhile is settling
+        again already: it needs no retry."""
+        if path in self.settling:
+            return None
+        tries = self.tries.get(path, 0)
+        sighting = self.handled.get(path) or self.stat(path)
+        if sighting is None or tries >= len(self.retry_after_s):
+            return None
+        self.tries[path] = tries + 1
+        wait_s = self.retry_after_s[tries]
+        self.retrying[path] = (sighting, self.clock() + wait_s)
+        return wait_s
+
     @property
     def waiting(self) -> int:
-        """Files settling or incomplete."""
-        return len(self.settling) + len(self.incomplete)
+        """Files settling, incomplete, or waiting to be tried again."""
+        return len(self.settling) + len(self.incomplete) + len(self.retrying)

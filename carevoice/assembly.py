@@ -11,6 +11,7 @@ from typing import Any
 
 from carevoice.discovery import Job
 from carevoice.engine import ItemResult
+from carevoice.errors import Cause
 from carevoice.records import Identity
 from carevoice.transcript import Segment, Transcript, Word
 
@@ -36,7 +37,7 @@ class FileChunks:
     offsets_s: tuple[float, ...] = ()
     results: dict[int, ItemResult] = field(default_factory=dict)
     failed: str | None = None
-    incomplete: bool = False  # it failed because it is not whole (carevoice.errors.IncompleteFileError)
+    cause: Cause | None = None  # why it failed, when the fault may lie outside the recording
     identity: Identity | None = None
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
 

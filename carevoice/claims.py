@@ -233,7 +233,8 @@ class Claims:
         try:
             lock = try_lock(job.output_stem)
         except OSError as exc:
-            return FileResult(job.source, FileStatus.FAILED, error=str(write_error(job.output_stem.parent, exc)))
+            error = write_error(job.output_stem.parent, exc)
+            return FileResult(job.source, FileStatus.FAILED, error=str(error), cause=error.cause)
         if lock is None:
             return FileResult(job.source, FileStatus.SKIPPED, note=BUSY_ELSEWHERE)
         try:

@@ -17,6 +17,8 @@ from carevoice.reruns import Reason
 from carevoice.results import FileResult, FileStatus
 
 REPORT_EVERY_S = 60.0  # the summary is rewritten this often (at most), at midnight and when the service stops
+TRIED_AGAIN = "tried_again"  # the count of failures whose file is tried again later
+RETRY_KEY = "tried_again_in_s"  # a line's: when its failed file is tried again
 
 
 def local_now() -> datetime:
@@ -36,7 +38,9 @@ class DayReport:
     """One report per local day under --report-dir, in two files:
 
     - ``carevoice-watch-DAY.jsonl``: a line for each file as it finishes (done, failed, or skipped
-      for a reason other than "already transcribed"), with the time; appended, never rewritten;
+      for a reason other than "already transcribed"), with the time; appended, never rewritten. A
+      failure to be tried again says when (``tried_again_in_s``) and is counted as ``tried_again``,
+      not as failed: the file's last line says how it ended;
     - ``carevoice-watch-DAY.json``: the day's summary (counts, audio, options, each run of the
       watcher), rewritten atomically at most every REPORT_EVERY_S, at midnight and at stop.
 
@@ -64,7 +68,7 @@ class DayReport:
     def _open(self, day: str) -> None:
         """Start the day's report, with what an earlier run wrote to it today."""
         self.day = day
-        self.counts = {s.value: 0 for s in FileStatus}
+        self.counts = {**{s.value: 0 for s in FileStatus}, TRIED_AGAIN: 0}
         self.current_skips, self.audio_s, self.runs = 0, 0.0, []
         try:
             earlier = json.loads(day_report_path(self.folder, day).read_bytes())
@@ -78,7 +82,7 @@ class DayReport:
                 for line in lines:
                     try:
                         entry = json.loads(line)
-                        self.counts[entry["status"]] += 1
+                        self.counts[TRIED_AGAIN if RETRY_KEY in entry else entry["status"]] += 1
                         self.audio_s += float(entry["duration_s"]) if entry["status"] == FileStatus.DONE.value else 0.0
                     except (ValueError, KeyError, TypeError):
                         continue  # a line cut by a kill
@@ -104,17 +108,21 @@ class DayReport:
             self._open(today)  # the new day starts even when the old one's summary cannot be written
         return True
 
-    def add(self, result: FileResult) -> None:
-        """Count a finished file and append its line (raises OSError when the folder cannot be written)."""
+    def add(self, result: FileResult, tried_again_in_s: float | None = None) -> None:
+        """Count a finished file and append its line (raises OSError when the folder cannot be written).
+        ``tried_again_in_s``: the failed file will be tried again that much later."""
         self.new_day()
         self.dirty = True
         if result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value:
             self.current_skips += 1
             return
-        self.counts[result.status.value] += 1
+        self.counts[result.status.value if tried_again_in_s is None else TRIED_AGAIN] += 1
         if result.status is FileStatus.DONE:
             self.audio_s += result.duration_s
-        line = json.dumps({**result.to_dict(), "at": self.now().isoformat(timespec="seconds")}, ensure_ascii=False) + "\n"
+        entry = {**result.to_dict(), "at": self.now().isoformat(timespec="seconds")}
+        if tried_again_in_s is not None:
+            entry[RETRY_KEY] = tried_again_in_s
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
         self.folder.mkdir(parents=True, exist_ok=True)
         # One write in append mode: a line lands whole after any other (a kill loses at most this one).
         fd = os.open(day_files_path(self.folder, self.day), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)

@@ -6,7 +6,7 @@ Messages never contain transcript text: they name a file, what happened and what
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -18,6 +18,15 @@ class ExitCode(IntEnum):
     SETUP = 3  # ffmpeg, the model or CUDA is unusable
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
+
+
+class Cause(str, Enum):
+    """Why a file failed when the fault may lie outside the recording, so that the same file may
+    succeed later (``carevoice watch`` tries it again: see carevoice.arrivals)."""
+
+    INCOMPLETE = "incomplete"  # not whole yet (an upload under way): tried again once it changes
+    ENGINE = "engine"  # inference failed (the device, its memory): tried again after a while
+    FOLDER = "folder"  # the folder refused the outputs (full, read-only): tried again after a while
 
 
 class CareVoiceError(Exception):
@@ -52,7 +61,12 @@ class SetupError(CareVoiceError):
 
 
 class FileError(CareVoiceError):
-    """One input file failed; the batch goes on (exit 1 at the end)."""
+    """One input file failed; the batch goes on (exit 1 at the end).
+
+    ``cause``: None when the recording itself is at fault (it fails the same way until it changes).
+    """
+
+    cause: Cause | None = None
 
 
 class AudioDecodeError(FileError):
@@ -63,13 +77,23 @@ class IncompleteFileError(AudioDecodeError):
     """The file is not whole (yet): empty, or truncated. ``transcribe`` fails it; ``watch`` waits
     for the rest of an upload and tries again once the file changes."""
 
+    cause = Cause.INCOMPLETE
+
 
 class OutputError(FileError):
     """An output file could not be written safely."""
 
 
+class OutputFolderError(OutputError):
+    """The folder of the outputs refused them (no space, read-only, no permission)."""
+
+    cause = Cause.FOLDER
+
+
 class EngineError(FileError):
     """Inference failed for the chunks of one file (e.g. out of memory after retries)."""
+
+    cause = Cause.ENGINE
 
 
 class Interrupted(BaseException):

@@ -34,6 +34,7 @@ class Beat:
     failed: int = 0
     waiting: int = 0
     folders: tuple[str, ...] = ()
+    engine_failed: int = 0  # files the engine failed in a row, none transcribed since
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -55,6 +56,7 @@ class Beat:
                 failed=int(raw.get("failed", 0)),
                 waiting=int(raw.get("waiting", 0)),
                 folders=tuple(raw.get("folders", ())),
+                engine_failed=int(raw.get("engine_failed", 0)),
             )
         except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(str(exc)) from None
@@ -78,6 +80,10 @@ def read_beat(path: Path) -> Beat | None:
 
 # Loading the model is one call that cannot beat: a first download of large-v3 (3 GB) may take this long.
 STARTING_MAX_AGE_S = 1800.0
+# The engine failed this many files in a row, none transcribed between: the watcher is unhealthy. A GPU
+# in a bad state (an Xid error, a lost context) stays so until the process restarts, and a restart
+# tries those files again.
+ENGINE_FAILING_FILES = 5
 
 
 def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, str]:
@@ -94,6 +100,11 @@ def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, 
         return False, (
             f"the watcher (pid {beat.pid}) has not beaten for {age_s:.0f} s (limit {limit_s:.0f} s) while {beat.phase.value} — "
             f"it is stuck, or {why}"
+        )
+    if beat.engine_failed >= ENGINE_FAILING_FILES:
+        return False, (
+            f"the watcher (pid {beat.pid}) is running, but its engine failed the last {beat.engine_failed} files in a row — "
+            "restart it; if that does not help, run carevoice doctor (and nvidia-smi on a GPU)"
         )
     return True, (
         f"watcher (pid {beat.pid}) {beat.phase.value}, beat {age_s:.0f} s ago: {beat.done} transcribed, "

@@ -30,7 +30,7 @@ from carevoice.chunking import Prepared, engine_items, prepare_file
 from carevoice.claims import Claims, Planned, planned_note
 from carevoice.discovery import Job
 from carevoice.engine import EngineItem, ItemResult
-from carevoice.errors import CareVoiceError, EngineError, FileError, IncompleteFileError
+from carevoice.errors import Cause, CareVoiceError, EngineError, FileError
 from carevoice.models import ModelRef
 from carevoice.results import FileResult, FileStatus
 from carevoice.scheduler import BatchScheduler
@@ -294,9 +294,10 @@ class BatchRunner:
         """A decoded file's chunks go to the scheduler; returns the file if it is finished already (failed, or no speech)."""
         try:
             prepared, items = future.result()
+        except FileError as exc:
+            file.failed, file.cause = str(exc), exc.cause
         except CareVoiceError as exc:
             file.failed = str(exc)
-            file.incomplete = isinstance(exc, IncompleteFileError)
         except Exception as exc:  # a bug in one file's preparation must not end the batch
             file.failed = f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it"
         if file.failed is not None:
@@ -325,7 +326,7 @@ class BatchRunner:
             chunk.file.credited_s += chunk.item.duration_s
             self.stats.audio_done_s += chunk.item.duration_s
             if isinstance(result, CareVoiceError):
-                chunk.file.failed = str(result)
+                chunk.file.failed, chunk.file.cause = str(result), getattr(result, "cause", None)
             else:
                 chunk.file.results[chunk.index] = result
                 self.stats.widened_chunks += result.widened
@@ -475,7 +476,7 @@ class Transcriber:
             # The JSON holds word timings (JSON is always made with them), and so does what renders from it.
             outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None), words=True)
         except FileError as exc:
-            return FileResult(job.source, FileStatus.FAILED, error=str(exc))
+            return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
             return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — rerun with --overwrite")
         finally:
@@ -489,12 +490,12 @@ class Transcriber:
         """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""
         try:
             if file.failed is not None:
-                return self._failed(file, file.failed)
+                return self._failed(file, file.failed, file.cause)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
             outputs, why = self._write(file.job, transcript, file.identity)
         except FileError as exc:
-            return self._failed(file, str(exc))
+            return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
             return self._failed(file, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
         finally:
@@ -511,8 +512,8 @@ class Transcriber:
         )
 
     @staticmethod
-    def _failed(file: FileChunks, message: str) -> FileResult:
+    def _failed(file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
         return FileResult(
             file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message,
-            incomplete=file.incomplete and message == file.failed,
+            cause=cause,
         )  # fmt: skip

@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from carevoice.errors import Cause
+
 
 def path_text(path: Path | str) -> str:
     """A path (or a message holding one) as text any UTF-8 stream and JSON accept.
@@ -39,7 +41,7 @@ class FileResult:
     error: str | None = None
     note: str | None = None  # e.g. "no speech found", "already transcribed with these options"
     why: str | None = None  # why a finished file was written again, e.g. "redo: recording changed since it was transcribed"
-    incomplete: bool = False  # FAILED because the file is not whole (yet): empty or truncated (watch waits for the rest)
+    cause: Cause | None = None  # FAILED for a reason that may pass with time (watch tries it again); None: the recording's fault
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""

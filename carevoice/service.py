@@ -25,7 +25,7 @@ from carevoice.arrivals import Arrivals
 from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
 from carevoice.day_report import DayReport
 from carevoice.discovery import find_audio_files, find_jobs_among
-from carevoice.errors import ExitCode, Interrupted, UsageError
+from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
 from carevoice.results import FileResult, FileStatus
@@ -77,10 +77,11 @@ class Service:
         self.clock = clock
         self.roots = tuple(settings.transcribe.inputs)
         self.absolute = tuple(Path(os.path.abspath(r)) for r in self.roots)
-        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock)
+        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s)
         self.run_id = uuid.uuid4().hex
         self.started_unix = time.time()
-        self.done = self.failed = 0
+        self.done = self.failed = self.tried_again = 0  # failures to be tried again are not (yet) failed files
+        self.engine_failed = 0  # files the engine failed in a row, none done since (health says unhealthy at some point)
         self.beaten_s = float("-inf")
         self.phase = Phase.STARTING
         self.events: Any = None  # carevoice.watcher.Events while file-system events are used
@@ -99,7 +100,7 @@ class Service:
             return
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
-            tuple(str(r) for r in self.roots),
+            tuple(str(r) for r in self.roots), self.engine_failed,
         )  # fmt: skip
         try:
             write_beat(self.settings.heartbeat, beat)
@@ -271,7 +272,8 @@ class Service:
             except (Interrupted, KeyboardInterrupt):
                 stopped_by = stopped_by or "signal"
         try:
-            self.log.note(f"stopped ({stopped_by}): {self.done} transcribed, {self.failed} failed since start; a restart resumes")
+            again = f" ({self.tried_again} failure(s) tried again)" if self.tried_again else ""
+            self.log.note(f"stopped ({stopped_by}): {self.done} transcribed, {self.failed} failed{again} since start; a restart resumes")
         except (Interrupted, KeyboardInterrupt):
             pass  # yet another signal: the line is written, the service has stopped
         return ExitCode.OK
@@ -299,20 +301,33 @@ class Service:
             self.report.written_s = self.clock()  # try again later, not at every turn
 
     def _record(self, result: FileResult) -> None:
-        """A file is finished: count it, report it, log it (incomplete files wait instead)."""
-        if result.incomplete:
+        """A file is finished: count it, report it, log it (incomplete files wait instead; files
+        failed for a passing cause are tried again later)."""
+        if result.cause is Cause.INCOMPLETE:
             self.arrivals.found_incomplete(result.source, result.error or "incomplete")
             self.log.waiting(result.source, result.error or "incomplete")
             return
-        self.done += result.status is FileStatus.DONE
-        self.failed += result.status is FileStatus.FAILED
+        done, failed = result.status is FileStatus.DONE, result.status is FileStatus.FAILED
+        if done:
+            self.engine_failed = 0
+        elif result.cause is Cause.ENGINE:
+            self.engine_failed += 1
+        retry_s = self.arrivals.retry_later(result.source) if failed and result.cause is not None else None
+        self.done += done
+        self.failed += failed and retry_s is None
+        self.tried_again += retry_s is not None
         if self.report is not None:
             try:
-                self.report.add(result)
+                self.report.add(result, retry_s)
             except OSError as exc:
                 self.log.note(f"cannot add to the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
         if not (result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value):
             self.log.result(result)
+        tries, most = self.arrivals.tries.get(result.source, 0), len(self.settings.retry_after_s)
+        if retry_s is not None:
+            self.log.note(f"{result.source}: tried again in {retry_s:g} s, unchanged (try {tries + 1} of {most + 1})")
+        elif failed and result.cause is not None and most and tries == most:
+            self.log.note(f"{result.source}: failed {most + 1} times; tried again once it changes, or at a restart")
         if result.note == BUSY_ELSEWHERE:
             # Its lock is held by another process, which may die before it finishes: the next
             # walk looks at the file again (and finds it transcribed, or takes it).

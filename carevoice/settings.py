@@ -329,6 +329,9 @@ DEFAULT_GATHER_S = 1.0
 # dropped (an inotify queue overflow) or never sent.
 RESCAN_S = 300.0
 DEFAULT_HEALTH_MAX_AGE_S = 300.0
+# A file that failed for a cause outside the recording (the engine, a full disk: carevoice.errors.Cause)
+# is tried again, unchanged, after each of these waits: six tries over an hour, then it waits for a change.
+RETRY_AFTER_S = (60.0, 120.0, 240.0, 480.0, 960.0, 1920.0)
 
 
 def default_heartbeat() -> Path:
@@ -349,6 +352,7 @@ class WatchSettings:
         report_dir: Where each day's JSON report goes (None: no reports).
         heartbeat: The file the watcher rewrites while it works (``carevoice health`` reads it).
         incomplete_wait_s: A file that stays truncated (an upload given up) this long is reported as failed.
+        retry_after_s: The waits before each new try of a file that failed for a passing cause.
     """
 
     transcribe: TranscribeSettings
@@ -358,6 +362,7 @@ class WatchSettings:
     report_dir: Path | None = None
     heartbeat: Path = field(default_factory=default_heartbeat)
     incomplete_wait_s: float = 600.0
+    retry_after_s: tuple[float, ...] = RETRY_AFTER_S
 
     def validate(self) -> None:
         """Raises: UsageError: a folder that is not one, or a bad duration."""

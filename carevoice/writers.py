@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from carevoice import __version__, interrupts
-from carevoice.errors import OutputError
+from carevoice.errors import OutputError, OutputFolderError
 from carevoice.locks import pid_alive
 from carevoice.names import hidden_name
 from carevoice.records import Identity, OutputEntry, Provenance, Record, record_path, sha256_of
@@ -291,9 +291,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_error(folder: Path, exc: OSError) -> OutputError:
+def write_error(folder: Path, exc: OSError) -> OutputFolderError:
     """The one-line error for a folder CareVoice cannot write its outputs (or their lock) in."""
-    return OutputError(
+    return OutputFolderError(
         f"cannot write outputs in {folder} ({exc.strerror or type(exc).__name__})",
         "check free disk space and that the folder is writable, then rerun (finished files are kept)",
     )

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from carevoice.arrivals import Arrivals, Sighting, State, Watched, settle
 from carevoice.discovery import find_jobs, find_jobs_among
-from carevoice.errors import UsageError
+from carevoice.errors import Cause, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, health, read_beat, write_beat
 from carevoice.results import FileResult, FileStatus
 from carevoice.reruns import Reason
@@ -55,8 +56,8 @@ class Folder:
         self.files: dict[Path, Sighting] = {}
         self.now_s = 0.0
 
-    def book(self, settle_s: float = 10.0, incomplete_wait_s: float = 600.0) -> Arrivals:
-        return Arrivals(settle_s, incomplete_wait_s, clock=lambda: self.now_s, stat=self.files.get)
+    def book(self, settle_s: float = 10.0, incomplete_wait_s: float = 600.0, retry_after_s: tuple[float, ...] = ()) -> Arrivals:
+        return Arrivals(settle_s, incomplete_wait_s, clock=lambda: self.now_s, stat=self.files.get, retry_after_s=retry_after_s)
 
 
 def test_a_file_is_ready_only_after_it_stopped_changing() -> None:
@@ -146,6 +147,66 @@ def test_an_incomplete_file_waits_for_a_change_and_is_given_up_once() -> None:
     assert book.due() == ([path], [])  # and not taken again while it stays as it is
 
 
+def test_a_file_failed_for_a_passing_cause_comes_back_unchanged_after_each_wait_then_waits_for_a_change() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1, retry_after_s=(60, 120))
+    folder.files[path] = A
+    book.observe(path)
+    folder.now_s = 1
+    assert book.due()[0] == [path] and book.take(path)
+    assert book.retry_later(path) == 60  # the engine failed it
+    book.observe(path)  # a walk sees it, unchanged: it still waits
+    assert book.waiting == 1 and book.next_check_s() == 61
+    folder.now_s = 60.9
+    assert book.due() == ([], [])
+    folder.now_s = 61
+    assert book.due()[0] == [path] and book.take(path)  # as it is: no second settle time
+    assert book.retry_later(path) == 120
+    folder.now_s = 181
+    assert book.due()[0] == [path] and book.take(path)
+    assert book.retry_later(path) is None  # the tries are used up: it waits for a change
+    folder.now_s = 10_000
+    book.observe(path)
+    assert book.due() == ([], []) and book.waiting == 0
+    folder.files[path] = REPLACED  # a new version: its tries start again
+    book.observe(path)
+    folder.now_s = 10_001
+    assert book.due()[0] == [path] and book.take(path)
+    assert book.retry_later(path) == 60
+
+
+def test_a_file_changed_while_it_waits_for_a_retry_settles_as_a_new_version() -> None:
+    folder, path, gone = Folder(), Path("in/a.wav"), Path("in/b.wav")
+    book = folder.book(settle_s=1, retry_after_s=(60,))
+    for p in (path, gone):
+        folder.files[p] = A
+        book.observe(p)
+    folder.now_s = 1
+    for p in book.due()[0]:
+        assert book.take(p) and book.retry_later(p) == 60
+    folder.now_s = 10
+    folder.files[path] = GROWN
+    book.observe(path)
+    del folder.files[gone]
+    book.keep_only({path})  # a walk: the other one is gone, and forgotten
+    folder.now_s = 11
+    assert book.due()[0] == [path] and book.take(path)  # settled from its change, not at its retry time
+    assert book.retry_later(path) == 60  # a new version's first failure
+    assert gone not in book.retrying and gone not in book.tries
+
+
+def test_a_file_that_changed_before_its_failure_came_back_needs_no_retry() -> None:
+    folder, path = Folder(), Path("in/a.wav")
+    book = folder.book(settle_s=1, retry_after_s=(60,))
+    folder.files[path] = A
+    book.observe(path)
+    folder.now_s = 1
+    assert book.due()[0] == [path] and book.take(path)
+    folder.files[path] = GROWN  # replaced while the engine worked on it
+    book.observe(path)
+    assert book.retry_later(path) is None and path in book.settling
+
+
 def test_a_whole_walk_forgets_what_is_gone() -> None:
     folder = Folder()
     book = folder.book(settle_s=1)
@@ -215,6 +276,8 @@ def _beat(phase: Phase, updated_unix: float, pid: int = 4242) -> Beat:
         (_beat(Phase.STARTING, 800.0), True, "starting"),
         (_beat(Phase.STARTING, 1000.0 - 1700), True, "starting"),  # a model download: no beat for half an hour
         (_beat(Phase.STARTING, 1000.0 - 1801), False, "limit 1800 s) while starting — it is stuck, or its model has not loaded"),
+        (replace(_beat(Phase.IDLE, 999.0), engine_failed=4), True, "idle"),
+        (replace(_beat(Phase.BUSY, 999.0), engine_failed=5), False, "its engine failed the last 5 files in a row — restart it"),
     ],
 )
 def test_health_from_a_heartbeat(beat, ok: bool, says: str) -> None:
@@ -268,7 +331,7 @@ def test_the_day_report_counts_current_files_and_a_restart_adds_to_it(tmp_path: 
     again.add(FileResult(Path("in/d.wav"), FileStatus.DONE, duration_s=2.0))
     again.write()
     data = json.loads(path.read_text())
-    assert data["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert data["counts"] == {"done": 2, "skipped": 0, "failed": 1, "tried_again": 0}
     assert data["already_transcribed"] == 1 and data["audio_s"] == 5.0
     assert [r["run_id"] for r in data["runs"]] == ["r1", "r2"] and "stopped" in data["runs"][0]
     lines = [json.loads(line) for line in (tmp_path / data["files"]).read_text().splitlines()]
@@ -336,4 +399,18 @@ def test_a_restart_counts_the_day_from_its_lines(tmp_path: Path) -> None:
     again = DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0)
     assert again.counts["done"] == 2 and again.audio_s == 4.0
     again.add(FileResult(Path("in/d.wav"), FileStatus.FAILED, error="cannot decode audio"))
-    assert DayReport(tmp_path, facts, clock=lambda: 0.0).counts == {"done": 2, "skipped": 0, "failed": 1}
+    assert DayReport(tmp_path, facts, clock=lambda: 0.0).counts == {"done": 2, "skipped": 0, "failed": 1, "tried_again": 0}
+
+
+def test_a_failure_tried_again_is_counted_apart_and_its_line_says_when(tmp_path: Path) -> None:
+    facts = {"run_id": "r1", "model": "m", "device": "cuda:0 (float16)", "options": {}}
+    report = DayReport(tmp_path, facts, clock=lambda: 0.0)
+    engine = FileResult(Path("in/a.wav"), FileStatus.FAILED, error="out of memory on cuda:0", cause=Cause.ENGINE)
+    report.add(engine, tried_again_in_s=60.0)
+    report.add(engine)  # the tries used up: a failure
+    report.add(FileResult(Path("in/b.wav"), FileStatus.DONE, duration_s=2.0))
+    expected = {"done": 1, "skipped": 0, "failed": 1, "tried_again": 1}
+    assert report.counts == expected
+    lines = [json.loads(line) for line in (tmp_path / report.to_dict()["files"]).read_text().splitlines()]
+    assert [line.get("tried_again_in_s") for line in lines] == [60.0, None, None]
+    assert DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0).counts == expected  # a restart recounts it so
