@@ -13,7 +13,7 @@ full disk). It stats files and nothing more: it reads no bytes and prints nothin
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -246,3 +246,50 @@ class Arrivals:
     def waiting(self) -> int:
         """Files settling, incomplete, or waiting to be tried again."""
         return len(self.settling) + len(self.incomplete) + len(self.retrying)
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class Spellings:
+    """One name for each folder. A folder reached both through a symbolic link and as itself has
+    two spellings: a walk goes through the first it meets (carevoice.discovery), inotify events name
+    the other. Each file is known by the first spelling of its folder met, so that one recording is
+    never two files (two transcriptions, two sets of outputs under --output-dir).
+
+    Args:
+        folder_id: A folder's (device, inode), None when it is gone (tests pass their own).
+    """
+
+    def __init__(self, folder_id: Callable[[Path], tuple[int, int] | None] = _folder_id) -> None:
+        self.folder_id = folder_id
+        self.known: dict[tuple[int, int], Path] = {}
+
+    def spell(self, paths: Iterable[Path]) -> list[Path]:
+        """The files, each below the first spelling met of its folder (one stat per folder)."""
+        folders: dict[Path, Path] = {}
+        spelled = []
+        for path in paths:
+            if path.parent not in folders:
+                folders[path.parent] = self._folder(path.parent)
+            spelled.append(folders[path.parent] / path.name)
+        return spelled
+
+    def keep_only(self, folders: set[Path]) -> None:
+        """After a whole walk: forget the folders that no longer hold a recording."""
+        self.known = {key: folder for key, folder in self.known.items() if folder in folders}
+
+    def _folder(self, folder: Path) -> Path:
+        key = self.folder_id(folder)
+        if key is None:
+            return folder
+        known = self.known.get(key)
+        if known is not None and (known == folder or self.folder_id(known) == key):
+            return known
+        self.known[key] = folder  # the first met, or the one known is gone (its inode used again)
+        return folder

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from carevoice import interrupts
-from carevoice.arrivals import Arrivals
+from carevoice.arrivals import Arrivals, Spellings
 from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
 from carevoice.day_report import DayReport
 from carevoice.discovery import find_audio_files, find_jobs_among
@@ -78,6 +78,7 @@ class Service:
         self.roots = tuple(settings.transcribe.inputs)
         self.absolute = tuple(Path(os.path.abspath(r)) for r in self.roots)
         self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s)
+        self.spellings = Spellings()
         self.run_id = uuid.uuid4().hex
         self.started_unix = time.time()
         self.done = self.failed = self.tried_again = 0  # failures to be tried again are not (yet) failed files
@@ -173,7 +174,7 @@ class Service:
     def walk(self, folders: tuple[Path, ...] | None = None) -> None:
         """Look at every audio file below the folders (all of them: also forget what is gone)."""
         found, problems = find_audio_files(folders or self.roots, self.settings.transcribe.recursive)
-        paths = set(found)
+        paths = set(self.spellings.spell(found))
         if folders is None:
             unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
             for root, message in unreadable.items():
@@ -183,6 +184,7 @@ class Service:
                 self.log.note(f"{root} is back")
             self.unreadable = unreadable
             self.arrivals.keep_only(paths)
+            self.spellings.keep_only({p.parent for p in paths})
             self.walked_s = self.clock()
         for path in sorted(paths, key=str):
             self.arrivals.observe(path)
@@ -208,7 +210,7 @@ class Service:
                     if self.settings.transcribe.recursive:
                         self.walk((path,))  # a folder moved in: its files may have come before its watch
                 else:
-                    self.arrivals.observe(path)
+                    self.arrivals.observe(self.spellings.spell((path,))[0])
         elif timeout_s > 0:
             time.sleep(timeout_s)
 

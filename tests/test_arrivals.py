@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice.arrivals import Arrivals, Sighting, State, Watched, settle
+from carevoice.arrivals import Arrivals, Sighting, Spellings, State, Watched, settle
 from carevoice.discovery import find_jobs, find_jobs_among
 from carevoice.errors import Cause, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, health, read_beat, write_beat
@@ -205,6 +205,20 @@ def test_a_file_that_changed_before_its_failure_came_back_needs_no_retry() -> No
     folder.files[path] = GROWN  # replaced while the engine worked on it
     book.observe(path)
     assert book.retry_later(path) is None and path in book.settling
+
+
+def test_a_folder_reached_through_a_link_and_as_itself_keeps_the_first_spelling_met() -> None:
+    inodes = {Path("in/ward"): (1, 50), Path("in/archive/ward"): (1, 50), Path("in/other"): (1, 60)}
+    spellings = Spellings(folder_id=inodes.get)
+    walked = spellings.spell([Path("in/ward/a.wav"), Path("in/other/b.wav")])  # a walk went through the link
+    assert walked == [Path("in/ward/a.wav"), Path("in/other/b.wav")]
+    assert spellings.spell([Path("in/archive/ward/c.wav")]) == [Path("in/ward/c.wav")]  # an event names the target
+    spellings.keep_only({Path("in/other")})  # a walk: no recording left in ward
+    assert spellings.spell([Path("in/archive/ward/c.wav")]) == [Path("in/archive/ward/c.wav")]  # now first met this way
+    del inodes[Path("in/archive/ward")]
+    inodes[Path("in/new")] = (1, 50)  # that folder is gone, and its inode is used again
+    assert spellings.spell([Path("in/new/d.wav")]) == [Path("in/new/d.wav")]
+    assert spellings.spell([Path("in/gone/e.wav")]) == [Path("in/gone/e.wav")]  # a folder gone: as it was named
 
 
 def test_a_whole_walk_forgets_what_is_gone() -> None:

@@ -393,6 +393,24 @@ def test_no_recursive_leaves_a_folder_moved_in_alone(tmp_path: Path, start, refe
     assert watcher.count("nested") == 0 and sorted(p.name for p in (inbox / "visits").iterdir()) == ["nested.wav"]
 
 
+@pytest.mark.slow
+def test_a_folder_linked_into_the_drop_folder_is_one_folder_whichever_way_a_file_arrives(tmp_path: Path, start, reference) -> None:
+    """``ward`` links to ``archive/ward``: walks go through the link, inotify events name the target.
+    A file arriving through the target is still the file the walks know: one transcript, in one place."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    (inbox / "archive" / "ward").mkdir(parents=True)
+    (inbox / "ward").symlink_to(Path("archive") / "ward")
+    (inbox / "ward" / "a.wav").write_bytes(upload("jfk"))
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "0s", "-o", out)
+    assert f"{inbox / 'ward' / 'a.wav'} (" in watcher.wait_for(done("a.wav"))  # the start's walk: through the link
+    (inbox / "archive" / "ward" / "b.wav").write_bytes(upload("press"))  # an event names archive/ward/b.wav
+    assert f"{inbox / 'ward' / 'b.wav'} (" in watcher.wait_for(done("b.wav"))
+    assert watcher.stop()[0] == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["ward/a.txt", "ward/b.txt"]
+    assert transcript(out / "ward", "b") == reference[CLIPS["press"]]
+    assert watcher.count(r"^\S+ (done|failed|skipped) ") == 2
+
+
 def test_a_report_dir_that_cannot_be_made_is_a_usage_error(tmp_path: Path, run_cli) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     result = run_cli("watch", tmp_path, *ENGINE, "--report-dir", tmp_path / "a-file" / "reports", "--heartbeat", tmp_path / "hb.json")
