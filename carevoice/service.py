@@ -367,3 +367,4 @@ class Service:
         # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
         for _ in transcriber.run(jobs, on_result=self._record, on_progress=on_progress):
             pass
+        self.beat(force=True)  # the set's counts (and a failing engine) reach health at once
