@@ -13,7 +13,7 @@ full disk). It stats files and nothing more: it reads no bytes and prints nothin
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -85,6 +85,19 @@ def settle(previous: Watched | None, now: Sighting | None, now_s: float, settle_
     if unchanged_s >= settle_s:
         return Verdict(State.READY, f"unchanged for {unchanged_s:.1f} s", previous)
     return Verdict(State.SETTLING, f"unchanged for only {unchanged_s:.1f} s", previous, previous.since_s + settle_s)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What becomes of a file that failed for a cause that may pass (:meth:`Arrivals.retry_later`).
+
+    Attributes:
+        after_s: It is tried again at the latest this much later (None: not until it changes).
+        note: For the log: when and which try, or why not.
+    """
+
+    after_s: float | None
+    note: str
 
 
 @dataclass(frozen=True)
@@ -226,70 +239,26 @@ class Arrivals:
         if sighting is not None:
             self.incomplete[path] = (sighting, self.clock(), error)
 
-    def retry_later(self, path: Path) -> float | None:
+    def retry_later(self, path: Path) -> Retry:
         """A file failed for a cause that may pass (carevoice.errors.Cause): it comes back, as it is,
-        after the next of ``retry_after_s``; returns that wait, or None once the tries are used up
-        (then, as any failed file, it waits for a change). A file changed meanwhile is settling
-        again already: it needs no retry."""
+        after the next of ``retry_after_s``; once they are used up it waits, as any failed file,
+        for a change. A file changed meanwhile is settling again already."""
+        most = len(self.retry_after_s)
         if path in self.settling:
-            return None
+            return Retry(self.settle_s, "changed meanwhile: tried again once it settles")
         tries = self.tries.get(path, 0)
         sighting = self.handled.get(path) or self.stat(path)
-        if sighting is None or tries >= len(self.retry_after_s):
-            return None
+        if sighting is None:
+            return Retry(None, "removed meanwhile: not tried again")
+        if tries >= most:
+            return Retry(None, f"failed {most + 1} times: tried again once it changes, or at a restart")
         self.tries[path] = tries + 1
         wait_s = self.retry_after_s[tries]
         self.retrying[path] = (sighting, self.clock() + wait_s)
-        return wait_s
+        return Retry(wait_s, f"tried again in {wait_s:g} s, unchanged (try {tries + 2} of {most + 1})")
 
     @property
     def waiting(self) -> int:
         """Files settling, incomplete, or waiting to be tried again."""
         return len(self.settling) + len(self.incomplete) + len(self.retrying)
 
-
-def _folder_id(folder: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-class Spellings:
-    """One name for each folder. A folder reached both through a symbolic link and as itself has
-    two spellings: a walk goes through the first it meets (carevoice.discovery), inotify events name
-    the other. Each file is known by the first spelling of its folder met, so that one recording is
-    never two files (two transcriptions, two sets of outputs under --output-dir).
-
-    Args:
-        folder_id: A folder's (device, inode), None when it is gone (tests pass their own).
-    """
-
-    def __init__(self, folder_id: Callable[[Path], tuple[int, int] | None] = _folder_id) -> None:
-        self.folder_id = folder_id
-        self.known: dict[tuple[int, int], Path] = {}
-
-    def spell(self, paths: Iterable[Path]) -> list[Path]:
-        """The files, each below the first spelling met of its folder (one stat per folder)."""
-        folders: dict[Path, Path] = {}
-        spelled = []
-        for path in paths:
-            if path.parent not in folders:
-                folders[path.parent] = self._folder(path.parent)
-            spelled.append(folders[path.parent] / path.name)
-        return spelled
-
-    def keep_only(self, folders: set[Path]) -> None:
-        """After a whole walk: forget the folders that no longer hold a recording."""
-        self.known = {key: folder for key, folder in self.known.items() if folder in folders}
-
-    def _folder(self, folder: Path) -> Path:
-        key = self.folder_id(folder)
-        if key is None:
-            return folder
-        known = self.known.get(key)
-        if known is not None and (known == folder or self.folder_id(known) == key):
-            return known
-        self.known[key] = folder  # the first met, or the one known is gone (its inode used again)
-        return folder

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carevoice import __version__
+from carevoice import __version__, interrupts
 from carevoice.errors import CareVoiceError, UsageError
 from carevoice.settings import DEFAULT_FORMATS, BenchSettings, Device, EngineSettings, TranscribeSettings
 
@@ -440,12 +440,14 @@ class _Runner:
         with sampler if sampler is not None else contextlib.nullcontext():
             e2e_runs = []
             for i in range(runs):
+                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the bench
                 elapsed, _ = _timed(e2e)
                 e2e_runs.append(elapsed)
                 self.say(f"{row.key}: end-to-end run {i + 1}/{runs} {elapsed:.2f} s")
             row.e2e = Timing(tuple(e2e_runs))
             inference_runs = []
             for i in range(runs):
+                interrupts.check()
                 elapsed, count = _timed(inference)
                 inference_runs.append(elapsed)
                 row.segments = count

@@ -68,8 +68,21 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def links_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is a symbolic link to a folder a walk of ``root`` meets as itself (inside it,
+    below no hidden folder): the walk skips such a link, so each recording has one name, where it
+    really is, whatever the order of the walk (``carevoice watch``'s events name it so too)."""
+    if not os.path.islink(path):
+        return False
+    real, top = os.path.realpath(path), os.path.realpath(root).rstrip("/")
+    if not real.startswith(top + "/") or not os.path.isdir(real):
+        return False
+    return not any(_is_hidden(part) for part in Path(real[len(top) + 1 :]).parts)
+
+
 def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
-    """Audio files under root; follows symlinked folders at most once each (by device+inode)."""
+    """Audio files under root; follows symlinked folders at most once each (by device+inode), and
+    not at all those that lead to a folder inside root (:func:`links_inside`)."""
     found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
     pending = [root]
@@ -96,7 +109,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 # Only a folder matters among the rest (the outputs beside the recordings are most
                 # of a transcribed folder): the directory entry says so without a stat.
                 try:
-                    if recursive and entry.is_dir():
+                    if recursive and entry.is_dir() and not (entry.is_symlink() and links_inside(path, root)):
                         pending.append(path)
                 except OSError:
                     pass  # a link loop, or no permission: not a folder to walk
@@ -108,7 +121,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                     problems.append(Problem(path, f"{_broken_link(exc)} — fix or remove the link", job_key(path, root)))
                 continue
             if stat.S_ISDIR(mode):
-                if recursive:
+                if recursive and not (entry.is_symlink() and links_inside(path, root)):
                     pending.append(path)
             elif _has_audio_extension(path):
                 if stat.S_ISREG(mode):

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from carevoice import interrupts
 from carevoice.audio import SAMPLE_RATE_HZ
 from carevoice.chunking import Prepared
 from carevoice.claims import Claims
@@ -265,6 +266,7 @@ class RayTranscriber:
         with native_stderr_to(self.log_path), contextlib.redirect_stdout(sys.stderr):
             try:
                 for result in self._results(dataset, jobs, actor_index):
+                    interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the run
                     on_result(result)
                     self.stats.whole_file(result.duration_s)
                     if on_progress is not None:

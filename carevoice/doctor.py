@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carevoice import interrupts
 from carevoice.errors import CareVoiceError, ExitCode
 from carevoice.settings import DoctorSettings
 
@@ -484,6 +485,7 @@ def run_checks(settings: DoctorSettings, checks: tuple[tuple[str, Check], ...] =
     """
     ctx = Context(settings)
     for name, check in checks:
+        interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the checks
         if settings.quick and name not in QUICK_CHECKS:
             continue
         try:

@@ -17,7 +17,7 @@ import numpy as np
 
 from carevoice.audio import SAMPLE_RATE_HZ
 from carevoice.decoder import AlignedWord, DecodedSegment, Decoder, Generation, TextTokens, is_out_of_memory
-from carevoice.errors import EngineError
+from carevoice.errors import Cause, EngineError
 from carevoice.fallback import Fallback
 from carevoice.models import ModelRef
 from carevoice.policy import (
@@ -44,6 +44,8 @@ MAX_PASSES = 4
 
 class EngineOutOfMemory(EngineError):
     """The device ran out of memory for this batch; a smaller batch may fit."""
+
+    cause = Cause.ENGINE
 
 
 @dataclass
@@ -152,7 +154,7 @@ class Engine:
         if isinstance(exc, (RuntimeError, MemoryError)):
             if is_out_of_memory(exc):
                 return EngineOutOfMemory(f"out of memory on {self.device} for {what}", "lower --batch-size, or use a smaller model")
-            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "rerun with --traceback and report it")
+            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "rerun with --traceback and report it", cause=Cause.ENGINE)
         # A bug here must fail these chunks' files, not end the run (and its report).
         return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
 

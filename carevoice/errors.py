@@ -63,10 +63,17 @@ class SetupError(CareVoiceError):
 class FileError(CareVoiceError):
     """One input file failed; the batch goes on (exit 1 at the end).
 
-    ``cause``: None when the recording itself is at fault (it fails the same way until it changes).
+    Args:
+        cause: Why, when the fault may pass (default: the class's); None when the recording itself,
+            or a bug, is at fault: it fails the same way until it changes.
     """
 
     cause: Cause | None = None
+
+    def __init__(self, message: str, hint: str = "", cause: Cause | None = None) -> None:
+        super().__init__(message, hint)
+        if cause is not None:
+            self.cause = cause
 
 
 class AudioDecodeError(FileError):
@@ -84,16 +91,9 @@ class OutputError(FileError):
     """An output file could not be written safely."""
 
 
-class OutputFolderError(OutputError):
-    """The folder of the outputs refused them (no space, read-only, no permission)."""
-
-    cause = Cause.FOLDER
-
-
 class EngineError(FileError):
-    """Inference failed for the chunks of one file (e.g. out of memory after retries)."""
-
-    cause = Cause.ENGINE
+    """Inference failed for the chunks of one file (e.g. out of memory after retries); ``cause``
+    ENGINE when the device failed (it may recover), None for a bug."""
 
 
 class Interrupted(BaseException):

@@ -34,7 +34,7 @@ class Beat:
     failed: int = 0
     waiting: int = 0
     folders: tuple[str, ...] = ()
-    engine_failed: int = 0  # files the engine failed in a row, none transcribed since
+    engine_failed: int = 0  # different files the engine failed since the last file transcribed
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -80,7 +80,7 @@ def read_beat(path: Path) -> Beat | None:
 
 # Loading the model is one call that cannot beat: a first download of large-v3 (3 GB) may take this long.
 STARTING_MAX_AGE_S = 1800.0
-# The engine failed this many files in a row, none transcribed between: the watcher is unhealthy. A GPU
+# The engine failed this many different files, none transcribed between: the watcher is unhealthy. A GPU
 # in a bad state (an Xid error, a lost context) stays so until the process restarts, and a restart
 # tries those files again.
 ENGINE_FAILING_FILES = 5
@@ -103,7 +103,7 @@ def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, 
         )
     if beat.engine_failed >= ENGINE_FAILING_FILES:
         return False, (
-            f"the watcher (pid {beat.pid}) is running, but its engine failed the last {beat.engine_failed} files in a row — "
+            f"the watcher (pid {beat.pid}) is running, but its engine failed {beat.engine_failed} different files in a row — "
             "restart it; if that does not help, run carevoice doctor (and nvidia-smi on a GPU)"
         )
     return True, (

@@ -8,7 +8,8 @@ the handlers installed (a library caller), ``deferred`` and :func:`check` change
 A stop signal is also remembered, for :func:`check`: the handler raises in whatever Python code the
 main thread is running, and that may be a finalizer (an object's ``__del__`` or a weakref callback,
 run by the garbage collector), where Python prints the exception as "Exception ignored" and drops
-it. A loop that runs until it is stopped calls :func:`check` at each turn, so no signal is lost.
+it. The loops of every command call :func:`check` at each turn (the watch loop, the batch runner,
+the Ray driver, doctor's checks, the bench's runs), so no signal is lost.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def install() -> Callable[[], None]:
     """Route SIGINT and SIGTERM through the deferring handler; returns a function that restores the old ones.
 
     SIGINT raises KeyboardInterrupt and SIGTERM raises ``Interrupted(TERMINATED)``, as before, only later
-    when they arrive inside :func:`deferred`. Must be called from the main thread.
+    when they arrive inside :func:`deferred`. Such an exception dropped in a finalizer is not printed
+    (``sys.unraisablehook``): :func:`check` raises it again. Must be called from the main thread.
     """
     global _requested
     _requested = None
@@ -79,7 +81,7 @@ def check() -> None:
     exception was raised (and perhaps dropped in a finalizer); so only loops that never run again
     after a stop call it. Inside :func:`deferred` it waits, as the handler does, for the section's end.
     """
-    if _requested is not None and _depth == 0:
+    if _requested is not None and _depth == 0 and threading.current_thread() is threading.main_thread():
         _raise_for(_requested)
 
 

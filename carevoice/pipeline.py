@@ -151,7 +151,7 @@ class Chunk:
 class BatchOutcome:
     """What one batch became on one engine (after any out-of-memory halving)."""
 
-    results: list[tuple[Chunk, ItemResult | CareVoiceError]]
+    results: list[tuple[Chunk, ItemResult | EngineError]]
     engine_calls: int = 0
     chunks: int = 0
 
@@ -325,8 +325,8 @@ class BatchRunner:
                 continue  # another chunk of this file failed while this batch ran
             chunk.file.credited_s += chunk.item.duration_s
             self.stats.audio_done_s += chunk.item.duration_s
-            if isinstance(result, CareVoiceError):
-                chunk.file.failed, chunk.file.cause = str(result), getattr(result, "cause", None)
+            if isinstance(result, EngineError):
+                chunk.file.failed, chunk.file.cause = str(result), result.cause
             else:
                 chunk.file.results[chunk.index] = result
                 self.stats.widened_chunks += result.widened

@@ -3,7 +3,8 @@
 The model loads once. At start, every file not yet finished is transcribed, exactly as ``transcribe``
 would (the rerun rules of carevoice.reruns decide); then file-system events (carevoice.watcher), or
 walks every ``--poll`` seconds, bring new and changed files. A file is taken only once it has settled
-(carevoice.arrivals) and decodes whole; one found truncated waits for the rest of its upload. Files
+(carevoice.arrivals) and decodes whole; one found truncated waits for the rest of its upload, and
+one failed by the engine or its folder (carevoice.errors.Cause) is tried again later. Files
 that settle close together (within ``--gather``) share batches, and files that settle while a batch
 of files is transcribed form the next one. SIGTERM or Ctrl-C end the service after the file being
 written (writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from carevoice import interrupts
-from carevoice.arrivals import Arrivals, Spellings
+from carevoice.arrivals import Arrivals
 from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
 from carevoice.day_report import DayReport
-from carevoice.discovery import find_audio_files, find_jobs_among
+from carevoice.discovery import find_audio_files, find_jobs_among, links_inside
 from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
@@ -78,11 +79,10 @@ class Service:
         self.roots = tuple(settings.transcribe.inputs)
         self.absolute = tuple(Path(os.path.abspath(r)) for r in self.roots)
         self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s)
-        self.spellings = Spellings()
         self.run_id = uuid.uuid4().hex
         self.started_unix = time.time()
         self.done = self.failed = self.tried_again = 0  # failures to be tried again are not (yet) failed files
-        self.engine_failed = 0  # files the engine failed in a row, none done since (health says unhealthy at some point)
+        self.engine_failed: set[Path] = set()  # files the engine failed since the last file done (heartbeat.health)
         self.beaten_s = float("-inf")
         self.phase = Phase.STARTING
         self.events: Any = None  # carevoice.watcher.Events while file-system events are used
@@ -101,7 +101,7 @@ class Service:
             return
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
-            tuple(str(r) for r in self.roots), self.engine_failed,
+            tuple(str(r) for r in self.roots), len(self.engine_failed),
         )  # fmt: skip
         try:
             write_beat(self.settings.heartbeat, beat)
@@ -164,7 +164,8 @@ class Service:
 
     def _as_given(self, path: Path) -> Path | None:
         """An absolute path from an event, spelled below the folder as the user named it; None for
-        one a walk would not find either (below a hidden folder, such as a report folder)."""
+        one a walk would not find either (below a hidden folder, such as a report folder). Events
+        name a folder linked in from inside by its real place, as walks do (discovery.links_inside)."""
         for given, absolute in zip(self.roots, self.absolute):
             if path.is_relative_to(absolute):
                 below = path.relative_to(absolute)
@@ -174,7 +175,7 @@ class Service:
     def walk(self, folders: tuple[Path, ...] | None = None) -> None:
         """Look at every audio file below the folders (all of them: also forget what is gone)."""
         found, problems = find_audio_files(folders or self.roots, self.settings.transcribe.recursive)
-        paths = set(self.spellings.spell(found))
+        paths = set(found)
         if folders is None:
             unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
             for root, message in unreadable.items():
@@ -184,7 +185,6 @@ class Service:
                 self.log.note(f"{root} is back")
             self.unreadable = unreadable
             self.arrivals.keep_only(paths)
-            self.spellings.keep_only({p.parent for p in paths})
             self.walked_s = self.clock()
         for path in sorted(paths, key=str):
             self.arrivals.observe(path)
@@ -207,10 +207,11 @@ class Service:
                 # The kind of change is not trusted: one batch may hold a removal and an addition of
                 # the same name (a recording replaced) in any order. What a stat says now decides.
                 if os.path.isdir(path):
-                    if self.settings.transcribe.recursive:
+                    root = next(r for r in self.roots if path.is_relative_to(r))
+                    if self.settings.transcribe.recursive and not links_inside(path, root):
                         self.walk((path,))  # a folder moved in: its files may have come before its watch
                 else:
-                    self.arrivals.observe(self.spellings.spell((path,))[0])
+                    self.arrivals.observe(path)
         elif timeout_s > 0:
             time.sleep(timeout_s)
 
@@ -252,6 +253,7 @@ class Service:
                 if ready and (gather_until is None or self.clock() >= gather_until or len(ready) >= GATHER_ENOUGH_FILES):
                     gather_until = None
                     self._transcribe(ready)
+                    self.beat(force=True)  # the set's counts (and an engine failing every file) reach health at once
                     # Measured over 20 minutes of arrivals (benchmarks/README.md): RSS 446-488 MiB
                     # with this, 548-634 MiB without; the heap's free pages are not a leak, but a
                     # service that holds them for months looks like one.
@@ -311,25 +313,23 @@ class Service:
             return
         done, failed = result.status is FileStatus.DONE, result.status is FileStatus.FAILED
         if done:
-            self.engine_failed = 0
+            self.engine_failed.clear()
         elif result.cause is Cause.ENGINE:
-            self.engine_failed += 1
-        retry_s = self.arrivals.retry_later(result.source) if failed and result.cause is not None else None
+            self.engine_failed.add(result.source)
+        retry = self.arrivals.retry_later(result.source) if failed and result.cause is not None else None
+        again_s = retry.after_s if retry is not None else None
         self.done += done
-        self.failed += failed and retry_s is None
-        self.tried_again += retry_s is not None
+        self.failed += failed and again_s is None
+        self.tried_again += again_s is not None
         if self.report is not None:
             try:
-                self.report.add(result, retry_s)
+                self.report.add(result, again_s)
             except OSError as exc:
                 self.log.note(f"cannot add to the day's report under {self.report.folder} ({exc.strerror}) — check --report-dir")
         if not (result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value):
             self.log.result(result)
-        tries, most = self.arrivals.tries.get(result.source, 0), len(self.settings.retry_after_s)
-        if retry_s is not None:
-            self.log.note(f"{result.source}: tried again in {retry_s:g} s, unchanged (try {tries + 1} of {most + 1})")
-        elif failed and result.cause is not None and most and tries == most:
-            self.log.note(f"{result.source}: failed {most + 1} times; tried again once it changes, or at a restart")
+        if retry is not None:
+            self.log.note(f"{result.source}: {retry.note}")
         if result.note == BUSY_ELSEWHERE:
             # Its lock is held by another process, which may die before it finishes: the next
             # walk looks at the file again (and finds it transcribed, or takes it).
@@ -367,4 +367,3 @@ class Service:
         # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
         for _ in transcriber.run(jobs, on_result=self._record, on_progress=on_progress):
             pass
-        self.beat(force=True)  # the set's counts (and a failing engine) reach health at once

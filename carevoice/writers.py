@@ -10,6 +10,7 @@ overwrite a file it did not write (or one the user has since edited).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from carevoice import __version__, interrupts
-from carevoice.errors import OutputError, OutputFolderError
+from carevoice.errors import Cause, OutputError
 from carevoice.locks import pid_alive
 from carevoice.names import hidden_name
 from carevoice.records import Identity, OutputEntry, Provenance, Record, record_path, sha256_of
@@ -291,11 +292,16 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_error(folder: Path, exc: OSError) -> OutputFolderError:
+# What a folder may stop refusing without the recording changing: space freed, a mount made writable again.
+PASSING_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def write_error(folder: Path, exc: OSError) -> OutputError:
     """The one-line error for a folder CareVoice cannot write its outputs (or their lock) in."""
-    return OutputFolderError(
+    return OutputError(
         f"cannot write outputs in {folder} ({exc.strerror or type(exc).__name__})",
         "check free disk space and that the folder is writable, then rerun (finished files are kept)",
+        cause=Cause.FOLDER if exc.errno in PASSING_WRITE_ERRORS else None,
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice.arrivals import Arrivals, Sighting, Spellings, State, Watched, settle
+from carevoice.arrivals import Arrivals, Retry, Sighting, State, Watched, settle
 from carevoice.discovery import find_jobs, find_jobs_among
 from carevoice.errors import Cause, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, health, read_beat, write_beat
@@ -154,17 +154,17 @@ def test_a_file_failed_for_a_passing_cause_comes_back_unchanged_after_each_wait_
     book.observe(path)
     folder.now_s = 1
     assert book.due()[0] == [path] and book.take(path)
-    assert book.retry_later(path) == 60  # the engine failed it
+    assert book.retry_later(path) == Retry(60, "tried again in 60 s, unchanged (try 2 of 3)")  # the engine failed it
     book.observe(path)  # a walk sees it, unchanged: it still waits
     assert book.waiting == 1 and book.next_check_s() == 61
     folder.now_s = 60.9
     assert book.due() == ([], [])
     folder.now_s = 61
     assert book.due()[0] == [path] and book.take(path)  # as it is: no second settle time
-    assert book.retry_later(path) == 120
+    assert book.retry_later(path).after_s == 120
     folder.now_s = 181
     assert book.due()[0] == [path] and book.take(path)
-    assert book.retry_later(path) is None  # the tries are used up: it waits for a change
+    assert book.retry_later(path) == Retry(None, "failed 3 times: tried again once it changes, or at a restart")  # waits for a change
     folder.now_s = 10_000
     book.observe(path)
     assert book.due() == ([], []) and book.waiting == 0
@@ -172,7 +172,7 @@ def test_a_file_failed_for_a_passing_cause_comes_back_unchanged_after_each_wait_
     book.observe(path)
     folder.now_s = 10_001
     assert book.due()[0] == [path] and book.take(path)
-    assert book.retry_later(path) == 60
+    assert book.retry_later(path).after_s == 60
 
 
 def test_a_file_changed_while_it_waits_for_a_retry_settles_as_a_new_version() -> None:
@@ -183,7 +183,7 @@ def test_a_file_changed_while_it_waits_for_a_retry_settles_as_a_new_version() ->
         book.observe(p)
     folder.now_s = 1
     for p in book.due()[0]:
-        assert book.take(p) and book.retry_later(p) == 60
+        assert book.take(p) and book.retry_later(p).after_s == 60
     folder.now_s = 10
     folder.files[path] = GROWN
     book.observe(path)
@@ -191,11 +191,11 @@ def test_a_file_changed_while_it_waits_for_a_retry_settles_as_a_new_version() ->
     book.keep_only({path})  # a walk: the other one is gone, and forgotten
     folder.now_s = 11
     assert book.due()[0] == [path] and book.take(path)  # settled from its change, not at its retry time
-    assert book.retry_later(path) == 60  # a new version's first failure
+    assert book.retry_later(path).after_s == 60  # a new version's first failure
     assert gone not in book.retrying and gone not in book.tries
 
 
-def test_a_file_that_changed_before_its_failure_came_back_needs_no_retry() -> None:
+def test_a_file_that_changed_before_its_failure_came_back_is_tried_again_once_it_settles() -> None:
     folder, path = Folder(), Path("in/a.wav")
     book = folder.book(settle_s=1, retry_after_s=(60,))
     folder.files[path] = A
@@ -204,21 +204,7 @@ def test_a_file_that_changed_before_its_failure_came_back_needs_no_retry() -> No
     assert book.due()[0] == [path] and book.take(path)
     folder.files[path] = GROWN  # replaced while the engine worked on it
     book.observe(path)
-    assert book.retry_later(path) is None and path in book.settling
-
-
-def test_a_folder_reached_through_a_link_and_as_itself_keeps_the_first_spelling_met() -> None:
-    inodes = {Path("in/ward"): (1, 50), Path("in/archive/ward"): (1, 50), Path("in/other"): (1, 60)}
-    spellings = Spellings(folder_id=inodes.get)
-    walked = spellings.spell([Path("in/ward/a.wav"), Path("in/other/b.wav")])  # a walk went through the link
-    assert walked == [Path("in/ward/a.wav"), Path("in/other/b.wav")]
-    assert spellings.spell([Path("in/archive/ward/c.wav")]) == [Path("in/ward/c.wav")]  # an event names the target
-    spellings.keep_only({Path("in/other")})  # a walk: no recording left in ward
-    assert spellings.spell([Path("in/archive/ward/c.wav")]) == [Path("in/archive/ward/c.wav")]  # now first met this way
-    del inodes[Path("in/archive/ward")]
-    inodes[Path("in/new")] = (1, 50)  # that folder is gone, and its inode is used again
-    assert spellings.spell([Path("in/new/d.wav")]) == [Path("in/new/d.wav")]
-    assert spellings.spell([Path("in/gone/e.wav")]) == [Path("in/gone/e.wav")]  # a folder gone: as it was named
+    assert book.retry_later(path) == Retry(1, "changed meanwhile: tried again once it settles") and path in book.settling
 
 
 def test_a_whole_walk_forgets_what_is_gone() -> None:
@@ -291,7 +277,7 @@ def _beat(phase: Phase, updated_unix: float, pid: int = 4242) -> Beat:
         (_beat(Phase.STARTING, 1000.0 - 1700), True, "starting"),  # a model download: no beat for half an hour
         (_beat(Phase.STARTING, 1000.0 - 1801), False, "limit 1800 s) while starting — it is stuck, or its model has not loaded"),
         (replace(_beat(Phase.IDLE, 999.0), engine_failed=4), True, "idle"),
-        (replace(_beat(Phase.BUSY, 999.0), engine_failed=5), False, "its engine failed the last 5 files in a row — restart it"),
+        (replace(_beat(Phase.BUSY, 999.0), engine_failed=5), False, "its engine failed 5 different files in a row — restart it"),
     ],
 )
 def test_health_from_a_heartbeat(beat, ok: bool, says: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice.discovery import Discovery, find_jobs
+from carevoice.discovery import Discovery, find_jobs, links_inside
 
 
 def touch(*paths: Path) -> None:
@@ -111,6 +111,21 @@ def test_a_symlinked_file_and_its_target_run_once(tmp_path: Path) -> None:
     touch(tmp_path / "rec" / "a.wav")
     (tmp_path / "rec" / "link.wav").symlink_to(tmp_path / "rec" / "a.wav")
     assert sources(find_jobs((tmp_path / "rec",))) == [tmp_path / "rec" / "a.wav"]
+
+
+@pytest.mark.parametrize("link", ["aaa", "zzz"], ids=["met-before-its-target", "met-after-its-target"])
+def test_a_folder_linked_inside_the_folder_is_walked_where_it_really_is(tmp_path: Path, link: str) -> None:
+    """One name per recording, whatever the order of the walk: `carevoice watch` names files from
+    events by their real place, and a second name would mean a second transcript under -o."""
+    rec, out = tmp_path / "rec", tmp_path / "out"
+    touch(rec / "archive" / "ward" / "a.wav", tmp_path / "elsewhere" / "b.wav", rec / ".hidden" / "c.wav")
+    (rec / link).symlink_to(rec / "archive" / "ward")
+    (rec / "outside").symlink_to(tmp_path / "elsewhere")  # a folder elsewhere: reached only through the link
+    (rec / "shown").symlink_to(rec / ".hidden")  # a hidden folder: reached only through the link
+    found = find_jobs((rec,), out)
+    assert sources(found) == [rec / "archive" / "ward" / "a.wav", rec / "outside" / "b.wav", rec / "shown" / "c.wav"]
+    assert [j.output_stem for j in found.jobs] == [out / "archive" / "ward" / "a", out / "outside" / "b", out / "shown" / "c"]
+    assert links_inside(rec / link, rec) and not links_inside(rec / "outside", rec) and not links_inside(rec / "shown", rec)
 
 
 def test_symlink_loops_do_not_hang(tmp_path: Path) -> None:

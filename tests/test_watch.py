@@ -9,6 +9,7 @@ an upload written slower than the test expects only means the watcher waits for 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -20,13 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import DATA_DIR, invoke_cli
 from doubles import h200s
 
-from carevoice import interrupts
+from carevoice import interrupts, writers
 from carevoice.heartbeat import ENGINE_FAILING_FILES, Phase, health, read_beat
 from carevoice.results import FileResult
 from carevoice.service import Service, WatchLog
@@ -395,20 +397,27 @@ def test_no_recursive_leaves_a_folder_moved_in_alone(tmp_path: Path, start, refe
 
 @pytest.mark.slow
 def test_a_folder_linked_into_the_drop_folder_is_one_folder_whichever_way_a_file_arrives(tmp_path: Path, start, reference) -> None:
-    """``ward`` links to ``archive/ward``: walks go through the link, inotify events name the target.
-    A file arriving through the target is still the file the walks know: one transcript, in one place."""
+    """``ward`` links to ``archive/ward``. inotify names a file by whichever watch saw it first, and
+    walks could go through the link: each recording must still have one name (its real place), so
+    one transcript under -o, the one `transcribe` writes, and a restart finds it done."""
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     (inbox / "archive" / "ward").mkdir(parents=True)
     (inbox / "ward").symlink_to(Path("archive") / "ward")
     (inbox / "ward" / "a.wav").write_bytes(upload("jfk"))
+    assert invoke_cli("transcribe", inbox, *ENGINE, "-o", out, "-q").exit_code == 0  # done before the service existed
     watcher = start(inbox, "--settle", "0.5s", "--gather", "0s", "-o", out)
-    assert f"{inbox / 'ward' / 'a.wav'} (" in watcher.wait_for(done("a.wav"))  # the start's walk: through the link
-    (inbox / "archive" / "ward" / "b.wav").write_bytes(upload("press"))  # an event names archive/ward/b.wav
-    assert f"{inbox / 'ward' / 'b.wav'} (" in watcher.wait_for(done("b.wav"))
+    watcher.wait_for(r"1 file\(s\) already transcribed")
+    (inbox / "ward" / "b.wav").write_bytes(upload("press"))  # through the link
+    assert f"{inbox / 'archive' / 'ward' / 'b.wav'} (" in watcher.wait_for(done("b.wav"))
+    (inbox / "archive" / "ward" / "c.wav").write_bytes(upload("eighteen"))  # to the folder itself
+    assert f"{inbox / 'archive' / 'ward' / 'c.wav'} (" in watcher.wait_for(done("c.wav"))
     assert watcher.stop()[0] == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["ward/a.txt", "ward/b.txt"]
-    assert transcript(out / "ward", "b") == reference[CLIPS["press"]]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["archive/ward/a.txt", "archive/ward/b.txt", "archive/ward/c.txt"]
+    assert transcript(out / "archive" / "ward", "b") == reference[CLIPS["press"]]
     assert watcher.count(r"^\S+ (done|failed|skipped) ") == 2
+    again = start(inbox, "--settle", "0.5s", "-o", out)
+    again.wait_for(r"3 file\(s\) already transcribed")
+    assert again.stop()[0] == 0 and again.count(r"^\S+ (done|failed) ") == 0
 
 
 def test_a_report_dir_that_cannot_be_made_is_a_usage_error(tmp_path: Path, run_cli) -> None:
@@ -419,12 +428,58 @@ def test_a_report_dir_that_cannot_be_made_is_a_usage_error(tmp_path: Path, run_c
     assert not (tmp_path / "hb.json").exists()
 
 
-# --- a failing engine, in-process with the CUDA double (tests/doubles.py) ------------------------
+# --- in-process: a failing engine (the CUDA double, tests/doubles.py), a full disk, a lost signal ---
 
 
-def test_files_the_engine_failed_are_tried_again_and_a_failing_engine_is_unhealthy(
-    tmp_path: Path, fake_cuda, fake_nvml, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class InProcess:
+    """A Service run in this process until a callback stops it (:func:`stop_service`), with its lines.
+    A watchdog stops it after DEADLINE_S, and the test then fails."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.fired = False
+
+    def run(self, settings: WatchSettings, on_note=lambda text: None, on_result=lambda file: None) -> None:  # type: ignore[no-untyped-def]
+        def note(text: str) -> None:
+            self.lines.append(text)
+            on_note(text)
+
+        def result(file: FileResult) -> None:
+            self.lines.append(f"{file.status.value} {file.source.name} {file.error or ''}")
+            on_result(file)
+
+        watchdog = threading.Timer(DEADLINE_S, self._fire)
+        restore = interrupts.install()
+        watchdog.start()
+        try:
+            assert Service(settings, WatchLog(note, result, lambda path, why: self.lines.append(f"waiting {path.name}"))).run() == 0
+        finally:
+            watchdog.cancel()
+            restore()
+        assert not self.fired, "the service did not stop by itself:\n" + "\n".join(self.lines)
+
+    def _fire(self) -> None:
+        self.fired = True
+        stop_service()
+
+    def count(self, prefix: str) -> int:
+        return sum(line.startswith(prefix) for line in self.lines)
+
+
+def stop_service() -> None:
+    """SIGTERM to this process: inside a file's recording it waits for the record, then stops the service."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def in_process_settings(inbox: Path, tmp_path: Path, device: Device = Device.CPU, **options: object) -> WatchSettings:
+    transcribe = TranscribeSettings(
+        inputs=(inbox,), formats=(OutputFormat.TXT, OutputFormat.JSON),
+        engine=EngineSettings(model="tiny.en", device=device), decode=DecodeSettings(word_timestamps=True),
+    )  # fmt: skip
+    return WatchSettings(transcribe=transcribe, settle_s=0.0, gather_s=0.0, heartbeat=tmp_path / "heartbeat.json", **options)  # type: ignore[arg-type]
+
+
+def test_files_the_engine_failed_are_tried_again_and_a_failing_engine_is_unhealthy(tmp_path: Path, fake_cuda, fake_nvml) -> None:
     """Once the model is loaded, another tenant takes the GPU's memory: every batch runs out of it, so
     the engine fails each of five files; the heartbeat then says unhealthy. The memory comes free
     before the first retry, which transcribes them all, as `transcribe` does, and the health is back."""
@@ -438,46 +493,27 @@ def test_files_the_engine_failed_are_tried_again_and_a_failing_engine_is_unhealt
     for name, clip in zip(names, ["jfk", "review", "eighteen", "dashwood", "press"]):
         (inbox / name).write_bytes(upload(clip))
         (again / name).write_bytes(upload(clip))
-    heartbeat = tmp_path / "heartbeat.json"
-    lines: list[str] = []
+    settings = in_process_settings(inbox, tmp_path, Device.CUDA, retry_after_s=(0.5, 0.5))
+    service = InProcess()
     healths: list[tuple[bool, str]] = []  # at the start of each set of files
 
-    def note(text: str) -> None:
-        lines.append(text)
+    def on_note(text: str) -> None:
         if text.startswith("model tiny.en"):
             gpu.oom_from_batch = 1  # loaded (and warmed up): now every batch runs out of memory
         if text.startswith("transcribing "):
-            healths.append(health(read_beat(heartbeat), time.time(), 300.0))
-        if text.endswith(f"(try 2 of 3)") and sum("(try 2 of 3)" in line for line in lines) == len(names):
+            healths.append(health(read_beat(settings.heartbeat), time.time(), 300.0))
+        if sum("(try 2 of 3)" in line for line in service.lines) == len(names):
             gpu.oom_from_batch = None  # the other job ends before the first retry
 
-    def result(file: FileResult) -> None:
-        lines.append(f"{file.status.value} {file.source.name} {file.error or ''}")
-        if sum(line.startswith("done ") for line in lines) == len(names):
-            os.kill(os.getpid(), signal.SIGTERM)  # held until the file is recorded, then stops the service
-
-    settings = WatchSettings(
-        transcribe=TranscribeSettings(
-            inputs=(inbox,), formats=(OutputFormat.TXT, OutputFormat.JSON),
-            engine=EngineSettings(model="tiny.en", device=Device.CUDA), decode=DecodeSettings(word_timestamps=True),
-        ),
-        settle_s=0.0, gather_s=0.0, heartbeat=heartbeat, retry_after_s=(0.5, 0.5),
-    )  # fmt: skip
-    watchdog = threading.Timer(DEADLINE_S, os.kill, (os.getpid(), signal.SIGTERM))  # only if the service never gets there
-    restore = interrupts.install()
-    watchdog.start()
-    try:
-        assert Service(settings, WatchLog(note, result, lambda path, why: lines.append(f"waiting {path}"))).run() == 0
-    finally:
-        watchdog.cancel()
-        restore()
-    failed = [line for line in lines if line.startswith("failed ")]
-    assert len(failed) == len(names) and all("out of memory on cuda" in line for line in failed), "\n".join(lines)
-    assert sorted(line.split()[1] for line in lines if line.startswith("done ")) == names, "\n".join(lines)
+    service.run(settings, on_note, on_result=lambda file: service.count("done ") == len(names) and stop_service())
+    lines = "\n".join(service.lines)
+    failed = [line for line in service.lines if line.startswith("failed ")]
+    assert len(failed) == len(names) and all("out of memory on cuda" in line for line in failed), lines
+    assert sorted(line.split()[1] for line in service.lines if line.startswith("done ")) == names, lines
     assert healths[0][0] and not healths[1][0], healths  # healthy at the start; after five engine failures, not
-    assert f"its engine failed the last {len(names)} files in a row" in healths[1][1]
-    assert read_beat(heartbeat).engine_failed == 0  # a file done: the count starts again
-    assert lines[-1].startswith(f"stopped (SIGTERM): {len(names)} transcribed, 0 failed ({len(names)} failure(s) tried again)")
+    assert f"its engine failed {len(names)} different files in a row" in healths[1][1]
+    assert read_beat(settings.heartbeat).engine_failed == 0  # a file done: the count starts again
+    assert service.lines[-1].startswith(f"stopped (SIGTERM): {len(names)} transcribed, 0 failed ({len(names)} failure(s) tried again)")
     result_cli = invoke_cli("transcribe", again, "-m", "tiny.en", "--device", "cuda", "-f", "txt,json", "-q")
     assert result_cli.exit_code == 0, result_cli.stderr
     for name in names:
@@ -485,35 +521,72 @@ def test_files_the_engine_failed_are_tried_again_and_a_failing_engine_is_unhealt
         assert transcript(inbox, stem) == transcript(again, stem), name
 
 
-def test_a_stop_signal_whose_exception_a_finalizer_dropped_still_stops_the_watcher(tmp_path: Path) -> None:
-    """SIGTERM landing while the garbage collector ran a finalizer lost its exception, and a watcher
-    went on as if never asked to stop (CI saw one hang). Here it lands in one on purpose."""
+def test_one_file_the_engine_always_fails_is_given_up_and_leaves_the_watcher_healthy(tmp_path: Path, fake_cuda, fake_nvml) -> None:
+    """Its retries are one file's failures, not five: a restart loop on one bad recording must not start."""
+    gpu = h200s(1)[0]
+    fake_nvml([gpu])
+    fake_cuda([gpu])
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a.wav").write_bytes(upload("jfk"))
-    lines: list[str] = []
-    fired: list[bool] = []
+    settings = in_process_settings(inbox, tmp_path, Device.CUDA, retry_after_s=(0.1,) * (ENGINE_FAILING_FILES + 1))
+    service = InProcess()
+
+    def on_note(text: str) -> None:
+        if text.startswith("model tiny.en"):
+            gpu.oom_from_batch = 1
+        if text.endswith("failed 7 times: tried again once it changes, or at a restart"):
+            stop_service()
+
+    service.run(settings, on_note)
+    assert service.count("failed a.wav out of memory") == 7, "\n".join(service.lines)
+    beat = read_beat(settings.heartbeat)
+    assert beat is not None and beat.engine_failed == 1
+    assert health(replace(beat, phase=Phase.IDLE), beat.updated_unix, 300.0)[0]
+    assert service.lines[-1].startswith("stopped (SIGTERM): 0 transcribed, 1 failed (6 failure(s) tried again)")
+
+
+def test_a_file_whose_folder_was_full_is_tried_again_and_done(tmp_path: Path, reference, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.wav").write_bytes(upload("jfk"))
+    real_write = writers.atomic_write
+    full: list[Path] = []
+
+    def full_once(path: Path, data: bytes) -> None:
+        if path.parent == inbox and not full:
+            full.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(writers, "atomic_write", full_once)
+    service = InProcess()
+    service.run(in_process_settings(inbox, tmp_path, retry_after_s=(0.2,)), on_result=lambda file: file.status.value == "done" and stop_service())
+    assert service.lines[3:7] == [
+        "transcribing 1 file(s)",
+        f"failed a.wav cannot write outputs in {inbox} (No space left on device) — check free disk space and that the folder is writable, "
+        "then rerun (finished files are kept)",
+        f"{inbox / 'a.wav'}: tried again in 0.2 s, unchanged (try 2 of 2)",
+        "transcribing 1 file(s)",
+    ], "\n".join(service.lines)
+    assert service.count("done a.wav") == 1 and transcript(inbox, "a") == reference[CLIPS["jfk"]]
+
+
+@pytest.mark.parametrize("when", ["transcribing ", "watching "], ids=["in-the-batch-runner", "in-the-watch-loop"])
+def test_a_stop_signal_whose_exception_a_finalizer_dropped_still_stops_the_watcher(tmp_path: Path, when: str) -> None:
+    """SIGTERM landing while the garbage collector ran a finalizer lost its exception, and a watcher
+    went on as if never asked to stop (CI saw one hang). Here it lands in one on purpose: while a
+    file is transcribed (the batch runner's loop must stop), and while the watcher waits (its own)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    if when == "transcribing ":
+        (inbox / "a.wav").write_bytes(upload("jfk"))
 
     class SignalsWhenCollected:
         def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
+            stop_service()
             time.sleep(0.05)  # the handler raises here, inside the finalizer, and Python drops it
 
-    def note(text: str) -> None:
-        lines.append(text)
-        if text.startswith("transcribing "):
-            SignalsWhenCollected()
-
-    settings = WatchSettings(
-        transcribe=TranscribeSettings(inputs=(inbox,), formats=(OutputFormat.TXT,), engine=EngineSettings(model="tiny.en", device=Device.CPU)),
-        settle_s=0.0, gather_s=0.0, heartbeat=tmp_path / "heartbeat.json",
-    )  # fmt: skip
-    watchdog = threading.Timer(60.0, lambda: (fired.append(True), os.kill(os.getpid(), signal.SIGTERM)))
-    restore = interrupts.install()
-    watchdog.start()
-    try:
-        assert Service(settings, WatchLog(note, lambda r: lines.append(r.status.value), lambda p, w: None)).run() == 0
-    finally:
-        watchdog.cancel()
-        restore()
-    assert not fired and lines[-1].startswith("stopped (SIGTERM)"), "\n".join(lines)
+    service = InProcess()
+    service.run(in_process_settings(inbox, tmp_path), on_note=lambda text: text.startswith(when) and SignalsWhenCollected())
+    assert service.lines[-1].startswith("stopped (SIGTERM)"), "\n".join(service.lines)
