@@ -134,7 +134,7 @@ def main() -> None:
     for report in day_reports:
         data = json.loads(report.read_text())
         done += data["counts"]["done"]
-        failed += data["counts"]["failed"]
+        failed += data["counts"]["failed"] + data["counts"].get("tried_again", 0)  # not even a failure tried again later
         for line in (reports / data["files"]).read_text().splitlines():
             entry = json.loads(line)
             files[entry["file"]] = files.get(entry["file"], 0) + 1
