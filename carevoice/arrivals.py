@@ -251,7 +251,8 @@ class Arrivals:
         if sighting is None:
             return Retry(None, "removed meanwhile: not tried again")
         if tries >= most:
-            return Retry(None, f"failed {most + 1} times: tried again once it changes, or at a restart")
+            times = f" {most + 1} times" if most else ""
+            return Retry(None, f"failed{times}: tried again once it changes, or at a restart")
         self.tries[path] = tries + 1
         wait_s = self.retry_after_s[tries]
         self.retrying[path] = (sighting, self.clock() + wait_s)

@@ -68,21 +68,33 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def real_place(folder: Path, root: Path) -> Path | None:
+    """Where ``folder`` (links resolved) lies below ``root`` (links resolved), when a walk of
+    ``root`` reaches it there: inside it, below no hidden folder, every folder on the way listable
+    (``.`` for root itself). None otherwise: outside it, or reached only through a link."""
+    real, top = os.path.realpath(folder), os.path.realpath(root)
+    if real != top and not real.startswith(top.rstrip("/") + "/"):
+        return None
+    below = Path(os.path.relpath(real, top))
+    on_the_way = top
+    for part in below.parts:
+        on_the_way = os.path.join(on_the_way, part)
+        if _is_hidden(part) or not os.access(on_the_way, os.R_OK | os.X_OK):
+            return None
+    return below
+
+
 def links_inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` is a symbolic link to a folder a walk of ``root`` meets as itself (inside it,
-    below no hidden folder): the walk skips such a link, so each recording has one name, where it
-    really is, whatever the order of the walk (``carevoice watch``'s events name it so too)."""
-    if not os.path.islink(path):
-        return False
-    real, top = os.path.realpath(path), os.path.realpath(root).rstrip("/")
-    if not real.startswith(top + "/") or not os.path.isdir(real):
-        return False
-    return not any(_is_hidden(part) for part in Path(real[len(top) + 1 :]).parts)
+    """Whether ``path`` is a symbolic link to a folder a walk of ``root`` meets as itself
+    (:func:`real_place`): the walk skips such a link, so each recording has one name, where it
+    really is, whatever the order of the walk (``carevoice watch`` names files from events so too)."""
+    return os.path.islink(path) and os.path.isdir(path) and real_place(path, root) not in (None, Path("."))
 
 
-def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
+def _walk(root: Path, recursive: bool, problems: list[Problem], top: Path | None = None) -> list[Path]:
     """Audio files under root; follows symlinked folders at most once each (by device+inode), and
-    not at all those that lead to a folder inside root (:func:`links_inside`)."""
+    not at all those that lead to a folder inside ``top`` (default: root; :func:`links_inside`)."""
+    top = top or root
     found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
     pending = [root]
@@ -109,7 +121,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                 # Only a folder matters among the rest (the outputs beside the recordings are most
                 # of a transcribed folder): the directory entry says so without a stat.
                 try:
-                    if recursive and entry.is_dir() and not (entry.is_symlink() and links_inside(path, root)):
+                    if recursive and entry.is_dir() and not (entry.is_symlink() and links_inside(path, top)):
                         pending.append(path)
                 except OSError:
                     pass  # a link loop, or no permission: not a folder to walk
@@ -121,7 +133,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
                     problems.append(Problem(path, f"{_broken_link(exc)} — fix or remove the link", job_key(path, root)))
                 continue
             if stat.S_ISDIR(mode):
-                if recursive and not (entry.is_symlink() and links_inside(path, root)):
+                if recursive and not (entry.is_symlink() and links_inside(path, top)):
                     pending.append(path)
             elif _has_audio_extension(path):
                 if stat.S_ISREG(mode):
@@ -131,12 +143,13 @@ def _walk(root: Path, recursive: bool, problems: list[Problem]) -> list[Path]:
     return found
 
 
-def find_audio_files(folders: tuple[Path, ...], recursive: bool = True) -> tuple[list[Path], list[Problem]]:
+def find_audio_files(folders: tuple[Path, ...], recursive: bool = True, within: Path | None = None) -> tuple[list[Path], list[Problem]]:
     """Every regular audio file below the folders, as :func:`find_jobs` would walk them (hidden
     names skipped), without making jobs of them: what ``carevoice watch`` looks at on each walk;
-    and the problems met (a folder that cannot be read, a broken link)."""
+    and the problems met (a folder that cannot be read, a broken link). ``within``: the watched
+    folder these lie below (links to folders inside it are not followed, as a walk of it does not)."""
     problems: list[Problem] = []
-    return [path for folder in folders for path in _walk(folder, recursive, problems)], problems
+    return [path for folder in folders for path in _walk(folder, recursive, problems, within)], problems
 
 
 def _broken_link(exc: OSError) -> str:

@@ -266,12 +266,12 @@ class RayTranscriber:
         with native_stderr_to(self.log_path), contextlib.redirect_stdout(sys.stderr):
             try:
                 for result in self._results(dataset, jobs, actor_index):
-                    interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the run
                     on_result(result)
                     self.stats.whole_file(result.duration_s)
                     if on_progress is not None:
                         on_progress(self.stats)
                     yield result
+                    interrupts.check()  # after the file is recorded: a stop signal whose exception a finalizer dropped
             finally:
                 ray.shutdown()
 

@@ -25,7 +25,7 @@ from carevoice import interrupts
 from carevoice.arrivals import Arrivals
 from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
 from carevoice.day_report import DayReport
-from carevoice.discovery import find_audio_files, find_jobs_among, links_inside
+from carevoice.discovery import find_audio_files, find_jobs_among, links_inside, real_place
 from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
@@ -163,20 +163,26 @@ class Service:
     # --- what changed ------------------------------------------------------------------------
 
     def _as_given(self, path: Path) -> Path | None:
-        """An absolute path from an event, spelled below the folder as the user named it; None for
-        one a walk would not find either (below a hidden folder, such as a report folder). Events
-        name a folder linked in from inside by its real place, as walks do (discovery.links_inside)."""
+        """An absolute path from an event, named as a walk names it: below the folder as the user
+        spelled it, its folder by its real place when a walk reaches it there (inotify may name a
+        folder linked in from inside by the link: discovery.links_inside); None for one a walk
+        would not find either (below a hidden folder, such as a report folder)."""
         for given, absolute in zip(self.roots, self.absolute):
-            if path.is_relative_to(absolute):
-                below = path.relative_to(absolute)
-                return None if any(part.startswith(".") for part in below.parts) else given / below
+            if not path.is_relative_to(absolute):
+                continue
+            if (place := real_place(path.parent, absolute)) is not None:
+                return given / place / path.name
+            below = path.relative_to(absolute)  # through a link to a folder elsewhere (or gone)
+            return None if any(part.startswith(".") for part in below.parts) else given / below
         return None
 
-    def walk(self, folders: tuple[Path, ...] | None = None) -> None:
-        """Look at every audio file below the folders (all of them: also forget what is gone)."""
-        found, problems = find_audio_files(folders or self.roots, self.settings.transcribe.recursive)
+    def walk(self, folder: Path | None = None) -> None:
+        """Look at every audio file below the watched folders, or below one folder in them (all of
+        them: also forget what is gone)."""
+        within = None if folder is None else next(r for r in self.roots if folder.is_relative_to(r))
+        found, problems = find_audio_files(self.roots if folder is None else (folder,), self.settings.transcribe.recursive, within)
         paths = set(found)
-        if folders is None:
+        if folder is None:
             unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
             for root, message in unreadable.items():
                 if root not in self.unreadable:  # said once, and again once it is back
@@ -209,7 +215,7 @@ class Service:
                 if os.path.isdir(path):
                     root = next(r for r in self.roots if path.is_relative_to(r))
                     if self.settings.transcribe.recursive and not links_inside(path, root):
-                        self.walk((path,))  # a folder moved in: its files may have come before its watch
+                        self.walk(path)  # a folder moved in: its files may have come before its watch
                 else:
                     self.arrivals.observe(path)
         elif timeout_s > 0:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice.discovery import Discovery, find_jobs, links_inside
+from carevoice.discovery import Discovery, find_audio_files, find_jobs, links_inside
 
 
 def touch(*paths: Path) -> None:
@@ -222,3 +222,28 @@ def test_an_unreadable_folder_is_reported(tmp_path: Path) -> None:
         locked.chmod(0o755)
     assert sources(found) == [tmp_path / "b.wav"]
     assert "cannot list folder" in problems(found)[locked]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_a_link_into_a_folder_that_cannot_be_listed_is_followed(tmp_path: Path) -> None:
+    """The walk cannot reach the folder as itself, so the link is its only way in."""
+    rec = tmp_path / "rec"
+    touch(rec / "locked" / "inner" / "a.wav")
+    (rec / "ward").symlink_to(rec / "locked" / "inner")
+    (rec / "locked").chmod(0o111)  # searchable, not listable (by its owner either)
+    try:
+        found = find_jobs((rec,))
+    finally:
+        (rec / "locked").chmod(0o755)
+    assert sources(found) == [rec / "ward" / "a.wav"]
+
+
+def test_a_folder_walked_on_its_own_inside_a_watched_one_skips_links_as_the_whole_walk_does(tmp_path: Path) -> None:
+    """`carevoice watch` walks a folder moved in by itself: its links into the watched folder lead to
+    files the whole walk names where they really are."""
+    rec = tmp_path / "rec"
+    touch(rec / "other" / "x.wav", rec / "new" / "y.wav")
+    (rec / "new" / "l").symlink_to(rec / "other")
+    assert sorted(find_audio_files((rec,))[0]) == [rec / "new" / "y.wav", rec / "other" / "x.wav"]
+    assert sorted(find_audio_files((rec / "new",), within=rec)[0]) == [rec / "new" / "y.wav"]
+    assert sorted(find_audio_files((rec / "new",))[0]) == [rec / "new" / "l" / "x.wav", rec / "new" / "y.wav"]  # on its own, the link leads out
