@@ -147,8 +147,10 @@ def find_audio_files(folders: tuple[Path, ...], recursive: bool = True, within: 
     """Every regular audio file below the folders, as :func:`find_jobs` would walk them (hidden
     names skipped), without making jobs of them: what ``carevoice watch`` looks at on each walk;
     and the problems met (a folder that cannot be read, a broken link). ``within``: the watched
-    folder these lie below (links to folders inside it are not followed, as a walk of it does not)."""
+    folder these lie below (links to folders inside it are not followed, as a walk of it does not,
+    not even when such a link is one of the folders)."""
     problems: list[Problem] = []
+    folders = tuple(f for f in folders if within is None or not links_inside(f, within))
     return [path for folder in folders for path in _walk(folder, recursive, problems, within)], problems
 
 

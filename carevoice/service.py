@@ -25,7 +25,7 @@ from carevoice import interrupts
 from carevoice.arrivals import Arrivals
 from carevoice.claims import BUSY_ELSEWHERE, Claims, plan_jobs, run_facts
 from carevoice.day_report import DayReport
-from carevoice.discovery import find_audio_files, find_jobs_among, links_inside, real_place
+from carevoice.discovery import find_audio_files, find_jobs_among, real_place
 from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.heartbeat import Beat, Phase, beating_elsewhere, read_beat, write_beat
 from carevoice.reruns import Reason
@@ -213,8 +213,7 @@ class Service:
                 # The kind of change is not trusted: one batch may hold a removal and an addition of
                 # the same name (a recording replaced) in any order. What a stat says now decides.
                 if os.path.isdir(path):
-                    root = next(r for r in self.roots if path.is_relative_to(r))
-                    if self.settings.transcribe.recursive and not links_inside(path, root):
+                    if self.settings.transcribe.recursive:
                         self.walk(path)  # a folder moved in: its files may have come before its watch
                 else:
                     self.arrivals.observe(path)

@@ -246,4 +246,5 @@ def test_a_folder_walked_on_its_own_inside_a_watched_one_skips_links_as_the_whol
     (rec / "new" / "l").symlink_to(rec / "other")
     assert sorted(find_audio_files((rec,))[0]) == [rec / "new" / "y.wav", rec / "other" / "x.wav"]
     assert sorted(find_audio_files((rec / "new",), within=rec)[0]) == [rec / "new" / "y.wav"]
+    assert find_audio_files((rec / "new" / "l",), within=rec)[0] == []  # the link moved in itself: its folder is walked as itself
     assert sorted(find_audio_files((rec / "new",))[0]) == [rec / "new" / "l" / "x.wav", rec / "new" / "y.wav"]  # on its own, the link leads out
