@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true", help="time plain BatchedInferencePipeline per file instead")
     args = parser.parse_args()
 
-    from carevoice.pipeline import BatchRunner
+    from carevoice.run.pipeline import BatchRunner
     from carevoice.settings import DecodeSettings
 
     windows = tuple(float(w) for w in args.windows.split(","))

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Clip, cer, corpus_clips, normalise_cjk  # noqa: E402
 
-from carevoice.chinese import convert_text  # noqa: E402
+from carevoice.run.chinese import convert_text  # noqa: E402
 from carevoice.settings import ZhScript  # noqa: E402
 
 # "repo-gt" is a docs ground-truth column: good, unverified; "model"/"partial"/"prompt" are not references.
@@ -47,7 +47,7 @@ SCRIPTS = (ZhScript.KEEP, ZhScript.SIMPLIFIED, ZhScript.TW, ZhScript.HK)
 def load_model(threads: int):  # type: ignore[no-untyped-def]
     from faster_whisper import WhisperModel
 
-    from carevoice.models import resolve_model
+    from carevoice.engine.models import resolve_model
 
     ref = resolve_model("base", Path("/tmp/cvcache"))
     return WhisperModel(ref.load_from, device="cpu", compute_type="int8", cpu_threads=threads)

@@ -138,7 +138,7 @@ def step_bench(args: argparse.Namespace, env: dict[str, str]) -> Step:
 PLAIN_SCRIPT = r"""
 import json, sys, time
 from faster_whisper import BatchedInferencePipeline, WhisperModel
-from carevoice.models import resolve_model
+from carevoice.engine.models import resolve_model
 from carevoice.settings import default_cache_dir
 model_name, device, sizes, *files = sys.argv[1:]
 ref = resolve_model(model_name, default_cache_dir())

@@ -2,7 +2,7 @@
 
 Runs CareVoice's engine (the batch runner, default options, the base model) over the corpus clips of
 the given languages whose licence allows copying into tests/data (public domain, CC0, CC BY, MIT),
-records each decision of carevoice.policy.decide with the outcome it was made on (the engine's
+records each decision of carevoice.engine.policy.decide with the outcome it was made on (the engine's
 ``observe``), and keeps up to
 ``--per-kind`` rows of each (action, reason). The table is what tests/test_policy.py checks the
 policy against: re-record it (and read the diff) whenever the policy changes on purpose.
@@ -47,13 +47,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "policy_outcomes.json")
     args = parser.parse_args()
 
-    from carevoice.audio import find_ffmpeg
-    from carevoice.decoder import Decoder
-    from carevoice.chunking import prepare_file
-    from carevoice.discovery import find_jobs
-    from carevoice.engine import Engine
-    from carevoice.models import resolve_model
-    from carevoice.pipeline import BatchRunner
+    from carevoice.engine.decoder import load_decoder
+    from carevoice.engine.models import resolve_model
+    from carevoice.engine.whisper import Engine
+    from carevoice.run.audio import find_ffmpeg
+    from carevoice.run.chunking import prepare_file
+    from carevoice.run.discovery import find_jobs
+    from carevoice.run.pipeline import BatchRunner
     from carevoice.settings import DecodeSettings, EngineSettings, default_cache_dir
 
     clips = allowed_clips(set(args.lang.split(",")))
@@ -62,7 +62,7 @@ def main() -> None:
     recorded: list[dict[str, object]] = []
     settings = EngineSettings(model=args.model)
     engine = Engine(
-        Decoder.load(settings, ref, "cpu"), settings.windows_s, observe=lambda o, d: recorded.append({"outcome": o, "decision": d})
+        load_decoder(settings, ref, "cpu"), settings.windows_s, observe=lambda o, d: recorded.append({"outcome": o, "decision": d})
     )
     ffmpeg = find_ffmpeg()
     jobs = find_jobs(tuple(by_path)).jobs

@@ -21,8 +21,10 @@ NIGHT_S = 8 * 3600.0
 
 
 def night_summary(files: int):  # type: ignore[no-untyped-def]
-    from carevoice.gpu import GpuSample, GpuStats, summarise, time_series
-    from carevoice.report import RunSummary, Timeline
+    from carevoice.engine.gpu_stats import GpuStats, summarise, time_series
+    from carevoice.engine.nvml import GpuSample
+    from carevoice.render.progress import Timeline
+    from carevoice.render.summaries import RunSummary
     from carevoice.results import FileResult, FileStatus
 
     results = []
@@ -56,7 +58,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="also copy the page here")
     args = parser.parse_args()
 
-    from carevoice.report import write_report
+    from carevoice.render.summaries import write_report
 
     summary = night_summary(args.files)
     with tempfile.TemporaryDirectory() as folder:

@@ -33,8 +33,8 @@ MODEL = "tiny.en"
 
 
 def hash_cost(model: str) -> None:
-    from carevoice.audio import decode_audio, find_ffmpeg
-    from carevoice.records import identify
+    from carevoice.run.audio import decode_audio, find_ffmpeg
+    from carevoice.run.records import identify
 
     clips = corpus_clips({"en"})
     ffmpeg = find_ffmpeg()
@@ -63,12 +63,12 @@ def write_wav(path: Path, seed: int) -> None:
 
 def make_transcribed_folder(folder: Path, count: int) -> None:
     """``count`` recordings, each with txt/srt/json and a record as CareVoice writes them for tiny.en."""
-    from carevoice.policy import ENGINE_REVISION
-    from carevoice.models import resolve_model, weights_digest
-    from carevoice.records import Provenance, identify
+    from carevoice.engine.models import resolve_model, weights_digest
+    from carevoice.engine.policy import ENGINE_REVISION
+    from carevoice.run.records import Provenance, identify
+    from carevoice.run.writers import write_outputs
     from carevoice.settings import DEFAULT_FORMATS, DecodeSettings, default_cache_dir
     from carevoice.transcript import Segment, Transcript, Word
-    from carevoice.writers import write_outputs
 
     ref = resolve_model(MODEL, default_cache_dir())
     digest = weights_digest(Path(ref.load_from), default_cache_dir())

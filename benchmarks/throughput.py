@@ -47,9 +47,14 @@ RUNNERS = ("seq", "batched", "batched-words", "carevoice", "carevoice-txt", "car
 def load(model_name: str, threads: int, windows: tuple[float, ...] | None = None):  # type: ignore[no-untyped-def]
     """CareVoice's engine on the CPU (int8), loaded as `transcribe` loads it; its decoder's
     WhisperModel serves the plain faster-whisper runners."""
-    from carevoice.engine import Engine
-    from carevoice.models import resolve_model
-    from carevoice.settings import DEFAULT_WINDOWS_S, Device, EngineSettings, default_cache_dir
+    from carevoice.engine.models import resolve_model
+    from carevoice.engine.whisper import Engine
+    from carevoice.settings import (
+        DEFAULT_WINDOWS_S,
+        Device,
+        EngineSettings,
+        default_cache_dir,
+    )
 
     settings = EngineSettings(model=model_name, device=Device.CPU, compute_type="int8", cpu_threads=threads, windows_s=windows or DEFAULT_WINDOWS_S)
     return Engine.load(settings, resolve_model(model_name, default_cache_dir()), "cpu"), settings
@@ -96,11 +101,16 @@ def run_cli(clips: list[Clip], args: argparse.Namespace, formats: str) -> tuple[
 
 
 def run_inproc(engine, settings, clips: list[Clip], args: argparse.Namespace, formats: str):  # type: ignore[no-untyped-def]
-    from carevoice.audio import find_ffmpeg
-    from carevoice.discovery import find_jobs
-    from carevoice.pipeline import Transcriber
     from carevoice.results import FileStatus
-    from carevoice.settings import SUBTITLE_FORMATS, DecodeSettings, OutputFormat, TranscribeSettings
+    from carevoice.run.audio import find_ffmpeg
+    from carevoice.run.discovery import find_jobs
+    from carevoice.run.pipeline import Transcriber
+    from carevoice.settings import (
+        SUBTITLE_FORMATS,
+        DecodeSettings,
+        OutputFormat,
+        TranscribeSettings,
+    )
 
     fmts = tuple(OutputFormat(f) for f in formats.split(","))
     with tempfile.TemporaryDirectory() as out:
@@ -129,9 +139,9 @@ def run_inproc(engine, settings, clips: list[Clip], args: argparse.Namespace, fo
 
 def prepare_all(clips: list[Clip]):  # type: ignore[no-untyped-def]
     """Every clip decoded and chunked (ffmpeg, VAD for long files): the bound's input, made before timing."""
-    from carevoice.audio import find_ffmpeg
-    from carevoice.chunking import prepare_file
-    from carevoice.discovery import find_jobs
+    from carevoice.run.audio import find_ffmpeg
+    from carevoice.run.chunking import prepare_file
+    from carevoice.run.discovery import find_jobs
 
     ffmpeg = find_ffmpeg()
     return [prepare_file(job, ffmpeg) for job in find_jobs(tuple(c.path for c in clips)).jobs]
@@ -140,7 +150,7 @@ def prepare_all(clips: list[Clip]):  # type: ignore[no-untyped-def]
 def run_bound(engine, prepared, clips: list[Clip], args: argparse.Namespace) -> list[str]:  # type: ignore[no-untyped-def]
     """Decoded, chunked files through CareVoice's batch runner only (no ffmpeg, VAD or writing);
     the texts in the clips' order."""
-    from carevoice.pipeline import BatchRunner
+    from carevoice.run.pipeline import BatchRunner
     from carevoice.settings import DecodeSettings
 
     options = DecodeSettings(language=args.lang_code, beam_size=args.beam_size, word_timestamps=False)

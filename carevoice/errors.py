@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
 
 class Cause(str, Enum):
     """Why a file failed when the fault may lie outside the recording, so that the same file may
-    succeed later (``carevoice watch`` tries it again: see carevoice.arrivals)."""
+    succeed later (``carevoice watch`` tries it again: see carevoice.watch.arrivals)."""
 
     INCOMPLETE = "incomplete"  # not whole yet (an upload under way): tried again once it changes
     ENGINE = "engine"  # inference failed (the device, its memory): tried again after a while

@@ -45,7 +45,7 @@ ALIASES: dict[str, str] = {
     "fil": "tl", "filipino": "tl", "cmn": "zh", "iw": "he", "in": "id", "ji": "yi", "farsi": "fa",
 }  # fmt: skip
 
-# Chinese BCP-47 subtags -> the script to write (carevoice.chinese): the script subtag decides
+# Chinese BCP-47 subtags -> the script to write (carevoice.run.chinese): the script subtag decides
 # Traditional or Simplified, the region which Traditional variant (or, without a script, both).
 # Values of settings.ZhScript (this module imports nothing above errors: settings uses it).
 TW, HK, SIMPLIFIED = "tw", "hk", "simplified"

@@ -14,6 +14,11 @@ from typing import Any
 from carevoice.errors import UsageError
 from carevoice.languages import LANGUAGES, closest_codes
 
+# Whisper's input: mono float32 samples at 16 kHz (carevoice.run.audio decodes every recording to it).
+SAMPLE_RATE_HZ = 16_000
+# The bundled sample recording (JFK, 11 s): the README's quickstart, doctor's and bench's probe.
+SAMPLE_PATH = Path(__file__).parent / "samples" / "jfk.flac"
+
 ENV_MODEL = "CAREVOICE_MODEL"
 ENV_DEVICE = "CAREVOICE_DEVICE"
 ENV_CACHE_DIR = "CAREVOICE_CACHE_DIR"
@@ -24,7 +29,7 @@ DEFAULT_BEAM_SIZE = 5
 # and a bigger batch only delays the first outputs; CUDA: big batches keep the GPU busy.
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 16}
 DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
-# Encoder windows (seconds) a chunk may run in: the shortest that holds it (carevoice.policy).
+# Encoder windows (seconds) a chunk may run in: the shortest that holds it (carevoice.engine.policy).
 # Not a command-line option: the benchmarks measure others through EngineSettings.
 DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
 
@@ -122,7 +127,7 @@ class DecodeSettings:
     beam_size: int = DEFAULT_BEAM_SIZE
     word_timestamps: bool = True
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
-    zh_script: ZhScript = ZhScript.KEEP  # the script Chinese text is written in (carevoice.chinese)
+    zh_script: ZhScript = ZhScript.KEEP  # the script Chinese text is written in (carevoice.run.chinese)
 
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI
@@ -140,7 +145,7 @@ class DecodeSettings:
     def text_options(self) -> dict[str, Any]:
         """The options that shape a transcript's words (with the model and the engine revision):
         a transcript made with other values is out of date. Word timestamps change only timing
-        (carevoice.reruns), and batch size, device and compute type only the last digits."""
+        (carevoice.run.rules), and batch size, device and compute type only the last digits."""
         return {
             "task": self.task.value,
             "language": self.language,

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import jiwer
 import pytest
+from doubles import fake_cuda, fake_nvml  # noqa: F401  (the GPU doubles' fixtures, for every test)
 from typer.testing import CliRunner
 
-from doubles import fake_cuda, fake_nvml  # noqa: F401  (the GPU doubles' fixtures, for every test)
-
-from carevoice.audio import Ffmpeg, find_ffmpeg
-from carevoice.cli import app
-from carevoice.engine import EngineItem, ItemResult
+from carevoice.cli.app import app
+from carevoice.engine.whisper import EngineItem, ItemResult
+from carevoice.run.audio import Ffmpeg, find_ffmpeg
 from carevoice.transcript import Segment, Word
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).parent / "data"
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -116,7 +116,7 @@ def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> d
     all but what differs between two runs by nature: the run's id and the files' stats."""
     import json
 
-    from carevoice.records import RECORD_SUFFIX
+    from carevoice.run.records import RECORD_SUFFIX
 
     files = {}
     for p in sorted(folder.iterdir()):

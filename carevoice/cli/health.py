@@ -1,0 +1,37 @@
+"""`carevoice health`: is the watcher beating? (a container's HEALTHCHECK; cheap: no model, no numpy).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from carevoice.settings import (
+    DEFAULT_HEALTH_MAX_AGE_S,
+    ENV_HEARTBEAT,
+    default_heartbeat,
+)
+from carevoice.watch.heartbeat import health as judge
+from carevoice.watch.heartbeat import read_beat
+
+
+def health(
+    heartbeat: Annotated[
+        Optional[Path], typer.Option("--heartbeat", envvar=ENV_HEARTBEAT, help="The watcher's heartbeat file (as given to carevoice watch).")
+    ] = None,
+    max_age: Annotated[
+        float,
+        typer.Option("--max-age", help="Seconds without a beat after which the watcher counts as stuck (raise it if one batch takes longer here)."),
+    ] = DEFAULT_HEALTH_MAX_AGE_S,
+) -> None:
+    """Tell whether a `carevoice watch` is alive and working (for a container's HEALTHCHECK).
+
+    Exit 0 and one line when it beats, 1 and the reason when it is stuck, stopped or not running.
+    """
+
+    ok, line = judge(read_beat(heartbeat or default_heartbeat()), time.time(), max_age)
+    typer.echo(line, err=not ok)
+    raise typer.Exit(0 if ok else 1)

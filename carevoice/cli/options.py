@@ -1,0 +1,111 @@
+"""The options transcribe and watch share (what each file gets), and the settings they make.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from carevoice.languages import LanguageChoice
+from carevoice.settings import (
+    ENV_DEVICE,
+    ENV_MODEL,
+    SUBTITLE_FORMATS,
+    DecodeSettings,
+    Device,
+    EngineSettings,
+    OutputFormat,
+    Task,
+    TranscribeSettings,
+    ZhScript,
+    parse_formats,
+    parse_gpus,
+)
+
+# Options that transcribe and watch share: what each file gets.
+FormatsOption = Annotated[str, typer.Option("-f", "--format", help="Comma list of txt,srt,vtt,json,tsv (or all).")]
+OutputDirOption = Annotated[
+    Optional[Path], typer.Option("-o", "--output-dir", help="Write outputs under this folder, mirroring the input tree.")
+]
+ModelOption = Annotated[
+    str, typer.Option("-m", "--model", envvar=ENV_MODEL, help="Model folder, or a name: base (offline default), tiny.en, large-v3, turbo, …")
+]
+DeviceOption = Annotated[Device, typer.Option("--device", envvar=ENV_DEVICE, help="auto = CUDA when available, else CPU.")]
+GpusOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gpus",
+        metavar="0,2",
+        help="CUDA devices to use, one engine each, fed from one batch queue (default: every GPU CTranslate2 sees; "
+        "not with --device cpu).",
+    ),
+]
+ComputeTypeOption = Annotated[
+    Optional[str], typer.Option("--compute-type", help="CTranslate2 compute type (default: float16 on CUDA, int8 on CPU).")
+]
+BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Speech chunks per batch (default: 16 CUDA, 8 CPU).")]
+BeamSizeOption = Annotated[int, typer.Option("--beam-size", help="Beam search width.")]
+LanguageOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "-l",
+        "--language",
+        help="Language: a code (en, zh, yue), a name (english, mandarin, cantonese) or a tag (zh-TW = zh with "
+        "--zh-script tw, zh-HK, zh-CN, en-US); default: detect per file.",
+    ),
+]
+TaskOption = Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")]
+ZhScriptOption = Annotated[
+    Optional[ZhScript],
+    typer.Option(
+        "--zh-script",
+        help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
+        "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
+    ),
+]
+RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
+DecodeWorkersOption = Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")]
+CpuThreadsOption = Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = all cores).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")]
+TracebackOption = Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")]
+DEFAULT_FORMATS_TEXT = "txt,srt,json"
+
+
+def transcribe_settings(
+    paths: list[Path],
+    formats: str,
+    output_dir: Path | None,
+    model: str,
+    device: Device,
+    gpus: str | None,
+    compute_type: str | None,
+    batch_size: int | None,
+    beam_size: int,
+    language: LanguageChoice | None,
+    task: Task,
+    zh_script: ZhScript | None,
+    recursive: bool,
+    decode_workers: int,
+    cpu_threads: int,
+) -> TranscribeSettings:
+    """What each file gets, from the options transcribe and watch share."""
+    fmts = parse_formats(formats)
+    return TranscribeSettings(
+        inputs=tuple(paths),
+        output_dir=output_dir,
+        formats=fmts,
+        engine=EngineSettings(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads),
+        decode=DecodeSettings(
+            task=task,
+            language=language.code if language else None,
+            beam_size=beam_size,
+            word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
+            batch_size=batch_size,
+            zh_script=zh_script or ZhScript((language.zh_script if language else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
+        ),
+        recursive=recursive,
+        decode_workers=decode_workers,
+        gpus=None if gpus is None else parse_gpus(gpus),
+    )

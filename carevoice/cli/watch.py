@@ -1,0 +1,150 @@
+"""`carevoice watch`: options -> WatchSettings -> the service, its lines timed on stderr.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from carevoice import interrupts
+from carevoice.cli.guard import run_guarded
+from carevoice.cli.options import (
+    DEFAULT_FORMATS_TEXT,
+    BatchSizeOption,
+    BeamSizeOption,
+    ComputeTypeOption,
+    CpuThreadsOption,
+    DecodeWorkersOption,
+    DeviceOption,
+    FormatsOption,
+    GpusOption,
+    LanguageOption,
+    ModelOption,
+    OutputDirOption,
+    RecursiveOption,
+    TaskOption,
+    TracebackOption,
+    ZhScriptOption,
+    transcribe_settings,
+)
+from carevoice.languages import resolve_language
+from carevoice.render.words import file_line, placement_note, printable
+from carevoice.results import FileStatus
+from carevoice.settings import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_GATHER_S,
+    DEFAULT_MODEL,
+    DEFAULT_SETTLE_S,
+    ENV_HEARTBEAT,
+    Device,
+    Task,
+    WatchSettings,
+    default_heartbeat,
+    parse_duration,
+)
+from carevoice.watch.log import WatchLog
+
+WATCH_INTERRUPTED_HINT = "the watcher stopped before it started watching; nothing was changed — start it again"
+
+
+def watch(
+    folders: Annotated[list[Path], typer.Argument(help="Drop folders to watch (sub-folders too, unless --no-recursive).", show_default=False)],
+    settle: Annotated[
+        str,
+        typer.Option(
+            "--settle",
+            metavar="DURATION",
+            help="Take a file only once its size and time have not changed for this long (e.g. 10s, 500ms, 2m); "
+            "a file that still turns out incomplete waits for the rest.",
+        ),
+    ] = f"{DEFAULT_SETTLE_S:g}s",
+    poll: Annotated[
+        Optional[str],
+        typer.Option(
+            "--poll",
+            metavar="DURATION",
+            help="Walk the folders this often instead of listening for file-system events (default: events, or a walk "
+            "every 5 s on NFS, SMB, FUSE and other file systems that send none).",
+        ),
+    ] = None,
+    gather: Annotated[
+        str, typer.Option("--gather", metavar="DURATION", help="Once a file is ready, wait this long for others to share its batches.")
+    ] = f"{DEFAULT_GATHER_S:g}s",
+    report_dir: Annotated[
+        Optional[Path], typer.Option("--report-dir", help="Write one JSON report per day here (carevoice-watch-YYYY-MM-DD.json).")
+    ] = None,
+    heartbeat: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--heartbeat",
+            envvar=ENV_HEARTBEAT,
+            help="The file the watcher rewrites every few seconds, for `carevoice health` (default: /tmp/carevoice-watch-UID.json).",
+        ),
+    ] = None,
+    formats: FormatsOption = DEFAULT_FORMATS_TEXT,
+    output_dir: OutputDirOption = None,
+    model: ModelOption = DEFAULT_MODEL,
+    device: DeviceOption = Device.AUTO,
+    gpus: GpusOption = None,
+    compute_type: ComputeTypeOption = None,
+    batch_size: BatchSizeOption = None,
+    beam_size: BeamSizeOption = DEFAULT_BEAM_SIZE,
+    language: LanguageOption = None,
+    task: TaskOption = Task.TRANSCRIBE,
+    zh_script: ZhScriptOption = None,
+    recursive: RecursiveOption = True,
+    decode_workers: DecodeWorkersOption = 0,
+    cpu_threads: CpuThreadsOption = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the service's own lines on stderr.")] = False,
+    show_traceback: TracebackOption = False,
+) -> None:
+    """Transcribe recordings as they arrive: first everything not yet done, then new and changed files.
+
+    Runs until SIGTERM or Ctrl-C (exit 0), which end it after the file being written; a restart
+    resumes. Lines on stderr carry the time; no transcript text is ever logged.
+    """
+
+    def body(console):  # type: ignore[no-untyped-def]
+        from carevoice.watch.service import Service  # not at import: it loads faster-whisper (~0.3 s), and --help stays instant
+
+        chosen = resolve_language(language) if language else None
+        settings = WatchSettings(
+            transcribe=transcribe_settings(
+                folders, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
+                recursive, decode_workers, cpu_threads,
+            ),  # fmt: skip
+            settle_s=parse_duration(settle, "--settle"),
+            poll_s=None if poll is None else parse_duration(poll, "--poll"),
+            gather_s=parse_duration(gather, "--gather"),
+            report_dir=report_dir,
+            heartbeat=heartbeat or default_heartbeat(),
+        )
+
+        def say(text: str) -> None:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            # A stop signal waits for the line: landing inside rich's print, it left the line in
+            # rich's buffer, and the next line printed it a second time.
+            with interrupts.deferred():
+                console.print(f"[dim]{stamp}[/dim] {text}", highlight=False)
+
+        def on_result(result) -> None:  # type: ignore[no-untyped-def]
+            if result.status is FileStatus.FAILED or not quiet:
+                say(file_line(result))
+
+        log = WatchLog(
+            note=lambda text: say(escape(printable(text))),
+            result=on_result,
+            waiting=lambda path, why: None if quiet else say(
+                f"[yellow]waiting[/yellow] {escape(printable(str(path)))}: {escape(printable(why))} — tried again once it changes"
+            ),
+            loaded=lambda ref, device, choice: say(
+                escape(printable(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice)})"))
+            ),
+        )
+        return Service(settings, log).run()
+
+    raise typer.Exit(run_guarded(body, show_traceback, WATCH_INTERRUPTED_HINT))

@@ -1,0 +1,69 @@
+"""The safe decode of one whole chunk: faster-whisper's sequential path with its temperature
+fallback, on a freshly seeded copy of the model, so the same chunk always comes out the same.
+
+Batched decoding has no temperature fallback; the engine sends here only a chunk whose beam decode
+loops even in the full 30 s window (2 of 123 English clips measured), or one still unfinished after
+every continuation. Each fallback samples on a new copy: CTranslate2's random generators live in a
+model's worker threads and cannot be reseeded (carevoice.engine.decoder.Decoder.seeded_copy), so a copy
+kept for the engine's life would give a chunk text that depends on the fallbacks before it, and a
+resumed run would not reproduce an uninterrupted one. A copy of ``base`` loads in 0.3 s on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from carevoice.engine.decoder import DecodedSegment, Decoder
+from carevoice.engine.policy import TOKENS_PER_SECOND_LIMIT
+from carevoice.settings import SAMPLE_RATE_HZ, DecodeSettings
+
+log = logging.getLogger(__name__)
+
+REDECODE_SEED = 20_261_128
+# Whisper's sampling temperatures after its beam decode at 0.0 (skipped when that just looped).
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_NEW_TOKENS = 440  # Whisper's 448-token context less the prompt
+
+
+class Fallback:
+    """The sequential decoder of one engine (created once per engine, when first needed)."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+
+    def seeded(self) -> Decoder:
+        """A freshly seeded copy of the engine's model, or the model itself when no copy fits
+        (a large model on a small GPU): then the text may differ between runs, and a log line says so."""
+        try:
+            return self.decoder.seeded_copy(REDECODE_SEED)
+        except Exception as exc:
+            log.warning(
+                "no seeded copy of the model for a fallback decode (%s): its text may differ between runs",
+                type(exc).__name__,
+            )
+            return self.decoder
+
+    def decode(
+        self, samples: np.ndarray, language: str | None, options: DecodeSettings, *, beam_looped: bool
+    ) -> list[DecodedSegment]:
+        """Segments of one chunk with text, times clamped to the chunk.
+
+        ``beam_looped``: the chunk's beam decode in the full window just looped, so sampling starts at
+        once instead of running that decode again.
+        """
+        duration_s = len(samples) / SAMPLE_RATE_HZ
+        segments = self.seeded().transcribe(
+            samples,
+            temperatures=FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
+            language=language if self.decoder.is_multilingual else None,
+            task=options.task,
+            beam_size=options.beam_size,
+            # A loop runs to the length limit at every fallback temperature (17 s a chunk measured):
+            # past what the audio can hold it is a loop anyway.
+            max_new_tokens=min(MAX_NEW_TOKENS, math.ceil(max(duration_s, 1.0) * 2 * TOKENS_PER_SECOND_LIMIT)),
+        )
+        return [replace(s, start_s=min(s.start_s, duration_s), end_s=min(s.end_s, duration_s)) for s in segments if s.text.strip()]

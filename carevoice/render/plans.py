@@ -1,0 +1,81 @@
+"""A --dry-run's plan in words and as JSON: each file's action and why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+
+from carevoice import __version__
+from carevoice.render.words import printable
+from carevoice.results import path_text
+from carevoice.run.rules import Action, Reason
+
+if TYPE_CHECKING:
+    from carevoice.run.planning import FilePlan, RunPlan
+
+
+PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "dim", "fail": "red"}
+
+
+def plan_line(planned: FilePlan) -> str:
+    """One file of a --dry-run: ``redo a.wav (recording changed since it was transcribed; writes txt, srt, json)``."""
+    plan, name = planned.decision, escape(printable(str(planned.job.source)))
+    action = plan.action.value
+    if plan.action is Action.FAIL:
+        detail = planned.problem
+    elif plan.action is Action.TRANSCRIBE:
+        detail = f"writes {', '.join(f.value for f in plan.write)}"
+    else:
+        detail = plan.reason.value
+        if plan.write:
+            detail += f"; writes {', '.join(f.value for f in plan.write)}" + (" from its JSON" if plan.from_json else "")
+        if plan.remove:
+            detail += f"; removes {', '.join(f.value for f in plan.remove)}"
+    style = PLAN_STYLE[action]
+    return f"[{style}]{action}[/{style}] {name} ({escape(printable(detail))})"
+
+
+def plan_lines(plan: RunPlan) -> list[str]:
+    """Every input of a --dry-run, the inputs that cannot be planned (collisions, missing files) first."""
+    problems = [f"[red]fail[/red] {escape(printable(str(r.source)))} ({escape(printable(r.error or ''))})" for r in plan.problems]
+    return problems + [plan_line(p) for p in plan.files]
+
+
+def plan_counts(plan: RunPlan) -> dict[str, int]:
+    counts = {action.value: 0 for action in Action}
+    for planned in plan.files:
+        counts[planned.decision.action.value] += 1
+    counts[Action.FAIL.value] += len(plan.problems)
+    return counts
+
+
+def plan_counts_line(plan: RunPlan) -> str:
+    counts = plan_counts(plan)
+    parts = ", ".join(f"{counts[a.value]} {a.value}" for a in Action)
+    return f"dry run: {parts} (of {sum(counts.values())} file(s)); nothing was changed"
+
+
+def plan_to_dict(plan: RunPlan) -> dict[str, Any]:
+    """The --dry-run --json record: every file's action, reason and outputs."""
+    files = [
+        {"file": path_text(r.source), "action": Action.FAIL.value, "reason": Reason.PROBLEM.name.lower(), "error": path_text(r.error or "")}
+        for r in plan.problems
+    ]
+    for planned in plan.files:
+        p = planned.decision
+        files.append(
+            {
+                "file": path_text(planned.job.source),
+                "action": p.action.value,
+                "reason": p.reason.name.lower(),
+                "why": p.reason.value,
+                "write": [f.value for f in p.write],
+                "remove": [f.value for f in p.remove],
+                "keep": [f.value for f in p.keep],
+                "from_json": p.from_json,
+                "error": path_text(planned.problem) if planned.problem else None,
+            }
+        )
+    return {"carevoice_version": __version__, "dry_run": True, "counts": plan_counts(plan), "files": files}

@@ -1,0 +1,109 @@
+"""Audio -> chunks: decode one file, cut a long one at pauses into chunks of at most 30 s, and turn
+each chunk into an engine input (features and encoder window). Runs in the decode pool.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from carevoice.engine.policy import window_frames
+from carevoice.engine.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
+from carevoice.engine.whisper import EngineItem
+from carevoice.errors import AudioDecodeError, IncompleteFileError
+from carevoice.run.audio import Ffmpeg, decode_audio
+from carevoice.run.discovery import Job
+from carevoice.run.records import ChangedWhileReading, Identity, identify
+from carevoice.settings import DEFAULT_WINDOWS_S, SAMPLE_RATE_HZ
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded file: its length and its chunks' spans (samples), before features."""
+
+    job: Job
+    samples: np.ndarray
+    spans: tuple[SpeechSpan, ...]
+    identity: Identity | None = None  # the recording's, as it was decoded
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / SAMPLE_RATE_HZ
+
+    @property
+    def offsets_s(self) -> tuple[float, ...]:
+        """Where each chunk starts in the file."""
+        return tuple(span.start / SAMPLE_RATE_HZ for span in self.spans)
+
+
+def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
+    """Chunks of at most 30 s for a long file: speech spans merged greedily while the merged
+    stretch fits in 30 s (the silence between them stays in, so times map back by an offset)."""
+    limit = int(MAX_CHUNK_S * SAMPLE_RATE_HZ)
+    chunks: list[SpeechSpan] = []
+    for span in speech:
+        for start in range(span.start, span.end, limit):  # VAD spans are <= 30 s; this is a guard
+            piece = SpeechSpan(start, min(span.end, start + limit))
+            if chunks and piece.end - chunks[-1].start <= limit:
+                chunks[-1] = SpeechSpan(chunks[-1].start, piece.end)
+            else:
+                chunks.append(piece)
+    return tuple(chunks)
+
+
+def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
+    """Decode one file, identify it (the SHA-256 of the bytes decoded, for its record) and find its speech.
+
+    Raises:
+        FileError: the file cannot be decoded, or changed while it was (an upload still in progress).
+    """
+    try:
+        before = os.stat(job.source)
+    except OSError:
+        before = None  # ffmpeg says why it cannot open it
+    samples = decode_audio(job.source, ffmpeg)
+    identity = identify_decoded(job.source, before)
+    if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
+        # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
+        # checks chunks that might be silence with VAD after decoding anyway.
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),), identity)
+    return Prepared(job, samples, plan_chunks(detect_speech(samples)), identity)
+
+
+def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:
+    """The identity of a recording just decoded: read again (from the page cache, mostly) and
+    hashed, its stat checked before and after. A file that changes meanwhile is still being written.
+
+    Raises:
+        AudioDecodeError: it changed while it was read, or cannot be read.
+    """
+    try:
+        identity = identify(path)
+        if before is not None and not identity.same_stat(before):
+            raise ChangedWhileReading(str(path))
+        return identity
+    except ChangedWhileReading:
+        raise IncompleteFileError(
+            "the recording changed while it was read", "it may still be being copied or recorded: rerun once it is complete"
+        ) from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read the recording ({exc.strerror or type(exc).__name__})", "check that it is readable") from None
+
+
+def engine_items(
+    prepared: Prepared,
+    features: Callable[[np.ndarray], np.ndarray],
+    language: str | None,
+    windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
+) -> list[EngineItem]:
+    """The engine inputs of a decoded file: one per chunk, with features and encoder window."""
+    items = []
+    for span in prepared.spans:
+        samples = prepared.samples[span.start : span.end]
+        frames = window_frames(len(samples) / SAMPLE_RATE_HZ, windows_s, language=language)
+        items.append(EngineItem(samples, features(samples), frames, language))
+    return items

@@ -1,0 +1,526 @@
+"""decode -> batch -> assemble -> write: the event loop of a run on this machine.
+
+:class:`BatchRunner` is the one batch runner (transcribe, bench and benchmarks/ all use it): a
+thread pool decodes files (carevoice.run.chunking), chunks from many files meet in the scheduler's
+buckets, full batches go to one inference thread per engine (one engine per GPU), and each file's
+chunks come back regrouped (carevoice.run.assembly). :class:`Transcriber` adds what a real run needs
+around it: a claim on each file before it is decoded (carevoice.run.claims), and its outputs written
+atomically once it is complete. Core functions return values and never print: the CLI renders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from carevoice import interrupts
+from carevoice.engine.models import ModelRef
+from carevoice.engine.whisper import EngineItem, ItemResult
+from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
+from carevoice.results import FileResult, FileStatus
+from carevoice.run.assembly import FileChunks
+from carevoice.run.audio import Ffmpeg, stop_all_decodes
+from carevoice.run.chinese import convert_transcript
+from carevoice.run.chunking import Prepared, engine_items, prepare_file
+from carevoice.run.claims import Claims
+from carevoice.run.discovery import Job
+from carevoice.run.planning import FilePlan, redo_note
+from carevoice.run.records import Identity, Provenance
+from carevoice.run.scheduler import BatchScheduler
+from carevoice.run.writers import output_path, transcript_from_json, write_outputs
+from carevoice.settings import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_WINDOWS_S,
+    DecodeSettings,
+    OutputFormat,
+    TranscribeSettings,
+)
+from carevoice.transcript import Transcript
+
+
+class EngineFacts(Protocol):
+    """What the CLI shows about the engines of a run."""
+
+    @property
+    def ref(self) -> ModelRef: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def compute_type(self) -> str: ...
+
+
+class BatchEngine(EngineFacts, Protocol):
+    """What the runner needs of an engine (carevoice.engine.whisper.Engine, or a stand-in in tests)."""
+
+    def features(self, samples: np.ndarray) -> np.ndarray: ...
+
+    def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult | EngineError]: ...
+
+
+class NoEngine:
+    """Stands in for the engines when every file of a run renders from its recorded JSON: no model
+    is loaded. A file found to need the engine after all (its record changed since the run was
+    planned) fails with a line saying to rerun."""
+
+    device = "cpu"
+    compute_type = "none"
+
+    def __init__(self, ref: ModelRef) -> None:
+        self.ref = ref
+
+    @staticmethod
+    def changed() -> EngineError:
+        return EngineError("it changed while this run was being planned, and no model was loaded", "rerun the same command")
+
+    def features(self, samples: np.ndarray) -> np.ndarray:
+        raise self.changed()
+
+    def run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+        raise self.changed()
+
+
+@dataclass
+class RunStats:
+    """Counters the CLI shows while the run goes on, and the run's progress in audio time.
+
+    Progress: a job is *seen* once its length is known (decoded) or it will never have one
+    (refused, failed to decode); audio is *done* chunk by chunk as batches come back, and the
+    rest of a file's length (silence between chunks) once the file is finished. Audio *rendered*
+    from recorded JSON is done at once, without the engine (not a measure of speed).
+    """
+
+    engine_calls: int = 0
+    chunks: int = 0
+    widened_chunks: int = 0  # decoded again in the full window
+    continued_chunks: int = 0  # decoded on after stopping early
+    redecoded_chunks: int = 0  # decoded the safe (sequential) way
+    calls_per_engine: list[int] = field(default_factory=list)  # engine calls of each engine, in load order
+    files_seen: int = 0
+    files_measured: int = 0  # seen with a known length
+    audio_seen_s: float = 0.0
+    audio_done_s: float = 0.0
+    audio_rendered_s: float = 0.0
+
+    def seen(self, duration_s: float | None = None) -> None:
+        """A job's length is known (None: it will never be: refused, or not decodable)."""
+        self.files_seen += 1
+        if duration_s is not None:
+            self.files_measured += 1
+            self.audio_seen_s += duration_s
+
+    def finished_file(self, duration_s: float, credited_s: float = 0.0) -> None:
+        """A file is finished (written, failed or rendered): the part of it not yet counted is done."""
+        self.audio_done_s += max(0.0, duration_s - credited_s)
+
+    def whole_file(self, duration_s: float) -> None:
+        """A file seen and finished in one step (back from a Ray actor)."""
+        self.seen(duration_s)
+        self.finished_file(duration_s)
+
+    def rendered(self, duration_s: float) -> None:
+        """A file written from its recorded JSON: done at once, no engine work."""
+        self.whole_file(duration_s)
+        self.audio_rendered_s += duration_s
+
+    def estimated_audio_s(self, jobs: int) -> float | None:
+        """The run's whole audio: what is known, plus the jobs not seen yet at the mean length of the
+        files measured so far (None before any length is known, or while every one is 0)."""
+        if self.files_measured == 0:
+            return None
+        estimate = self.audio_seen_s + self.audio_seen_s / self.files_measured * max(0, jobs - self.files_seen)
+        return estimate if estimate > 0 else None
+
+
+Progress = Callable[[RunStats], None]
+
+
+@dataclass
+class Chunk:
+    """One speech chunk on its way through the scheduler."""
+
+    file: FileChunks
+    index: int
+    item: EngineItem
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch became on one engine (after any out-of-memory halving)."""
+
+    results: list[tuple[Chunk, ItemResult | EngineError]]
+    engine_calls: int = 0
+    chunks: int = 0
+
+
+def infer_batch(engine: BatchEngine, batch: list[Chunk], options: DecodeSettings) -> BatchOutcome:
+    """Run a batch; on out-of-memory (or any engine error) split it in halves and retry,
+    so only the chunks that fail on their own fail their files. Runs in an engine's thread."""
+    if not batch:
+        return BatchOutcome([])
+    try:
+        results = engine.run_batch([c.item for c in batch], options)
+        return BatchOutcome(list(zip(batch, results)), 1, len(batch))
+    except EngineError as exc:  # EngineOutOfMemory included
+        if len(batch) == 1:
+            return BatchOutcome([(batch[0], exc)])
+    half = len(batch) // 2
+    first, second = infer_batch(engine, batch[:half], options), infer_batch(engine, batch[half:], options)
+    return BatchOutcome(first.results + second.results, first.engine_calls + second.engine_calls, first.chunks + second.chunks)
+
+
+def default_decode_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class BatchRunner:
+    """Files -> chunks -> cross-file batches on one engine or several -> each file's chunk results.
+
+    Args:
+        engines: One engine, or one per GPU: each takes whole batches from the one scheduler in a
+            thread of its own. The first also computes features (the same on every engine).
+        decode: What the model is asked to do.
+        prepare: How a job becomes a decoded file (e.g. :func:`carevoice.run.chunking.prepare_file`
+            with ffmpeg, or audio decoded beforehand); runs in the decode pool and may raise FileError.
+        batch_size: Chunks per batch (default: DEFAULT_BATCH_SIZE for the first engine's device).
+        workers: Decode-pool threads (default: one per core, at most 4).
+        windows_s: The encoder windows chunks may run in (the engines' own).
+    """
+
+    def __init__(
+        self,
+        engines: Sequence[BatchEngine],
+        decode: DecodeSettings,
+        prepare: Callable[[Job], Prepared],
+        *,
+        batch_size: int | None = None,
+        workers: int = 0,
+        windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
+    ) -> None:
+        self.engines = tuple(engines)
+        self.decode = decode
+        self.prepare = prepare
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.engines[0].device]
+        self.workers = workers or default_decode_workers()
+        self.windows_s = windows_s
+        self.stats = RunStats(calls_per_engine=[0] * len(self.engines))
+
+    def run(
+        self, jobs: Sequence[Job], admit: Callable[[Job], FileResult | None] = lambda job: None, on_progress: Progress | None = None
+    ) -> Iterator[FileChunks | FileResult]:
+        """Yields each file once its chunks are all back (or once it failed), as :class:`FileChunks`.
+
+        ``admit`` is asked about each job just before it is decoded: a FileResult says why it is not
+        to be done (yielded as it is), None lets it in. ``on_progress`` gets :attr:`stats` whenever
+        a file is decoded or a batch comes back (so a long file moves a progress bar while its
+        chunks are transcribed). The calling thread admits files, forms batches, receives results
+        and reports progress; decoding runs in a pool and each engine in a thread of its own.
+        """
+        progress = on_progress or (lambda stats: None)
+        scheduler: BatchScheduler[Chunk] = BatchScheduler(self.batch_size)
+        workers = self.workers
+        pending_jobs = list(reversed(jobs))
+        decoding: dict[Future[tuple[Prepared, list[EngineItem]]], FileChunks] = {}
+        inferring: dict[Future[tuple[int, BatchOutcome]], list[Chunk]] = {}
+        # Two batches per engine: one running, one waiting, so no engine waits for the main thread.
+        max_batches = 2 * len(self.engines)
+        idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(self.engines)):
+            idle.put(index)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carevoice-decode")
+        engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
+        try:
+            while pending_jobs or decoding or inferring or scheduler.pending:
+                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the run
+                # Decoded files wait in the scheduler; while it holds more than it should (the
+                # engines are the bottleneck), decode no further ahead: memory stays bounded.
+                while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
+                    job = pending_jobs.pop()
+                    if (refused := admit(job)) is not None:
+                        self.stats.seen()
+                        yield refused
+                        continue
+                    decoding[pool.submit(self._prepare, job)] = FileChunks(job, time.monotonic())
+                batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
+                # Take a batch only when an engine has room for it: what the engines cannot take yet
+                # stays in the scheduler, where it holds back decoding (above). The generator takes
+                # nothing from the scheduler until asked, so a batch left there is not lost.
+                while len(inferring) < max_batches and (batch := next(batches, None)) is not None:
+                    live = [c for c in batch if c.file.failed is None]  # a failed file's other chunks need no engine
+                    inferring[engines.submit(self._infer_on_idle_engine, idle, live)] = batch
+                if not decoding and not inferring:
+                    continue  # the files claimed were settled without decoding: claim the next ones
+                # Only the oldest decode can be admitted (below): waiting on a later one that is
+                # already done would return at once, again and again, while the oldest decodes.
+                done, _ = wait([*itertools.islice(decoding, 1), *inferring], return_when=FIRST_COMPLETED)
+                # Files join the scheduler in job order, whatever order their decodes finish in:
+                # batches then hold the same chunks on every run, with any number of engines or
+                # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
+                # int8 GEMMs), so this is what makes outputs identical bit for bit. Decoding is
+                # far faster than inference, so waiting for the oldest decode costs next to nothing.
+                # Progress is told before the files it finished are yielded: a display then never
+                # counts a file as done while its audio is not.
+                while decoding and (oldest := next(iter(decoding))).done():
+                    finished = self._admit(decoding.pop(oldest), oldest, scheduler)
+                    progress(self.stats)
+                    yield from finished
+                for future in [f for f in inferring if f in done]:  # in submission order
+                    finished = self._collect(inferring.pop(future), *future.result())
+                    progress(self.stats)
+                    yield from finished
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            engines.shutdown(wait=False, cancel_futures=True)  # a running batch ends on its own; its results are dropped
+            stop_all_decodes()  # an interrupted run must not wait for (or leave behind) ffmpeg
+
+    def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
+        prepared = self.prepare(job)
+        return prepared, engine_items(prepared, self.engines[0].features, self.decode.language, self.windows_s)
+
+    def _infer_on_idle_engine(self, idle: queue.SimpleQueue[int], batch: list[Chunk]) -> tuple[int, BatchOutcome]:
+        """Runs in an inference thread: there are as many threads as engines, so one is always idle."""
+        index = idle.get()
+        try:
+            return index, infer_batch(self.engines[index], batch, self.decode)
+        finally:
+            idle.put(index)
+
+    def _admit(
+        self, file: FileChunks, future: Future[tuple[Prepared, list[EngineItem]]], scheduler: BatchScheduler[Chunk]
+    ) -> list[FileChunks]:
+        """A decoded file's chunks go to the scheduler; returns the file if it is finished already (failed, or no speech)."""
+        try:
+            prepared, items = future.result()
+        except FileError as exc:
+            file.failed, file.cause = str(exc), exc.cause
+        except CareVoiceError as exc:
+            file.failed = str(exc)
+        except Exception as exc:  # a bug in one file's preparation must not end the batch
+            file.failed = f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it"
+        if file.failed is not None:
+            self.stats.seen()
+            return [file]
+        file.duration_s = prepared.duration_s
+        file.offsets_s = prepared.offsets_s
+        file.identity = prepared.identity
+        self.stats.seen(file.duration_s)
+        if not items:
+            self.stats.finished_file(file.duration_s)
+            return [file]
+        for index, item in enumerate(items):
+            scheduler.add(item.window_frames, Chunk(file, index, item))
+        return []
+
+    def _collect(self, batch: list[Chunk], engine_index: int, outcome: BatchOutcome) -> list[FileChunks]:
+        """Regroup a batch's results per file; returns each file whose last chunk this was (or that failed)."""
+        self.stats.engine_calls += outcome.engine_calls
+        self.stats.chunks += outcome.chunks
+        self.stats.calls_per_engine[engine_index] += outcome.engine_calls
+        failed_before = {id(c.file) for c in batch if c.file.failed is not None}
+        for chunk, result in outcome.results:
+            if chunk.file.failed is not None:
+                continue  # another chunk of this file failed while this batch ran
+            chunk.file.credited_s += chunk.item.duration_s
+            self.stats.audio_done_s += chunk.item.duration_s
+            if isinstance(result, EngineError):
+                chunk.file.failed, chunk.file.cause = str(result), result.cause
+            else:
+                chunk.file.results[chunk.index] = result
+                self.stats.widened_chunks += result.widened
+                self.stats.continued_chunks += result.continued
+                self.stats.redecoded_chunks += result.redecoded
+        finished = []
+        for key, file in {id(c.file): c.file for c in batch}.items():
+            if (file.failed is not None and key not in failed_before) or file.complete:
+                self.stats.finished_file(file.duration_s, file.credited_s)
+                finished.append(file)
+        return finished
+
+
+class Transcriber:
+    """Runs a planned batch of jobs through one engine, or one per GPU, writing each file's outputs.
+    Iterate :meth:`run` for FileResults.
+
+    Args:
+        settings: The run's options.
+        engine: The first (or only) engine.
+        ffmpeg: The decoder (None when ``prepare`` is given).
+        claims: This run's claims (what it makes, its run id); each file is claimed before it is
+            decoded and written as its claim's plan says.
+        more_engines: Further engines of the same model, one per GPU.
+        prepare: How a job becomes a decoded file (default: :func:`prepare_file` with ffmpeg).
+        planned: The plans made before the run, by source: files whose missing outputs render from
+            their recorded JSON are written without the engine.
+    """
+
+    def __init__(
+        self,
+        settings: TranscribeSettings,
+        engine: BatchEngine,
+        ffmpeg: Ffmpeg | None,
+        claims: Claims,
+        more_engines: Sequence[BatchEngine] = (),
+        prepare: Callable[[Job], Prepared] | None = None,
+        planned: dict[Path, FilePlan] | None = None,
+    ) -> None:
+        if prepare is None:
+            if ffmpeg is None:
+                raise ValueError("a Transcriber without ffmpeg needs prepare=")
+            prepare = lambda job: prepare_file(job, ffmpeg)  # noqa: E731
+        self.settings = settings
+        self.engine = engine
+        self.engines = (engine, *more_engines)
+        self.log_path: Path | None = None  # a Backend's own log (Ray's lines); this one has none to write
+        self.claims = claims
+        self.planned = planned or {}
+        self.runner = BatchRunner(
+            self.engines,
+            settings.decode,
+            prepare,
+            batch_size=settings.decode.batch_size,
+            workers=settings.decode_workers,
+            windows_s=settings.engine.windows_s,
+        )
+        # What a transcript's JSON says it was made with.
+        self.options = {
+            "model": claims.run.model,
+            **settings.decode.text_options(),
+            "word_timestamps": settings.decode.word_timestamps,
+            "batch_size": self.runner.batch_size,
+            "device": engine.device,
+            "compute_type": engine.compute_type,
+        }
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.batch_size
+
+    @property
+    def stats(self) -> RunStats:
+        return self.runner.stats
+
+    def run(
+        self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None, on_progress: Progress | None = None
+    ) -> Iterator[FileResult]:
+        """Transcribe jobs; yields each file's result as soon as it is written (or failed).
+
+        ``on_result`` receives each result before it is yielded; for a written file, in the same
+        stretch with Ctrl-C and SIGTERM held as its outputs: an interrupt lands before a file's
+        outputs or after they are both written and recorded, never between (so the caller's
+        record of the run is complete, whatever its own code was doing when the signal came).
+        ``on_progress``: see :meth:`BatchRunner.run`.
+        """
+        try:
+            engine_jobs = []
+            for job in jobs:  # first what renders from a recorded JSON: no engine needed
+                planned = self.planned.get(job.source)
+                if planned is None or not planned.decision.from_json:
+                    engine_jobs.append(job)
+                    continue
+                refused = self.claims.claim(job)
+                if refused is None and not self.claims.claimed[job.source].decision.from_json:
+                    self.claims.release(job)  # it changed since planning: the engine does it
+                    engine_jobs.append(job)
+                    continue
+                with interrupts.deferred():
+                    result = refused or self._render(job)
+                    on_result(result)
+                self.stats.rendered(result.duration_s)
+                if on_progress is not None:
+                    on_progress(self.stats)
+                yield result
+            for event in self.runner.run(engine_jobs, admit=self.claims.claim, on_progress=on_progress):
+                if isinstance(event, FileResult):
+                    on_result(event)
+                    yield event
+                    continue
+                with interrupts.deferred():
+                    result = self._finish(event)
+                    on_result(result)
+                yield result
+        finally:
+            self.claims.release_all()
+
+    def _provenance(self, identity: Identity | None, words: bool | None = None) -> Provenance:
+        return Provenance(
+            run_id=self.claims.run_id,
+            model=self.claims.run.model,
+            model_sha256=self.claims.run.model_sha256,
+            engine_revision=self.claims.run.engine_revision,
+            text=self.settings.decode.text_options(),
+            input=identity,
+            words=self.settings.decode.word_timestamps if words is None else words,
+        )
+
+    def _write(
+        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None
+    ) -> tuple[tuple[Path, ...], str | None]:
+        """Write a claimed file's outputs as its plan says; returns them and why they were written."""
+        planned = self.claims.claimed[job.source]
+        plan = planned.decision
+        outputs = write_outputs(
+            job.output_stem, plan.write, transcript, self._provenance(identity, words),
+            remove=plan.remove, keep=plan.keep, old=planned.record, overwrite=self.settings.overwrite,
+        )  # fmt: skip
+        return outputs, redo_note(planned)
+
+    def _render(self, job: Job) -> FileResult:
+        """Write a claimed file's missing outputs from its recorded JSON (the transcript is current)."""
+        started = time.monotonic()
+        planned = self.claims.claimed[job.source]
+        try:
+            transcript = transcript_from_json(output_path(job.output_stem, OutputFormat.JSON).read_bytes())
+            # The JSON holds word timings (JSON is always made with them), and so does what renders from it.
+            outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None), words=True)
+        except FileError as exc:
+            return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
+        except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
+            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — rerun with --overwrite")
+        finally:
+            self.claims.release(job)
+        return FileResult(
+            job.source, FileStatus.DONE, outputs=outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
+            language=transcript.language or None, why=why,
+        )  # fmt: skip
+
+    def _finish(self, file: FileChunks) -> FileResult:
+        """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""
+        try:
+            if file.failed is not None:
+                return self._failed(file, file.failed, file.cause)
+            transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
+            transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
+            outputs, why = self._write(file.job, transcript, file.identity)
+        except FileError as exc:
+            return self._failed(file, str(exc), exc.cause)
+        except Exception as exc:  # a bug in one file's output must not end the batch
+            return self._failed(file, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
+        finally:
+            self.claims.release(file.job)
+        return FileResult(
+            file.job.source,
+            FileStatus.DONE,
+            outputs=outputs,
+            duration_s=file.duration_s,
+            elapsed_s=time.monotonic() - file.started,
+            language=transcript.language or None,
+            note=None if transcript.speech_detected else "no speech found",
+            why=why,
+        )
+
+    @staticmethod
+    def _failed(file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
+        return FileResult(
+            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message,
+            cause=cause,
+        )  # fmt: skip

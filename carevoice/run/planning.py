@@ -1,0 +1,305 @@
+"""Planning a run, as docs/reruns.md tells it: validate, find the inputs, pick this shard, resolve
+the model; then for each recording gather its facts once (its record, its stat — its bytes only
+when the stat differs —, its outputs, and whether they may be written there) and decide once
+(carevoice.run.rules.decide). Reads only, and nothing loads: ``--dry-run`` prints a plan and stops,
+a run carries it out (carevoice.run.tidying, then carevoice.run.claims under each file's lock).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from carevoice.engine.decoder import cached_model_dir
+from carevoice.engine.models import (
+    ModelRef,
+    is_multilingual,
+    resolve_model,
+    weights_digest,
+)
+from carevoice.engine.policy import ENGINE_REVISION
+from carevoice.errors import UsageError
+from carevoice.files import sha256_of
+from carevoice.results import FileResult, FileStatus
+from carevoice.run.discovery import Job, find_jobs, select_shard
+from carevoice.run.names import name_problem
+from carevoice.run.records import Identity, Record, read_record
+from carevoice.run.rules import (
+    Action,
+    Decision,
+    FileFacts,
+    OutputState,
+    Reason,
+    RunFacts,
+    decide,
+)
+from carevoice.run.writers import output_path
+from carevoice.settings import OutputFormat, TranscribeSettings
+
+
+@dataclass(frozen=True)
+
+
+class FilePlan:
+    """The plan for one recording: the decision, with the facts it was made from.
+
+    Attributes:
+        job: The input.
+        decision: What the run does with it, and why.
+        record: Its record as read for the plan (None: none).
+        input: The recording's identity when its bytes were found unchanged (the record's, with the
+            current stat), else None (it is identified again while it is decoded).
+        problem: With FAIL, the one line that says why and what to do.
+    """
+
+    job: Job
+    decision: Decision
+    record: Record | None = None
+    input: Identity | None = None
+    problem: str = ""
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to do for it in this run: skipped or failed already."""
+        return self.decision.action in (Action.SKIP, Action.FAIL)
+
+    def result(self) -> FileResult:
+        """The FileResult of a settled file."""
+        if self.decision.action is Action.FAIL:
+            return FileResult(self.job.source, FileStatus.FAILED, error=self.problem)
+        return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value)
+
+
+@dataclass(frozen=True)
+
+
+class RunPlan:
+    """Everything decided before any model loads: what to do with each file, and with which model.
+
+    Attributes:
+        settings: The run's options.
+        ref: The model.
+        run: What this run makes (carevoice.run.rules.RunFacts).
+        run_id: This run's id, written into every record it makes.
+        planned: Each input's plan, in input order (``--dry-run`` prints them).
+        problems: Inputs that are not files to plan (collisions, broken links).
+        found: Inputs found before --shard picked this run's part.
+    """
+
+    settings: TranscribeSettings
+    ref: ModelRef
+    run: RunFacts
+    run_id: str
+    files: list[FilePlan]
+    problems: list[FileResult]
+    found: int
+
+    @property
+    def jobs(self) -> list[Job]:
+        """What the engine (or the recorded JSON) has to do, in input order."""
+        return [p.job for p in self.files if not p.settled]
+
+    @property
+    def settled(self) -> list[FileResult]:
+        """Files settled without work: skipped, or failed before any (sorted by name)."""
+        return sorted(self.problems + [p.result() for p in self.files if p.settled], key=lambda r: str(r.source))
+
+
+def plan_run(settings: TranscribeSettings) -> RunPlan:
+    """Validate, discover, pick this shard and plan each file: all cheap, no model loaded.
+
+    Raises:
+        UsageError: bad options or nothing to transcribe.
+        SetupError: the model cannot be found.
+    """
+    settings.validate()
+    found = find_jobs(settings.inputs, settings.output_dir, settings.recursive)
+    if not found.jobs and not found.problems:
+        raise UsageError("no audio files found", "name audio files, or folders holding .wav/.mp3/.m4a/… files")
+    if not found.jobs and all(p.missing for p in found.problems):
+        named = ", ".join(str(p.path) for p in found.problems[:3]) + (" …" if len(found.problems) > 3 else "")
+        raise UsageError(f"nothing to transcribe: no such file or folder ({named})", "check the paths")
+    total_found = len(found.jobs) + sum(p.key is not None for p in found.problems)
+    every_input = found.jobs
+    if settings.shard is not None:
+        # After the collision check, which must see every input. A shard left with nothing is
+        # not an error: with more shards than files some are empty, and a job array must not fail.
+        found = select_shard(found, settings.shard.index, settings.shard.count)
+    problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+    ref = resolve_run_model(settings)
+    run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
+    files = plan_files(found.jobs, settings, run, every_input)
+    return RunPlan(settings, ref, run, uuid.uuid4().hex, files, problems, total_found)
+
+
+def resolve_run_model(settings: TranscribeSettings) -> ModelRef:
+    """The model of a run, checked against its --language (cheap: nothing is loaded).
+
+    Raises:
+        UsageError: a language the model does not know.
+        SetupError: the model cannot be found.
+    """
+    ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
+    if settings.decode.language not in (None, "en") and is_multilingual(ref) is False:
+        raise UsageError(
+            f"--language {settings.decode.language}: the model {ref.model_id} knows only English",
+            "leave --language out (or pass -l en), or use a multilingual model such as --model base",
+        )
+    return ref
+
+
+def model_identity(ref: ModelRef, cache_dir: Path, engine: Any = None) -> str | None:
+    """The SHA-256 of the model's weights; None for a hub model not downloaded yet (records then
+    compare it by name until it is). ``engine``: a loaded engine, whose files are on disk."""
+    if ref.is_local:
+        folder: Path | None = Path(ref.load_from)
+    elif engine is not None and hasattr(engine, "decoder"):
+        folder = Path(engine.decoder.model_path)
+    else:
+        folder = cached_model_dir(ref.load_from, str(cache_dir / "hub"))
+    if folder is None:
+        return None
+    try:
+        return weights_digest(folder, cache_dir)
+    except OSError:
+        return None
+
+
+def run_facts(settings: TranscribeSettings, model: str, model_sha256: str | None, engine_revision: int) -> RunFacts:
+    """What this run makes, for every file's plan."""
+    return RunFacts(
+        formats=settings.formats,
+        words=settings.decode.word_timestamps,
+        model=model,
+        model_sha256=model_sha256,
+        engine_revision=engine_revision,
+        text=settings.decode.text_options(),
+        overwrite=settings.overwrite,
+    )
+
+
+def plan_file(job: Job, run: RunFacts) -> FilePlan:
+    """Plan one recording (the outputs' own safety is checked by :func:`plan_files`)."""
+    facts, unchanged = gather_facts(job, run.formats)
+    plan = decide(facts, run)
+    problem = blocked_message(job, plan, run.formats) if plan.action is Action.FAIL else ""
+    return FilePlan(job, plan, facts.record, unchanged, problem)
+
+
+def plan_files(
+    jobs: list[Job], settings: TranscribeSettings, run: RunFacts, every_input: list[Job] | None = None
+) -> list[FilePlan]:
+    """Plan every job, in order: what to transcribe, redo or add, what is settled (skipped or failed).
+
+    ``every_input``: all inputs of the run when ``jobs`` is one shard of them (default: ``jobs``);
+    no output may replace any of their recordings, whichever shard they are in. Reads only:
+    carrying the plans out starts with carevoice.run.tidying.tidy.
+    """
+    sources = {os.path.realpath(job.source) for job in (jobs if every_input is None else every_input)}
+    planned = []
+    for job in jobs:
+        entry = plan_file(job, run)
+        problem = None if entry.settled else output_problem(job, settings, sources)  # only files that will be written
+        if problem is not None:
+            planned.append(FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=problem))
+            continue
+        planned.append(entry)
+    return planned
+
+
+def gather_facts(job: Job, formats: Sequence[OutputFormat]) -> tuple[FileFacts, Identity | None]:
+    """What is known of one recording now; and its identity when its bytes are the recorded ones."""
+    record = read_record(job.output_stem)
+    changed: bool | None = None
+    unchanged_identity = None
+    if record is not None and record.input is not None:
+        try:
+            st = os.stat(job.source)
+            if record.input.same_stat(st):
+                changed, unchanged_identity = False, record.input
+            else:
+                changed = sha256_of(job.source) != record.input.sha256
+                unchanged_identity = None if changed else record.input.with_stat(st)
+        except OSError:
+            changed = True  # unreadable now: it is decoded again, and fails there with ffmpeg's reason
+    recorded = record.formats if record is not None else set()
+    outputs = {fmt: output_state(job.output_stem, fmt, record) for fmt in set(formats) | recorded}
+    return FileFacts(record, changed, outputs), unchanged_identity
+
+
+def output_state(stem: Path, fmt: OutputFormat, record: Record | None) -> OutputState:
+    """Whether an output path is empty, holds what CareVoice wrote, or something else. Its bytes
+    are read only when its stat differs from the one recorded."""
+    path = output_path(stem, fmt)
+    if not os.path.lexists(path):
+        return OutputState.MISSING
+    entry = record.outputs.get(fmt.value) if record is not None else None
+    if entry is None:
+        return OutputState.FOREIGN
+    try:
+        if entry.identity is not None and entry.identity.same_stat(os.stat(path)):
+            return OutputState.OURS
+        return OutputState.OURS if record.ours(fmt.value, sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
+    except OSError:
+        return OutputState.FOREIGN  # cannot be read (a dangling link, no permission): not provably ours
+
+
+def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> str | None:
+    """Why this job's outputs must not be written where they would go, or None.
+
+    What no option may allow: an output replacing a recording of this run (``visit.txt`` that is
+    really audio), with --output-dir an output landing outside it through a symbolic link, and an
+    output name longer than a file name may be.
+    """
+    for fmt in settings.formats:
+        target = output_path(job.output_stem, fmt)
+        if os.path.realpath(target) in sources:
+            return (
+                f"its output {target.name} would replace an input recording — "
+                "rename the recording so that its extension says what it is"
+            )
+        if (too_long := name_problem(target.name)) is not None:
+            return too_long
+    folder = job.output_stem.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"cannot write to {folder} — make the folder writable (in a container: run with --user "
+            "matching the folder's owner), or choose another --output-dir"
+        )
+    if settings.output_dir is not None:
+        root = os.path.realpath(settings.output_dir)
+        folder = os.path.realpath(job.output_stem.parent)
+        if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
+            return (
+                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link) — "
+                "remove the link or choose another --output-dir"
+            )
+    return None
+
+
+def blocked_message(job: Job, plan: Decision, requested: Sequence[OutputFormat]) -> str:
+    """The one line for a file whose outputs include one a person wrote or edited."""
+    fmt = plan.formats[0]
+    name = output_path(job.output_stem, fmt).name
+    if fmt in requested:
+        return f"{name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
+    return (
+        f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — "
+        "move it away or pass --overwrite"
+    )
+
+
+def redo_note(planned: FilePlan) -> str | None:
+    """Why a file that is being transcribed (again) is: ``redo: recording changed since …``."""
+    plan = planned.decision
+    if plan.action is Action.REDO:
+        return f"redo: {plan.reason.value}"
+    if plan.action is Action.ADD:
+        return f"redo: {plan.reason.value}; wrote {', '.join(f.value for f in plan.write)} only"
+    return None

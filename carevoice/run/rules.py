@@ -1,0 +1,174 @@
+"""Whether a recording needs (re)transcribing: a pure decision from what its record says and what is
+on disk now, to a :class:`Decision` — an action, the reason a user can read, and which outputs to
+write, keep or remove. carevoice.run.claims gathers the facts and carries plans out; ``--dry-run``
+prints them.
+
+The rules a rerun keeps (README "Reruns"):
+- a file whose recording (by content), model (by its weights), CareVoice engine revision, text
+  options and requested outputs are unchanged is skipped; a ``touch`` or a copy with the same
+  bytes is no change;
+- a changed recording, model, engine or text option redoes the file, and no output CareVoice wrote
+  for the old transcript survives: what is asked for is rewritten, what is not is removed;
+- with the same transcript, an output that is missing (or asked for with finer timing than it was
+  made with) is added, and nothing else is touched;
+- an output a person wrote or edited is never replaced or removed without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from carevoice.run.records import Record
+from carevoice.settings import OutputFormat
+
+# Formats whose times depend on aligned words (segment bounds follow the words; JSON and subtitles
+# carry them). The text of every format does not.
+TIMED_FORMATS = frozenset({OutputFormat.SRT, OutputFormat.VTT, OutputFormat.JSON, OutputFormat.TSV})
+
+
+class Action(str, Enum):
+    TRANSCRIBE = "transcribe"  # no transcript yet
+    SKIP = "skip"
+    REDO = "redo"  # transcribe again, replacing (or removing) every output of the old transcript
+    ADD = "add"  # the transcript is current: write only the outputs that are missing
+    FAIL = "fail"
+
+
+class Reason(str, Enum):
+    NEW = "not transcribed yet"
+    CURRENT = "already transcribed with these options"
+    RECORDING_CHANGED = "recording changed since it was transcribed"
+    MODEL_CHANGED = "model changed"
+    ENGINE_CHANGED = "CareVoice's engine changed since it was transcribed"
+    OPTIONS_CHANGED = "options changed"
+    OUTPUT_MISSING = "an output is missing"
+    NEW_FORMATS = "a format not written before was asked for"
+    WORD_TIMES = "word timings were asked for, and an output was made without them"
+    UNFINISHED = "an earlier run stopped while writing it"
+    OLD_RECORD = "transcribed by a CareVoice that did not record what it transcribed"
+    OVERWRITE = "--overwrite"
+    FOREIGN_OUTPUT = "an output was not written by CareVoice, or was edited"
+    PROBLEM = "it cannot be transcribed here"
+
+
+class OutputState(str, Enum):
+    """An output path as it is now."""
+
+    MISSING = "missing"
+    OURS = "ours"  # exactly as CareVoice wrote it
+    FOREIGN = "foreign"  # a file CareVoice did not write, or one edited since
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What this run would make: the same for every file of the run."""
+
+    formats: tuple[OutputFormat, ...]
+    words: bool  # word timestamps on (some requested format is timed by words)
+    model: str
+    model_sha256: str | None  # None: the model is not on disk yet (a hub model before its download)
+    engine_revision: int
+    text: Mapping[str, Any]  # the options that shape the text
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What is known about one recording now.
+
+    Attributes:
+        record: Its record, if any (version 1 records included).
+        recording_changed: Whether its bytes differ from the recorded identity (None: no identity recorded).
+        outputs: The state of each output path that matters: every requested format, and every one
+            the record lists.
+    """
+
+    record: Record | None
+    recording_changed: bool | None
+    outputs: Mapping[OutputFormat, OutputState]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run does with one recording, and why.
+
+    Attributes:
+        action: What happens.
+        reason: Why, for the per-file line and the report.
+        write: Outputs to (re)write.
+        remove: Outputs CareVoice wrote for an old transcript, to delete.
+        keep: Outputs CareVoice wrote that stay as they are (listed again in the new record).
+        from_json: With ADD: the outputs are rendered from the recorded JSON, no transcribing.
+        formats: For the user: the outputs concerned (missing, foreign).
+    """
+
+    action: Action
+    reason: Reason
+    write: tuple[OutputFormat, ...] = ()
+    remove: tuple[OutputFormat, ...] = ()
+    keep: tuple[OutputFormat, ...] = ()
+    from_json: bool = False
+    formats: tuple[OutputFormat, ...] = ()
+
+    @property
+    def needs_engine(self) -> bool:
+        """Whether carrying it out needs the model (everything but skip, fail and an add from the recorded JSON)."""
+        return self.action in (Action.TRANSCRIBE, Action.REDO) or (self.action is Action.ADD and not self.from_json)
+
+
+def decide(facts: FileFacts, run: RunFacts) -> Decision:
+    """Decide what this run does with one recording (see the module docstring for the rules)."""
+    requested = set(run.formats)
+    order = [*run.formats, *(f for f in OutputFormat if f not in requested)]  # as asked, then the rest
+
+    def _in_order(formats: set[OutputFormat]) -> tuple[OutputFormat, ...]:
+        return tuple(f for f in order if f in formats)
+
+    record = facts.record
+    recorded = record.formats if record else set()
+    ours = {f for f in recorded if facts.outputs.get(f) is OutputState.OURS}
+    foreign = {f for f in requested | recorded if facts.outputs.get(f) is OutputState.FOREIGN}
+
+    def redo(action: Action, reason: Reason) -> Decision:
+        """Write what is asked for; remove what CareVoice wrote for the old transcript and is not
+        asked for again. An output a person wrote or edited blocks this, unless --overwrite (which
+        replaces it when it is asked for, and otherwise leaves it alone)."""
+        if foreign and not run.overwrite:
+            return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign))
+        return Decision(action, reason, write=_in_order(requested), remove=_in_order(ours - requested))
+
+    if run.overwrite:
+        return redo(Action.REDO, Reason.OVERWRITE)
+    if record is None:
+        return redo(Action.TRANSCRIBE, Reason.NEW)
+    for changed, reason in (
+        (not record.complete, Reason.UNFINISHED),
+        (record.version < 2 or record.input is None, Reason.OLD_RECORD),
+        (bool(facts.recording_changed), Reason.RECORDING_CHANGED),
+        # Weights are compared when both digests are known (a hub model is only hashed once it is on disk).
+        (record.model != run.model or None not in (run.model_sha256, record.model_sha256) and record.model_sha256 != run.model_sha256, Reason.MODEL_CHANGED),
+        (record.engine_revision != run.engine_revision, Reason.ENGINE_CHANGED),
+        (dict(record.text) != dict(run.text), Reason.OPTIONS_CHANGED),
+    ):
+        if changed:
+            return redo(Action.REDO, reason)
+    # The same transcript: keep what is current, add what is missing.
+    if foreign & requested:
+        return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign & requested))
+    current = {f for f in ours if f not in TIMED_FORMATS or record.outputs[f.value].words or not run.words}
+    missing = requested - current
+    keep = current | (ours - requested)
+    if not missing:
+        return Decision(Action.SKIP, Reason.CURRENT, keep=_in_order(keep))
+    if missing & ours:
+        reason = Reason.WORD_TIMES
+    elif missing & recorded:
+        reason = Reason.OUTPUT_MISSING
+    else:
+        reason = Reason.NEW_FORMATS
+    # The recorded JSON holds the whole transcript with word timings: the rest render from it.
+    from_json = OutputFormat.JSON in current and record.outputs[OutputFormat.JSON.value].words
+    return Decision(Action.ADD, reason, write=_in_order(missing), keep=_in_order(keep - missing), from_json=from_json, formats=_in_order(missing))

@@ -1,0 +1,178 @@
+"""A transcribe run from options to results: plan (cheap, nothing loaded), choose the device, load
+the engines, then iterate the results. The CLI drives it; ``carevoice.run.distributed`` builds the same
+:class:`Run` on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+from carevoice.engine.decoder import cuda_compute_types, cuda_device_count
+from carevoice.engine.devices import (
+    ClusterPlacement,
+    DeviceChoice,
+    DeviceReason,
+    choose_compute_type,
+    choose_device,
+    gpu_indices,
+)
+from carevoice.engine.models import ModelRef
+from carevoice.engine.whisper import Engine
+from carevoice.errors import SetupError
+from carevoice.results import FileResult
+from carevoice.run.audio import find_ffmpeg
+from carevoice.run.chinese import load_converter
+from carevoice.run.claims import Claims
+from carevoice.run.discovery import Job
+from carevoice.run.pipeline import (
+    EngineFacts,
+    NoEngine,
+    Progress,
+    RunStats,
+    Transcriber,
+)
+from carevoice.run.planning import model_identity, plan_run
+from carevoice.run.tidying import tidy
+from carevoice.settings import Device, TranscribeSettings
+
+
+class Backend(Protocol):
+    """Runs planned jobs and yields one FileResult each: :class:`carevoice.run.pipeline.Transcriber` in
+    this process, ``carevoice.run.distributed.RayTranscriber`` on a Ray cluster. Each result goes to
+    ``on_result`` before it is yielded."""
+
+    @property
+    def engine(self) -> EngineFacts: ...
+
+    @property
+    def engines(self) -> Sequence[EngineFacts]: ...
+
+    @property
+    def stats(self) -> RunStats: ...
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where the backend's own log lines went (Ray's), when it has any."""
+
+    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ..., on_progress: Progress | None = None) -> Iterator[FileResult]: ...
+
+
+
+
+@dataclass
+class Run:
+    """A validated, planned transcription run, ready to iterate.
+
+    Build with :func:`start_run` (or ``carevoice.run.distributed.start_ray_run``); iterate :meth:`results`.
+    :attr:`finished` holds every result produced so far, complete even when an interrupt stops the
+    iteration (a written file is recorded before the interrupt can land).
+    """
+
+    settings: TranscribeSettings
+    settled: list[FileResult]
+    jobs: list[Job]
+    transcriber: Backend | None
+    placement: DeviceChoice | ClusterPlacement | None = None
+    found: int = 0  # inputs found before --shard picked this run's part
+    finished: list[FileResult] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.settled) + len(self.jobs)
+
+    def results(self, on_progress: Progress | None = None) -> Iterator[FileResult]:
+        """Every file's result: the settled ones first, then each transcribed one as soon as it is
+        written (or failed). Each is appended to :attr:`finished` before it is yielded.
+        ``on_progress`` gets the run's :class:`RunStats` as audio is done (chunk by chunk)."""
+        for result in self.settled:
+            self.finished.append(result)
+            yield result
+        if self.transcriber is not None and self.jobs:
+            yield from self.transcriber.run(self.jobs, self.finished.append, on_progress)
+
+
+
+
+
+
+def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice) -> tuple[list[Any], DeviceChoice, SetupError]:
+    """One engine per GPU (they share the scheduler, so each gets full cross-file batches), each in
+    the compute type its GPU runs, loaded and warmed up; a GPU that cannot load or run the model
+    (full, no cuBLAS) is dropped with its reason, and the run goes on with the others.
+
+    Returns:
+        The engines, the choice with the GPUs used and dropped, and the last failure (raised by
+        the caller when no GPU works).
+    """
+
+    engines, used, computes, dropped = [], [], [], []
+    failure = SetupError("no GPU to load the model on")
+    for index in gpu_indices(settings.gpus, choice.cuda_devices):
+        compute = choose_compute_type(settings.engine.compute_type, cuda_compute_types(index))
+        try:
+            engines.append(Engine.load(replace(settings.engine, compute_type=compute.compute_type), ref, "cuda", device_index=index))
+        except SetupError as exc:
+            dropped.append((index, exc.message))
+            failure = exc
+            continue
+        used.append(index)
+        computes.append(compute)
+    if len(dropped) > 1:
+        failure = SetupError(f"no GPU can run the model: {'; '.join(f'GPU {i}: {why}' for i, why in dropped)}", failure.hint)
+    return engines, replace(choice, gpus=tuple(used), compute=tuple(computes), dropped=tuple(dropped)), failure
+
+
+
+
+def start_run(settings: TranscribeSettings) -> Run:
+    """Plan (cheap, reads only), clear what killed runs left, then find ffmpeg and load the
+    model(s) only if work remains.
+
+    Raises:
+        UsageError: bad options or nothing to transcribe.
+        SetupError: ffmpeg, the model or the device is unusable.
+    """
+    plan = plan_run(settings)
+    tidy(plan.files)
+    if not plan.jobs:
+        return Run(settings, plan.settled, [], None, found=plan.found)
+    planned = {p.job.source: p for p in plan.files}
+    claims = Claims.of(plan.files, plan.run, plan.run_id)
+    if not any(p.decision.needs_engine for p in plan.files if not p.settled):  # only outputs to add from recorded JSON
+        return Run(settings, plan.settled, plan.jobs, Transcriber(settings, NoEngine(plan.ref), None, claims, planned=planned, prepare=_no_decoding), None, plan.found)
+    load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
+    ffmpeg = find_ffmpeg()
+    engines, choice = load_engines(settings, plan.ref)
+    if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
+        claims.run = replace(claims.run, model_sha256=model_identity(plan.ref, settings.engine.cache_dir, engines[0]))
+    transcriber = Transcriber(settings, engines[0], ffmpeg, claims, more_engines=engines[1:], planned=planned)
+    return Run(settings, plan.settled, plan.jobs, transcriber, choice, plan.found)
+
+
+def load_engines(settings: TranscribeSettings, ref: ModelRef) -> tuple[list[Any], DeviceChoice]:
+    """The device this run uses and its engines, loaded and warmed up: one per GPU that can run the
+    model, else the CPU (with --device auto; --device cuda raises instead).
+
+    Raises:
+        SetupError: the model cannot load, or no requested GPU can run it.
+    """
+
+    choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
+    engines: list[Any] = []
+    if choice.device == "cuda":
+        engines, choice, failure = _load_gpus(settings, ref, choice)
+        if not engines:  # not one GPU can run the model
+            if settings.engine.device is not Device.AUTO:
+                raise failure
+            choice = replace(choice, device="cpu", reason=DeviceReason.AUTO_CUDA_UNUSABLE, problem=failure.message)  # CPU still works
+    if choice.device == "cpu":
+        engines = [Engine.load(settings.engine, ref, "cpu")]
+    return engines, choice
+
+
+def _no_decoding(job: Job) -> NoReturn:
+    """A run that loads no model decodes nothing (see NoEngine)."""
+    raise NoEngine.changed()

@@ -1,0 +1,141 @@
+"""Where the watcher hears of changes: file-system events where the folders send them (inotify),
+else walks every ``--poll`` seconds; with events, a walk every RESCAN_S finds anything they missed.
+Each path found goes to the watcher's :class:`~carevoice.watch.arrivals.Arrivals`, named as a walk
+names it. Nothing here prints: lines go to the ``note`` it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from carevoice.run.discovery import find_audio_files, real_place
+from carevoice.settings import RESCAN_S
+from carevoice.watch.arrivals import Arrivals
+from carevoice.watch.events import DEFAULT_POLL_S, Events, filesystem_type, without_events
+
+
+class Changes:
+    """The watched folders' changes, brought to the arrivals.
+
+    Args:
+        roots: The watched folders, as the user named them.
+        recursive: Sub-folders too.
+        arrivals: Where each path found goes.
+        note: Where a line about how changes are seen goes.
+        clock: Monotonic seconds.
+        poll_s: --poll (None: events where the file system sends them).
+    """
+
+    def __init__(
+        self,
+        roots: tuple[Path, ...],
+        recursive: bool,
+        arrivals: Arrivals,
+        note: Callable[[str], None],
+        clock: Callable[[], float],
+        poll_s: float | None,
+    ) -> None:
+        self.roots = roots
+        self.absolute = tuple(Path(os.path.abspath(r)) for r in roots)
+        self.recursive = recursive
+        self.arrivals = arrivals
+        self.note = note
+        self.clock = clock
+        self.poll_s = poll_s
+        self.events: Events | None = None  # while file-system events are used
+        self.walked_s = float("-inf")
+        self.unreadable: dict[str, str] = {}  # watched folders that cannot be read now, and why
+
+    def choose(self) -> None:
+        """Events where the file system sends them, else walks every --poll seconds."""
+        if self.poll_s is not None:
+            self.note(f"walking the folders every {self.poll_s:g} s (--poll); no file-system events")
+            return
+        for root in self.absolute:
+            fstype = filesystem_type(root)
+            if without_events(fstype):
+                self.poll_s = DEFAULT_POLL_S
+                self.note(
+                    f"{root} is on {fstype}, which sends no file-system events for changes made elsewhere: "
+                    f"walking the folders every {self.poll_s:g} s (set --poll to change)"
+                )
+                return
+        events = Events(self.absolute, self.recursive).start()
+        if not events.alive:
+            self.poll_s = DEFAULT_POLL_S
+            self.note(f"no file-system events ({events.failure}): walking the folders every {self.poll_s:g} s instead")
+            return
+        self.events = events
+        self.note(f"listening for file-system events (and walking the folders every {RESCAN_S:g} s for any missed)")
+
+    def stop(self) -> None:
+        """Stop listening (a no-op when walking)."""
+        if self.events is not None:
+            self.events.stop()
+
+    @property
+    def walk_every_s(self) -> float:
+        """How often the folders are walked: --poll (or its default) without events, RESCAN_S with them."""
+        return RESCAN_S if self.events is not None else self.poll_s  # type: ignore[return-value]
+
+    def next_walk_s(self) -> float:
+        """When the next walk is due (monotonic seconds)."""
+        return self.walked_s + self.walk_every_s
+
+    def _as_given(self, path: Path) -> Path | None:
+        """An absolute path from an event, named as a walk names it: below the folder as the user
+        spelled it, its folder by its real place when a walk reaches it there (inotify may name a
+        folder linked in from inside by the link: discovery.links_inside); None for one a walk
+        would not find either (below a hidden folder, such as a report folder)."""
+        for given, absolute in zip(self.roots, self.absolute):
+            if not path.is_relative_to(absolute):
+                continue
+            if (place := real_place(path.parent, absolute)) is not None:
+                return given / place / path.name
+            below = path.relative_to(absolute)  # through a link to a folder elsewhere (or gone)
+            return None if any(part.startswith(".") for part in below.parts) else given / below
+        return None
+
+    def walk(self, folder: Path | None = None) -> None:
+        """Look at every audio file below the watched folders, or below one folder in them (all of
+        them: also forget what is gone)."""
+        within = None if folder is None else next(r for r in self.roots if folder.is_relative_to(r))
+        found, problems = find_audio_files(self.roots if folder is None else (folder,), self.recursive, within)
+        paths = set(found)
+        if folder is None:
+            unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
+            for root, message in unreadable.items():
+                if root not in self.unreadable:  # said once, and again once it is back
+                    self.note(f"{root}: {message}; nothing there is watched until it is back")
+            for root in self.unreadable.keys() - unreadable.keys():
+                self.note(f"{root} is back")
+            self.unreadable = unreadable
+            self.arrivals.keep_only(paths)
+            self.walked_s = self.clock()
+        for path in sorted(paths, key=str):
+            self.arrivals.observe(path)
+
+    def pump(self, timeout_s: float = 0.0) -> None:
+        """Take the changes that came (waiting up to ``timeout_s`` for one) and walk when it is time."""
+        if self.events is not None and not self.events.alive:
+            self.note(f"file-system events stopped ({self.events.failure}): walking the folders every {DEFAULT_POLL_S:g} s instead")
+            self.events, self.poll_s = None, DEFAULT_POLL_S
+        if self.clock() - self.walked_s >= self.walk_every_s:
+            self.walk()
+        if self.events is not None:
+            for changed in self.events.take(timeout_s):
+                path = self._as_given(changed)
+                if path is None:
+                    continue
+                # The kind of change is not trusted: one batch may hold a removal and an addition of
+                # the same name (a recording replaced) in any order. What a stat says now decides.
+                if os.path.isdir(path):
+                    if self.recursive:
+                        self.walk(path)  # a folder moved in: its files may have come before its watch
+                else:
+                    self.arrivals.observe(path)
+        elif timeout_s > 0:
+            time.sleep(timeout_s)

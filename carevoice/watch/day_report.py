@@ -1,0 +1,162 @@
+"""The per-day report of ``carevoice watch`` (--report-dir): a JSON Lines file of the files finished
+that day, appended as each finishes, and a small summary beside it. Nothing grows in memory with
+the files (a watcher runs for months).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from carevoice import __version__
+from carevoice.results import FileResult, FileStatus
+from carevoice.run.rules import Reason
+from carevoice.run.writers import atomic_write
+
+REPORT_EVERY_S = 60.0  # the summary is rewritten this often (at most), at midnight and when the service stops
+TRIED_AGAIN = "tried_again"  # the count of failures whose file is tried again later
+RETRY_KEY = "tried_again_in_s"  # a line's: when its failed file is tried again
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def day_report_path(folder: Path, day: str) -> Path:
+    """The day's summary; its files are listed in the JSON Lines file beside it (:func:`day_files_path`)."""
+    return folder / f"carevoice-watch-{day}.json"
+
+
+def day_files_path(folder: Path, day: str) -> Path:
+    return folder / f"carevoice-watch-{day}.jsonl"
+
+
+class DayReport:
+    """One report per local day under --report-dir, in two files:
+
+    - ``carevoice-watch-DAY.jsonl``: a line for each file as it finishes (done, failed, or skipped
+      for a reason other than "already transcribed"), with the time; appended, never rewritten. A
+      failure to be tried again says when (``tried_again_in_s``) and is counted as ``tried_again``,
+      not as failed: the file's last line says how it ended;
+    - ``carevoice-watch-DAY.json``: the day's summary (counts, audio, options, each run of the
+      watcher), rewritten atomically at most every REPORT_EVERY_S, at midnight and at stop.
+
+    A restart on the same day adds to both; the counts are taken again from the lines (a killed
+    watcher's last summary may be behind them).
+
+    Args:
+        folder: --report-dir.
+        facts: What every summary says (run_id, model, device, options).
+        clock: Monotonic seconds (when to rewrite).
+        now: The local time (which day it is).
+    """
+
+    def __init__(
+        self, folder: Path, facts: dict[str, Any], clock: Callable[[], float], now: Callable[[], datetime] = local_now
+    ) -> None:
+        self.folder = folder
+        self.facts = facts
+        self.clock = clock
+        self.now = now
+        self.dirty = False
+        self.written_s = float("-inf")
+        self._open(self.now().date().isoformat())
+
+    def _open(self, day: str) -> None:
+        """Start the day's report, with what an earlier run wrote to it today."""
+        self.day = day
+        self.counts = {**{s.value: 0 for s in FileStatus}, TRIED_AGAIN: 0}
+        self.current_skips, self.audio_s, self.runs = 0, 0.0, []
+        try:
+            earlier = json.loads(day_report_path(self.folder, day).read_bytes())
+            self.current_skips = int(earlier.get("already_transcribed", 0))
+            self.runs = list(earlier.get("runs", []))
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # none yet (or unreadable: a new one replaces it)
+        try:
+            with open(day_files_path(self.folder, day), "r+", encoding="utf-8", errors="replace") as lines:
+                line = "\n"
+                for line in lines:
+                    try:
+                        entry = json.loads(line)
+                        self.counts[TRIED_AGAIN if RETRY_KEY in entry else entry["status"]] += 1
+                        self.audio_s += float(entry["duration_s"]) if entry["status"] == FileStatus.DONE.value else 0.0
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut by a kill
+                if not line.endswith("\n"):
+                    lines.write("\n")  # end the cut line: the next one must start a line of its own
+        except OSError:
+            pass
+        self.runs.append({"run_id": self.facts["run_id"], "started": self.now().isoformat(timespec="seconds")})
+        self.dirty = True
+
+    def new_day(self) -> bool:
+        """Whether midnight has passed since the report was opened: then the old day's summary is
+        written, complete, and the new day's opened (the caller writes it)."""
+        today = self.now().date().isoformat()
+        if today == self.day:
+            return False
+        if self.runs:
+            self.runs[-1]["stopped"] = self.now().isoformat(timespec="seconds")  # this run's part of that day
+        self.dirty = True
+        try:
+            self.write()
+        finally:
+            self._open(today)  # the new day starts even when the old one's summary cannot be written
+        return True
+
+    def add(self, result: FileResult, tried_again_in_s: float | None = None) -> None:
+        """Count a finished file and append its line (raises OSError when the folder cannot be written).
+        ``tried_again_in_s``: the failed file will be tried again that much later."""
+        self.new_day()
+        self.dirty = True
+        if result.status is FileStatus.SKIPPED and result.note == Reason.CURRENT.value:
+            self.current_skips += 1
+            return
+        self.counts[result.status.value if tried_again_in_s is None else TRIED_AGAIN] += 1
+        if result.status is FileStatus.DONE:
+            self.audio_s += result.duration_s
+        entry = {**result.to_dict(), "at": self.now().isoformat(timespec="seconds")}
+        if tried_again_in_s is not None:
+            entry[RETRY_KEY] = tried_again_in_s
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # One write in append mode: a line lands whole after any other (a kill loses at most this one).
+        fd = os.open(day_files_path(self.folder, self.day), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "carevoice_version": __version__,
+            "day": self.day,
+            **{k: v for k, v in self.facts.items() if k != "run_id"},
+            "runs": self.runs,
+            "counts": self.counts,
+            "already_transcribed": self.current_skips,
+            "audio_s": round(self.audio_s, 3),
+            "files": day_files_path(self.folder, self.day).name,
+        }
+
+    def write(self, stopping: bool = False) -> Path | None:
+        """Write the day's summary if anything changed; returns where (None: nothing to write)."""
+        if stopping and self.runs:
+            self.runs[-1]["stopped"] = self.now().isoformat(timespec="seconds")
+            self.dirty = True
+        if not self.dirty:
+            return None
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = day_report_path(self.folder, self.day)
+        atomic_write(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        self.dirty, self.written_s = False, self.clock()
+        return path
+
+    def due(self) -> bool:
+        return self.dirty and self.clock() - self.written_s >= REPORT_EVERY_S

@@ -1,0 +1,129 @@
+"""The watcher's heartbeat: a small JSON file it rewrites while it works, and the rule by which
+``carevoice health`` (a container's HEALTHCHECK) tells a live watcher from a stuck or stopped one.
+
+Only the watcher's main loop beats (while idle, and whenever a decode or a batch comes back), so a
+loop stuck anywhere stops the beats. Cheap to import: no model, no numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+from carevoice.run.writers import atomic_write
+
+
+class Phase(str, Enum):
+    STARTING = "starting"  # loading the model
+    IDLE = "idle"  # waiting for files
+    BUSY = "busy"  # transcribing
+    STOPPED = "stopped"  # ended (asked to stop, or failed)
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat. ``updated_unix``: wall-clock seconds (``health`` may run in another process)."""
+
+    pid: int
+    phase: Phase
+    updated_unix: float
+    started_unix: float
+    done: int = 0
+    failed: int = 0
+    waiting: int = 0
+    folders: tuple[str, ...] = ()
+    engine_failed: int = 0  # different files the engine failed since the last file transcribed
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.updated_unix))
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Beat:
+        """Raises: ValueError: not a heartbeat."""
+        try:
+            raw = json.loads(data)
+            return cls(
+                pid=int(raw["pid"]),
+                phase=Phase(raw["phase"]),
+                updated_unix=float(raw["updated_unix"]),
+                started_unix=float(raw["started_unix"]),
+                done=int(raw.get("done", 0)),
+                failed=int(raw.get("failed", 0)),
+                waiting=int(raw.get("waiting", 0)),
+                folders=tuple(raw.get("folders", ())),
+                engine_failed=int(raw.get("engine_failed", 0)),
+            )
+        except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(str(exc)) from None
+
+
+def write_beat(path: Path, beat: Beat) -> None:
+    """Replace the heartbeat atomically (a reader never sees half of one)."""
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, beat.to_json())
+
+
+def read_beat(path: Path) -> Beat | None:
+    """The heartbeat there, or None when there is none (or it is not one)."""
+    try:
+        return Beat.from_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+# Loading the model is one call that cannot beat: a first download of large-v3 (3 GB) may take this long.
+STARTING_MAX_AGE_S = 1800.0
+# The engine failed this many different files, none transcribed between: the watcher is unhealthy. A GPU
+# in a bad state (an Xid error, a lost context) stays so until the process restarts, and a restart
+# tries those files again.
+ENGINE_FAILING_FILES = 5
+
+
+def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, str]:
+    """Whether a watcher is alive and working, and the one line that says so (or why not).
+    While it starts (loads the model) it may go STARTING_MAX_AGE_S without a beat."""
+    if beat is None:
+        return False, "no heartbeat: the watcher has not started, or writes its heartbeat elsewhere (--heartbeat)"
+    age_s = now_unix - beat.updated_unix
+    if beat.phase is Phase.STOPPED:
+        return False, f"the watcher (pid {beat.pid}) stopped {age_s:.0f} s ago"
+    limit_s = max(max_age_s, STARTING_MAX_AGE_S) if beat.phase is Phase.STARTING else max_age_s
+    if age_s > limit_s:
+        why = "its model has not loaded" if beat.phase is Phase.STARTING else "one batch takes longer than that here (raise --max-age)"
+        return False, (
+            f"the watcher (pid {beat.pid}) has not beaten for {age_s:.0f} s (limit {limit_s:.0f} s) while {beat.phase.value} — "
+            f"it is stuck, or {why}"
+        )
+    if beat.engine_failed >= ENGINE_FAILING_FILES:
+        return False, (
+            f"the watcher (pid {beat.pid}) is running, but its engine failed {beat.engine_failed} different files in a row — "
+            "restart it; if that does not help, run carevoice doctor (and nvidia-smi on a GPU)"
+        )
+    return True, (
+        f"watcher (pid {beat.pid}) {beat.phase.value}, beat {age_s:.0f} s ago: {beat.done} transcribed, "
+        f"{beat.failed} failed, {beat.waiting} waiting"
+    )
+
+
+def beating_elsewhere(beat: Beat | None, now_unix: float, max_age_s: float) -> int | None:
+    """The pid of another live watcher that writes this heartbeat, or None.
+
+    A restarted container (same pid, or a stale file from a killed watcher) is not another one:
+    the beat must be fresh, not stopped, and its process alive and a carevoice.
+    """
+    if beat is None or beat.pid == os.getpid() or beat.phase is Phase.STOPPED or now_unix - beat.updated_unix > max_age_s:
+        return None
+    try:
+        with open(f"/proc/{beat.pid}/cmdline", "rb") as handle:
+            command = handle.read()
+    except OSError:
+        return None
+    return beat.pid if b"carevoice" in command else None

@@ -1,0 +1,207 @@
+"""``carevoice watch``: transcribe recordings as they arrive in drop folders, as a long-running service.
+
+The model loads once. At start, every file not yet finished is transcribed, exactly as ``transcribe``
+would (the rerun rules of carevoice.run.rules decide); then file-system events (carevoice.watch.events), or
+walks every ``--poll`` seconds, bring new and changed files. A file is taken only once it has settled
+(carevoice.watch.arrivals) and decodes whole; one found truncated waits for the rest of its upload, and
+one failed by the engine or its folder (carevoice.errors.Cause) is tried again later. Files
+that settle close together (within ``--gather``) share batches, and files that settle while a batch
+of files is transcribed form the next one. SIGTERM or Ctrl-C end the service after the file being
+written (writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
+to the caller's :class:`WatchLog`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from carevoice import interrupts
+from carevoice.engine.devices import engines_label
+from carevoice.engine.policy import ENGINE_REVISION
+from carevoice.errors import ExitCode, Interrupted, UsageError
+from carevoice.results import FileResult, FileStatus
+from carevoice.run.audio import find_ffmpeg
+from carevoice.run.chinese import load_converter
+from carevoice.run.claims import Claims
+from carevoice.run.discovery import find_jobs_among
+from carevoice.run.pipeline import RunStats, Transcriber
+from carevoice.run.planning import (
+    model_identity,
+    plan_files,
+    resolve_run_model,
+    run_facts,
+)
+from carevoice.run.rules import Reason
+from carevoice.run.runs import load_engines
+from carevoice.run.tidying import tidy
+from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, WatchSettings
+from carevoice.watch.arrivals import Arrivals
+from carevoice.watch.changes import Changes
+from carevoice.watch.day_report import DayReport
+from carevoice.watch.heartbeat import (
+    Phase,
+    beating_elsewhere,
+    read_beat,
+)
+from carevoice.watch.ledger import BEAT_S, Ledger
+from carevoice.watch.log import WatchLog
+
+# Ready files at once that start a batch without waiting for --gather (a burst is under way).
+GATHER_ENOUGH_FILES = 64
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Service:
+    """One watcher. Build it, then :meth:`run` it until it is asked to stop.
+
+    Args:
+        settings: What to watch and what each file gets.
+        log: Where its lines go.
+        clock: Monotonic seconds.
+    """
+
+    def __init__(self, settings: WatchSettings, log: WatchLog, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.log = log
+        self.clock = clock
+        self.roots = tuple(settings.transcribe.inputs)
+        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s)
+        self.changes = Changes(self.roots, settings.transcribe.recursive, self.arrivals, log.note, clock, settings.poll_s)
+        self.ledger = Ledger(settings.heartbeat, self.roots, self.arrivals, log, clock)
+        self.run_id = uuid.uuid4().hex
+
+    def _start(self) -> None:
+        """Check, load the model, and choose how changes are seen. Raises UsageError / SetupError."""
+        settings = self.settings
+        self.ledger.beat(Phase.STARTING, force=True)
+        ts = settings.transcribe
+        ref = resolve_run_model(ts)
+        load_converter(ts.decode.zh_script)
+        self.ffmpeg = find_ffmpeg()
+        self.engines, choice = load_engines(ts, ref)
+        self.facts = run_facts(ts, ref.model_id, model_identity(ref, ts.engine.cache_dir, self.engines[0]), ENGINE_REVISION)
+        device = engines_label(self.engines)
+        self.log.loaded(ref, device, choice)
+        if settings.report_dir is not None:
+            options = {**ts.options(), "settle_s": settings.settle_s, "gather_s": settings.gather_s, "poll_s": settings.poll_s}
+            facts = {"run_id": self.run_id, "model": ref.model_id, "device": device, "options": options}
+            self.ledger.report = DayReport(settings.report_dir, facts, self.clock)
+        self.changes.choose()
+
+    def run(self) -> ExitCode:
+        """Start, then transcribe what arrives until SIGTERM or Ctrl-C (exit 0).
+
+        Raises:
+            UsageError: bad options, or another watcher writes the heartbeat.
+            SetupError: ffmpeg, the model or the device is unusable.
+        """
+        self.settings.validate()
+        # A busy watcher may go a whole batch without a beat: as long as health gives it.
+        other = beating_elsewhere(read_beat(self.settings.heartbeat), time.time(), DEFAULT_HEALTH_MAX_AGE_S)
+        if other is not None:  # before this watcher writes a beat over the other's
+            raise UsageError(
+                f"another carevoice watch (pid {other}) writes the heartbeat {self.settings.heartbeat}",
+                "give each watcher its own --heartbeat (or $CAREVOICE_HEARTBEAT)",
+            )
+        if self.settings.report_dir is not None:
+            try:
+                self.settings.report_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create --report-dir {self.settings.report_dir} ({exc.strerror})", "choose a folder this user can write") from None
+        ledger = self.ledger
+        stopped_by: str | None = None
+        try:
+            self._start()
+            self.changes.walk()  # after the events are on: a file arriving now is seen one way or the other
+            self.log.note(f"watching {', '.join(str(r) for r in self.roots)}: {self.arrivals.waiting} file(s) to look at, settling for {self.settings.settle_s:g} s")
+            gather_until: float | None = None
+            while True:
+                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the loop
+                ready, gave_up = self.arrivals.due()
+                for lost in gave_up:
+                    ledger.record(FileResult(lost.path, FileStatus.FAILED, error=f"{lost.error} (unchanged for {self.settings.incomplete_wait_s:g} s: the upload seems abandoned)"))
+                if ready and gather_until is None and len(ready) < GATHER_ENOUGH_FILES:
+                    gather_until = self.clock() + self.settings.gather_s
+                if ready and (gather_until is None or self.clock() >= gather_until or len(ready) >= GATHER_ENOUGH_FILES):
+                    gather_until = None
+                    self._transcribe(ready)
+                    ledger.beat(force=True)  # the set's counts (and an engine failing every file) reach health at once
+                    # Measured over 20 minutes of arrivals (benchmarks/README.md): RSS 446-488 MiB
+                    # with this, 548-634 MiB without; the heap's free pages are not a leak, but a
+                    # service that holds them for months looks like one.
+                    release_free_memory()
+                    continue
+                ledger.beat(Phase.IDLE)
+                ledger.write_report()
+                self.changes.pump(self._wait_s(gather_until))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            stopped_by = "SIGTERM" if isinstance(exc, Interrupted) else "Ctrl-C"
+        finally:
+            try:
+                with interrupts.deferred():  # a second signal (docker stop and timeout both send one) waits, then ends nothing more
+                    self.changes.stop()
+                    ledger.write_report(stopping=True)
+                    ledger.beat(Phase.STOPPED, force=True)
+            except (Interrupted, KeyboardInterrupt):
+                stopped_by = stopped_by or "signal"
+        try:
+            again = f" ({ledger.tried_again} failure(s) tried again)" if ledger.tried_again else ""
+            self.log.note(f"stopped ({stopped_by}): {ledger.done} transcribed, {ledger.failed} failed{again} since start; a restart resumes")
+        except (Interrupted, KeyboardInterrupt):
+            pass  # yet another signal: the line is written, the service has stopped
+        return ExitCode.OK
+
+    def _wait_s(self, gather_until: float | None) -> float:
+        """How long the loop may wait for a change: until a file may be ready, a walk or a beat is due."""
+        now = self.clock()
+        times = [now + BEAT_S, self.changes.next_walk_s()]
+        if gather_until is not None:
+            times.append(gather_until)
+        if (check := self.arrivals.next_check_s()) is not None:
+            times.append(check)
+        return min(max(0.0, min(times) - now), BEAT_S)
+
+    def _transcribe(self, ready: list[Path]) -> None:
+        """Plan the ready files as ``transcribe`` would and transcribe those that need it, in shared batches."""
+        ts = self.settings.transcribe
+        taken = [path for path in ready if self.arrivals.take(path)]
+        found = find_jobs_among(taken, self.roots, ts.output_dir)
+        planned = plan_files(found.jobs, ts, self.facts)
+        tidy(planned)
+        settled = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+        settled += [p.result() for p in planned if p.settled]
+        current = sum(r.status is FileStatus.SKIPPED and r.note == Reason.CURRENT.value for r in settled)
+        for result in settled:
+            self.ledger.record(result)
+        jobs = [p.job for p in planned if not p.settled]
+        if current:
+            self.log.note(f"{current} file(s) already transcribed with these options: left as they are")
+        if not jobs:
+            return
+        self.log.note(f"transcribing {len(jobs)} file(s)")
+        self.ledger.beat(Phase.BUSY)
+        claims = Claims.of(planned, self.facts, self.run_id)
+        transcriber = Transcriber(
+            ts, self.engines[0], self.ffmpeg, claims, more_engines=self.engines[1:], planned={p.job.source: p for p in planned}
+        )
+
+        def on_progress(stats: RunStats) -> None:  # a decode or a batch came back: the loop is alive
+            self.changes.pump()
+            self.ledger.beat()
+
+        # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
+        for _ in transcriber.run(jobs, on_result=self.ledger.record, on_progress=on_progress):
+            pass

