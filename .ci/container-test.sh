@@ -16,7 +16,7 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The host's CA bundle goes in as a build secret (pip behind a TLS-intercepting proxy); it never
 # enters the image or the repository.
 CA_BUNDLE=${CAREVOICE_CI_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
-# Stands in for the host user who owns the recordings folder; the README tells users to pass
+# Stands in for the host user who owns the recordings folder; docs/gpu-and-containers.md tells users to pass
 # --user "$(id -u):$(id -g)", so outputs must come back owned by exactly this uid:gid.
 HOST_UID=4242
 HOST_GID=4242
@@ -122,7 +122,7 @@ base_bytes=$(podman image inspect --format '{{.Size}}' "$BASE_IMAGE")
 log "build took ${build_s} s; image $((image_bytes / 1000000)) MB (stand-in base $((base_bytes / 1000000)) MB);" \
   "store $(du -sm "$WORK/storage" | cut -f1) MB"
 
-# ---- image metadata: what the README promises ----
+# ---- image metadata: what docs/gpu-and-containers.md promises ----
 podman image inspect "$IMAGE" >"$WORK/inspect.json"
 python3 - "$WORK/inspect.json" "$IMAGE_UID" <<'EOF' || fail "image metadata check failed (see above)"
 import json, sys

@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib.metadata
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +32,7 @@ from carevoice.commands.bench_results import (
     BenchRow,
     Timing,
 )
+from carevoice.engine.build import package_versions, this_cpu_isa
 from carevoice.engine.cuda_probe import probe_cuda_inference
 from carevoice.engine.decoder import (
     backend_problem,
@@ -49,7 +48,7 @@ from carevoice.engine.whisper import Engine
 from carevoice.errors import CareVoiceError, UsageError
 from carevoice.results import FileStatus
 from carevoice.run.assembly import FileChunks
-from carevoice.run.audio import decode_audio, find_ffmpeg
+from carevoice.run.audio import decode_audio, ffmpeg_version, find_ffmpeg
 from carevoice.run.chunking import prepare_file
 from carevoice.run.claims import claims_for
 from carevoice.run.discovery import find_jobs
@@ -81,18 +80,13 @@ VERSIONED_PACKAGES = ("faster-whisper", "ctranslate2", "numpy", "onnxruntime", "
 
 
 def _versions(ffmpeg: Ffmpeg) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version(), "carevoice": __version__}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        out = subprocess.run([ffmpeg.path, "-hide_banner", "-version"], capture_output=True, text=True, timeout=20).stdout
-        versions["ffmpeg"] = out.split()[2] if out.startswith("ffmpeg version") else None
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        versions["ffmpeg"] = None
-    return versions
+    return {
+        "python": platform.python_version(),
+        "carevoice": __version__,
+        **package_versions(VERSIONED_PACKAGES),
+        "ffmpeg": ffmpeg_version(ffmpeg),
+        "cpu_isa": this_cpu_isa(),
+    }
 
 
 def _cpu_model() -> str:

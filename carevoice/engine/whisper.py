@@ -135,6 +135,10 @@ class Engine:
         return self.decoder.device
 
     @property
+    def device_index(self) -> int:
+        return self.decoder.device_index
+
+    @property
     def compute_type(self) -> str:
         return self.decoder.compute_type
 

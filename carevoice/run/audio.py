@@ -19,6 +19,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument list; we run it ourselves
@@ -89,6 +90,17 @@ def find_ffmpeg() -> Ffmpeg:
         "ffmpeg not found",
         "install it (apt-get install ffmpeg / brew install ffmpeg) or pip install 'carevoice[ffmpeg]'",
     )
+
+
+@lru_cache(maxsize=8)
+def ffmpeg_version(binary: Ffmpeg) -> str | None:
+    """The version an ffmpeg binary reports (``5.1.6-0+deb12u1``), asked once; None when it cannot say."""
+    try:
+        out = subprocess.run([binary.path, "-hide_banner", "-version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = out.split()
+    return words[2] if len(words) > 2 and out.startswith("ffmpeg version") else None
 
 
 def decode_timeout_s(path: Path) -> float:

@@ -18,17 +18,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from carevoice import interrupts
+from carevoice.engine.build import cuda_names, engine_build, words_build
 from carevoice.engine.models import ModelRef
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.assembly import FileChunks
-from carevoice.run.audio import Ffmpeg, stop_all_decodes
+from carevoice.run.audio import Ffmpeg, ffmpeg_version, stop_all_decodes
 from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
@@ -59,6 +60,9 @@ class EngineFacts(Protocol):
     @property
     def compute_type(self) -> str: ...
 
+    @property
+    def device_index(self) -> int: ...
+
 
 class BatchEngine(EngineFacts, Protocol):
     """What the runner needs of an engine (carevoice.engine.whisper.Engine, or a stand-in in tests)."""
@@ -75,6 +79,7 @@ class NoEngine:
 
     device = "cpu"
     compute_type = "none"
+    device_index = 0
 
     def __init__(self, ref: ModelRef) -> None:
         self.ref = ref
@@ -391,6 +396,11 @@ class Transcriber:
             workers=settings.decode_workers,
             windows_s=settings.engine.windows_s,
         )
+        # What shaped the words besides model and options, for the records.
+        cuda = [e.device_index for e in self.engines if e.device == "cuda"]
+        names = cuda_names(cuda) if cuda else {}
+        builds = [engine_build(e.device, e.compute_type, names.get(e.device_index)) for e in self.engines]
+        self.build = words_build(builds, ffmpeg_version(ffmpeg) if ffmpeg is not None else None)
         # What a transcript's JSON says it was made with.
         self.options = {
             "model": claims.run.model,
@@ -451,7 +461,7 @@ class Transcriber:
         finally:
             self.claims.release_all()
 
-    def _provenance(self, identity: Identity | None, words: bool | None = None) -> Provenance:
+    def _provenance(self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None) -> Provenance:
         return Provenance(
             run_id=self.claims.run_id,
             model=self.claims.run.model,
@@ -460,16 +470,17 @@ class Transcriber:
             text=self.settings.decode.text_options(),
             input=identity,
             words=self.settings.decode.word_timestamps if words is None else words,
+            build=self.build if build is None else build,
         )
 
     def _write(
-        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None
+        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None
     ) -> tuple[tuple[Path, ...], str | None]:
         """Write a claimed file's outputs as its plan says; returns them and why they were written."""
         planned = self.claims.claimed[job.source]
         plan = planned.decision
         outputs = write_outputs(
-            job.output_stem, plan.write, transcript, self._provenance(identity, words),
+            job.output_stem, plan.write, transcript, self._provenance(identity, words, build),
             remove=plan.remove, keep=plan.keep, old=planned.record, overwrite=self.settings.overwrite,
         )  # fmt: skip
         return outputs, redo_note(planned)
@@ -480,8 +491,10 @@ class Transcriber:
         planned = self.claims.claimed[job.source]
         try:
             transcript = transcript_from_json(output_path(job.output_stem, OutputFormat.JSON).read_bytes())
-            # The JSON holds word timings (JSON is always made with them), and so does what renders from it.
-            outputs, why = self._write(job, transcript, planned.input or (planned.record.input if planned.record else None), words=True)
+            # The JSON holds word timings (JSON is always made with them), and so does what renders from
+            # it; its words were made as its record says.
+            record = planned.record
+            outputs, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on

@@ -144,6 +144,9 @@ class Provenance:
         text: The options that shape the text (DecodeSettings.text_options).
         input: The recording's identity.
         words: Whether word timestamps were on.
+        build: What else shaped the words (carevoice.engine.build.words_build: library versions,
+            ffmpeg, each engine's device, compute type and instruction set or GPU). Recorded, not
+            compared: an upgrade or another machine does not redo finished files (docs/reruns.md).
     """
 
     run_id: str
@@ -153,6 +156,7 @@ class Provenance:
     text: dict[str, Any]
     input: Identity | None
     words: bool
+    build: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class Record:
     input: Identity | None
     outputs: dict[str, OutputEntry] = field(default_factory=dict)
     version: int = RECORD_VERSION
+    build: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """ASCII JSON: a file name that is not valid UTF-8 is kept as \\udcXX escapes."""
@@ -185,6 +190,7 @@ class Record:
                 "engine_revision": self.engine_revision,
                 "model": {"id": self.model, "sha256": self.model_sha256},
                 "text": self.text,
+                "build": self.build,
                 "input": None if self.input is None else self.input.to_dict(),
                 "outputs": {fmt: entry.to_dict() for fmt, entry in self.outputs.items()},
             },
@@ -196,7 +202,7 @@ class Record:
         """The record of outputs made as ``provenance`` says; ``complete`` is False while they are
         being written (a crash then leaves a record that says so)."""
         p = provenance
-        return cls(complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs)
+        return cls(complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs, build=dict(p.build))
 
     @property
     def formats(self) -> set[OutputFormat]:
@@ -242,4 +248,5 @@ def _parse_record(data: Any) -> Record | None:
         text=data.get("text") if isinstance(data.get("text"), dict) else {},
         input=Identity.from_dict(data.get("input")),
         outputs=outputs,
+        build=data.get("build") if isinstance(data.get("build"), dict) else {},
     )

@@ -3,7 +3,7 @@ on disk now, to a :class:`Decision` — an action, the reason a user can read, a
 write, keep or remove. carevoice.run.claims gathers the facts and carries plans out; ``--dry-run``
 prints them.
 
-The rules a rerun keeps (README "Reruns"):
+The rules a rerun keeps (docs/reruns.md):
 - a file whose recording (by content), model (by its weights), CareVoice engine revision, text
   options and requested outputs are unchanged is skipped; a ``touch`` or a copy with the same
   bytes is no change;

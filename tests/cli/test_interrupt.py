@@ -201,7 +201,7 @@ from carevoice.engine.whisper import Engine, ItemResult
 from carevoice.transcript import Segment, Word
 
 class FakeEngine:
-    device, compute_type = "cpu", "int8"
+    device, compute_type, device_index = "cpu", "int8", 0
     def __init__(self, ref):
         self.ref = ref
     def features(self, samples):
@@ -390,7 +390,7 @@ KILL_POINTS = {
 def test_a_kill_at_a_chosen_point_then_a_rerun_gives_the_uninterrupted_run_byte_for_byte(
     point: str, signum: signal.Signals, tmp_path: Path, data_dir: Path, reference: Reference
 ) -> None:
-    """What the README promises of a resumed run: the files finished before the interrupt are kept
+    """What docs/reruns.md promises of a resumed run: the files finished before the interrupt are kept
     as they are, the rest are transcribed, and every output is byte for byte the uninterrupted run's
     (text, times, probabilities, the JSON's every digit); the record lists the same outputs."""
     folder = tmp_path / "visits"

@@ -510,3 +510,35 @@ def test_a_dry_run_says_what_the_real_run_then_does_and_touches_nothing(tmp_path
     status_of = {"transcribe": "done", "redo": "done", "add": "done", "skip": "skipped", "fail": "failed"}
     done = {Path(f["file"]).name: f["status"] for f in json.loads(report.read_text(encoding="utf-8"))["files"]}
     assert done == {name: status_of[action] for name, (action, _) in planned.items()}
+
+
+def test_the_record_names_what_else_shaped_the_words_and_a_new_build_redoes_nothing(tmp_path: Path, data_dir: Path) -> None:
+    """Library versions, ffmpeg and the arithmetic path are recorded (docs/reruns.md: a rebuild or
+    another machine may change some words); they are not compared: finished files stay."""
+    import importlib.metadata
+
+    from carevoice.engine.build import this_cpu_isa
+    from carevoice.run.audio import ffmpeg_version, find_ffmpeg
+
+    folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
+    assert run(folder).exit_code == 0
+    raw = json.loads(record_path(folder / "a").read_text(encoding="ascii"))
+    assert raw["build"] == {
+        "ctranslate2": importlib.metadata.version("ctranslate2"),
+        "faster-whisper": importlib.metadata.version("faster-whisper"),
+        "onnxruntime": importlib.metadata.version("onnxruntime"),
+        "numpy": importlib.metadata.version("numpy"),
+        "ffmpeg": ffmpeg_version(find_ffmpeg()),
+        "engines": [f"cpu int8 {this_cpu_isa()}"],
+    }
+    assert raw["build"]["ffmpeg"]
+    raw["build"] = {**raw["build"], "ctranslate2": "4.7.1", "engines": ["cpu int8 AVX2"]}  # made elsewhere, earlier
+    record_path(folder / "a").write_text(json.dumps(raw, indent=1), encoding="ascii")
+    before = snapshot(folder)
+    again = run(folder)
+    assert again.exit_code == 0, again.stderr
+    assert line_for(again, folder / "a.flac").startswith("skipped")
+    assert snapshot(folder) == before
+    (folder / "a.srt").unlink()  # rendered again from the JSON: its words are still the old build's
+    assert run(folder).exit_code == 0
+    assert read_record(folder / "a").build["engines"] == ["cpu int8 AVX2"]  # type: ignore[union-attr]

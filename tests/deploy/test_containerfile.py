@@ -1,4 +1,4 @@
-"""Static checks of the Containerfile: hadolint, and the invariants the README and CI rely on.
+"""Static checks of the Containerfile: hadolint, and the invariants docs/gpu-and-containers.md and CI rely on.
 
 The image itself is built and run by .ci/container-test.sh (podman, minutes); these run in a second.
 """
@@ -193,7 +193,7 @@ def test_healthcheck_judges_a_watcher_and_passes_without_one(
 
 
 def test_build_secrets_never_enter_a_layer(instructions: list[dict]) -> None:
-    """The proxy CA and pip.conf come in only as optional secret mounts (README: building behind a proxy)."""
+    """The proxy CA and pip.conf come in only as optional secret mounts (docs/gpu-and-containers.md: building behind a proxy)."""
     for instruction in instructions:
         if instruction["instruction"] in ("COPY", "ADD"):
             assert not re.search(r"pip\.conf|\.crt|\.pem", instruction["value"]), instruction["value"]

@@ -111,6 +111,8 @@ def test_int8_asked_of_an_rtx_5070_ti_becomes_float16_with_a_note(tmp_path: Path
     assert result.exit_code == 0, result.stderr
     assert "GPU 0 cannot run int8_float16: float16 instead" in result.stderr
     assert cuda.loaded == [(0, "float16")]
+    record = json.loads((folder / f".{Path(CLIPS[0]).stem}.carevoice.json").read_text(encoding="ascii"))
+    assert record["build"]["engines"] == [f"cuda float16 {RTX_5070_TI.name} (compute capability 12.0)"]  # what made the words
 
 
 # --- a GPU that cannot run the model ------------------------------------------------------------------

@@ -113,6 +113,7 @@ class FakeGpuEngine:
 
     def __init__(self, ref: Any, index: int) -> None:
         self.ref, self.index, self.calls = ref, index, 0
+        self.device_index = index
 
     def features(self, samples: np.ndarray) -> np.ndarray:
         return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)

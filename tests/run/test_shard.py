@@ -62,6 +62,7 @@ class FakeEngine:
 
     device = "cpu"
     compute_type = "int8"
+    device_index = 0
 
     def __init__(self, ref: Any) -> None:
         self.ref = ref
