@@ -17,13 +17,11 @@ from pathlib import Path
 
 import jiwer
 import pytest
-from doubles import fake_cuda, fake_nvml  # noqa: F401  (the GPU doubles' fixtures, for every test)
+from doubles import fake_cuda, fake_engines, fake_nvml  # noqa: F401  (the doubles' fixtures, for every test)
 from typer.testing import CliRunner
 
 from carevoice.cli.app import app
-from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.run.audio import Ffmpeg, find_ffmpeg
-from carevoice.transcript import Segment, Word
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).parent / "data"
@@ -102,13 +100,6 @@ def normalised_words(text: str) -> list[str]:
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """WER after normalised_words on both sides."""
     return float(jiwer.wer(" ".join(normalised_words(reference)), " ".join(normalised_words(hypothesis))))
-
-
-def fake_chunk_result(item: EngineItem) -> ItemResult:
-    """What a stand-in engine makes of a chunk: its length as text, two words (for pipeline tests)."""
-    d = round(item.duration_s, 3)
-    words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
-    return ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")])
 
 
 def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> dict[str, bytes]:

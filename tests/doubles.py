@@ -1,4 +1,19 @@
-"""Test doubles of the GPU side of CareVoice's outside libraries, all in one place (no GPU needed).
+"""Test doubles, all in one place (no GPU and no model needed): the engine, and the GPU side of
+CareVoice's outside libraries. A fake engine is for pipeline and CLI logic only, never the only test
+of transcription (STYLE.md): the engine tests run the real tiny.en model on real audio.
+
+``FakeEngine`` stands in for a loaded model (``carevoice.engine.whisper.Engine``), with what the
+runner needs of one (``EngineFacts`` and ``BatchEngine`` in carevoice.run.pipeline: ``ref``,
+``device``, ``compute_type``, ``device_index``, ``features``, ``run_batch``). Each chunk becomes
+``fake_chunk_result``: one segment of two words whose text is the chunk's length (deterministic,
+instant, so two runs write the same bytes). It takes the device and CUDA index it is loaded on
+(compute type float16 on "cuda", int8 on the CPU), an optional delay a batch (``delay_s``: so that
+several engines overlap, or a slow engine holds decoding back), and records the chunks of every
+batch it was handed (``batches``; ``calls`` and ``entered`` count them). ``fake_load`` makes an
+``Engine.load`` that builds one (into a list, to see what was loaded; ``only_on`` asserts the one
+device it may be asked for); it needs no fixture, so a driver script run in a child process uses
+it too (with tests/ put on ``sys.path`` first). The ``fake_engines`` fixture installs it and
+returns the list of engines built (one a run).
 
 ``FakeNvml`` is a ``pynvml`` module: GPUs with names, UUIDs, PCI bus ids, compute capabilities,
 memory and utilisation; MIG devices (no utilisation); ``NVMLError`` on chosen calls of chosen
@@ -22,6 +37,7 @@ Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/t
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +46,73 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from carevoice.engine.models import ModelRef
+from carevoice.engine.whisper import Engine, EngineItem, ItemResult
+from carevoice.settings import DecodeSettings, EngineSettings
+from carevoice.transcript import Segment, Word
+
+# --- the engine ------------------------------------------------------------------------------------
+
+
+def fake_chunk_result(item: EngineItem) -> ItemResult:
+    """What a stand-in engine makes of a chunk: its length as text, two words (for pipeline tests)."""
+    d = round(item.duration_s, 3)
+    words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
+    return ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")])
+
+
+class FakeEngine:
+    """A loaded model where only the pipeline is under test (see the module docstring)."""
+
+    def __init__(self, ref: ModelRef, device: str = "cpu", device_index: int = 0, delay_s: float = 0.0) -> None:
+        self.ref = ref
+        self.device = device
+        self.device_index = device_index
+        self.compute_type = "float16" if device == "cuda" else "int8"
+        self.delay_s = delay_s
+        self.batches: list[int] = []  # the chunks of each run_batch call, in order
+
+    @property
+    def calls(self) -> int:
+        return len(self.batches)
+
+    @property
+    def entered(self) -> int:
+        """Chunks that have reached the engine (counted as a batch arrives, before its delay)."""
+        return sum(self.batches)
+
+    def features(self, samples: np.ndarray) -> np.ndarray:
+        return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
+
+    def run_batch(self, items: list[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+        self.batches.append(len(items))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [fake_chunk_result(item) for item in items]
+
+
+def fake_load(built: list[FakeEngine] | None = None, delay_s: float = 0.0, only_on: str | None = None) -> Any:
+    """An ``Engine.load`` (a classmethod) that builds a FakeEngine on the device and index asked
+    for, appended to ``built``; ``only_on``: the one device it may be asked for (asserted)."""
+
+    def load(cls: type[Engine], settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> FakeEngine:
+        assert only_on is None or device == only_on, f"Engine.load asked for {device!r}"
+        engine = FakeEngine(ref, device, device_index, delay_s)
+        if built is not None:
+            built.append(engine)
+        return engine
+
+    return classmethod(load)
+
+
+@pytest.fixture
+def fake_engines(monkeypatch: pytest.MonkeyPatch) -> list[FakeEngine]:
+    """Engine.load builds FakeEngines; the list holds every one built (one a run on the CPU)."""
+    built: list[FakeEngine] = []
+    monkeypatch.setattr(Engine, "load", fake_load(built))
+    return built
+
 
 OUT_OF_MEMORY = "CUDA failed with error out of memory"
 CUBLAS_MISSING = "Library libcublas.so.12 is not found or cannot be loaded"

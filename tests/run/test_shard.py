@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import DATA_DIR, fake_chunk_result, invoke_cli
+from conftest import DATA_DIR, invoke_cli
+from doubles import FakeEngine
 
-from carevoice.engine.whisper import Engine, EngineItem, ItemResult
 from carevoice.run.discovery import find_jobs, select_shard, shard_of
 from carevoice.run.records import read_record
 from carevoice.run.writers import (
@@ -55,28 +54,6 @@ TREE = {
     "visit.mp3": SOURCES[3],
 }
 COLLIDING = {"visit.wav", "visit.mp3"}
-
-
-class FakeEngine:
-    """One segment per chunk whose text is made from the chunk's length: deterministic, instant."""
-
-    device = "cpu"
-    compute_type = "int8"
-    device_index = 0
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-
-    def features(self, samples: np.ndarray) -> np.ndarray:
-        return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
-
-    def run_batch(self, items: list[EngineItem], options: Any) -> list[ItemResult]:
-        return [fake_chunk_result(item) for item in items]
-
-
-@pytest.fixture
-def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Engine, "load", classmethod(lambda cls, settings, ref, device, **kw: FakeEngine(ref)))
 
 
 def make_tree(root: Path) -> Path:
@@ -141,7 +118,7 @@ def test_membership_does_not_depend_on_order_form_mount_or_current_folder(tmp_pa
 # --- end to end ----------------------------------------------------------------------------------
 
 
-def test_n_shards_cover_every_file_exactly_once(tmp_path: Path, fake_engine: None) -> None:
+def test_n_shards_cover_every_file_exactly_once(tmp_path: Path, fake_engines: list[FakeEngine]) -> None:
     folder = make_tree(tmp_path / "recordings")
     whole = make_tree(tmp_path / "whole")
     unsharded = invoke_cli("transcribe", whole, *ENGINE, "--json")
@@ -166,7 +143,7 @@ def test_n_shards_cover_every_file_exactly_once(tmp_path: Path, fake_engine: Non
     assert not any(n.startswith("visit.") for n in visible_outputs(folder))
 
 
-def test_a_collision_is_reported_whichever_shards_the_two_files_fall_in(tmp_path: Path, fake_engine: None) -> None:
+def test_a_collision_is_reported_whichever_shards_the_two_files_fall_in(tmp_path: Path, fake_engines: list[FakeEngine]) -> None:
     folder = make_tree(tmp_path / "recordings")
     owners = {name: shard_of(name, 7) for name in COLLIDING}
     assert len(set(owners.values())) == 2  # two different shards: neither sees the other's file
@@ -191,7 +168,7 @@ def test_a_bad_shard_is_a_usage_error_before_anything_runs(tmp_path: Path, text:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]
 
 
-def test_a_shard_with_no_files_succeeds_and_says_so(tmp_path: Path, fake_engine: None) -> None:
+def test_a_shard_with_no_files_succeeds_and_says_so(tmp_path: Path, fake_engines: list[FakeEngine]) -> None:
     shutil.copy(DATA_DIR / SOURCES[0], tmp_path / "a.flac")
     empty = next(k for k in range(50) if k != shard_of("a.flac", 50))
     result = invoke_cli("transcribe", tmp_path, *ENGINE, "--shard", f"{empty}/50")
@@ -203,11 +180,11 @@ def test_a_shard_with_no_files_succeeds_and_says_so(tmp_path: Path, fake_engine:
 
 KILL_DRIVER = r"""
 import os, signal, sys
-sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]  # this test's folder, and tests/ (conftest)
-from test_shard import FakeEngine
+sys.path.insert(0, sys.argv[1])  # tests/, for the doubles
+from doubles import fake_load
 from carevoice.engine.whisper import Engine
 
-Engine.load = classmethod(lambda cls, settings, ref, device, **kw: FakeEngine(ref))
+Engine.load = fake_load()
 kill_at, count = int(sys.argv[2]), 0
 real_replace = os.replace
 
@@ -225,7 +202,7 @@ main()
 """
 
 
-def test_a_killed_shard_run_again_finishes_only_what_is_missing(tmp_path: Path, fake_engine: None) -> None:
+def test_a_killed_shard_run_again_finishes_only_what_is_missing(tmp_path: Path, fake_engines: list[FakeEngine]) -> None:
     folder = make_tree(tmp_path / "recordings")
     whole = make_tree(tmp_path / "whole")
     assert invoke_cli("transcribe", whole, *ENGINE).exit_code == 1  # the reference (with its collision)
@@ -235,7 +212,7 @@ def test_a_killed_shard_run_again_finishes_only_what_is_missing(tmp_path: Path, 
 
     # One file's outputs are five renames (record, txt, srt, json, record): die in the second file.
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_DRIVER, str(Path(__file__).parent), "8", "transcribe", folder, *ENGINE, "--shard", f"{shard}/2"],
+        [sys.executable, "-c", KILL_DRIVER, str(Path(__file__).parents[1]), "8", "transcribe", folder, *ENGINE, "--shard", f"{shard}/2"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert killed.returncode == -9, killed.stderr
