@@ -32,17 +32,11 @@ from carevoice.commands.bench_results import (
     BenchRow,
     Timing,
 )
-from carevoice.engine.build import package_versions, this_cpu_isa
-from carevoice.engine.cuda_probe import probe_cuda_inference
-from carevoice.engine.decoder import (
-    backend_problem,
-    cuda_compute_types,
-    cuda_device_count,
-)
+from carevoice.engine import cuda_probe, decoder, nvml
+from carevoice.engine.build import package_versions, this_cpu
 from carevoice.engine.devices import choose_compute_type
 from carevoice.engine.gpu_stats import GpuSampler
 from carevoice.engine.models import resolve_model
-from carevoice.engine.nvml import read_nvml_info
 from carevoice.engine.vad import SpeechSpan
 from carevoice.engine.whisper import Engine
 from carevoice.errors import CareVoiceError, UsageError
@@ -74,7 +68,6 @@ if TYPE_CHECKING:
     from carevoice.run.discovery import Job
     from carevoice.settings import DecodeSettings
 
-
 WARMUP_AUDIO_S = 5.0  # the warm-up: the first seconds of the first file, through the same path
 VERSIONED_PACKAGES = ("faster-whisper", "ctranslate2", "numpy", "onnxruntime", "nvidia-ml-py")
 
@@ -85,7 +78,7 @@ def _versions(ffmpeg: Ffmpeg) -> dict[str, str | None]:
         "carevoice": __version__,
         **package_versions(VERSIONED_PACKAGES),
         "ffmpeg": ffmpeg_version(ffmpeg),
-        "cpu_isa": this_cpu_isa(),
+        "cpu_path": this_cpu(),
     }
 
 
@@ -100,7 +93,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _hardware(nvml: NvmlInfo) -> dict[str, Any]:
+def _hardware(nvml_info: NvmlInfo) -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -115,8 +108,8 @@ def _hardware(nvml: NvmlInfo) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,
         "memory_gib": memory_gib,
-        "gpus": [d.name for d in nvml.devices],
-        "nvml": nvml.to_dict(),
+        "gpus": [d.name for d in nvml_info.devices],
+        "nvml": nvml_info.to_dict(),
     }
 
 
@@ -298,16 +291,16 @@ def _device_problem(device: Device, settings: BenchSettings, ref: ModelRef, prob
     if device is not Device.CUDA:
         return None
 
-    problem = backend_problem()
+    problem = decoder.backend_problem()
     if problem:
         return problem
-    if cuda_device_count() == 0:
+    if decoder.cuda_device_count() == 0:
         return "CTranslate2 sees no CUDA device"
     audio_path = None
     if probe_audio is not None:
         audio_path = workdir / "probe.f32"
         probe_audio.astype("<f4").tofile(audio_path)
-    probe = probe_cuda_inference(
+    probe = cuda_probe.probe_cuda_inference(
         ref.load_from,
         bench_compute_type(settings, device),
         audio_path,
@@ -335,7 +328,7 @@ def run_bench(settings: BenchSettings, say: Callable[[str], None] = lambda line:
     settings.validate()
     ffmpeg = find_ffmpeg()
     ref = resolve_model(settings.engine.model, settings.engine.cache_dir)
-    nvml = read_nvml_info()
+    nvml_info = nvml.read_nvml_info()
     modes = (BenchMode.CAREVOICE, BenchMode.FASTER_WHISPER) if settings.compare else (BenchMode.CAREVOICE,)
     with tempfile.TemporaryDirectory(prefix="carevoice-bench-") as tmp:
         inputs = _gather(settings, ffmpeg, Path(tmp) / "out")
@@ -350,11 +343,11 @@ def run_bench(settings: BenchSettings, say: Callable[[str], None] = lambda line:
     return BenchResult(
         settings=_settings_dict(settings, ref),
         versions=_versions(ffmpeg),
-        hardware=_hardware(nvml),
+        hardware=_hardware(nvml_info),
         files=inputs.files,
         skipped=inputs.skipped,
         rows=rows,
-        gpu_note=nvml.describe(),
+        gpu_note=nvml_info.describe(),
     )
 
 
@@ -406,7 +399,7 @@ def bench_compute_type(settings: BenchSettings, device: Device) -> str | None:
     if device is not Device.CUDA:
         return settings.engine.compute_type
 
-    return choose_compute_type(settings.engine.compute_type, cuda_compute_types(0)).compute_type
+    return choose_compute_type(settings.engine.compute_type, decoder.cuda_compute_types(0)).compute_type
 
 
 def _timed_load(settings: BenchSettings, ref: ModelRef, device: Device) -> tuple[float, Engine]:

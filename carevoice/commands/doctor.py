@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carevoice import interrupts
+from carevoice.engine import cuda_probe, nvml
 from carevoice.engine.cuda_probe import (
     CUBLAS_LIBRARY,
-    load_cublas,
-    probe_cuda_inference,
 )
 from carevoice.engine.devices import choose_compute_type
 from carevoice.engine.models import resolve_model
-from carevoice.engine.nvml import gib, read_nvml_info, visible_gpus
+from carevoice.engine.nvml import gib, visible_gpus
 from carevoice.errors import CareVoiceError, ExitCode
 from carevoice.run.chinese import self_test
 from carevoice.settings import (
@@ -323,7 +322,7 @@ def check_opencc(ctx: Context) -> CheckResult:
 
 def check_nvml(ctx: Context) -> CheckResult:
 
-    info = ctx.nvml = read_nvml_info()
+    info = ctx.nvml = nvml.read_nvml_info()
     if not info.has_gpu:
         return CheckResult("NVIDIA GPU", CheckStatus.SKIP, info.describe())
     gpus = "; ".join(
@@ -389,7 +388,7 @@ def check_cuda(ctx: Context) -> CheckResult:
         f"{', '.join(sorted(d.compute_types)) or 'no compute type'} — runs {d.runs}"
         for d in devices
     )
-    loads, why = load_cublas()
+    loads, why = cuda_probe.load_cublas()
     if not loads:
         return CheckResult("CUDA (ctranslate2)", CheckStatus.FAIL, f"{detail}; {CUBLAS_LIBRARY} does not load ({why})", CUBLAS_HINT)
     slow = [d for d in devices if "float16" not in d.compute_types]
@@ -422,7 +421,7 @@ def check_gpu_inference(ctx: Context) -> CheckResult:
             ctx.speech.astype("<f4").tofile(audio)
         download_root = None if ctx.model_ref.is_local else str(ctx.settings.engine.cache_dir / "hub")
         for device in devices:
-            probe = probe_cuda_inference(ctx.model_ref.load_from, device.runs, audio, ctx.settings.gpu_timeout_s, download_root, device.index)
+            probe = cuda_probe.probe_cuda_inference(ctx.model_ref.load_from, device.runs, audio, ctx.settings.gpu_timeout_s, download_root, device.index)
             results.append((device.index, probe))
     failed = [(i, p) for i, p in results if not p.ok]
     detail = "; ".join(f"GPU {i}: {p.detail}" for i, p in results)

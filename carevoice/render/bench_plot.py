@@ -21,7 +21,7 @@ from carevoice.engine.gpu_stats import busiest
 from carevoice.engine.nvml import gib
 from carevoice.errors import OutputError, SetupError, UsageError
 from carevoice.render import charts
-from carevoice.run.writers import atomic_write
+from carevoice.run import writers
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -403,7 +403,7 @@ def write_bench_plot(path: Path, record: Mapping[str, Any]) -> PlotFiles:
     data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     for target, content in ((data_path, data), (path, plot)):
         try:
-            atomic_write(target, content)
+            writers.atomic_write(target, content)
         except OSError as exc:
             raise OutputError(f"cannot write --plot file {target} ({exc.strerror or type(exc).__name__})",
                               "choose a writable path for --plot; the timings are in the table above") from None  # fmt: skip

@@ -15,7 +15,7 @@ from carevoice.engine.gpu_stats import busiest
 from carevoice.engine.nvml import gib
 from carevoice.render.html_report import render_report_html
 from carevoice.results import FileResult, FileStatus
-from carevoice.run.writers import atomic_write
+from carevoice.run import writers
 
 
 @dataclass
@@ -100,9 +100,9 @@ def write_report(path: Path, summary: RunSummary) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_html(path):
 
-        atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))
+        writers.atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))
         return
-    atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    writers.atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 def gpu_summary_text(gpu: dict[str, Any] | None) -> str:

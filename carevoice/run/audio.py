@@ -92,17 +92,6 @@ def find_ffmpeg() -> Ffmpeg:
     )
 
 
-@lru_cache(maxsize=8)
-def ffmpeg_version(binary: Ffmpeg) -> str | None:
-    """The version an ffmpeg binary reports (``5.1.6-0+deb12u1``), asked once; None when it cannot say."""
-    try:
-        out = subprocess.run([binary.path, "-hide_banner", "-version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    words = out.split()
-    return words[2] if len(words) > 2 and out.startswith("ffmpeg version") else None
-
-
 def decode_timeout_s(path: Path) -> float:
     """How long ffmpeg may take for this file before it is killed."""
     try:
@@ -272,6 +261,33 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # already gone
+
+
+VERSION_TIMEOUT_S = 10.0
+
+
+@lru_cache(maxsize=8)
+def ffmpeg_version(binary: Ffmpeg) -> str:
+    """Which ffmpeg decodes, for records and bench: ``5.1.6-0+deb12u1 (system)``, asked once per
+    binary. A binary named by $CAREVOICE_FFMPEG is not run for this (it may be a wrapper): it is
+    named by its path. Killed with its children when it does not answer within VERSION_TIMEOUT_S."""
+    if binary.source is FfmpegSource.ENV:
+        return f"{binary.path} ({FfmpegSource.ENV.value})"
+    try:
+        proc = subprocess.Popen(
+            [binary.path, "-hide_banner", "-version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+    except OSError:
+        return f"unknown ({binary.source.value})"
+    try:
+        out = proc.communicate(timeout=VERSION_TIMEOUT_S)[0].decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        out = ""
+    words = out.split()
+    version = words[2] if len(words) > 2 and out.startswith("ffmpeg version") else "unknown"
+    return f"{version} ({binary.source.value})"
 
 
 def stop_all_decodes() -> int:

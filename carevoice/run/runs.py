@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from carevoice.engine.decoder import cuda_compute_types, cuda_device_count
+from carevoice.engine import decoder
 from carevoice.engine.devices import (
     ClusterPlacement,
     DeviceChoice,
@@ -111,7 +111,7 @@ def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice
     engines, used, computes, dropped = [], [], [], []
     failure = SetupError("no GPU to load the model on")
     for index in gpu_indices(settings.gpus, choice.cuda_devices):
-        compute = choose_compute_type(settings.engine.compute_type, cuda_compute_types(index))
+        compute = choose_compute_type(settings.engine.compute_type, decoder.cuda_compute_types(index))
         try:
             engines.append(Engine.load(replace(settings.engine, compute_type=compute.compute_type), ref, "cuda", device_index=index))
         except SetupError as exc:
@@ -160,7 +160,7 @@ def load_engines(settings: TranscribeSettings, ref: ModelRef) -> tuple[list[Any]
         SetupError: the model cannot load, or no requested GPU can run it.
     """
 
-    choice = replace(choose_device(settings.engine.device, cuda_device_count()), gpus_asked=settings.gpus)
+    choice = replace(choose_device(settings.engine.device, decoder.cuda_device_count()), gpus_asked=settings.gpus)
     engines: list[Any] = []
     if choice.device == "cuda":
         engines, choice, failure = _load_gpus(settings, ref, choice)

@@ -15,11 +15,11 @@ from typing import Any
 from carevoice import __version__
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.rules import Reason
-from carevoice.run.writers import atomic_write
 
 REPORT_EVERY_S = 60.0  # the summary is rewritten this often (at most), at midnight and when the service stops
 TRIED_AGAIN = "tried_again"  # the count of failures whose file is tried again later
 RETRY_KEY = "tried_again_in_s"  # a line's: when its failed file is tried again
+from carevoice.run import writers
 
 
 def local_now() -> datetime:
@@ -154,7 +154,7 @@ class DayReport:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         path = day_report_path(self.folder, self.day)
-        atomic_write(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        writers.atomic_write(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
         self.dirty, self.written_s = False, self.clock()
         return path
 

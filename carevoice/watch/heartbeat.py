@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from carevoice.run.writers import atomic_write
+from carevoice.run import writers
 
 
 class Phase(str, Enum):
@@ -68,7 +68,7 @@ def write_beat(path: Path, beat: Beat) -> None:
     """Replace the heartbeat atomically (a reader never sees half of one)."""
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, beat.to_json())
+    writers.atomic_write(path, beat.to_json())
 
 
 def read_beat(path: Path) -> Beat | None:

@@ -260,7 +260,7 @@ def test_a_run_that_breaks_fails_its_row_not_the_bench(tmp_path: Path, monkeypat
     def out_of_memory(samples, **options):  # type: ignore[no-untyped-def]
         raise RuntimeError("CUDA failed with error out of memory")
 
-    broken = SimpleNamespace(device="cpu", compute_type="int8", decoder=SimpleNamespace(model=SimpleNamespace(transcribe=out_of_memory)))
+    broken = SimpleNamespace(device="cpu", compute_type="int8", device_index=0, decoder=SimpleNamespace(model=SimpleNamespace(transcribe=out_of_memory)))
     monkeypatch.setattr(bench, "_timed_load", lambda settings, ref, device: (0.5, broken))
     settings = BenchSettings(inputs=(data_dir / CLIPS[0],), devices=(Device.CPU,), runs=1, compare=True, engine=EngineSettings(model="tiny.en"))
     inputs = bench._gather(settings, ffmpeg_bin, tmp_path / "out")

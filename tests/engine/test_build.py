@@ -1,5 +1,7 @@
-"""engine/build.py: what shapes the words besides model and options — the instruction set CTranslate2
-dispatches to (a table of real /proc/cpuinfo flag sets), library versions, and each engine's label."""
+"""engine/build.py: what shapes the words besides model and options — the instruction set CTranslate2's
+kernels dispatch to and the library its matrix products run in (tables of real CPUs' /proc/cpuinfo
+flags, read against CTranslate2's src/cpu/cpu_isa.cc and backend.cc), library versions, and each
+engine's label."""
 
 from __future__ import annotations
 
@@ -8,50 +10,67 @@ import importlib.metadata
 import pytest
 
 from carevoice.engine import build
-from carevoice.engine.build import cpu_flags, cpu_isa, engine_build, package_versions, words_build
+from carevoice.engine.build import cpu_facts, cpu_isa, engine_build, gemm_backend, package_versions, words_build
 
-EPYC_GENOA = "avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni sse4_1"  # AMD EPYC 9004 (this CI's kind)
-SKYLAKE_CLIENT = "avx avx2 fma sse4_1 sse4_2"  # Core i7-6700: no AVX-512
-SANDY_BRIDGE = "avx sse4_1 sse4_2"  # AVX without AVX2/FMA
-KNIGHTS_LANDING = "avx avx2 fma avx512f avx512cd"  # AVX-512 foundation without BW/DQ/VL
+EPYC_GENOA = "sse4_1 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"  # AMD EPYC 9004 (this CI's kind)
+SAPPHIRE_RAPIDS = EPYC_GENOA + " amx_tile amx_int8 amx_bf16"  # Xeon 4th gen
+SKYLAKE_CLIENT = "sse4_1 avx avx2 fma"  # Core i7-6700: no AVX-512
+ALDER_LAKE = "sse4_1 avx avx2 fma avx_vnni"  # Core i7-12700: AVX-VNNI, no AVX-512
+SANDY_BRIDGE = "sse4_1 avx"  # AVX without AVX2
+NEHALEM = "sse4_1 sse4_2"
 
 
 @pytest.mark.parametrize(
     ("flags", "machine", "forced", "isa"),
     [
-        (EPYC_GENOA, "x86_64", None, "AVX512"),
+        (EPYC_GENOA, "x86_64", None, "AVX2"),  # AVX512 only when forced: CTranslate2 never picks it itself
         (SKYLAKE_CLIENT, "x86_64", None, "AVX2"),
         (SANDY_BRIDGE, "x86_64", None, "AVX"),
-        (KNIGHTS_LANDING, "x86_64", None, "AVX2"),
-        ("sse2 sse4_1", "x86_64", None, "GENERIC"),
+        (NEHALEM, "x86_64", None, "GENERIC"),
         ("fp asimd", "aarch64", None, "NEON"),
-        (EPYC_GENOA, "x86_64", "avx2", "AVX2"),  # CT2_FORCE_CPU_ISA wins, as in CTranslate2
+        (EPYC_GENOA, "x86_64", "AVX512", "AVX512"),  # CT2_FORCE_CPU_ISA wins
     ],
 )
-def test_the_instruction_set_ctranslate2_dispatches_to(flags: str, machine: str, forced: str | None, isa: str) -> None:
+def test_the_instruction_set_ctranslate2_kernels_dispatch_to(flags: str, machine: str, forced: str | None, isa: str) -> None:
     assert cpu_isa(frozenset(flags.split()), machine, forced) == isa
 
 
-def test_flags_are_read_from_cpuinfo_text() -> None:
-    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nflags\t\t: other\n"
-    assert cpu_flags(text) == frozenset({"fpu", "avx2", "fma"})
-    assert cpu_flags("Features\t: fp asimd\n") == frozenset({"fp", "asimd"})
-    assert cpu_flags("") == frozenset()
+@pytest.mark.parametrize(
+    ("vendor", "flags", "env", "backend"),
+    [
+        ("AuthenticAMD", EPYC_GENOA, {}, "oneDNN avx512_core_bf16"),
+        ("GenuineIntel", SAPPHIRE_RAPIDS, {}, "MKL"),  # MKL on Intel: another library, other last bits
+        ("GenuineIntel", SAPPHIRE_RAPIDS, {"CT2_USE_MKL": "0"}, "oneDNN avx512_core_amx"),
+        ("AuthenticAMD", EPYC_GENOA, {"CT2_USE_MKL": "1"}, "MKL"),
+        ("AuthenticAMD", ALDER_LAKE, {}, "oneDNN avx2_vnni"),
+        ("AuthenticAMD", EPYC_GENOA, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "oneDNN avx512_core_bf16 (capped at avx2)"),
+        ("AuthenticAMD", NEHALEM, {}, "oneDNN sse41"),
+    ],
+)
+def test_the_library_matrix_products_run_in(vendor: str, flags: str, env: dict[str, str], backend: str) -> None:
+    assert gemm_backend(vendor, frozenset(flags.split()), "x86_64", env) == backend
+
+
+def test_vendor_and_flags_are_read_from_the_first_processor() -> None:
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nvendor_id\t: Other\nflags\t\t: other\n"
+    assert cpu_facts(text) == ("AuthenticAMD", frozenset({"fpu", "avx2", "fma"}))
+    assert cpu_facts("Features\t: fp asimd\n") == ("", frozenset({"fp", "asimd"}))
+    assert cpu_facts("") == ("", frozenset())
 
 
 def test_this_machine_honours_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    build.this_cpu_isa.cache_clear()
+    build.this_cpu.cache_clear()
     monkeypatch.setenv(build.ISA_ENV, "GENERIC")
     try:
-        assert build.this_cpu_isa() == "GENERIC"
+        assert build.this_cpu().startswith("GENERIC")
     finally:
-        build.this_cpu_isa.cache_clear()
+        build.this_cpu.cache_clear()
 
 
 def test_a_run_names_its_libraries_ffmpeg_and_engines() -> None:
-    made = words_build([engine_build("cuda", "float16", "NVIDIA H200"), engine_build("cuda", "float16", "NVIDIA H200")], "7.1")
+    made = words_build([engine_build("cuda", "float16", "NVIDIA H200"), engine_build("cuda", "float16", "NVIDIA H200")], "7.1 (system)")
     assert made["ctranslate2"] == importlib.metadata.version("ctranslate2")
     assert made["faster-whisper"] == importlib.metadata.version("faster-whisper")
-    assert made["ffmpeg"] == "7.1"
+    assert made["ffmpeg"] == "7.1 (system)"
     assert made["engines"] == ["cuda float16 NVIDIA H200"]  # one label per kind of engine
     assert package_versions(("no-such-distribution",)) == {"no-such-distribution": None}
