@@ -106,7 +106,8 @@ def _function_imports(tree: ast.AST) -> list[ast.stmt]:
 
 def test_every_function_local_import_says_why() -> None:
     """An import inside a function buys something (an optional extra, start-up time, a broken install
-    reported instead of crashing): the comment on its line, or on the line above it, says what."""
+    reported instead of crashing): the comment on its line, or above the block of imports it is
+    in, says what."""
     unexplained = []
     seen = 0
     for path in modules():
@@ -114,8 +115,10 @@ def test_every_function_local_import_says_why() -> None:
         for node in _function_imports(ast.parse("\n".join(lines))):
             seen += 1
             own = lines[node.lineno - 1 : node.end_lineno]
-            above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
-            if not any("#" in line.split("import", 1)[-1] for line in own) and not above.startswith("#"):
+            above = node.lineno - 2
+            while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+                above -= 1  # the block of imports this one is in
+            if not any("#" in line.split("import", 1)[-1] for line in own) and not lines[above].strip().startswith("#"):
                 unexplained.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert seen > 0
     assert unexplained == []

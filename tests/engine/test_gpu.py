@@ -228,7 +228,7 @@ def test_a_cuda_run_shows_live_utilisation(monkeypatch: pytest.MonkeyPatch) -> N
         used.append(cuda_indices)
         return GpuSampler(lambda: reading(42.0), interval_s=0.005, on_sample=on_sample)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transcribe, "GpuSampler", sampler_of)
+    monkeypatch.setattr(gpu_stats, "GpuSampler", sampler_of)
     run = SimpleNamespace(transcriber=SimpleNamespace(engine=SimpleNamespace(device="cuda")), placement=ON_GPU_0)
     sampler = transcribe._start_gpu_sampler(run, SimpleNamespace(refresh=refreshed.append), Console(record=True), quiet=False, origin=0.0)
     wait_for(lambda: len(refreshed) >= 2)
