@@ -33,7 +33,7 @@ from carevoice.commands.bench_results import (
     Timing,
 )
 from carevoice.engine import cuda_probe, decoder, nvml
-from carevoice.engine.build import package_versions, this_cpu
+from carevoice.engine.build import package_versions, this_cpu, usable_cpus
 from carevoice.engine.devices import choose_compute_type
 from carevoice.engine.gpu_stats import GpuSampler
 from carevoice.engine.models import resolve_model
@@ -95,10 +95,6 @@ def _cpu_model() -> str:
 
 def _hardware(nvml_info: NvmlInfo) -> dict[str, Any]:
     try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    try:
         memory_gib: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30), 1)
     except (ValueError, OSError, AttributeError):
         memory_gib = None
@@ -106,7 +102,7 @@ def _hardware(nvml_info: NvmlInfo) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": usable,
+        "cpu_cores_usable": usable_cpus(),
         "memory_gib": memory_gib,
         "gpus": [d.name for d in nvml_info.devices],
         "nvml": nvml_info.to_dict(),

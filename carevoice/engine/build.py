@@ -112,14 +112,34 @@ def engine_build(device: str, compute_type: str, gpu_name: str | None = None) ->
     return f"{device} {compute_type} {where}"
 
 
-def words_build(engines: Sequence[str], ffmpeg_version: str | None) -> dict[str, Any]:
-    """What a run's words were made with besides model and options, for its records.
+def blas_threads(env: Mapping[str, str], usable_cpus: int) -> int:
+    """How many threads numpy's OpenBLAS splits a matrix product over: OPENBLAS_NUM_THREADS, else
+    OMP_NUM_THREADS, else one per usable CPU. The log-mel features are such a product, and their
+    last bits — and so, now and then, a word — change with it (1 thread against 2 changed 25 of
+    45 corpus transcripts: benchmarks/README.md)."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = env.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return usable_cpus
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def words_build(engines: Sequence[str]) -> dict[str, Any]:
+    """What a run's words are made with besides model and options, for its records (each record
+    adds the ffmpeg that decoded its recording).
 
     Args:
         engines: Each engine's :func:`engine_build` (a file's chunks may go to any of them).
-        ffmpeg_version: The ffmpeg that decoded the recordings (None: not known).
     """
-    return {**package_versions(), "ffmpeg": ffmpeg_version, "engines": sorted(set(engines))}
+    return {**package_versions(), "blas_threads": blas_threads(os.environ, usable_cpus()), "engines": sorted(set(engines))}
 
 
 def cuda_names(indices: Sequence[int]) -> dict[int, str]:

@@ -28,6 +28,7 @@ class FileChunks:
         results: Chunk results by chunk index.
         failed: The one-line error that failed the file, if any.
         identity: The recording's identity, as read while it was decoded.
+        decoded_by: The ffmpeg that decoded it.
         credited_s: How much of its audio a progress display has counted as done.
     """
 
@@ -39,6 +40,7 @@ class FileChunks:
     failed: str | None = None
     cause: Cause | None = None  # why it failed, when the fault may lie outside the recording
     identity: Identity | None = None
+    decoded_by: str | None = None
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
 
     @property

@@ -15,7 +15,7 @@ from carevoice.engine.policy import window_frames
 from carevoice.engine.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
 from carevoice.engine.whisper import EngineItem
 from carevoice.errors import AudioDecodeError, IncompleteFileError
-from carevoice.run.audio import Ffmpeg, decode_audio
+from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version
 from carevoice.run.discovery import Job
 from carevoice.run.records import ChangedWhileReading, Identity, identify
 from carevoice.settings import DEFAULT_WINDOWS_S, SAMPLE_RATE_HZ
@@ -29,6 +29,7 @@ class Prepared:
     samples: np.ndarray
     spans: tuple[SpeechSpan, ...]
     identity: Identity | None = None  # the recording's, as it was decoded
+    decoded_by: str | None = None  # the ffmpeg that decoded it (run.audio.ffmpeg_version), for its record
 
     @property
     def duration_s(self) -> float:
@@ -70,8 +71,8 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
     if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
         # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
         # checks chunks that might be silence with VAD after decoding anyway.
-        return Prepared(job, samples, (SpeechSpan(0, len(samples)),), identity)
-    return Prepared(job, samples, plan_chunks(detect_speech(samples)), identity)
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),), identity, ffmpeg_version(ffmpeg))
+    return Prepared(job, samples, plan_chunks(detect_speech(samples)), identity, ffmpeg_version(ffmpeg))
 
 
 def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:

@@ -115,7 +115,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     travels in the row and becomes that file's FAILED result, as in the in-process pipeline.
     """
 
-    out = {**row, "samples": b"", "spans": b"", "error": b"", "identity": b""}
+    out = {**row, "samples": b"", "spans": b"", "error": b"", "identity": b"", "decoded_by": b""}
     try:
         prepared = prepare_file(_row_job(row), _ffmpeg())
     except CareVoiceError as exc:
@@ -128,6 +128,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     out["spans"] = np.array([(s.start, s.end) for s in prepared.spans], dtype=np.int64).tobytes()
     if prepared.identity is not None:
         out["identity"] = json.dumps(prepared.identity.to_dict()).encode("ascii")
+    out["decoded_by"] = _text_bytes(prepared.decoded_by or "")
     return out
 
 
@@ -166,7 +167,8 @@ class FileTranscriberActor:
             spans = np.frombuffer(row["spans"], dtype=np.int64).reshape(-1, 2)
             samples = np.frombuffer(row["samples"], dtype=np.float32)
             identity = Identity.from_dict(json.loads(bytes(row["identity"]))) if row["identity"] else None
-            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans), identity)
+            decoded_by = _bytes_text(row["decoded_by"]) or None
+            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans), identity, decoded_by)
 
         claims = Claims(self.run, self.run_id, {job.source: str(row["seen"]) for job, row in zip(jobs, rows)})
         transcriber = Transcriber(self.settings, self.engine, None, claims, prepare=prepare)

@@ -29,7 +29,7 @@ from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.assembly import FileChunks
-from carevoice.run.audio import Ffmpeg, ffmpeg_version, stop_all_decodes
+from carevoice.run.audio import Ffmpeg, stop_all_decodes
 from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
@@ -318,6 +318,7 @@ class BatchRunner:
         file.duration_s = prepared.duration_s
         file.offsets_s = prepared.offsets_s
         file.identity = prepared.identity
+        file.decoded_by = prepared.decoded_by
         self.stats.seen(file.duration_s)
         if not items:
             self.stats.finished_file(file.duration_s)
@@ -396,11 +397,11 @@ class Transcriber:
             workers=settings.decode_workers,
             windows_s=settings.engine.windows_s,
         )
-        # What shaped the words besides model and options, for the records.
+        # What shaped the words besides model and options, for the records (each adds its own ffmpeg).
         cuda = [e.device_index for e in self.engines if e.device == "cuda"]
         names = cuda_names(cuda) if cuda else {}
         builds = [engine_build(e.device, e.compute_type, names.get(e.device_index)) for e in self.engines]
-        self.build = words_build(builds, ffmpeg_version(ffmpeg) if ffmpeg is not None else None)
+        self.build = words_build(builds)
         # What a transcript's JSON says it was made with.
         self.options = {
             "model": claims.run.model,
@@ -513,7 +514,7 @@ class Transcriber:
                 return self._failed(file, file.failed, file.cause)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
-            outputs, why = self._write(file.job, transcript, file.identity)
+            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by})
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch

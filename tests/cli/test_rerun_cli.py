@@ -517,7 +517,7 @@ def test_the_record_names_what_else_shaped_the_words_and_a_new_build_redoes_noth
     another machine may change some words); they are not compared: finished files stay."""
     import importlib.metadata
 
-    from carevoice.engine.build import this_cpu
+    from carevoice.engine.build import blas_threads, this_cpu, usable_cpus
     from carevoice.run.audio import ffmpeg_version, find_ffmpeg
 
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
@@ -528,6 +528,7 @@ def test_the_record_names_what_else_shaped_the_words_and_a_new_build_redoes_noth
         "faster-whisper": importlib.metadata.version("faster-whisper"),
         "onnxruntime": importlib.metadata.version("onnxruntime"),
         "numpy": importlib.metadata.version("numpy"),
+        "blas_threads": blas_threads(os.environ, usable_cpus()),
         "ffmpeg": ffmpeg_version(find_ffmpeg()),
         "engines": [f"cpu int8 {this_cpu()}"],
     }

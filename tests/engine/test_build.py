@@ -10,7 +10,7 @@ import importlib.metadata
 import pytest
 
 from carevoice.engine import build
-from carevoice.engine.build import cpu_facts, cpu_isa, engine_build, gemm_backend, package_versions, words_build
+from carevoice.engine.build import blas_threads, cpu_facts, cpu_isa, engine_build, gemm_backend, package_versions, words_build
 
 EPYC_GENOA = "sse4_1 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"  # AMD EPYC 9004 (this CI's kind)
 SAPPHIRE_RAPIDS = EPYC_GENOA + " amx_tile amx_int8 amx_bf16"  # Xeon 4th gen
@@ -67,10 +67,17 @@ def test_this_machine_honours_the_override(monkeypatch: pytest.MonkeyPatch) -> N
         build.this_cpu.cache_clear()
 
 
-def test_a_run_names_its_libraries_ffmpeg_and_engines() -> None:
-    made = words_build([engine_build("cuda", "float16", "NVIDIA H200"), engine_build("cuda", "float16", "NVIDIA H200")], "7.1 (system)")
+def test_a_run_names_its_libraries_and_engines() -> None:
+    made = words_build([engine_build("cuda", "float16", "NVIDIA H200"), engine_build("cuda", "float16", "NVIDIA H200")])
     assert made["ctranslate2"] == importlib.metadata.version("ctranslate2")
     assert made["faster-whisper"] == importlib.metadata.version("faster-whisper")
-    assert made["ffmpeg"] == "7.1 (system)"
     assert made["engines"] == ["cuda float16 NVIDIA H200"]  # one label per kind of engine
     assert package_versions(("no-such-distribution",)) == {"no-such-distribution": None}
+
+
+@pytest.mark.parametrize(
+    ("env", "threads"),
+    [({}, 16), ({"OPENBLAS_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "4,2"}, 4), ({"OPENBLAS_NUM_THREADS": "0", "OMP_NUM_THREADS": "2"}, 2)],
+)
+def test_numpys_blas_threads_as_openblas_counts_them(env: dict[str, str], threads: int) -> None:
+    assert blas_threads(env, 16) == threads
