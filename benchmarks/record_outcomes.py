@@ -4,7 +4,7 @@ Runs CareVoice's engine (the batch runner, default options, the base model) over
 the given languages whose licence allows copying into tests/data (public domain, CC0, CC BY, MIT),
 records each decision of carevoice.engine.policy.decide with the outcome it was made on (the engine's
 ``observe``), and keeps up to
-``--per-kind`` rows of each (action, reason). The table is what tests/test_policy.py checks the
+``--per-kind`` rows of each (action, reason). The table is what tests/engine/test_policy.py checks the
 policy against: re-record it (and read the diff) whenever the policy changes on purpose.
 
 Usage: python benchmarks/record_outcomes.py [--lang en] [--out tests/data/policy_outcomes.json]

@@ -103,6 +103,7 @@ def run_cli(clips: list[Clip], args: argparse.Namespace, formats: str) -> tuple[
 def run_inproc(engine, settings, clips: list[Clip], args: argparse.Namespace, formats: str):  # type: ignore[no-untyped-def]
     from carevoice.results import FileStatus
     from carevoice.run.audio import find_ffmpeg
+    from carevoice.run.claims import claims_for
     from carevoice.run.discovery import find_jobs
     from carevoice.run.pipeline import Transcriber
     from carevoice.settings import (
@@ -127,7 +128,7 @@ def run_inproc(engine, settings, clips: list[Clip], args: argparse.Namespace, fo
             ),
         )
         jobs = find_jobs(transcribe.inputs, transcribe.output_dir).jobs
-        transcriber = Transcriber(transcribe, engine, find_ffmpeg(), transcribe.decode.fingerprint(engine.ref.model_id))
+        transcriber = Transcriber(transcribe, engine, find_ffmpeg(), claims_for(transcribe, engine.ref.model_id))
         failed = [r for r in transcriber.run(jobs) if r.status is not FileStatus.DONE]
         if failed:
             raise SystemExit(f"carevoice failed on {failed[0].source}: {failed[0].error}")

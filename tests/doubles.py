@@ -32,6 +32,15 @@ GPU 0, as CTranslate2's does), and the device of every array handed to each mode
 (``FakeCuda.handed``). The ``fake_cuda`` fixture installs one (build it with ``.gpus(...)``).
 
 Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/types.cc).
+
+Kept beside the one test that needs them, because each scripts a single behaviour of a real object
+rather than standing in for a whole one: ``ScriptedDecoder`` and ``RecordingCopy`` in
+tests/engine/test_engine.py (a real decoder whose outcomes a policy table scripts, and its seeded
+copies counted), ``FakeRay`` in tests/run/test_no_ray.py (Ray missing), ``Broken`` in
+tests/run/test_chinese.py (an OpenCC that fails to load), ``FailingBackend`` in
+tests/cli/test_rerun_cli.py (a backend that raises while results arrive), and spies wrapped around
+the real ``Engine.run_batch`` (tests/run/test_batching.py, tests/cli/test_robustness.py,
+tests/cli/test_privacy.py).
 """
 
 from __future__ import annotations

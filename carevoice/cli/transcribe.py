@@ -133,10 +133,10 @@ def transcribe(
 def _dry_run(settings: TranscribeSettings, console, json_out: bool) -> ExitCode:  # type: ignore[no-untyped-def]
     """Plan only: one line per file and a count per action; nothing is read beyond what a plan
     needs (records, stats, and a file's bytes only when its stat changed), nothing is written."""
-    # not at import: `carevoice --help` and `health` start in 0.09 s (0.15 s with these at the top)
+    # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.render.plans import plan_counts_line, plan_lines, plan_to_dict
 
-    # and it loads faster-whisper (~0.3 s):
+    # and it loads numpy and most of carevoice (0.1-0.2 s):
     from carevoice.run.planning import plan_run
 
     plan = plan_run(settings)
@@ -156,21 +156,21 @@ def _run_transcribe(
     An interrupt still prints and records what finished before it, and so does an unexpected error
     while results arrive (which then ends the command as an internal error).
     """
-    # not at import: `carevoice --help` and `health` start in 0.09 s (0.15 s with these at the top)
+    # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.engine.devices import DeviceChoice, engines_label
     from carevoice.render import charts
     from carevoice.render.progress import ProgressView, Timeline, gpu_live_text
     from carevoice.render.summaries import RunSummary, is_html, summary_line, write_report
     from carevoice.render.words import placement_note
 
-    # and it loads faster-whisper (~0.3 s):
+    # and it loads numpy and most of carevoice (0.1-0.2 s):
     from carevoice.run.runs import start_run
 
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     if settings.ray_address is not None:
         settings.validate()  # usage errors before Ray is even imported
-        # not at import: it loads faster-whisper (~0.3 s), and --help stays instant
+        # not at import: it loads numpy and most of carevoice (0.1-0.2 s); --help starts in 0.08 s
         from carevoice.run.distributed import start_ray_run
 
         run = start_ray_run(settings)
@@ -277,7 +277,7 @@ def language_note(settings: TranscribeSettings, language: LanguageChoice | None)
 
 def _start_gpu_sampler(run, view, console, quiet: bool, origin: float):  # type: ignore[no-untyped-def]
     """NVML utilisation sampling while a CUDA run goes on (None on the CPU); live in the progress bar."""
-    # not at import: `carevoice --help` and `health` start in 0.09 s (0.15 s with these at the top)
+    # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.engine.devices import DeviceChoice
     from carevoice.engine.gpu_stats import GpuSampler
     from carevoice.engine.nvml import unavailable_message

@@ -105,13 +105,13 @@ def watch(
     Runs until SIGTERM or Ctrl-C (exit 0), which end it after the file being written; a restart
     resumes. Lines on stderr carry the time; no transcript text is ever logged.
     """
-    # not at import: `carevoice --help` and `health` start in 0.09 s (0.15 s with these at the top)
+    # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.render.words import file_line, placement_note, printable
     from carevoice.watch.log import WatchLog
 
-
     def body(console):  # type: ignore[no-untyped-def]
-        from carevoice.watch.service import Service  # not at import: it loads faster-whisper (~0.3 s), and --help stays instant
+        # not at import: it loads numpy and most of carevoice (0.1-0.2 s)
+        from carevoice.watch.service import Service
 
         chosen = resolve_language(language) if language else None
         settings = WatchSettings(

@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
     from carevoice.engine.models import ModelRef
     from carevoice.engine.nvml import NvmlInfo
-    from carevoice.engine.whisper import Engine
     from carevoice.run.audio import Ffmpeg
     from carevoice.run.chunking import Prepared
     from carevoice.run.discovery import Job

@@ -14,13 +14,12 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from carevoice.engine.nvml import visible_gpus
+from carevoice.engine import nvml
 
 # The packages whose versions can change a transcript's words (faster-whisper's decoding code,
 # CTranslate2's kernels, onnxruntime's Silero VAD, numpy's feature extraction).
 WORD_PACKAGES = ("ctranslate2", "faster-whisper", "onnxruntime", "numpy")
 ISA_ENV = "CT2_FORCE_CPU_ISA"  # CTranslate2's own override of its CPU dispatch
-from carevoice.engine import nvml
 
 
 def package_versions(names: Sequence[str] = WORD_PACKAGES) -> dict[str, str | None]:
@@ -148,7 +147,7 @@ def cuda_names(indices: Sequence[int]) -> dict[int, str]:
     alike; ``an unnamed GPU`` where NVML cannot say."""
     info = nvml.read_nvml_info()
     by_uuid = {d.uuid: d for d in info.devices if d.uuid}
-    behind = visible_gpus(max(indices, default=-1) + 1, [d.uuid for d in info.devices])
+    behind = nvml.visible_gpus(max(indices, default=-1) + 1, [d.uuid for d in info.devices])
     names = {}
     for index in indices:
         device = by_uuid.get(behind[index] or "")

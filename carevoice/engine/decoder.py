@@ -195,7 +195,7 @@ class Decoder:
         return self.model.feature_extractor(samples)[..., :-1]
 
     def tokenizer(self, task: Task, language: str) -> TextTokens:
-        # where used: a broken install is a SetupError (or no GPU), not an import crash
+        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.tokenizer import Tokenizer
 
         key = (task.value, language)
@@ -206,7 +206,7 @@ class Decoder:
     def encode(self, features: Sequence[np.ndarray], frames: int) -> Any:
         """Encode a batch of chunks' features, each zero-padded (or cut) to ``frames``; the output
         stays on the device."""
-        # where used: a broken install is a SetupError (or no GPU), not an import crash
+        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.transcribe import get_ctranslate2_storage
 
         batch = np.zeros((len(features), self.n_mels, frames), dtype=np.float32)
@@ -223,7 +223,7 @@ class Decoder:
         self, encoded: Any, languages: Sequence[str], task: Task, beam_size: int, max_length: int
     ) -> list[Generation]:
         """Beam-search every row of an encoded batch with timestamp tokens, each in its language."""
-        # where used: a broken install is a SetupError (or no GPU), not an import crash
+        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tokenizers = [self.tokenizer(task, language) for language in languages]
@@ -249,7 +249,7 @@ class Decoder:
         when a row is first asked for). Rows stay on the host: the model moves its input to its own
         device. A copy made here with ``to_device(Device.cuda)`` would land on the current CUDA
         device, GPU 0, whatever GPU the model is on (StorageView.to_device takes no index)."""
-        import ctranslate2  # where used: a broken install is a SetupError (or no GPU), not an import crash
+        import ctranslate2  # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
 
         if size == 1:
             return lambda row: encoded
@@ -267,7 +267,7 @@ class Decoder:
         """Align text tokens on an encoded chunk (a batch of one), as faster-whisper's add_word_timestamps
         does: words at sentence ends that swallow a pause are cut to twice the median word length (so
         subtitle cues do not linger), and punctuation joins its word."""
-        # where used: a broken install is a SetupError (or no GPU), not an import crash
+        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.transcribe import merge_punctuations
 
         (alignment,) = self.model.find_alignment(self.tokenizer(task, language), [text_tokens], encoded, [num_frames])  # type: ignore[arg-type]
@@ -293,7 +293,7 @@ class Decoder:
         """The model's folder on disk (a hub model's cached download)."""
         if self.ref.is_local:
             return self.ref.load_from
-        # where used: a broken install is a SetupError (or no GPU), not an import crash
+        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.utils import download_model
 
         return str(download_model(self.ref.load_from, local_files_only=True, cache_dir=self.download_root))
@@ -309,7 +309,7 @@ class Decoder:
         Raises:
             Exception: whatever CTranslate2 raises when the copy does not fit (out of memory).
         """
-        import ctranslate2  # where used: a broken install is a SetupError (or no GPU), not an import crash
+        import ctranslate2  # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
 
         ctranslate2.set_random_seed(seed)
         seeded = copy.copy(self.model)

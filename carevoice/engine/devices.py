@@ -1,5 +1,6 @@
 """Where a run's inference goes: a device choice as a record of facts and a reason, no sentences
-(carevoice.render.report words it). The CUDA facts come from carevoice.engine.decoder.
+(carevoice.render.words words it), and a run's engines as a short label. The CUDA facts come from
+carevoice.engine.decoder.
 """
 
 from __future__ import annotations

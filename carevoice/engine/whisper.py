@@ -271,7 +271,7 @@ class Engine:
         Chunks are aligned one by one: a batched alignment pads every chunk's text to the longest
         text in the batch, and the padded length shifts word probabilities (up to 0.002 measured on
         CPU int8): a file's JSON would then depend on which files shared its batch, and a resumed run
-        would not reproduce an uninterrupted one byte for byte (tests/test_interrupt.py). Alignment
+        would not reproduce an uninterrupted one byte for byte (tests/cli/test_interrupt.py). Alignment
         is a small share of a batch's time.
         """
         text_tokens = [t for d in drafts for t in d.tokens]

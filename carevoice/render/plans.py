@@ -21,18 +21,18 @@ PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "d
 
 def plan_line(planned: FilePlan) -> str:
     """One file of a --dry-run: ``redo a.wav (recording changed since it was transcribed; writes txt, srt, json)``."""
-    plan, name = planned.decision, escape(printable(str(planned.job.source)))
-    action = plan.action.value
-    if plan.action is Action.FAIL:
+    decision, name = planned.decision, escape(printable(str(planned.job.source)))
+    action = decision.action.value
+    if decision.action is Action.FAIL:
         detail = planned.problem
-    elif plan.action is Action.TRANSCRIBE:
-        detail = f"writes {', '.join(f.value for f in plan.write)}"
+    elif decision.action is Action.TRANSCRIBE:
+        detail = f"writes {', '.join(f.value for f in decision.write)}"
     else:
-        detail = plan.reason.value
-        if plan.write:
-            detail += f"; writes {', '.join(f.value for f in plan.write)}" + (" from its JSON" if plan.from_json else "")
-        if plan.remove:
-            detail += f"; removes {', '.join(f.value for f in plan.remove)}"
+        detail = decision.reason.value
+        if decision.write:
+            detail += f"; writes {', '.join(f.value for f in decision.write)}" + (" from its JSON" if decision.from_json else "")
+        if decision.remove:
+            detail += f"; removes {', '.join(f.value for f in decision.remove)}"
     style = PLAN_STYLE[action]
     return f"[{style}]{action}[/{style}] {name} ({escape(printable(detail))})"
 

@@ -1,6 +1,6 @@
 """The only module that runs ffmpeg: any container or codec -> float32 mono 16 kHz samples in memory.
 
-Safety rules (see tests/test_audio.py, tests/test_hostile.py): no shell; ``-nostdin``; the input is
+Safety rules (see tests/run/test_audio.py, tests/run/test_hostile.py): no shell; ``-nostdin``; the input is
 passed as an absolute ``file:`` URL so a name like ``-rf.wav`` or ``http:x.wav`` is a local file; only
 the ``file`` protocol and a list of real audio/video demuxers are allowed, so playlists (``.m3u8``,
 ``.ffconcat``) and ``concat:``/``subfile:`` tricks cannot open anything else; a timeout proportional

@@ -479,10 +479,10 @@ class Transcriber:
     ) -> tuple[tuple[Path, ...], str | None]:
         """Write a claimed file's outputs as its plan says; returns them and why they were written."""
         planned = self.claims.claimed[job.source]
-        plan = planned.decision
+        decision = planned.decision
         outputs = write_outputs(
-            job.output_stem, plan.write, transcript, self._provenance(identity, words, build),
-            remove=plan.remove, keep=plan.keep, old=planned.record, overwrite=self.settings.overwrite,
+            job.output_stem, decision.write, transcript, self._provenance(identity, words, build),
+            remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
         )  # fmt: skip
         return outputs, redo_note(planned)
 

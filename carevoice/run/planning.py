@@ -85,7 +85,7 @@ class RunPlan:
         ref: The model.
         run: What this run makes (carevoice.run.rules.RunFacts).
         run_id: This run's id, written into every record it makes.
-        planned: Each input's plan, in input order (``--dry-run`` prints them).
+        files: Each input's plan, in input order (``--dry-run`` prints them).
         problems: Inputs that are not files to plan (collisions, broken links).
         found: Inputs found before --shard picked this run's part.
     """
@@ -185,9 +185,9 @@ def run_facts(settings: TranscribeSettings, model: str, model_sha256: str | None
 def plan_file(job: Job, run: RunFacts) -> FilePlan:
     """Plan one recording (the outputs' own safety is checked by :func:`plan_files`)."""
     facts, unchanged = gather_facts(job, run.formats)
-    plan = decide(facts, run)
-    problem = blocked_message(job, plan, run.formats) if plan.action is Action.FAIL else ""
-    return FilePlan(job, plan, facts.record, unchanged, problem)
+    decision = decide(facts, run)
+    problem = blocked_message(job, decision, run.formats) if decision.action is Action.FAIL else ""
+    return FilePlan(job, decision, facts.record, unchanged, problem)
 
 
 def plan_files(
@@ -283,9 +283,9 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     return None
 
 
-def blocked_message(job: Job, plan: Decision, requested: Sequence[OutputFormat]) -> str:
+def blocked_message(job: Job, decision: Decision, requested: Sequence[OutputFormat]) -> str:
     """The one line for a file whose outputs include one a person wrote or edited."""
-    fmt = plan.formats[0]
+    fmt = decision.formats[0]
     name = output_path(job.output_stem, fmt).name
     if fmt in requested:
         return f"{name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
@@ -297,9 +297,9 @@ def blocked_message(job: Job, plan: Decision, requested: Sequence[OutputFormat])
 
 def redo_note(planned: FilePlan) -> str | None:
     """Why a file that is being transcribed (again) is: ``redo: recording changed since …``."""
-    plan = planned.decision
-    if plan.action is Action.REDO:
-        return f"redo: {plan.reason.value}"
-    if plan.action is Action.ADD:
-        return f"redo: {plan.reason.value}; wrote {', '.join(f.value for f in plan.write)} only"
+    decision = planned.decision
+    if decision.action is Action.REDO:
+        return f"redo: {decision.reason.value}"
+    if decision.action is Action.ADD:
+        return f"redo: {decision.reason.value}; wrote {', '.join(f.value for f in decision.write)} only"
     return None

@@ -140,7 +140,7 @@ class Provenance:
         run_id: The run that made it (two runs, or a run and its retried Ray task, tell each other apart by it).
         model: The model's name (ModelRef.model_id).
         model_sha256: The SHA-256 of its weights (None: not known).
-        engine_revision: carevoice.engine.whisper.ENGINE_REVISION.
+        engine_revision: carevoice.engine.policy.ENGINE_REVISION.
         text: The options that shape the text (DecodeSettings.text_options).
         input: The recording's identity.
         words: Whether word timestamps were on.

@@ -1,7 +1,7 @@
 """Whether a recording needs (re)transcribing: a pure decision from what its record says and what is
 on disk now, to a :class:`Decision` — an action, the reason a user can read, and which outputs to
-write, keep or remove. carevoice.run.claims gathers the facts and carries plans out; ``--dry-run``
-prints them.
+write, keep or remove. carevoice.run.planning gathers the facts and makes the plans (``--dry-run``
+prints them); carevoice.run.tidying and carevoice.run.claims carry them out.
 
 The rules a rerun keeps (docs/reruns.md):
 - a file whose recording (by content), model (by its weights), CareVoice engine revision, text

@@ -14,12 +14,12 @@ from typing import Any
 
 from carevoice import __version__
 from carevoice.results import FileResult, FileStatus
+from carevoice.run import writers
 from carevoice.run.rules import Reason
 
 REPORT_EVERY_S = 60.0  # the summary is rewritten this often (at most), at midnight and when the service stops
 TRIED_AGAIN = "tried_again"  # the count of failures whose file is tried again later
 RETRY_KEY = "tried_again_in_s"  # a line's: when its failed file is tried again
-from carevoice.run import writers
 
 
 def local_now() -> datetime:

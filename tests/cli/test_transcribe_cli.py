@@ -595,7 +595,7 @@ def test_python_m_carevoice_version() -> None:
 
 
 def test_importing_the_cli_loads_no_inference_library() -> None:
-    code = "import sys, carevoice.cli.app; print(sorted(m for m in ('faster_whisper', 'ctranslate2', 'matplotlib') if m in sys.modules))"
+    code = "import sys, carevoice.cli.app; print(sorted(m for m in ('faster_whisper', 'ctranslate2', 'matplotlib', 'numpy', 'pynvml') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"

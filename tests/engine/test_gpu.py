@@ -1,4 +1,4 @@
-"""gpu.py: NVML sampling aggregated from a fake query, the real no-driver path, and the CUDA probe's child process."""
+"""engine/nvml.py, gpu_stats.py and cuda_probe.py: NVML sampling aggregated from a fake query, the real no-driver path, and the CUDA probe's child process."""
 
 from __future__ import annotations
 

@@ -31,6 +31,8 @@ from doubles import h200s
 from carevoice import interrupts
 from carevoice.results import FileResult
 from carevoice.run import writers
+from carevoice.run.locks import lock_path, try_lock
+from carevoice.run.writers import HOST_TAG, TEMP_SUFFIX
 from carevoice.settings import (
     DecodeSettings,
     Device,
@@ -588,6 +590,28 @@ def test_a_file_whose_folder_was_full_is_tried_again_and_done(tmp_path: Path, re
         "transcribing 1 file(s)",
     ], "\n".join(service.lines)
     assert service.count("done a.wav") == 1 and transcript(inbox, "a") == reference[CLIPS["jfk"]]
+
+
+def test_what_killed_runs_left_is_cleared_where_a_set_of_files_is_written(tmp_path: Path, reference) -> None:
+    """As transcribe does before a run, the watcher clears a dead writer's temporary file and a lock
+    nobody holds in the folders it writes (run.tidying), and leaves what a live process holds."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    dead_writer = inbox / f".a.txt.999999999@{HOST_TAG}.x{TEMP_SUFFIX}"  # pid 999999999: no such process
+    dead_writer.write_bytes(b"half a transcript")
+    stale_lock = lock_path(inbox / "old")  # a killed run's lock: the file exists, nobody holds it
+    stale_lock.write_bytes(b"")
+    live = try_lock(inbox / "busy")  # another process at work on busy.*
+    assert live is not None
+    try:
+        (inbox / "a.wav").write_bytes(upload("jfk"))
+        service = InProcess()
+        service.run(in_process_settings(inbox, tmp_path), on_result=lambda file: file.status.value == "done" and stop_service())
+        assert service.count("done a.wav") == 1 and transcript(inbox, "a") == reference[CLIPS["jfk"]]
+        assert not dead_writer.exists() and not stale_lock.exists()
+        assert lock_path(inbox / "busy").exists()
+    finally:
+        live.release()
 
 
 @pytest.mark.parametrize("when", ["transcribing ", "watching "], ids=["in-the-batch-runner", "in-the-watch-loop"])
