@@ -24,13 +24,16 @@ ISA_ENV = "CT2_FORCE_CPU_ISA"  # CTranslate2's own override of its CPU dispatch
 
 def package_versions(names: Sequence[str] = WORD_PACKAGES) -> dict[str, str | None]:
     """Installed versions by distribution name (None: not installed)."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: _version_of(name) for name in names}
+
+
+@lru_cache(maxsize=None)
+def _version_of(name: str) -> str | None:
+    """Asked once per process: a watcher makes a run (and its build) for every set of files."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def cpu_facts(cpuinfo: str) -> tuple[str, frozenset[str]]:
