@@ -8,7 +8,6 @@ GPU inference check runs in a child process per GPU: a missing cuBLAS can abort 
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from carevoice import interrupts
 from carevoice.engine import cuda_probe, nvml
+from carevoice.engine.build import package_versions
 from carevoice.engine.cuda_probe import (
     CUBLAS_LIBRARY,
 )
@@ -109,15 +109,8 @@ def check_python(ctx: Context) -> CheckResult:
     return CheckResult("python", CheckStatus.PASS, detail)
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def check_packages(ctx: Context) -> CheckResult:
-    versions = {name: _version(name) for name in PACKAGES}
+    versions = package_versions(PACKAGES)
     detail = " · ".join(f"{name} {version or 'missing'}" for name, version in versions.items())
     missing = sorted(name for name in REQUIRED_PACKAGES if versions[name] is None)
     try:

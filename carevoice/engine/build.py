@@ -24,12 +24,13 @@ ISA_ENV = "CT2_FORCE_CPU_ISA"  # CTranslate2's own override of its CPU dispatch
 
 def package_versions(names: Sequence[str] = WORD_PACKAGES) -> dict[str, str | None]:
     """Installed versions by distribution name (None: not installed)."""
-    return {name: _version_of(name) for name in names}
+    return {name: installed_version(name) for name in names}
 
 
 @lru_cache(maxsize=None)
-def _version_of(name: str) -> str | None:
-    """Asked once per process: a watcher makes a run (and its build) for every set of files."""
+def installed_version(name: str) -> str | None:
+    """A distribution's installed version (None: not installed), asked once per process: a watcher
+    makes a run (and its build) for every set of files."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -20,7 +20,7 @@ from carevoice.commands.doctor import (
     RoundTrip,
     run_checks,
 )
-from carevoice.engine import cuda_probe, decoder, nvml
+from carevoice.engine import build, cuda_probe, decoder, nvml
 from carevoice.engine.cuda_probe import CudaProbe
 from carevoice.engine.models import ModelRef
 from carevoice.engine.nvml import GpuDevice, NvmlInfo
@@ -196,8 +196,8 @@ def test_packages_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("carevoice", "faster-whisper", "ctranslate2", "numpy", "nvidia-ml-py"):
         assert f"{name} " in ok.detail
 
-    real_version = doctor._version
-    monkeypatch.setattr(doctor, "_version", lambda name: None if name == "ctranslate2" else real_version(name))
+    real_version = build.installed_version
+    monkeypatch.setattr(build, "installed_version", lambda name: None if name == "ctranslate2" else real_version(name))
     missing = doctor.check_packages(context(tmp_path))
     assert missing.status is CheckStatus.FAIL and missing.detail.startswith("ctranslate2 not installed; ")
 
