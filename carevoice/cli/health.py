@@ -33,7 +33,6 @@ def health(
     from carevoice.watch.heartbeat import health as judge
     from carevoice.watch.heartbeat import read_beat
 
-
     ok, line = judge(read_beat(heartbeat or default_heartbeat()), time.time(), max_age)
     typer.echo(line, err=not ok)
     raise typer.Exit(0 if ok else 1)

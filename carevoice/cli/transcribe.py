@@ -283,7 +283,6 @@ def _start_gpu_sampler(run, view, console, quiet: bool, origin: float):  # type:
     from carevoice.engine.nvml import unavailable_message
     from carevoice.render.progress import gpu_live_text
 
-
     if run.transcriber is None or run.transcriber.engine.device != "cuda" or not isinstance(run.placement, DeviceChoice):
         return None
     sampler = GpuSampler(on_sample=lambda reading: view.refresh(gpu_live_text(reading)), cuda_indices=run.placement.gpus, origin=origin).start()

@@ -403,6 +403,7 @@ def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_in
         warm_up(decoder)
     return decoder
 
+
 def warm_up(decoder: Decoder) -> None:
     """Encode and decode one second of silence now: CTranslate2 opens cuBLAS only at its first
     matrix product, so a missing library (or a GPU without room) would otherwise surface at the

@@ -27,7 +27,6 @@ def busiest(devices: Sequence[T], load: Callable[[T], tuple[float | None, float 
     return max(devices, key=lambda d: tuple(v or 0.0 for v in load(d)))  # the first of equals: the lowest index
 
 
-
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile (a value that was actually observed); 0.0 for no values."""
     if not values:
@@ -39,7 +38,6 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
 
 
 @dataclass(frozen=True)

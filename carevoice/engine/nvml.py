@@ -14,6 +14,7 @@ from typing import Any
 
 MIB = 1024 * 1024
 
+
 def gib(mib: float | None, fmt: str = ".1f") -> str:
     """MiB as GiB for people; "n/a" for a reading the GPU did not give."""
     return "n/a" if mib is None else format(mib / 1024, fmt)
@@ -21,7 +22,6 @@ def gib(mib: float | None, fmt: str = ".1f") -> str:
 
 def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
-
 
 
 def unavailable_message(reason: str) -> str:

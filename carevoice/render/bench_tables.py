@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from carevoice.commands.bench_results import BenchResult, BenchRow
 
 
-
 def _number(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 

@@ -167,7 +167,6 @@ class Timeline:
         }
 
 
-
 def gpu_live_text(reading: Sequence[GpuSample]) -> str:
     """Progress suffix for the busiest GPU of one reading, e.g. `` · GPU 87% · 3.2/140 GiB``."""
     gpu = busiest(reading, lambda s: (s.util_pct, s.memory_used_mib))

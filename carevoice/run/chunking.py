@@ -71,8 +71,10 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
     if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
         # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
         # checks chunks that might be silence with VAD after decoding anyway.
-        return Prepared(job, samples, (SpeechSpan(0, len(samples)),), identity, ffmpeg_version(ffmpeg))
-    return Prepared(job, samples, plan_chunks(detect_speech(samples)), identity, ffmpeg_version(ffmpeg))
+        spans: tuple[SpeechSpan, ...] = (SpeechSpan(0, len(samples)),)
+    else:
+        spans = plan_chunks(detect_speech(samples))
+    return Prepared(job, samples, spans, identity, ffmpeg_version(ffmpeg))
 
 
 def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:

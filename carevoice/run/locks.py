@@ -142,4 +142,3 @@ def remove_stale_locks(folder: Path) -> int:
             lock.release()
             removed += 1
     return removed
-

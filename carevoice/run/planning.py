@@ -42,8 +42,6 @@ from carevoice.settings import OutputFormat, TranscribeSettings
 
 
 @dataclass(frozen=True)
-
-
 class FilePlan:
     """The plan for one recording: the decision, with the facts it was made from.
 
@@ -75,8 +73,6 @@ class FilePlan:
 
 
 @dataclass(frozen=True)
-
-
 class RunPlan:
     """Everything decided before any model loads: what to do with each file, and with which model.
 

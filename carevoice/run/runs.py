@@ -60,8 +60,6 @@ class Backend(Protocol):
     def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ..., on_progress: Progress | None = None) -> Iterator[FileResult]: ...
 
 
-
-
 @dataclass
 class Run:
     """A validated, planned transcription run, ready to iterate.
@@ -94,10 +92,6 @@ class Run:
             yield from self.transcriber.run(self.jobs, self.finished.append, on_progress)
 
 
-
-
-
-
 def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice) -> tuple[list[Any], DeviceChoice, SetupError]:
     """One engine per GPU (they share the scheduler, so each gets full cross-file batches), each in
     the compute type its GPU runs, loaded and warmed up; a GPU that cannot load or run the model
@@ -123,8 +117,6 @@ def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice
     if len(dropped) > 1:
         failure = SetupError(f"no GPU can run the model: {'; '.join(f'GPU {i}: {why}' for i, why in dropped)}", failure.hint)
     return engines, replace(choice, gpus=tuple(used), compute=tuple(computes), dropped=tuple(dropped)), failure
-
-
 
 
 def start_run(settings: TranscribeSettings) -> Run:

@@ -411,4 +411,3 @@ def remove_stale_temp_files(folder: Path) -> int:
         except OSError:
             pass
     return removed
-

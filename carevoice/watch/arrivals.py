@@ -262,4 +262,3 @@ class Arrivals:
     def waiting(self) -> int:
         """Files settling, incomplete, or waiting to be tried again."""
         return len(self.settling) + len(self.incomplete) + len(self.retrying)
-

@@ -30,6 +30,8 @@ SPEECH = {
     "visit-2.flac": "hfdatasets__vctk_p225_002_mic1.flac",
     "visit-3.wav": "pocketsphinx__sense_and_sensibility_01_austen_64kb-0930.wav",
 }
+
+
 def speech_words(folder: Path) -> set[str]:
     """Every word of five letters or more that the model wrote into the transcripts."""
     words: set[str] = set()
