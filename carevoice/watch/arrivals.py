@@ -146,6 +146,7 @@ class Arrivals:
         self.retry_after_s = retry_after_s
         self.retrying: dict[Path, tuple[Sighting, float]] = {}  # as it failed, when to try again
         self.tries: dict[Path, int] = {}  # failed tries of an unchanged file (for retry_after_s)
+        self.blocked: dict[Path, str] = {}  # failed by what lies beside it (a sibling, an output, the folder), and why
 
     def observe(self, path: Path) -> None:
         """A file may have appeared or changed (an event, or a walk found it)."""
@@ -163,6 +164,7 @@ class Arrivals:
         self.incomplete.pop(path, None)
         self.retrying.pop(path, None)
         self.tries.pop(path, None)  # a new version: its tries start again
+        self.blocked.pop(path, None)  # and what blocks it is said again
         watched = self.settling.get(path)
         if watched is None or watched.sighting != sighting:  # its settle time counts from this change
             self.settling[path] = Watched(sighting, self.clock())
@@ -173,7 +175,7 @@ class Arrivals:
             book.pop(path, None)
 
     def _books(self) -> tuple[dict[Path, Any], ...]:
-        return (self.settling, self.handled, self.incomplete, self.retrying, self.tries)
+        return (self.settling, self.handled, self.incomplete, self.retrying, self.tries, self.blocked)
 
     def keep_only(self, present: set[Path]) -> None:
         """After a whole walk: forget every file that is no longer there (the book stays as big as the folders)."""
@@ -231,6 +233,28 @@ class Arrivals:
             return False
         self.handled[path] = now
         return True
+
+    def block(self, path: Path, why: str) -> bool:
+        """The file failed for what lies beside it, not in it: another recording with its name, an
+        output a person wrote, a folder it cannot write to. It is looked at again whenever something
+        changes there (:meth:`look_again`). False when it was blocked so already: nothing new to say."""
+        said = self.blocked.get(path) == why
+        self.blocked[path] = why
+        return not said
+
+    def unblock(self, path: Path) -> None:
+        """The file is no longer blocked (it is being transcribed, or was settled otherwise)."""
+        self.blocked.pop(path, None)
+
+    def look_again(self, folders: set[Path] | None = None) -> int:
+        """Something changed in these folders (None: a walk of them all): their blocked files are
+        ready again, as they are, to be planned again (a sibling removed, an output moved away, a
+        permission fixed may have unblocked them). Returns how many."""
+        now_s = self.clock()
+        again = [p for p in self.blocked if (folders is None or p.parent in folders) and p in self.handled]
+        for path in again:
+            self.settling[path] = Watched(self.handled.pop(path), now_s - self.settle_s)
+        return len(again)
 
     def found_incomplete(self, path: Path, error: str) -> None:
         """Transcribing found the file not whole (an upload that stalled): wait until it changes.

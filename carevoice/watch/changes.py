@@ -117,6 +117,8 @@ class Changes:
             self.walked_s = self.clock()
         for path in sorted(paths, key=str):
             self.arrivals.observe(path)
+        if folder is None:
+            self.arrivals.look_again()  # what blocked a file may have gone without a word (no events here, or one missed)
 
     def pump(self, timeout_s: float = 0.0) -> None:
         """Take the changes that came (waiting up to ``timeout_s`` for one) and walk when it is time."""
@@ -126,6 +128,7 @@ class Changes:
         if self.clock() - self.walked_s >= self.walk_every_s:
             self.walk()
         if self.events is not None:
+            touched: set[Path] = set()
             for changed in self.events.take(timeout_s):
                 path = self._as_given(changed)
                 if path is None:
@@ -133,9 +136,13 @@ class Changes:
                 # The kind of change is not trusted: one batch may hold a removal and an addition of
                 # the same name (a recording replaced) in any order. What a stat says now decides.
                 if os.path.isdir(path):
+                    touched.add(path)  # its permissions, or a folder moved in
                     if self.recursive:
                         self.walk(path)  # a folder moved in: its files may have come before its watch
                 else:
+                    touched.add(path.parent)  # a sibling removed, an output moved away
                     self.arrivals.observe(path)
+            if touched:
+                self.arrivals.look_again(touched)
         elif timeout_s > 0:
             time.sleep(timeout_s)

