@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from carevoice.errors import Cause
+from carevoice.files import pid_space
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.claims import BUSY_ELSEWHERE
 from carevoice.run.rules import Reason
@@ -68,7 +69,7 @@ class Ledger:
             return
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
-            tuple(str(r) for r in self.roots), len(self.engine_failed),
+            tuple(str(r) for r in self.roots), len(self.engine_failed), pid_space(),
         )  # fmt: skip
         try:
             write_beat(self.heartbeat, beat)

@@ -373,6 +373,21 @@ def test_health_exit_codes(tmp_path: Path, run_cli) -> None:
     assert result.exit_code == 1 and "has not beaten for 5 s" in result.stderr
 
 
+def test_health_calls_a_killed_watcher_dead_at_once(tmp_path: Path, start, run_cli) -> None:
+    """SIGKILL (or the OOM killer) leaves a heartbeat as fresh as a live watcher's: health looks for
+    the process that wrote it, here (same host, same pid namespace)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.5s")
+    watcher.wait_for(r"watching ")
+    result = run_cli("health", "--heartbeat", watcher.heartbeat)
+    assert result.exit_code == 0, result.stderr
+    watcher.kill()
+    result = run_cli("health", "--heartbeat", watcher.heartbeat)
+    assert result.exit_code == 1, result.stdout
+    assert f"the watcher (pid {watcher.child.pid}) is not running" in result.stderr
+
+
 @pytest.mark.slow
 def test_files_that_settle_within_the_gather_window_share_their_batches(tmp_path: Path, start, reference) -> None:
     inbox = tmp_path / "inbox"
