@@ -1,12 +1,15 @@
-"""File and process facts every layer may ask for: a file's SHA-256, and whether a process lives.
+"""File and process facts every layer may ask for: a file's SHA-256, whether a process lives, and
+where a pid means that process.
 
 A base module: it imports nothing of ours.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 
@@ -23,12 +26,42 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (temporary names carry their writer's pid)."""
+def pid_alive(pid: int, command: bytes | None = None) -> bool:
+    """True when a process with this pid exists (temporary names carry their writer's pid).
+
+    Args:
+        pid: The process id, as this pid namespace numbers it (see :func:`pid_space`).
+        command: Also what its command line must hold where Linux's /proc shows it: a killed
+            process not yet reaped (a zombie) has none, a pid taken again another program's. Where
+            it cannot be read (another user's, /proc mounted with hidepid) the process counts as alive.
+    """
+    if pid <= 0:
+        return False  # 0 and below name process groups, not a process
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
-        return True  # it exists, under another user
-    return True
+        pass  # it exists, under another user
+    if command is None:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return command in handle.read()
+    except OSError:
+        return True  # it exists; what it runs cannot be told here
+
+
+@functools.cache
+def pid_space() -> str:
+    """Where this process's pids name processes: the host's name, its boot (a pid is not kept
+    across a reboot) and this pid namespace (a container's pids are its own), as Linux's /proc
+    tells them, e.g. ``ward-pc boot 0b7e… pid:[4026531836]``; "" where they cannot be read.
+    Two processes with the same pid space see the same process behind a pid."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, ValueError):
+        return ""
+    return f"{socket.gethostname()} boot {boot_id} {namespace}"

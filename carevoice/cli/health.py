@@ -27,12 +27,14 @@ def health(
 ) -> None:
     """Tell whether a `carevoice watch` is alive and working (for a container's HEALTHCHECK).
 
-    Exit 0 and one line when it beats, 1 and the reason when it is stuck, stopped or not running.
+    Exit 0 and one line when it beats, 1 and the reason when it is stuck, stopped or not running
+    (killed: where its process can be looked for, on the same host and in the same pid namespace).
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.watch.heartbeat import health as judge
-    from carevoice.watch.heartbeat import read_beat
+    from carevoice.watch.heartbeat import read_beat, writer_alive
 
-    ok, line = judge(read_beat(heartbeat or default_heartbeat()), time.time(), max_age)
+    beat = read_beat(heartbeat or default_heartbeat())
+    ok, line = judge(beat, time.time(), max_age, alive=writer_alive(beat))
     typer.echo(line, err=not ok)
     raise typer.Exit(0 if ok else 1)

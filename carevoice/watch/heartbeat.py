@@ -1,5 +1,6 @@
 """The watcher's heartbeat: a small JSON file it rewrites while it works, and the rule by which
-``carevoice health`` (a container's HEALTHCHECK) tells a live watcher from a stuck or stopped one.
+``carevoice health`` (a container's HEALTHCHECK) tells a live watcher from a stuck, stopped or
+killed one.
 
 Only the watcher's main loop beats (while idle, and whenever a decode or a batch comes back), so a
 loop stuck anywhere stops the beats. Cheap to import: no model, no numpy.
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from carevoice.files import pid_alive, pid_space
 from carevoice.run import writers
 
 
@@ -26,7 +28,9 @@ class Phase(str, Enum):
 
 @dataclass(frozen=True)
 class Beat:
-    """One heartbeat. ``updated_unix``: wall-clock seconds (``health`` may run in another process)."""
+    """One heartbeat. ``updated_unix``: wall-clock seconds (``health`` may run in another process).
+    ``pid_space``: where ``pid`` names the watcher (:func:`carevoice.files.pid_space`; "" in beats
+    written before it was kept, or where it cannot be told)."""
 
     pid: int
     phase: Phase
@@ -37,6 +41,7 @@ class Beat:
     waiting: int = 0
     folders: tuple[str, ...] = ()
     engine_failed: int = 0  # different files the engine failed since the last file transcribed
+    pid_space: str = ""
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -59,6 +64,7 @@ class Beat:
                 waiting=int(raw.get("waiting", 0)),
                 folders=tuple(raw.get("folders", ())),
                 engine_failed=int(raw.get("engine_failed", 0)),
+                pid_space=str(raw.get("pid_space", "")),
             )
         except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(str(exc)) from None
@@ -87,14 +93,36 @@ STARTING_MAX_AGE_S = 1800.0
 ENGINE_FAILING_FILES = 5
 
 
-def health(beat: Beat | None, now_unix: float, max_age_s: float) -> tuple[bool, str]:
+def writer_alive(beat: Beat | None) -> bool | None:
+    """Whether the watcher that wrote the beat is still a live carevoice process, where this process
+    can tell: the beat names its pid space and it is this one (same host, boot and pid namespace).
+    None where it cannot (a beat from another host or container, as on a mounted volume, or an
+    older beat): then only the beat's age tells."""
+    if beat is None or not beat.pid_space or beat.pid_space != pid_space():
+        return None
+    return beat.pid != os.getpid() and pid_alive(beat.pid, command=b"carevoice")
+
+
+def health(beat: Beat | None, now_unix: float, max_age_s: float, alive: bool | None = None) -> tuple[bool, str]:
     """Whether a watcher is alive and working, and the one line that says so (or why not).
-    While it starts (loads the model) it may go STARTING_MAX_AGE_S without a beat."""
+    While it starts (loads the model) it may go STARTING_MAX_AGE_S without a beat.
+
+    Args:
+        beat: The heartbeat, if there is one.
+        now_unix: Wall-clock seconds now.
+        max_age_s: How old a beat may be (--max-age).
+        alive: Whether the beat's process still runs (:func:`writer_alive`); None: cannot be told.
+    """
     if beat is None:
         return False, "no heartbeat: the watcher has not started, or writes its heartbeat elsewhere (--heartbeat)"
     age_s = now_unix - beat.updated_unix
     if beat.phase is Phase.STOPPED:
         return False, f"the watcher (pid {beat.pid}) stopped {age_s:.0f} s ago"
+    if alive is False:  # killed (SIGKILL, the out-of-memory killer): its last beat looks as fresh as a live one's
+        return False, (
+            f"the watcher (pid {beat.pid}) is not running: it ended without stopping (killed, out of memory?) "
+            f"after its last beat {age_s:.0f} s ago — see its log, and restart it"
+        )
     limit_s = max(max_age_s, STARTING_MAX_AGE_S) if beat.phase is Phase.STARTING else max_age_s
     if age_s > limit_s:
         why = "its model has not loaded" if beat.phase is Phase.STARTING else "one batch takes longer than that here (raise --max-age)"
@@ -121,9 +149,4 @@ def beating_elsewhere(beat: Beat | None, now_unix: float, max_age_s: float) -> i
     """
     if beat is None or beat.pid == os.getpid() or beat.phase is Phase.STOPPED or now_unix - beat.updated_unix > max_age_s:
         return None
-    try:
-        with open(f"/proc/{beat.pid}/cmdline", "rb") as handle:
-            command = handle.read()
-    except OSError:
-        return None
-    return beat.pid if b"carevoice" in command else None
+    return beat.pid if pid_alive(beat.pid, command=b"carevoice") else None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from carevoice.errors import Cause
+from carevoice.files import pid_space
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.claims import BUSY_ELSEWHERE
 from carevoice.run.rules import Reason
@@ -41,11 +42,24 @@ class Ledger:
         self.log = log
         self.clock = clock
         self.started_unix = time.time()
-        self.done = self.failed = self.tried_again = 0  # failures to be tried again are not (yet) failed files
+        self.done = 0  # transcripts written since start (a recording redone after it changed counts again)
+        # The recordings whose last try since start failed: True when it is tried again later. A file
+        # failed and then done is done; its size is that of the failures not done since (a few dozen).
+        self.failing: dict[Path, bool] = {}
         self.engine_failed: set[Path] = set()  # files the engine failed since the last file done (heartbeat.health)
         self.beaten_s = float("-inf")
         self.phase = Phase.STARTING
         self.report: DayReport | None = None
+
+    @property
+    def failed(self) -> int:
+        """Recordings failed since start and not done since (each once)."""
+        return sum(not again for again in self.failing.values())
+
+    @property
+    def tried_again(self) -> int:
+        """Recordings whose last try failed and that are tried again later (not, or not yet, failed)."""
+        return sum(self.failing.values())
 
     def beat(self, phase: Phase | None = None, force: bool = False) -> None:
         """Rewrite the heartbeat (at most every BEAT_S unless the phase changes or ``force``)."""
@@ -55,7 +69,7 @@ class Ledger:
             return
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
-            tuple(str(r) for r in self.roots), len(self.engine_failed),
+            tuple(str(r) for r in self.roots), len(self.engine_failed), pid_space(),
         )  # fmt: skip
         try:
             write_beat(self.heartbeat, beat)
@@ -90,8 +104,10 @@ class Ledger:
         retry = self.arrivals.retry_later(result.source) if failed and result.cause is not None else None
         again_s = retry.after_s if retry is not None else None
         self.done += done
-        self.failed += failed and again_s is None
-        self.tried_again += again_s is not None
+        if failed:
+            self.failing[result.source] = again_s is not None
+        else:
+            self.failing.pop(result.source, None)
         if self.report is not None:
             try:
                 self.report.add(result, again_s)
