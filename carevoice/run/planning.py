@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carevoice import files
 from carevoice.engine.decoder import cached_model_dir
 from carevoice.engine.models import (
     ModelRef,
@@ -23,7 +24,6 @@ from carevoice.engine.models import (
 )
 from carevoice.engine.policy import ENGINE_REVISION
 from carevoice.errors import UsageError
-from carevoice.files import sha256_of
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
@@ -128,8 +128,8 @@ def plan_run(settings: TranscribeSettings) -> RunPlan:
     problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
     ref = resolve_run_model(settings)
     run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
-    files = plan_files(found.jobs, settings, run, every_input)
-    return RunPlan(settings, ref, run, uuid.uuid4().hex, files, problems, total_found)
+    planned = plan_files(found.jobs, settings, run, every_input)
+    return RunPlan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
 
 
 def resolve_run_model(settings: TranscribeSettings) -> ModelRef:
@@ -218,7 +218,7 @@ def gather_facts(job: Job, formats: Sequence[OutputFormat]) -> tuple[FileFacts, 
             if record.input.same_stat(st):
                 changed, unchanged_identity = False, record.input
             else:
-                changed = sha256_of(job.source) != record.input.sha256
+                changed = files.sha256_of(job.source) != record.input.sha256
                 unchanged_identity = None if changed else record.input.with_stat(st)
         except OSError:
             changed = True  # unreadable now: it is decoded again, and fails there with ffmpeg's reason
@@ -239,7 +239,7 @@ def output_state(stem: Path, fmt: OutputFormat, record: Record | None) -> Output
     try:
         if entry.identity is not None and entry.identity.same_stat(os.stat(path)):
             return OutputState.OURS
-        return OutputState.OURS if record.ours(fmt.value, sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
+        return OutputState.OURS if record.ours(fmt.value, files.sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
     except OSError:
         return OutputState.FOREIGN  # cannot be read (a dangling link, no permission): not provably ours
 

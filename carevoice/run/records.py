@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carevoice import __version__
-from carevoice.files import sha256_of
+from carevoice import __version__, files
 from carevoice.run.names import hidden_name
 from carevoice.settings import OutputFormat
 
@@ -84,7 +83,7 @@ def identify(path: Path) -> Identity:
         OSError: it cannot be read.
     """
     before = os.stat(path)
-    sha256 = sha256_of(path)
+    sha256 = files.sha256_of(path)
     after = os.stat(path)
     identity = Identity.from_stat(before, sha256)
     if not identity.same_stat(after):
