@@ -186,9 +186,7 @@ def plan_file(job: Job, run: RunFacts) -> FilePlan:
     return FilePlan(job, decision, facts.record, unchanged, problem)
 
 
-def plan_files(
-    jobs: list[Job], settings: TranscribeSettings, run: RunFacts, every_input: list[Job] | None = None
-) -> list[FilePlan]:
+def plan_files(jobs: list[Job], settings: TranscribeSettings, run: RunFacts, every_input: list[Job] | None = None) -> list[FilePlan]:
     """Plan every job, in order: what to transcribe, redo or add, what is settled (skipped or failed).
 
     ``every_input``: all inputs of the run when ``jobs`` is one shard of them (default: ``jobs``);
@@ -254,10 +252,7 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     for fmt in settings.formats:
         target = output_path(job.output_stem, fmt)
         if os.path.realpath(target) in sources:
-            return (
-                f"its output {target.name} would replace an input recording — "
-                "rename the recording so that its extension says what it is"
-            )
+            return f"its output {target.name} would replace an input recording — rename the recording so that its extension says what it is"
         if (too_long := name_problem(target.name)) is not None:
             return too_long
     folder = job.output_stem.parent
@@ -285,10 +280,7 @@ def blocked_message(job: Job, decision: Decision, requested: Sequence[OutputForm
     name = output_path(job.output_stem, fmt).name
     if fmt in requested:
         return f"{name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
-    return (
-        f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — "
-        "move it away or pass --overwrite"
-    )
+    return f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — move it away or pass --overwrite"
 
 
 def redo_note(planned: FilePlan) -> str | None:
