@@ -23,7 +23,7 @@ from carevoice.engine.models import (
     weights_digest,
 )
 from carevoice.engine.policy import ENGINE_REVISION
-from carevoice.errors import UsageError
+from carevoice.errors import Cause, OutputError, UsageError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
@@ -52,6 +52,8 @@ class FilePlan:
         input: The recording's identity when its bytes were found unchanged (the record's, with the
             current stat), else None (it is identified again while it is decoded).
         problem: With FAIL, the one line that says why and what to do.
+        cause: With FAIL, why when the fault may pass while the recording stays the same (a folder
+            made writable: ``carevoice watch`` tries the file again); None: it fails until it changes.
     """
 
     job: Job
@@ -59,6 +61,7 @@ class FilePlan:
     record: Record | None = None
     input: Identity | None = None
     problem: str = ""
+    cause: Cause | None = None
 
     @property
     def settled(self) -> bool:
@@ -68,7 +71,7 @@ class FilePlan:
     def result(self) -> FileResult:
         """The FileResult of a settled file."""
         if self.decision.action is Action.FAIL:
-            return FileResult(self.job.source, FileStatus.FAILED, error=self.problem)
+            return FileResult(self.job.source, FileStatus.FAILED, error=self.problem, cause=self.cause)
         return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value)
 
 
@@ -199,8 +202,7 @@ def plan_files(jobs: list[Job], settings: TranscribeSettings, run: RunFacts, eve
         entry = plan_file(job, run)
         problem = None if entry.settled else output_problem(job, settings, sources)  # only files that will be written
         if problem is not None:
-            planned.append(FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=problem))
-            continue
+            entry = FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=str(problem), cause=problem.cause)
         planned.append(entry)
     return planned
 
@@ -242,34 +244,38 @@ def output_state(stem: Path, fmt: OutputFormat, record: Record | None) -> Output
         return OutputState.FOREIGN  # cannot be read (a dangling link, no permission): not provably ours
 
 
-def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> str | None:
+def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> OutputError | None:
     """Why this job's outputs must not be written where they would go, or None.
 
     What no option may allow: an output replacing a recording of this run (``visit.txt`` that is
     really audio), with --output-dir an output landing outside it through a symbolic link, and an
-    output name longer than a file name may be.
+    output name longer than a file name may be. And, for as long as it lasts, a folder this user
+    cannot write in (its cause, Cause.FOLDER, says so).
     """
     for fmt in settings.formats:
         target = output_path(job.output_stem, fmt)
         if os.path.realpath(target) in sources:
-            return f"its output {target.name} would replace an input recording — rename the recording so that its extension says what it is"
+            return OutputError(
+                f"its output {target.name} would replace an input recording", "rename the recording so that its extension says what it is"
+            )
         if (too_long := name_problem(target.name)) is not None:
-            return too_long
+            return OutputError(too_long)
     folder = job.output_stem.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not os.access(folder, os.W_OK | os.X_OK):
-        return (
-            f"cannot write to {folder} — make the folder writable (in a container: run with --user "
-            "matching the folder's owner), or choose another --output-dir"
+        return OutputError(
+            f"cannot write to {folder}",
+            "make the folder writable (in a container: run with --user matching the folder's owner), or choose another --output-dir",
+            cause=Cause.FOLDER,
         )
     if settings.output_dir is not None:
         root = os.path.realpath(settings.output_dir)
         folder = os.path.realpath(job.output_stem.parent)
         if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
-            return (
-                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link) — "
-                "remove the link or choose another --output-dir"
+            return OutputError(
+                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link)",
+                "remove the link or choose another --output-dir",
             )
     return None
 
