@@ -189,6 +189,7 @@ def open_folder() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="carevoice-open-"))
     folder.chmod(0o777)
     yield folder
+    folder.chmod(0o777)
     for below, dirs, _ in os.walk(folder):
         for name in dirs:
             os.chmod(os.path.join(below, name), 0o777)
