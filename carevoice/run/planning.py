@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,21 +189,32 @@ def plan_file(job: Job, run: RunFacts) -> FilePlan:
     return FilePlan(job, decision, facts.record, unchanged, problem)
 
 
-def plan_files(jobs: list[Job], settings: TranscribeSettings, run: RunFacts, every_input: list[Job] | None = None) -> list[FilePlan]:
+def plan_files(
+    jobs: list[Job],
+    settings: TranscribeSettings,
+    run: RunFacts,
+    every_input: list[Job] | None = None,
+    on_planned: Callable[[int], None] | None = None,
+) -> list[FilePlan]:
     """Plan every job, in order: what to transcribe, redo or add, what is settled (skipped or failed).
 
     ``every_input``: all inputs of the run when ``jobs`` is one shard of them (default: ``jobs``);
-    no output may replace any of their recordings, whichever shard they are in. Reads only:
-    carrying the plans out starts with carevoice.run.tidying.tidy.
+    no output may replace any of their recordings, whichever shard they are in. ``on_planned``:
+    called after each file with how many are planned so far (a watcher beats while it plans a
+    whole folder). Reads only: carrying the plans out starts with carevoice.run.tidying.tidy.
     """
-    sources = {os.path.realpath(job.source) for job in (jobs if every_input is None else every_input)}
+    sources: set[str] | None = None  # the inputs' real paths: asked only once a file is to be written
     planned = []
     for job in jobs:
         entry = plan_file(job, run)
-        problem = None if entry.settled else output_problem(job, settings, sources)  # only files that will be written
-        if problem is not None:
-            entry = FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=str(problem), cause=problem.cause)
+        if not entry.settled:
+            if sources is None:
+                sources = {os.path.realpath(j.source) for j in (jobs if every_input is None else every_input)}
+            if (problem := output_problem(job, settings, sources)) is not None:
+                entry = FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=str(problem), cause=problem.cause)
         planned.append(entry)
+        if on_planned is not None:
+            on_planned(len(planned))
     return planned
 
 
@@ -231,17 +242,19 @@ def output_state(stem: Path, fmt: OutputFormat, record: Record | None) -> Output
     """Whether an output path is empty, holds what CareVoice wrote, or something else. Its bytes
     are read only when its stat differs from the one recorded."""
     path = output_path(stem, fmt)
-    if not os.path.lexists(path):
-        return OutputState.MISSING
+    try:
+        st = os.stat(path)
+    except OSError:  # nothing there, or a link that leads nowhere (a person's: not provably ours)
+        return OutputState.FOREIGN if os.path.lexists(path) else OutputState.MISSING
     entry = record.outputs.get(fmt.value) if record is not None else None
     if entry is None:
         return OutputState.FOREIGN
+    if entry.identity is not None and entry.identity.same_stat(st):
+        return OutputState.OURS
     try:
-        if entry.identity is not None and entry.identity.same_stat(os.stat(path)):
-            return OutputState.OURS
         return OutputState.OURS if record.ours(fmt.value, files.sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
     except OSError:
-        return OutputState.FOREIGN  # cannot be read (a dangling link, no permission): not provably ours
+        return OutputState.FOREIGN  # cannot be read (no permission): not provably ours
 
 
 def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> OutputError | None:

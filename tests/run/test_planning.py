@@ -204,3 +204,18 @@ def test_a_corrupt_record_fails_its_file_without_stopping_the_plan(tmp_path: Pat
     record.write_text(record.read_text(encoding="ascii").replace('"engine_revision": 1', '"engine_revision": "x"'), encoding="ascii")
     planned = plan_files([broken, fresh], settings(tmp_path), run_of(tmp_path))  # type: ignore[arg-type]
     assert actions(planned) == [("broken.wav", Action.FAIL, Reason.FOREIGN_OUTPUT), ("fresh.wav", Action.TRANSCRIBE, Reason.NEW)]
+
+
+def test_planning_says_after_each_file_how_many_it_has_planned(tmp_path: Path) -> None:
+    """A watcher beats while it plans a whole folder after a restart (a liveness probe must not kill it)."""
+    finished, fresh, blocked = job(tmp_path, "finished.wav"), job(tmp_path, "fresh.wav"), job(tmp_path, "visit.mp3")
+    transcribed(finished)
+    (tmp_path / "visit.txt").write_text("a person's notes\n", encoding="utf-8")
+    counts: list[int] = []
+    planned = plan_files([finished, fresh, blocked], settings(tmp_path), run_of(tmp_path), on_planned=counts.append)  # type: ignore[arg-type]
+    assert actions(planned) == [
+        ("finished.wav", Action.SKIP, Reason.CURRENT),
+        ("fresh.wav", Action.TRANSCRIBE, Reason.NEW),
+        ("visit.mp3", Action.FAIL, Reason.FOREIGN_OUTPUT),
+    ]
+    assert counts == [1, 2, 3]
