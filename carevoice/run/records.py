@@ -41,8 +41,8 @@ class Identity:
 
     ``device`` is the device number of the host that wrote it, kept for CareVoice before issue 22
     (which reads an identity only when it names one) and never compared: each NFS or CephFS client
-    numbers a share itself, so another host would find every file changed (git leaves st_dev out of
-    its index check for the same reason, core.checkStat).
+    numbers a share itself, so another host would find every file changed (git's index check leaves
+    it out too, unless git is built with USE_STDEV).
     """
 
     size: int
