@@ -1,5 +1,5 @@
-"""File and process facts every layer may ask for: a file's SHA-256, whether a process lives, and
-where a pid means that process.
+"""File and process facts every layer may ask for: a file's SHA-256, the folder that keeps this
+user from a path, whether a process lives, and where a pid means that process.
 
 A base module: it imports nothing of ours.
 """
@@ -24,6 +24,21 @@ def sha256_of(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def barred_folder(path: Path) -> Path | None:
+    """The folder on the way to ``path`` that this user may not enter (no search permission: what
+    systemd's ProtectHome=yes does to /home), links resolved; None when none bars the way (the path
+    may still be missing, or unreadable itself)."""
+    real = Path(os.path.realpath(path))
+    for step in [*reversed(real.parents), real][1:]:
+        try:
+            os.stat(step)
+        except PermissionError:
+            return step.parent
+        except OSError:
+            return None  # missing, or not a folder: nothing bars it
+    return None
 
 
 def pid_alive(pid: int, command: bytes | None = None) -> bool:

@@ -11,7 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from carevoice.errors import UsageError
+from carevoice import files
+from carevoice.errors import CareVoiceError, UsageError
 from carevoice.languages import LANGUAGES, closest_codes
 
 # Whisper's input: mono float32 samples at 16 kHz (carevoice.run.audio decodes every recording to it).
@@ -186,6 +187,33 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
+ENTER_HINT = (
+    "let this user enter it (x permission); "
+    "a systemd unit with ProtectHome=yes cannot enter /home: use ProtectHome=read-only and ReadWritePaths="
+)
+
+
+def entry_problem(path: Path) -> CareVoiceError | None:
+    """Why this user cannot reach ``path`` (a folder on the way it may not enter), and what to do;
+    None when nothing bars the way. Each caller says what it means: a usage error, or a failed file."""
+    barred = files.barred_folder(path)
+    return None if barred is None else CareVoiceError(f"cannot enter folder {barred} (permission denied)", ENTER_HINT)
+
+
+def check_folder_option(option: str, path: Path | None) -> None:
+    """A folder option (``--output-dir``, ``--report-dir``) names a folder, or where one can be made.
+
+    Raises:
+        UsageError: it is not a folder, or this user cannot reach it.
+    """
+    if path is None:
+        return
+    if (barred := entry_problem(path)) is not None:
+        raise UsageError(f"{option} {path}: {barred.message}", barred.hint)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is not a folder", "name a folder (it is created if missing)")
+
+
 INPUTS_SHOWN = 20
 
 
@@ -241,8 +269,7 @@ class TranscribeSettings:
             raise UsageError("--decode-workers must be 0 (auto) or more")
         if not self.formats:
             raise UsageError("no output format chosen", "pass e.g. -f txt,srt,json")
-        if self.output_dir is not None and self.output_dir.exists() and not self.output_dir.is_dir():
-            raise UsageError(f"--output-dir {self.output_dir} is not a folder", "name a folder (it is created if missing)")
+        check_folder_option("--output-dir", self.output_dir)
         self.decode.validate()
         if self.ray_actors < 0 or self.ray_files_per_task < 0:
             raise UsageError("--ray-actors and --ray-files-per-task must be 0 (auto) or more")
@@ -370,17 +397,18 @@ class WatchSettings:
     retry_after_s: tuple[float, ...] = RETRY_AFTER_S
 
     def validate(self) -> None:
-        """Raises: UsageError: a folder that is not one, or a bad duration."""
+        """Raises: UsageError: a folder that is not one or cannot be reached, or a bad duration."""
         self.transcribe.validate()
         for folder in self.transcribe.inputs:
+            if (barred := entry_problem(folder)) is not None:
+                raise UsageError(f"cannot watch {folder}: {barred.message}", barred.hint)
             if not folder.is_dir():
                 raise UsageError(f"{folder} is not a folder", "carevoice watch takes folders; use carevoice transcribe for files")
         if self.settle_s < 0 or self.gather_s < 0:
             raise UsageError("--settle and --gather must be 0 or more")
         if self.poll_s is not None and self.poll_s <= 0:
             raise UsageError("--poll must be more than 0 seconds")
-        if self.report_dir is not None and self.report_dir.exists() and not self.report_dir.is_dir():
-            raise UsageError(f"--report-dir {self.report_dir} is not a folder", "name a folder (it is created if missing)")
+        check_folder_option("--report-dir", self.report_dir)
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
+import sys
+import tempfile
 import termios
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +128,72 @@ def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> d
         else:
             files[p.name] = p.read_bytes()
     return files
+
+
+# --- another user: root may read, write and enter everything ---------------------------------------
+
+NOBODY = 65534  # the unprivileged uid and gid the permission tests act as when they run as root
+
+
+@functools.cache
+def _unprivileged_prefix() -> tuple[tuple[str, ...], str]:
+    """(prefix, "") when the prefix starts a CareVoice that permissions apply to; ((), why not) else."""
+    if os.geteuid() != 0:
+        return (), ""  # already a user whom permissions apply to
+    if shutil.which("setpriv") is None:
+        return (), "running as root without setpriv (util-linux) to act as another user"
+    prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import carevoice.cli.app"], check=False, capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    if probe.returncode != 0:
+        return (), f"uid {NOBODY} cannot start CareVoice here: {probe.stderr.strip()[-200:]}"
+    return prefix, ""
+
+
+def as_another_user() -> tuple[str, ...]:
+    """The command prefix that starts a child whom file permissions apply to: setpriv to uid and gid
+    65534 with no groups when the tests run as root, nothing when they do not. Skips the test,
+    saying why, when neither works (root without setpriv, or a Python that user cannot read)."""
+    prefix, why_not = _unprivileged_prefix()
+    if why_not:
+        pytest.skip(why_not)
+    return prefix
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block in this process as a user whom file permissions apply to: uid and gid 65534,
+    no groups, when the tests run as root (the saved uid stays 0, so root comes back after it);
+    nothing changes for an unprivileged user. Paths the block uses must be reachable by that user
+    (:func:`open_folder`: pytest's own temporary folders are root's alone)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, 0)
+    os.setresuid(NOBODY, NOBODY, 0)
+    try:
+        yield
+    finally:
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
+        os.setgroups(groups)
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A new folder every user may enter and write in (for tests acting as another user); removed
+    afterwards, whatever modes the test left inside it."""
+    folder = Path(tempfile.mkdtemp(prefix="carevoice-open-"))
+    folder.chmod(0o777)
+    yield folder
+    folder.chmod(0o777)
+    for below, dirs, _ in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(below, name), 0o777)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z])")

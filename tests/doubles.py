@@ -33,6 +33,9 @@ GPU 0, as CTranslate2's does), and the device of every array handed to each mode
 
 Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/types.cc).
 
+``nfs_flock`` is ``fcntl.flock`` as a Linux NFS client runs it (CIFS too, since Linux 5.5): a POSIX
+lock on the whole file. Install it where carevoice.run.locks sees ``fcntl.flock`` (monkeypatch).
+
 Kept beside the one test that needs them, because each scripts a single behaviour of a real object
 rather than standing in for a whole one: ``ScriptedDecoder`` and ``RecordingCopy`` in
 tests/engine/test_engine.py (a real decoder whose outcomes a policy table scripts, and its seeded
@@ -45,6 +48,7 @@ tests/cli/test_privacy.py).
 
 from __future__ import annotations
 
+import fcntl
 import sys
 import time
 from collections import Counter
@@ -416,3 +420,14 @@ class FakeWhisper:
 def arrays_elsewhere(cuda: FakeCuda) -> dict[int, Counter[str]]:
     """For each GPU, the arrays handed to its model that lived on another GPU."""
     return {i: Counter({w: n for w, n in where.items() if w not in ("cpu", f"cuda:{i}")}) for i, where in cuda.handed.items() if any(w not in ("cpu", f"cuda:{i}") for w in where)}
+
+
+# --- the kernel on a network share -------------------------------------------------------------------
+
+
+def nfs_flock(fd: int, operation: int) -> None:
+    """``flock`` on NFS: emulated as an ``fcntl`` byte-range lock on the whole file (flock(2), "NFS
+    details"). So an exclusive lock needs a descriptor open for writing (fcntl(2): F_WRLCK on a
+    read-only one is EBADF), and it conflicts with a POSIX lock of another process, as the server
+    makes another host's lock conflict."""
+    fcntl.lockf(fd, operation)

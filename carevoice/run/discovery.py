@@ -15,6 +15,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carevoice.settings import entry_problem
+
 AUDIO_EXTENSIONS = frozenset(
     {
         "wav", "wave", "mp3", "m4a", "mp4", "aac", "ogg", "oga", "opus", "webm", "flac", "amr", "3gp",
@@ -206,9 +208,12 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
         try:
             mode = os.stat(given).st_mode
         except OSError as exc:
-            reason = _broken_link(exc) if given.is_symlink() else (exc.strerror or "cannot access").lower()
-            missing = exc.errno == errno.ENOENT and not given.is_symlink()
-            result.problems.append(Problem(given, f"{reason} — check the path", missing=missing))
+            if exc.errno == errno.EACCES and (barred := entry_problem(given)) is not None:
+                result.problems.append(Problem(given, str(barred)))  # a folder on the way bars this user
+                continue
+            link = os.path.islink(given)
+            reason = _broken_link(exc) if link else (exc.strerror or "cannot access").lower()
+            result.problems.append(Problem(given, f"{reason} — check the path", missing=exc.errno == errno.ENOENT and not link))
             continue
         if stat.S_ISDIR(mode):
             candidates.extend((f, given) for f in _walk(given, recursive, result.problems))

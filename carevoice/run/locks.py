@@ -4,7 +4,8 @@ A lock is a hidden file next to the outputs (``.<name>.carevoice.lock``) held wi
 kernel releases it when its process dies, even by SIGKILL, so a lock can never outlive its holder.
 The holder unlinks the file *before* closing it, and a new holder checks that the file it locked is
 still the one at the path; together these close the race where a process locks a file that another
-has just unlinked.
+has just unlinked. On NFS (and CIFS since Linux 5.5) the kernel emulates ``flock`` with a POSIX lock
+on the whole file, which the server shares between hosts: see :func:`_flock`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from enum import Enum
 from pathlib import Path
 
 from carevoice.run.names import hidden_name
@@ -64,6 +66,47 @@ def held_elsewhere(path: Path) -> bool | None:
     return False
 
 
+class Flock(Enum):
+    """What asking for a lock file's ``flock`` found."""
+
+    TAKEN = "taken"  # this process holds it now
+    BUSY = "busy"  # another process holds it
+    STALE = "stale"  # nobody holds it, but only another user could lock it: a killed run's to remove
+    NO_LOCKS = "no locks"  # this file system has no locks
+
+
+def _flock(fd: int) -> Flock:
+    """Take an exclusive ``flock`` on an open lock file, without waiting.
+
+    Raises:
+        OSError: the kernel refused for another reason than a lock held elsewhere or none to be had.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return Flock.TAKEN
+    except BlockingIOError:
+        return Flock.BUSY
+    except OSError as exc:
+        if exc.errno in UNSUPPORTED:
+            return Flock.NO_LOCKS
+        if exc.errno != errno.EBADF:
+            raise
+    # On NFS (and CIFS) flock is a POSIX lock on the whole file, and an exclusive one needs a file
+    # opened for writing (flock(2), "NFS details"; fcntl(2): F_WRLCK on a read-only descriptor is
+    # EBADF): another user's lock file, opened read-only, cannot be locked. A shared POSIX lock can
+    # (fcntl(2): F_RDLCK needs it open for reading), and conflicts with the exclusive one of a run
+    # on any host: it tells a live lock from a killed run's.
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):  # fcntl(2): either, for a lock held elsewhere
+            return Flock.BUSY
+        if exc.errno in UNSUPPORTED:
+            return Flock.NO_LOCKS
+        raise
+    return Flock.STALE
+
+
 class OutputLock:
     """A held lock; :meth:`release` it once the outputs are written (or the file failed)."""
 
@@ -105,24 +148,35 @@ def try_lock(stem: Path) -> OutputLock | None:
             os.unlink(path)
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except OSError as exc:
-            if exc.errno in UNSUPPORTED:
-                return OutputLock(path, fd)  # no locks on this file system: work on, as without them
+            found = _flock(fd)
+            if found is Flock.STALE and _still_at(path, fd):
+                # While the probe's shared lock keeps any run from locking it. Two users' runs that
+                # find the same stale lock at the same moment may still both remove one (the second
+                # maybe the first one's new lock): then both transcribe the file, each write atomic.
+                os.unlink(path)
+        except OSError:
             os.close(fd)
             raise
-        try:
-            current = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            current = None
-        held = os.fstat(fd)
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+        if found is Flock.NO_LOCKS:
+            return OutputLock(path, fd)  # no locks on this file system: work on, as without them
+        if found is Flock.TAKEN and _still_at(path, fd):
             return OutputLock(path, fd)
-        os.close(fd)  # the previous holder unlinked it between our open and flock: try the new one
+        os.close(fd)
+        if found is Flock.BUSY:
+            return None
+        # A killed run's lock is gone: take one of our own. Or the previous holder unlinked the file
+        # between our open and flock: try the new one.
     return None
+
+
+def _still_at(path: Path, fd: int) -> bool:
+    """Whether the open lock file is still the one at ``path`` (its holder may have unlinked it)."""
+    try:
+        current = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
 
 
 def remove_stale_locks(folder: Path) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carevoice import files
 from carevoice.engine.decoder import cached_model_dir
 from carevoice.engine.models import (
     ModelRef,
@@ -22,8 +23,7 @@ from carevoice.engine.models import (
     weights_digest,
 )
 from carevoice.engine.policy import ENGINE_REVISION
-from carevoice.errors import UsageError
-from carevoice.files import sha256_of
+from carevoice.errors import Cause, OutputError, UsageError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
@@ -52,6 +52,8 @@ class FilePlan:
         input: The recording's identity when its bytes were found unchanged (the record's, with the
             current stat), else None (it is identified again while it is decoded).
         problem: With FAIL, the one line that says why and what to do.
+        cause: With FAIL, why when the fault may pass while the recording stays the same (a folder
+            made writable: ``carevoice watch`` tries the file again); None: it fails until it changes.
     """
 
     job: Job
@@ -59,6 +61,7 @@ class FilePlan:
     record: Record | None = None
     input: Identity | None = None
     problem: str = ""
+    cause: Cause | None = None
 
     @property
     def settled(self) -> bool:
@@ -68,7 +71,7 @@ class FilePlan:
     def result(self) -> FileResult:
         """The FileResult of a settled file."""
         if self.decision.action is Action.FAIL:
-            return FileResult(self.job.source, FileStatus.FAILED, error=self.problem)
+            return FileResult(self.job.source, FileStatus.FAILED, error=self.problem, cause=self.cause)
         return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value)
 
 
@@ -128,8 +131,8 @@ def plan_run(settings: TranscribeSettings) -> RunPlan:
     problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
     ref = resolve_run_model(settings)
     run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
-    files = plan_files(found.jobs, settings, run, every_input)
-    return RunPlan(settings, ref, run, uuid.uuid4().hex, files, problems, total_found)
+    planned = plan_files(found.jobs, settings, run, every_input)
+    return RunPlan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
 
 
 def resolve_run_model(settings: TranscribeSettings) -> ModelRef:
@@ -187,23 +190,31 @@ def plan_file(job: Job, run: RunFacts) -> FilePlan:
 
 
 def plan_files(
-    jobs: list[Job], settings: TranscribeSettings, run: RunFacts, every_input: list[Job] | None = None
+    jobs: list[Job],
+    settings: TranscribeSettings,
+    run: RunFacts,
+    every_input: list[Job] | None = None,
+    on_planned: Callable[[int], None] | None = None,
 ) -> list[FilePlan]:
     """Plan every job, in order: what to transcribe, redo or add, what is settled (skipped or failed).
 
     ``every_input``: all inputs of the run when ``jobs`` is one shard of them (default: ``jobs``);
-    no output may replace any of their recordings, whichever shard they are in. Reads only:
-    carrying the plans out starts with carevoice.run.tidying.tidy.
+    no output may replace any of their recordings, whichever shard they are in. ``on_planned``:
+    called after each file with how many are planned so far (a watcher beats while it plans a
+    whole folder). Reads only: carrying the plans out starts with carevoice.run.tidying.tidy.
     """
-    sources = {os.path.realpath(job.source) for job in (jobs if every_input is None else every_input)}
+    sources: set[str] | None = None  # the inputs' real paths: asked only once a file is to be written
     planned = []
     for job in jobs:
         entry = plan_file(job, run)
-        problem = None if entry.settled else output_problem(job, settings, sources)  # only files that will be written
-        if problem is not None:
-            planned.append(FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=problem))
-            continue
+        if not entry.settled:
+            if sources is None:
+                sources = {os.path.realpath(j.source) for j in (jobs if every_input is None else every_input)}
+            if (problem := output_problem(job, settings, sources)) is not None:
+                entry = FilePlan(job, Decision(Action.FAIL, Reason.PROBLEM), entry.record, problem=str(problem), cause=problem.cause)
         planned.append(entry)
+        if on_planned is not None:
+            on_planned(len(planned))
     return planned
 
 
@@ -218,7 +229,7 @@ def gather_facts(job: Job, formats: Sequence[OutputFormat]) -> tuple[FileFacts, 
             if record.input.same_stat(st):
                 changed, unchanged_identity = False, record.input
             else:
-                changed = sha256_of(job.source) != record.input.sha256
+                changed = files.sha256_of(job.source) != record.input.sha256
                 unchanged_identity = None if changed else record.input.with_stat(st)
         except OSError:
             changed = True  # unreadable now: it is decoded again, and fails there with ffmpeg's reason
@@ -231,50 +242,53 @@ def output_state(stem: Path, fmt: OutputFormat, record: Record | None) -> Output
     """Whether an output path is empty, holds what CareVoice wrote, or something else. Its bytes
     are read only when its stat differs from the one recorded."""
     path = output_path(stem, fmt)
-    if not os.path.lexists(path):
-        return OutputState.MISSING
+    try:
+        st = os.stat(path)
+    except OSError:  # nothing there, or a link that leads nowhere (a person's: not provably ours)
+        return OutputState.FOREIGN if os.path.lexists(path) else OutputState.MISSING
     entry = record.outputs.get(fmt.value) if record is not None else None
     if entry is None:
         return OutputState.FOREIGN
+    if entry.identity is not None and entry.identity.same_stat(st):
+        return OutputState.OURS
     try:
-        if entry.identity is not None and entry.identity.same_stat(os.stat(path)):
-            return OutputState.OURS
-        return OutputState.OURS if record.ours(fmt.value, sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
+        return OutputState.OURS if record.ours(fmt.value, files.sha256_of(path)) else OutputState.FOREIGN  # type: ignore[union-attr]
     except OSError:
-        return OutputState.FOREIGN  # cannot be read (a dangling link, no permission): not provably ours
+        return OutputState.FOREIGN  # cannot be read (no permission): not provably ours
 
 
-def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> str | None:
+def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) -> OutputError | None:
     """Why this job's outputs must not be written where they would go, or None.
 
     What no option may allow: an output replacing a recording of this run (``visit.txt`` that is
     really audio), with --output-dir an output landing outside it through a symbolic link, and an
-    output name longer than a file name may be.
+    output name longer than a file name may be. And, for as long as it lasts, a folder this user
+    cannot write in (its cause, Cause.FOLDER, says so).
     """
     for fmt in settings.formats:
         target = output_path(job.output_stem, fmt)
         if os.path.realpath(target) in sources:
-            return (
-                f"its output {target.name} would replace an input recording — "
-                "rename the recording so that its extension says what it is"
+            return OutputError(
+                f"its output {target.name} would replace an input recording", "rename the recording so that its extension says what it is"
             )
         if (too_long := name_problem(target.name)) is not None:
-            return too_long
+            return OutputError(too_long)
     folder = job.output_stem.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not os.access(folder, os.W_OK | os.X_OK):
-        return (
-            f"cannot write to {folder} — make the folder writable (in a container: run with --user "
-            "matching the folder's owner), or choose another --output-dir"
+        return OutputError(
+            f"cannot write to {folder}",
+            "make the folder writable (in a container: run with --user matching the folder's owner), or choose another --output-dir",
+            cause=Cause.FOLDER,
         )
     if settings.output_dir is not None:
         root = os.path.realpath(settings.output_dir)
         folder = os.path.realpath(job.output_stem.parent)
         if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
-            return (
-                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link) — "
-                "remove the link or choose another --output-dir"
+            return OutputError(
+                f"its output folder {job.output_stem.parent} leads outside --output-dir (through a symbolic link)",
+                "remove the link or choose another --output-dir",
             )
     return None
 
@@ -285,10 +299,7 @@ def blocked_message(job: Job, decision: Decision, requested: Sequence[OutputForm
     name = output_path(job.output_stem, fmt).name
     if fmt in requested:
         return f"{name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
-    return (
-        f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — "
-        "move it away or pass --overwrite"
-    )
+    return f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — move it away or pass --overwrite"
 
 
 def redo_note(planned: FilePlan) -> str | None:

@@ -6,7 +6,8 @@ model's (its name and the SHA-256 of its weights), CareVoice's version and engin
 options that shape the text, and each output CareVoice wrote: its name, SHA-256, its own stat, and
 whether its times come from aligned words. A rerun compares a file's stat with the record first and
 reads the file only when they differ (as git's index does), so an unchanged folder costs one small
-read per recording. ``run_id`` says which run wrote it. Only carevoice.run.writers writes records.
+read per recording, from any host. ``run_id`` says which run wrote it. Only carevoice.run.writers
+writes records.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carevoice import __version__
-from carevoice.files import sha256_of
+from carevoice import __version__, files
 from carevoice.run.names import hidden_name
 from carevoice.settings import OutputFormat
 
@@ -37,7 +37,13 @@ class ChangedWhileReading(OSError):
 
 @dataclass(frozen=True)
 class Identity:
-    """A file's identity: its stat, checked first, and the SHA-256 of its bytes, which decides."""
+    """A file's identity: its stat, checked first, and the SHA-256 of its bytes, which decides.
+
+    ``device`` is the device number of the host that wrote it, kept for CareVoice before issue 22
+    (which reads an identity only when it names one) and never compared: each NFS or CephFS client
+    numbers a share itself, so another host would find every file changed (git's index check leaves
+    it out too, unless git is built with USE_STDEV).
+    """
 
     size: int
     mtime_ns: int
@@ -49,13 +55,7 @@ class Identity:
     def same_stat(self, st: os.stat_result) -> bool:
         """True when nothing about the file can have changed: a rewrite or replacement changes
         ctime (and usually the inode), even when size and mtime are made to match."""
-        return (self.size, self.mtime_ns, self.ctime_ns, self.inode, self.device) == (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            st.st_ino,
-            st.st_dev,
-        )
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def with_stat(self, st: os.stat_result) -> Identity:
         return Identity.from_stat(st, self.sha256)
@@ -69,9 +69,9 @@ class Identity:
 
     @classmethod
     def from_dict(cls, data: Any) -> Identity | None:
-        """An identity read back from a record; None when the data is not one."""
+        """An identity read back from a record (with or without a device); None when the data is not one."""
         try:
-            return cls(*(data[k] for k in ("size", "mtime_ns", "ctime_ns", "inode", "device")), str(data["sha256"]))
+            return cls(*(data[k] for k in ("size", "mtime_ns", "ctime_ns", "inode")), data.get("device", 0), str(data["sha256"]))
         except (KeyError, TypeError):
             return None
 
@@ -84,7 +84,7 @@ def identify(path: Path) -> Identity:
         OSError: it cannot be read.
     """
     before = os.stat(path)
-    sha256 = sha256_of(path)
+    sha256 = files.sha256_of(path)
     after = os.stat(path)
     identity = Identity.from_stat(before, sha256)
     if not identity.same_stat(after):
@@ -202,7 +202,9 @@ class Record:
         """The record of outputs made as ``provenance`` says; ``complete`` is False while they are
         being written (a crash then leaves a record that says so)."""
         p = provenance
-        return cls(complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs, build=dict(p.build))
+        return cls(
+            complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs, build=dict(p.build)
+        )
 
     @property
     def formats(self) -> set[OutputFormat]:

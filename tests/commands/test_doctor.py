@@ -10,6 +10,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from conftest import unprivileged
 
 from carevoice.commands import doctor
 from carevoice.commands.doctor import (
@@ -416,13 +417,10 @@ def test_output_check_fails_for_a_file_or_a_path_through_a_file(tmp_path: Path) 
     assert below.status is CheckStatus.FAIL and below.detail == f"{a_file / 'out'} cannot be created: {a_file} is not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_output_check_fails_for_a_read_only_folder(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
-    try:
-        result = doctor.check_output(context(tmp_path))
-    finally:
-        tmp_path.chmod(0o700)
+def test_output_check_fails_for_a_read_only_folder(open_folder: Path) -> None:
+    open_folder.chmod(0o555)
+    with unprivileged():  # root can write anywhere
+        result = doctor.check_output(context(open_folder))
     assert result.status is CheckStatus.FAIL and "is not writable" in result.detail
 
 

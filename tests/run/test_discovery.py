@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import unprivileged
 
 from carevoice.run.discovery import Discovery, find_audio_files, find_jobs, links_inside
 
@@ -211,31 +212,39 @@ def test_output_dir_collisions_across_folders_are_reported(tmp_path: Path) -> No
     assert len(find_jobs((tmp_path / "monday" / "visit.wav", tmp_path / "tuesday" / "visit.wav")).jobs) == 2
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
-def test_an_unreadable_folder_is_reported(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    touch(locked / "a.wav", tmp_path / "b.wav")
+def test_an_unreadable_folder_is_reported(open_folder: Path) -> None:
+    locked = open_folder / "locked"
+    touch(locked / "a.wav", open_folder / "b.wav")
     locked.chmod(0)
-    try:
-        found = find_jobs((tmp_path,))
-    finally:
-        locked.chmod(0o755)
-    assert sources(found) == [tmp_path / "b.wav"]
+    with unprivileged():  # root reads every folder
+        found = find_jobs((open_folder,))
+    assert sources(found) == [open_folder / "b.wav"]
     assert "cannot list folder" in problems(found)[locked]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
-def test_a_link_into_a_folder_that_cannot_be_listed_is_followed(tmp_path: Path) -> None:
+def test_a_link_into_a_folder_that_cannot_be_listed_is_followed(open_folder: Path) -> None:
     """The walk cannot reach the folder as itself, so the link is its only way in."""
-    rec = tmp_path / "rec"
+    rec = open_folder / "rec"
     touch(rec / "locked" / "inner" / "a.wav")
     (rec / "ward").symlink_to(rec / "locked" / "inner")
+    for folder in (rec, rec / "locked" / "inner"):
+        folder.chmod(0o755)
     (rec / "locked").chmod(0o111)  # searchable, not listable (by its owner either)
-    try:
+    with unprivileged():  # root reads every folder
         found = find_jobs((rec,))
-    finally:
-        (rec / "locked").chmod(0o755)
     assert sources(found) == [rec / "ward" / "a.wav"]
+
+
+def test_an_input_below_a_folder_this_user_cannot_enter_names_that_folder(open_folder: Path) -> None:
+    """What systemd's ProtectHome=yes does to /home: one problem naming the folder, the rest goes on."""
+    touch(open_folder / "home" / "ward" / "a.wav", open_folder / "b.wav")
+    (open_folder / "home").chmod(0)
+    given = (open_folder / "home" / "ward" / "a.wav", open_folder / "home" / "ward", open_folder / "b.wav")
+    with unprivileged():
+        found = find_jobs(given)
+    assert sources(found) == [open_folder / "b.wav"]
+    barred = f"cannot enter folder {open_folder / 'home'} (permission denied) — let this user enter it (x permission); "
+    assert {path: message.startswith(barred) for path, message in problems(found).items()} == {given[0]: True, given[1]: True}
 
 
 def test_a_folder_walked_on_its_own_inside_a_watched_one_skips_links_as_the_whole_walk_does(tmp_path: Path) -> None:

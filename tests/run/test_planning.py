@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from conftest import unprivileged
 
+from carevoice.errors import Cause
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
@@ -110,17 +111,17 @@ def test_an_output_that_would_replace_a_recording_is_refused_whatever_the_option
     assert planned.problem == "its output visit.txt would replace an input recording — rename the recording so that its extension says what it is"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_folder_that_cannot_be_written_fails_its_files_before_any_work(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
+def test_a_folder_that_cannot_be_written_fails_its_files_before_any_work_and_says_it_may_pass(open_folder: Path) -> None:
+    """As a user whom permissions apply to (root writes into read-only folders). The cause lets
+    `carevoice watch` try the file again: fixing the folder's permissions changes no file."""
+    locked = open_folder / "locked"
     locked.mkdir()
     entry = job(locked, "a.wav")
     locked.chmod(0o555)
-    try:
+    with unprivileged():
         (planned,) = plan_files([entry], settings(locked), run_of(locked))  # type: ignore[arg-type]
-    finally:
-        locked.chmod(0o755)
     assert planned.problem.startswith(f"cannot write to {locked} — make the folder writable")
+    assert planned.result() == FileResult(entry.source, FileStatus.FAILED, error=planned.problem, cause=Cause.FOLDER)
 
 
 def test_tidying_clears_what_killed_runs_left_behind(tmp_path: Path) -> None:
@@ -203,3 +204,18 @@ def test_a_corrupt_record_fails_its_file_without_stopping_the_plan(tmp_path: Pat
     record.write_text(record.read_text(encoding="ascii").replace('"engine_revision": 1', '"engine_revision": "x"'), encoding="ascii")
     planned = plan_files([broken, fresh], settings(tmp_path), run_of(tmp_path))  # type: ignore[arg-type]
     assert actions(planned) == [("broken.wav", Action.FAIL, Reason.FOREIGN_OUTPUT), ("fresh.wav", Action.TRANSCRIBE, Reason.NEW)]
+
+
+def test_planning_says_after_each_file_how_many_it_has_planned(tmp_path: Path) -> None:
+    """A watcher beats while it plans a whole folder after a restart (a liveness probe must not kill it)."""
+    finished, fresh, blocked = job(tmp_path, "finished.wav"), job(tmp_path, "fresh.wav"), job(tmp_path, "visit.mp3")
+    transcribed(finished)
+    (tmp_path / "visit.txt").write_text("a person's notes\n", encoding="utf-8")
+    counts: list[int] = []
+    planned = plan_files([finished, fresh, blocked], settings(tmp_path), run_of(tmp_path), on_planned=counts.append)  # type: ignore[arg-type]
+    assert actions(planned) == [
+        ("finished.wav", Action.SKIP, Reason.CURRENT),
+        ("fresh.wav", Action.TRANSCRIBE, Reason.NEW),
+        ("visit.mp3", Action.FAIL, Reason.FOREIGN_OUTPUT),
+    ]
+    assert counts == [1, 2, 3]
