@@ -196,7 +196,8 @@ class Service:
         ts = self.settings.transcribe
         taken = [path for path in ready if self.arrivals.take(path)]
         found = find_jobs_among(taken, self.roots, ts.output_dir)
-        planned = plan_files(found.jobs, ts, self.facts)
+        # A first set after a restart is the whole folder: health hears from the watcher while it plans.
+        planned = plan_files(found.jobs, ts, self.facts, on_planned=lambda count: self.ledger.beat(Phase.BUSY))
         tidy(planned)
         # Failed before any work: by what lies beside the file (its name taken, an output in the
         # way, the folder), which a change there may lift: said once, and looked at again then.
