@@ -356,6 +356,9 @@ class BenchSettings:
 
 ENV_HEARTBEAT = "CAREVOICE_HEARTBEAT"
 DEFAULT_SETTLE_S = 10.0
+# A file whose format does not state its length (carevoice.watch.uploads.states_length) is taken only
+# once unchanged this long (or --settle, if longer): a copy cut short would look like a whole recording.
+DEFAULT_SETTLE_UNSIZED_S = 60.0
 DEFAULT_GATHER_S = 1.0
 # A folder watched through file-system events is also walked this often, for events the kernel
 # dropped (an inotify queue overflow) or never sent.
@@ -378,6 +381,7 @@ class WatchSettings:
     Attributes:
         transcribe: What each file gets, as with ``transcribe`` (inputs are the folders watched).
         settle_s: A file is taken only once its size and modification time have stayed the same this long.
+        settle_unsized_s: As ``settle_s``, for a file whose format does not state its length (at least ``settle_s``).
         poll_s: Walk the folders this often instead of listening for file-system events (None: events,
             unless the folder is on a network or FUSE file system, where they are not sent).
         gather_s: Once a file is ready, wait this long for others to share its batches.
@@ -389,6 +393,7 @@ class WatchSettings:
 
     transcribe: TranscribeSettings
     settle_s: float = DEFAULT_SETTLE_S
+    settle_unsized_s: float = DEFAULT_SETTLE_UNSIZED_S
     poll_s: float | None = None
     gather_s: float = DEFAULT_GATHER_S
     report_dir: Path | None = None
@@ -406,6 +411,11 @@ class WatchSettings:
                 raise UsageError(f"{folder} is not a folder", "carevoice watch takes folders; use carevoice transcribe for files")
         if self.settle_s < 0 or self.gather_s < 0:
             raise UsageError("--settle and --gather must be 0 or more")
+        if self.settle_unsized_s < self.settle_s:
+            raise UsageError(
+                f"--settle-unsized ({self.settle_unsized_s:g} s) is shorter than --settle ({self.settle_s:g} s)",
+                "give --settle-unsized at least as long as --settle",
+            )
         if self.poll_s is not None and self.poll_s <= 0:
             raise UsageError("--poll must be more than 0 seconds")
         check_folder_option("--report-dir", self.report_dir)

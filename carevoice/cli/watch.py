@@ -38,6 +38,7 @@ from carevoice.settings import (
     DEFAULT_GATHER_S,
     DEFAULT_MODEL,
     DEFAULT_SETTLE_S,
+    DEFAULT_SETTLE_UNSIZED_S,
     ENV_HEARTBEAT,
     Device,
     Task,
@@ -60,6 +61,16 @@ def watch(
             "a file that still turns out incomplete waits for the rest.",
         ),
     ] = f"{DEFAULT_SETTLE_S:g}s",
+    settle_unsized: Annotated[
+        Optional[str],
+        typer.Option(
+            "--settle-unsized",
+            metavar="DURATION",
+            help=f"As --settle, for formats that do not state their length, where a stalled copy looks whole: streamed WAV, "
+            f"MP3 without a Xing header, Ogg, browser WebM, AAC, … (default: {DEFAULT_SETTLE_UNSIZED_S:g}s, or --settle if longer; "
+            "see docs/watch.md).",
+        ),
+    ] = None,
     poll: Annotated[
         Optional[str],
         typer.Option(
@@ -114,12 +125,17 @@ def watch(
         from carevoice.watch.service import Service
 
         chosen = resolve_language(language) if language else None
+        settle_s = parse_duration(settle, "--settle")
+        unsized_s = (
+            max(DEFAULT_SETTLE_UNSIZED_S, settle_s) if settle_unsized is None else parse_duration(settle_unsized, "--settle-unsized")
+        )
         settings = WatchSettings(
             transcribe=transcribe_settings(
                 folders, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
                 recursive, decode_workers, cpu_threads,
             ),  # fmt: skip
-            settle_s=parse_duration(settle, "--settle"),
+            settle_s=settle_s,
+            settle_unsized_s=unsized_s,
             poll_s=None if poll is None else parse_duration(poll, "--poll"),
             gather_s=parse_duration(gather, "--gather"),
             report_dir=report_dir,
@@ -145,6 +161,9 @@ def watch(
             ),
             loaded=lambda ref, device, choice: say(
                 escape(printable(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice)})"))
+            ),
+            held=lambda path, why: (
+                None if quiet else say(f"[yellow]waiting[/yellow] {escape(printable(str(path)))}: {escape(printable(why))}")
             ),
         )
         return Service(settings, log).run()

@@ -46,6 +46,7 @@ TRUNCATION_TOLERANCE_RATIO = 0.02
 # What ffmpeg's demuxers say when the data stops before the container's structure does.
 TRUNCATION_MESSAGES = ("File ended prematurely", "partial file")
 OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255
+WAV_HEAD_BYTES = 1 << 16  # a WAV's data chunk starts after fmt and any LIST/bext chunks
 TRUNCATED_HINT = (
     "copy the complete file again from the recorder; if the rest is lost, keep what is left with "
     "`ffmpeg -i FILE -c copy NEW_FILE` and transcribe NEW_FILE"
@@ -186,31 +187,41 @@ def _failure_reason(log: FfmpegLog) -> str:
     return "ffmpeg failed without a message"
 
 
-def wav_missing_s(path: Path) -> float:
-    """Seconds of audio a RIFF/WAVE header promises beyond the end of the file (0 when it is whole).
-
-    ffmpeg estimates a WAV's length from the file size when the header promises more, so a cut
-    WAV looks complete to it; the header itself still says how long the recording was.
-    """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
-            size = os.fstat(handle.fileno()).st_size
-    except OSError:
-        return 0.0
+def wav_stated_end(head: bytes) -> tuple[int, int] | None:
+    """Where a RIFF/WAVE header says its audio ends (bytes from the file's start), and its bytes per
+    second; None when ``head`` (the file's first bytes) is no such header or states no length: a
+    streaming recorder (``ffmpeg -f wav pipe:``) writes 0 or 0xFFFFFFFF, as it cannot go back."""
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return 0.0
+        return None
     position, byte_rate = 12, 0
     while position + 8 <= len(head):
         chunk, length = head[position : position + 4], int.from_bytes(head[position + 4 : position + 8], "little")
         if chunk == b"fmt " and position + 20 <= len(head):
             byte_rate = int.from_bytes(head[position + 16 : position + 20], "little")
         if chunk == b"data":
-            if length in (0, 0xFFFFFFFF) or byte_rate <= 0:
-                return 0.0  # a streamed or unfinished header states no length
-            return max(0, position + 8 + length - size) / byte_rate
+            return None if length in (0, 0xFFFFFFFF) or byte_rate <= 0 else (position + 8 + length, byte_rate)
         position += 8 + length + (length & 1)
-    return 0.0
+    return None
+
+
+def wav_missing_s(path: Path) -> float:
+    """Seconds of audio a RIFF/WAVE header promises beyond the end of the file (0 when it is whole,
+    or when its header states no length).
+
+    ffmpeg estimates a WAV's length from the file size when the header promises more, so a cut
+    WAV looks complete to it; the header itself still says how long the recording was.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(WAV_HEAD_BYTES)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return 0.0
+    stated = wav_stated_end(head)
+    if stated is None:
+        return 0.0
+    end, byte_rate = stated
+    return max(0, end - size) / byte_rate
 
 
 def ogg_ends_mid_page(path: Path) -> bool:

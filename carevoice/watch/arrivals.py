@@ -7,14 +7,16 @@ alone proves nothing). :class:`Arrivals` is the book that applies it to every fi
 about, remembers what was handled at which state (a handled file comes back only when it
 changes), holds files found incomplete (truncated, empty) until they change again, and brings
 back after a while, unchanged, files that failed for a cause outside the recording (the engine, a
-full disk). It stats files and nothing more: it reads no bytes and prints nothing.
+full disk). It stats files and nothing more: it reads no bytes and prints nothing. What a stat cannot
+tell (a local process still writing, a format that does not state its length) it asks a ``hold``
+it is given (carevoice.watch.uploads).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,29 @@ class Sighting:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
+# A file back for another try (a retry, or what blocked it may have gone) was found settled and
+# whole at this very state before: it has been unchanged "since ever", ready at once, held by nothing
+# but a writer that opened it since.
+HANDLED_BEFORE = float("-inf")
+
+
 @dataclass(frozen=True)
 class Watched:
-    """A file waiting to settle: how it looked, and since when (monotonic seconds) it looks so."""
+    """A file waiting to settle: how it looked, and since when (monotonic seconds) it looks so; when
+    a hold kept it back though it had settled, why, and when it is looked at again."""
 
     sighting: Sighting
     since_s: float
+    held: str = ""
+    held_until_s: float = float("-inf")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a file that has settled must wait yet, and how much longer at least (more than 0 s)."""
+
+    reason: str
+    wait_s: float
 
 
 class State(str, Enum):
@@ -126,6 +145,8 @@ class Arrivals:
         stat: How a path is looked at (None: gone).
         retry_after_s: How long a file that failed for a passing cause waits before each new try
             (:meth:`retry_later`); once they are used up it waits for a change.
+        hold: Asked about the files that have settled (path: seconds unchanged): those that must
+            wait yet, and why (see :meth:`newly_held`).
     """
 
     def __init__(
@@ -135,6 +156,7 @@ class Arrivals:
         clock: Callable[[], float],
         stat: Callable[[Path], Sighting | None] = _stat,
         retry_after_s: tuple[float, ...] = (),
+        hold: Callable[[dict[Path, float]], dict[Path, Hold]] = lambda unchanged_s: {},
     ) -> None:
         self.settle_s = settle_s
         self.incomplete_wait_s = incomplete_wait_s
@@ -147,6 +169,8 @@ class Arrivals:
         self.retrying: dict[Path, tuple[Sighting, float]] = {}  # as it failed, when to try again
         self.tries: dict[Path, int] = {}  # failed tries of an unchanged file (for retry_after_s)
         self.blocked: dict[Path, str] = {}  # failed by what lies beside it (a sibling, an output, the folder), and why
+        self.hold = hold
+        self.to_tell: list[tuple[Path, str]] = []  # held since newly_held() was last asked, and why
 
     def observe(self, path: Path) -> None:
         """A file may have appeared or changed (an event, or a walk found it)."""
@@ -190,10 +214,10 @@ class Arrivals:
             if at_s <= now_s:  # its time has come: ready at once, as it failed (a change would have settled it)
                 del self.retrying[path]
                 self.handled.pop(path, None)
-                self.settling[path] = Watched(sighting, now_s - self.settle_s)
+                self.settling[path] = Watched(sighting, HANDLED_BEFORE)
         ready = []
         for path, watched in list(self.settling.items()):
-            if watched.since_s + self.settle_s > now_s:
+            if self._due_s(watched) > now_s:
                 continue
             verdict = settle(watched, self.stat(path), now_s, self.settle_s)
             if verdict.state is State.GONE:
@@ -202,6 +226,13 @@ class Arrivals:
                 ready.append(path)
             else:
                 self.settling[path] = verdict.watched  # type: ignore[assignment]
+        held = self.hold({path: now_s - self.settling[path].since_s for path in ready}) if ready else {}
+        for path, hold in held.items():
+            watched = self.settling[path]
+            if hold.reason != watched.held:
+                self.to_tell.append((path, hold.reason))
+            self.settling[path] = replace(watched, held=hold.reason, held_until_s=now_s + hold.wait_s)
+        ready = [path for path in ready if path not in held]
         gave_up = []
         for path, (sighting, since_s, error) in list(self.incomplete.items()):
             if now_s - since_s >= self.incomplete_wait_s:
@@ -214,10 +245,19 @@ class Arrivals:
         """When the next file may be ready, or be given up (monotonic seconds); None when nothing is
         to come. ``ready``: files :meth:`due` found ready that wait for the caller (a gather window):
         nothing is to come of them, and counting them made the caller's loop spin."""
-        times = [w.since_s + self.settle_s for path, w in self.settling.items() if path not in ready]
+        times = [self._due_s(w) for path, w in self.settling.items() if path not in ready]
         times += [since_s + self.incomplete_wait_s for _, since_s, _ in self.incomplete.values()]
         times += [at_s for _, at_s in self.retrying.values()]
         return min(times, default=None)
+
+    def _due_s(self, watched: Watched) -> float:
+        """When a settling file may be ready: a settle time after its last change, and not while held."""
+        return max(watched.since_s + self.settle_s, watched.held_until_s)
+
+    def newly_held(self) -> list[tuple[Path, str]]:
+        """The files held back (path, why) since this was last asked: each once, until it changes or the reason does."""
+        told, self.to_tell = self.to_tell, []
+        return told
 
     def take(self, path: Path) -> bool:
         """A ready file goes to be transcribed: it is handled as it is now. False (and it settles
@@ -250,10 +290,9 @@ class Arrivals:
         """Something changed in these folders (None: a walk of them all): their blocked files are
         ready again, as they are, to be planned again (a sibling removed, an output moved away, a
         permission fixed may have unblocked them). Returns how many."""
-        now_s = self.clock()
         again = [p for p in self.blocked if (folders is None or p.parent in folders) and p in self.handled]
         for path in again:
-            self.settling[path] = Watched(self.handled.pop(path), now_s - self.settle_s)
+            self.settling[path] = Watched(self.handled.pop(path), HANDLED_BEFORE)
         return len(again)
 
     def found_incomplete(self, path: Path, error: str) -> None:

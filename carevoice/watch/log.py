@@ -21,6 +21,8 @@ class WatchLog:
         note: A line about the service itself (start, mode, a batch of files, stop).
         result: A file finished: done, failed, or skipped for a reason worth a line.
         waiting: A file found incomplete (path, why): it is tried again once it changes.
+        held: A file that has settled but must wait yet (path, why): a local process still writes
+            it, or its format does not state its length (carevoice.watch.uploads).
         loaded: The model is loaded: what was loaded, the engines (``cpu (int8)``), and where
             it runs and why.
     """
@@ -29,3 +31,4 @@ class WatchLog:
     result: Callable[[FileResult], None]
     waiting: Callable[[Path, str], None]
     loaded: Callable[[ModelRef, str, DeviceChoice], None]
+    held: Callable[[Path, str], None] = lambda path, why: None

@@ -3,8 +3,10 @@
 The model loads once. At start, every file not yet finished is transcribed, exactly as ``transcribe``
 would (the rerun rules of carevoice.run.rules decide); then file-system events (carevoice.watch.events), or
 walks every ``--poll`` seconds, bring new and changed files. A file is taken only once it has settled
-(carevoice.watch.arrivals) and decodes whole; one found truncated waits for the rest of its upload, and
-one failed by the engine or its folder (carevoice.errors.Cause) is tried again later. Files
+(carevoice.watch.arrivals), no local process holds it open for writing, and, if its format does not
+state its length, once it has settled for longer (carevoice.watch.uploads); and it must decode whole:
+one found truncated waits for the rest of its upload, and one failed by the engine or its folder
+(carevoice.errors.Cause) is tried again later. Files
 that settle close together (within ``--gather``) share batches, and files that settle while a batch
 of files is transcribed form the next one. SIGTERM or Ctrl-C end the service after the file being
 written (writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
@@ -18,6 +20,7 @@ import ctypes.util
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from carevoice import interrupts
@@ -50,6 +53,7 @@ from carevoice.watch.heartbeat import (
 )
 from carevoice.watch.ledger import BEAT_S, Ledger
 from carevoice.watch.log import WatchLog
+from carevoice.watch.uploads import holds
 
 # Ready files at once that start a batch without waiting for --gather (a burst is under way).
 GATHER_ENOUGH_FILES = 64
@@ -96,7 +100,8 @@ class Service:
         self.log = log
         self.clock = clock
         self.roots = tuple(settings.transcribe.inputs)
-        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s)
+        hold = partial(holds, settle_s=settings.settle_s, settle_unsized_s=settings.settle_unsized_s)
+        self.arrivals = Arrivals(settings.settle_s, settings.incomplete_wait_s, clock, retry_after_s=settings.retry_after_s, hold=hold)
         self.changes = Changes(self.roots, settings.transcribe.recursive, self.arrivals, log.note, clock, settings.poll_s)
         self.ledger = Ledger(settings.heartbeat, self.roots, self.arrivals, log, clock)
         self.run_id = uuid.uuid4().hex
@@ -114,7 +119,13 @@ class Service:
         device = engines_label(self.engines)
         self.log.loaded(ref, device, choice)
         if settings.report_dir is not None:
-            options = {**ts.options(), "settle_s": settings.settle_s, "gather_s": settings.gather_s, "poll_s": settings.poll_s}
+            options = {
+                **ts.options(),
+                "settle_s": settings.settle_s,
+                "settle_unsized_s": settings.settle_unsized_s,
+                "gather_s": settings.gather_s,
+                "poll_s": settings.poll_s,
+            }
             facts = {"run_id": self.run_id, "model": ref.model_id, "device": device, "options": options}
             self.ledger.report = DayReport(settings.report_dir, facts, self.clock)
         self.changes.choose()
@@ -144,11 +155,16 @@ class Service:
         try:
             self._start()
             self.changes.walk()  # after the events are on: a file arriving now is seen one way or the other
-            self.log.note(f"watching {', '.join(str(r) for r in self.roots)}: {self.arrivals.waiting} file(s) to look at, settling for {self.settings.settle_s:g} s")
+            self.log.note(
+                f"watching {', '.join(str(r) for r in self.roots)}: {self.arrivals.waiting} file(s) to look at, settling for "
+                f"{self.settings.settle_s:g} s ({self.settings.settle_unsized_s:g} s for formats that do not state their length)"
+            )
             gather_until: float | None = None
             while True:
                 interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the loop
                 ready, gave_up = self.arrivals.due()
+                for path, why in self.arrivals.newly_held():
+                    self.log.held(path, why)
                 for lost in gave_up:
                     ledger.record(FileResult(lost.path, FileStatus.FAILED, error=f"{lost.error} (unchanged for {self.settings.incomplete_wait_s:g} s: the upload seems abandoned)"))
                 go, gather_until = gather_step(len(ready), gather_until, self.clock(), self.settings.gather_s)

@@ -16,7 +16,7 @@ from carevoice.results import FileResult, FileStatus
 from carevoice.run.discovery import find_jobs, find_jobs_among
 from carevoice.run.rules import Reason
 from carevoice.settings import parse_duration
-from carevoice.watch.arrivals import Arrivals, Retry, Sighting, State, Watched, settle
+from carevoice.watch.arrivals import Arrivals, Hold, Retry, Sighting, State, Watched, settle
 from carevoice.watch.day_report import DayReport, day_report_path
 from carevoice.watch.events import mount_of, without_events
 from carevoice.watch.heartbeat import (
@@ -63,8 +63,8 @@ class Folder:
         self.files: dict[Path, Sighting] = {}
         self.now_s = 0.0
 
-    def book(self, settle_s: float = 10.0, incomplete_wait_s: float = 600.0, retry_after_s: tuple[float, ...] = ()) -> Arrivals:
-        return Arrivals(settle_s, incomplete_wait_s, clock=lambda: self.now_s, stat=self.files.get, retry_after_s=retry_after_s)
+    def book(self, settle_s: float = 10.0, incomplete_wait_s: float = 600.0, retry_after_s: tuple[float, ...] = (), **hold) -> Arrivals:  # type: ignore[no-untyped-def]
+        return Arrivals(settle_s, incomplete_wait_s, clock=lambda: self.now_s, stat=self.files.get, retry_after_s=retry_after_s, **hold)
 
 
 def test_a_file_is_ready_only_after_it_stopped_changing() -> None:
@@ -362,6 +362,82 @@ def test_a_file_seen_changing_while_it_was_decoded_is_not_held_as_incomplete() -
     assert book.due() == ([path], []) and book.take(path)
     folder.now_s = 500
     assert book.due() == ([], []) and book.waiting == 0
+
+
+WRITTEN = Hold("still open for writing by pid 41 (rsync)", 10.0)
+UNSIZED = Hold("its format does not state its length", 50.0)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [  # (now_s, the file changes to, the hold says, asked with unchanged_s, ready, told, next_check_s)
+            (10, None, WRITTEN, 10, False, WRITTEN, 20),
+            (15, None, WRITTEN, None, False, None, 20),  # not asked again before its time: no busy loop, no scan of /proc
+            (20, None, WRITTEN, 20, False, None, 30),  # the same reason: told once
+            (30, None, None, 30, True, None, None),  # the writer closed it
+        ],
+        [
+            (10, None, UNSIZED, 10, False, UNSIZED, 60),
+            (60, None, None, 60, True, None, None),
+        ],
+        [
+            (10, None, UNSIZED, 10, False, UNSIZED, 60),
+            (30, GROWN, None, None, False, None, 40),  # the stalled upload goes on: it settles again from the change
+            (40, None, UNSIZED, 10, False, UNSIZED, 90),  # a new version: told again
+            (90, None, None, 60, True, None, None),
+        ],
+        [
+            (10, None, UNSIZED, 10, False, UNSIZED, 60),
+            (60, None, WRITTEN, 60, False, WRITTEN, 70),  # another reason: told
+            (70, None, None, 70, True, None, None),
+        ],
+    ],
+    ids=["a-local-writer", "no-stated-length", "changed-while-held", "one-reason-then-another"],
+)
+def test_a_settled_file_waits_while_its_hold_says_so(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    folder, path = Folder(), Path("in/a.wav")
+    says: dict[Path, Hold] = {}
+    asked: list[dict[Path, float]] = []
+
+    def hold(unchanged_s: dict[Path, float]) -> dict[Path, Hold]:
+        asked.append(unchanged_s)
+        return {p: says[p] for p in unchanged_s if p in says}
+
+    book = folder.book(settle_s=10, hold=hold)
+    folder.files[path] = A
+    book.observe(path)
+    for now_s, change, held, unchanged_s, ready, told, next_s in steps:
+        folder.now_s = now_s
+        if change is not None:
+            folder.files[path] = change
+            book.observe(path)
+        says.clear()
+        says.update({path: held} if held else {})
+        asked.clear()
+        assert book.due() == ([path] if ready else [], []), now_s
+        assert asked == ([{path: unchanged_s}] if unchanged_s is not None else []), now_s
+        assert book.newly_held() == ([(path, told.reason)] if told else []), now_s
+        if ready:
+            assert book.take(path)
+        assert book.next_check_s() == next_s, now_s
+        assert next_s is None or next_s > now_s  # never a time already past: the loop would spin
+    assert book.waiting == 0
+
+
+def test_only_the_files_that_settled_are_held_and_the_others_are_ready() -> None:
+    folder, free, held, young = Folder(), Path("in/a.wav"), Path("in/b.mp3"), Path("in/c.wav")
+    book = folder.book(settle_s=10, hold=lambda unchanged_s: {held: UNSIZED} if held in unchanged_s else {})
+    for path in (free, held):
+        folder.files[path] = A
+        book.observe(path)
+    folder.now_s = 5
+    folder.files[young] = A
+    book.observe(young)
+    folder.now_s = 10
+    assert book.due() == ([free], []) and book.newly_held() == [(held, UNSIZED.reason)] and book.take(free)
+    assert book.next_check_s() == 15  # the young file's settle time comes before the held one's recheck
+    assert book.waiting == 2
 
 
 def test_collisions_under_output_dir_span_every_watched_folder(tmp_path: Path) -> None:

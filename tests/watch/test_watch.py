@@ -338,7 +338,9 @@ def test_watch_takes_folders_only(tmp_path: Path, run_cli) -> None:
     assert not (tmp_path / "hb.json").exists()
 
 
-@pytest.mark.parametrize("option", [("--settle", "soon"), ("--poll", "0"), ("--gather", "-1s")])
+@pytest.mark.parametrize(
+    "option", [("--settle", "soon"), ("--poll", "0"), ("--gather", "-1s"), ("--settle-unsized", "1m?"), ("--settle-unsized", "5s")]
+)
 def test_bad_watch_durations_are_usage_errors(tmp_path: Path, run_cli, option) -> None:
     result = run_cli("watch", tmp_path, *ENGINE, *option, "--heartbeat", tmp_path / "hb.json")
     assert result.exit_code == 2, result.stderr
@@ -648,3 +650,73 @@ def test_a_stop_signal_whose_exception_a_finalizer_dropped_still_stops_the_watch
     service = InProcess()
     service.run(in_process_settings(inbox, tmp_path), on_note=lambda text: text.startswith(when) and SignalsWhenCollected())
     assert service.lines[-1].startswith("stopped (SIGTERM)"), "\n".join(service.lines)
+
+
+# --- uploads in formats that do not state their length (issue 22, fault 8) ---
+
+
+@pytest.fixture(scope="module")
+def unsized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, str]]:
+    """Recordings whose container does not say how long they are, by upload name: (bytes, what
+    `carevoice transcribe` writes for the whole file). A copy of either cut at 40 % decodes, without
+    a complaint, as a short whole recording."""
+    folder = tmp_path_factory.mktemp("unsized")
+    jfk = str(DATA_DIR / CLIPS["jfk"])
+    ffmpeg = ["ffmpeg", "-nostdin", "-v", "error", "-i", jfk]
+    streamed = subprocess.run([*ffmpeg, "-f", "wav", "pipe:"], check=True, capture_output=True).stdout
+    (folder / "stream.wav").write_bytes(streamed)  # what a streaming recorder writes: RIFF and data lengths 0xFFFFFFFF
+    subprocess.run([*ffmpeg, "-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0", str(folder / "cbr.mp3")], check=True)
+    result = invoke_cli("transcribe", folder, *ENGINE, "-q")
+    assert result.exit_code == 0, result.stderr
+    return {name: ((folder / name).read_bytes(), transcript(folder, Path(name).stem)) for name in ("stream.wav", "cbr.mp3")}
+
+
+def first_line_about(watcher: Watcher, path: Path) -> str:
+    """The first line that says the file waits, or that it was transcribed."""
+    return watcher.wait_for(rf"(waiting|done) {re.escape(str(path))}\b")
+
+
+@pytest.mark.slow
+def test_a_streamed_wav_still_open_for_writing_waits_for_its_writer(tmp_path: Path, start, unsized) -> None:
+    """The copy stalls at 40 %, longer than --settle, with this process still holding it open for
+    writing: the watcher says so and waits, where it used to transcribe the 40 % and log `done`."""
+    data, whole_text = unsized["stream.wav"]
+    assert data[4:8] == b"\xff\xff\xff\xff" and data[data.index(b"data") + 4 :][:4] == b"\xff\xff\xff\xff"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.5s", "--settle-unsized", "0.5s", "--gather", "0s")  # only the writer can hold it
+    watcher.wait_for(r"watching ")
+    cut = len(data) * 4 // 10
+    with open(inbox / "stream.wav", "wb") as upload:
+        upload.write(data[:cut])
+        upload.flush()
+        line = first_line_about(watcher, inbox / "stream.wav")
+        assert f"waiting {inbox / 'stream.wav'}: still open for writing by pid {os.getpid()} " in line, "\n".join(watcher.lines)
+        upload.write(data[cut:])
+    watcher.wait_for(done("stream.wav"))
+    assert watcher.stop()[0] == 0
+    assert watcher.count(done("stream.wav")) == 1, "\n".join(watcher.lines)
+    assert transcript(inbox, "stream") == whole_text
+
+
+@pytest.mark.slow
+def test_a_cbr_mp3_whose_copy_stalls_waits_for_the_longer_settle(tmp_path: Path, start, unsized) -> None:
+    """A CBR MP3 without a Xing header, copied from another host (no local writer) that stalls at
+    40 % longer than --settle: it waits for --settle-unsized, where it used to be transcribed from its 40 %."""
+    data, whole_text = unsized["cbr.mp3"]
+    assert not {b"Xing", b"Info", b"VBRI"} & {data[i : i + 4] for i in range(4096)}
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    # 20 s: far above the stall here (the time from the watcher's line to the next write), so it cannot decide the test
+    watcher = start(inbox, "--settle", "0.5s", "--settle-unsized", "20s", "--gather", "0s")
+    watcher.wait_for(r"watching ")
+    cut = len(data) * 4 // 10
+    (inbox / "cbr.mp3").write_bytes(data[:cut])  # written and closed: no local process holds it
+    line = first_line_about(watcher, inbox / "cbr.mp3")  # found settled: where it used to be taken
+    assert f"waiting {inbox / 'cbr.mp3'}: its format does not state its length" in line, "\n".join(watcher.lines)
+    with open(inbox / "cbr.mp3", "ab") as upload:
+        upload.write(data[cut:])
+    watcher.wait_for(done("cbr.mp3"))
+    assert watcher.stop()[0] == 0
+    assert watcher.count(done("cbr.mp3")) == 1, "\n".join(watcher.lines)
+    assert transcript(inbox, "cbr") == whole_text
