@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,15 +119,18 @@ def _walk(root: Path, recursive: bool, problems: list[Problem], top: Path | None
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            path = Path(entry.path)
-            if not _has_audio_extension(path):
+            if not _audio_name(entry.name):
                 # Only a folder matters among the rest (the outputs beside the recordings are most
                 # of a transcribed folder): the directory entry says so without a stat.
                 try:
-                    if recursive and entry.is_dir() and not (entry.is_symlink() and links_inside(path, top)):
-                        pending.append(path)
+                    if recursive and entry.is_dir() and not (entry.is_symlink() and links_inside(Path(entry.path), top)):
+                        pending.append(Path(entry.path))
                 except OSError:
                     pass  # a link loop, or no permission: not a folder to walk
+                continue
+            path = Path(entry.path)
+            if entry.is_file(follow_symlinks=False):
+                found.append(path)  # the directory entry says so (no stat: a watcher's walk stats each file once, itself)
                 continue
             try:
                 mode = os.stat(path).st_mode  # follows symlinks
@@ -161,7 +165,13 @@ def _broken_link(exc: OSError) -> str:
 
 
 def _has_audio_extension(path: Path) -> bool:
-    return path.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+    return _audio_name(path.name)
+
+
+def _audio_name(name: str) -> bool:
+    """Whether a file name has an audio extension (as Path.suffix reads one: ``x.wav``, not ``wav``)."""
+    stem, dot, extension = name.rpartition(".")
+    return bool(dot and stem and extension.lower() in AUDIO_EXTENSIONS)
 
 
 def job_key(source: Path, root: Path | None) -> str:
@@ -258,7 +268,9 @@ def _add_unless_colliding(result: Discovery, jobs: list[Job], names: list[str]) 
         )
 
 
-def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path | None = None) -> Discovery:
+def find_jobs_among(
+    paths: list[Path], roots: tuple[Path, ...], output_dir: Path | None = None, named: Callable[[Path, str], list[str]] | None = None
+) -> Discovery:
     """Jobs for files found below watched folders (``carevoice watch``): each as :func:`find_jobs`
     on the folders would make it, and checked for collisions as it checks them without walking the
     folders again: with the audio files beside it, and with --output-dir, with those at the same
@@ -268,18 +280,27 @@ def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path
         paths: Files below ``roots`` (as the roots are spelled).
         roots: The folders, as the user named them.
         output_dir: As for :func:`find_jobs`.
+        named: The names of the audio files in a folder whose name without extension is the given
+            one (a watcher knows them from its book of arrivals: listing a folder of 20,000
+            transcribed recordings for each arrival cost more than the arrival). Default: the
+            folder is listed, once per call.
     """
     result = Discovery()
-    listings: dict[Path, list[str]] = {}
+    listings: dict[Path, dict[str, list[str]]] = {}
 
-    def audio_in(folder: Path) -> list[str]:
+    def listed(folder: Path, stem: str) -> list[str]:
         if folder not in listings:
+            by_stem: dict[str, list[str]] = {}
             try:
-                listings[folder] = sorted(n for n in os.listdir(folder) if not _is_hidden(n) and _has_audio_extension(Path(n)))
+                for name in sorted(os.listdir(folder)):
+                    if not _is_hidden(name) and _has_audio_extension(Path(name)):
+                        by_stem.setdefault(Path(name).stem, []).append(name)
             except OSError:
-                listings[folder] = []
-        return listings[folder]
+                pass
+            listings[folder] = by_stem
+        return listings[folder].get(stem, [])
 
+    siblings = named or listed
     for source in sorted(set(paths), key=str):
         root = next((r for r in roots if source.is_relative_to(r)), None)
         if root is None:
@@ -287,9 +308,7 @@ def find_jobs_among(paths: list[Path], roots: tuple[Path, ...], output_dir: Path
         below = source.parent.relative_to(root)
         folders = [source.parent] if output_dir is None else list(dict.fromkeys(r / below for r in roots))
         stem_name = source.with_suffix("").name
-        names = [
-            str(folder / n) for folder in folders for n in audio_in(folder) if Path(n).with_suffix("").name == stem_name and (folder / n).is_file()
-        ]
+        names = [str(folder / n) for folder in folders for n in siblings(folder, stem_name) if (folder / n).is_file()]
         job = Job(source, _output_stem(source, root, output_dir), str(source), job_key(source, root))
         _add_unless_colliding(result, [job], names or [str(source)])
     return result

@@ -5,7 +5,8 @@ copy with the same bytes) the new stat, so the next run reads nothing. ``--dry-r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
+from pathlib import Path
 
 from carevoice.run.locks import remove_stale_locks, try_lock
 from carevoice.run.planning import FilePlan
@@ -14,15 +15,27 @@ from carevoice.run.rules import Action
 from carevoice.run.writers import refresh_record, remove_stale_temp_files
 
 
-def tidy(plans: Sequence[FilePlan]) -> None:
+def tidy(plans: Sequence[FilePlan], cleared: Container[Path] = ()) -> set[Path]:
     """Clear the leftovers of killed runs where these plans write, then refresh the records of
-    skipped recordings whose stat alone changed. Best effort: what cannot be cleared stays."""
-    for folder in sorted({plan.job.output_stem.parent for plan in plans}):
+    skipped recordings whose stat alone changed. Best effort: what cannot be cleared stays.
+
+    Args:
+        plans: The run's plans.
+        cleared: Folders cleared lately, left as they are (a watcher clears a folder when it first
+            writes there and then once an hour, not for every file that arrives: a listing of a
+            folder of 20,000 transcribed recordings costs more than the file).
+
+    Returns:
+        The folders cleared now.
+    """
+    folders = {folder for folder in {plan.job.output_stem.parent for plan in plans} if folder not in cleared}
+    for folder in sorted(folders):
         remove_stale_temp_files(folder)
         remove_stale_locks(folder)
     for plan in plans:
         if plan.decision.action is Action.SKIP:
             refresh_stat(plan)
+    return folders
 
 
 def refresh_stat(entry: FilePlan) -> None:

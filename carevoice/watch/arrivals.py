@@ -169,6 +169,7 @@ class Arrivals:
         self.retrying: dict[Path, tuple[Sighting, float]] = {}  # as it failed, when to try again
         self.tries: dict[Path, int] = {}  # failed tries of an unchanged file (for retry_after_s)
         self.blocked: dict[Path, str] = {}  # failed by what lies beside it (a sibling, an output, the folder), and why
+        self.names: dict[tuple[Path, str], set[str]] = {}  # (folder, name without extension): the audio files seen there
         self.hold = hold
         self.to_tell: list[tuple[Path, str]] = []  # held since newly_held() was last asked, and why
 
@@ -184,6 +185,7 @@ class Arrivals:
             return  # still as incomplete as it was
         if path in self.retrying and self.retrying[path][0] == sighting:
             return  # waiting for its next try
+        self.names.setdefault((path.parent, path.stem), set()).add(path.name)
         self.handled.pop(path, None)
         self.incomplete.pop(path, None)
         self.retrying.pop(path, None)
@@ -197,15 +199,23 @@ class Arrivals:
         """A file was removed (or renamed away)."""
         for book in self._books():
             book.pop(path, None)
+        if (names := self.names.get((path.parent, path.stem))) is not None:
+            names.discard(path.name)
+            if not names:
+                del self.names[(path.parent, path.stem)]
+
+    def siblings(self, folder: Path, stem: str) -> list[str]:
+        """The names of the audio files seen in ``folder`` whose name without extension is ``stem``
+        (those that would write the same outputs), from the book: no listing of the folder."""
+        return sorted(self.names.get((folder, stem), ()))
 
     def _books(self) -> tuple[dict[Path, Any], ...]:
         return (self.settling, self.handled, self.incomplete, self.retrying, self.tries, self.blocked)
 
     def keep_only(self, present: set[Path]) -> None:
         """After a whole walk: forget every file that is no longer there (the book stays as big as the folders)."""
-        for book in self._books():
-            for path in [p for p in book if p not in present]:
-                del book[path]
+        for path in {p for book in self._books() for p in book if p not in present}:
+            self.forget(path)
 
     def due(self) -> tuple[list[Path], list[GaveUp]]:
         """Files ready now (in name order), and files given up as incomplete."""

@@ -57,6 +57,8 @@ from carevoice.watch.uploads import holds
 
 # Ready files at once that start a batch without waiting for --gather (a burst is under way).
 GATHER_ENOUGH_FILES = 64
+# A folder is cleared of killed runs' leftovers when files are first written there, then at most this often.
+CLEAR_EVERY_S = 3600.0
 
 
 def gather_step(ready: int, gather_until: float | None, now_s: float, gather_s: float) -> tuple[bool, float | None]:
@@ -105,6 +107,7 @@ class Service:
         self.changes = Changes(self.roots, settings.transcribe.recursive, self.arrivals, log.note, clock, settings.poll_s)
         self.ledger = Ledger(settings.heartbeat, self.roots, self.arrivals, log, clock)
         self.run_id = uuid.uuid4().hex
+        self.cleared: dict[Path, float] = {}  # folders cleared of killed runs' leftovers, and when (carevoice.run.tidying)
 
     def _start(self) -> None:
         """Check, load the model, and choose how changes are seen. Raises UsageError / SetupError."""
@@ -211,10 +214,12 @@ class Service:
         """Plan the ready files as ``transcribe`` would and transcribe those that need it, in shared batches."""
         ts = self.settings.transcribe
         taken = [path for path in ready if self.arrivals.take(path)]
-        found = find_jobs_among(taken, self.roots, ts.output_dir)
+        found = find_jobs_among(taken, self.roots, ts.output_dir, named=self.arrivals.siblings)
         # A first set after a restart is the whole folder: health hears from the watcher while it plans.
         planned = plan_files(found.jobs, ts, self.facts, on_planned=lambda count: self.ledger.beat(Phase.BUSY))
-        tidy(planned)
+        now_s = self.clock()
+        self.cleared = {folder: at_s for folder, at_s in self.cleared.items() if now_s - at_s < CLEAR_EVERY_S}
+        self.cleared.update(dict.fromkeys(tidy(planned, cleared=self.cleared), now_s))
         # Failed before any work: by what lies beside the file (its name taken, an output in the
         # way, the folder), which a change there may lift: said once, and looked at again then.
         blocked = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
