@@ -47,7 +47,8 @@ class Changes:
         self.poll_s = poll_s
         self.events: Events | None = None  # while file-system events are used
         self.walked_s = float("-inf")
-        self.unreadable: dict[str, str] = {}  # watched folders that cannot be read now, and why
+        self.problems: dict[str, str] = {}  # what walks cannot look at now (folders, links), and why
+        self.restart_events = False  # a folder without a watch (it could not be listed) can be now
 
     def choose(self) -> None:
         """Events where the file system sends them, else walks every --poll seconds."""
@@ -105,20 +106,29 @@ class Changes:
         within = None if folder is None else next(r for r in self.roots if folder.is_relative_to(r))
         found, problems = find_audio_files(self.roots if folder is None else (folder,), self.recursive, within)
         paths = set(found)
+        self._say_problems({str(p.path): p.message for p in problems}, folder)
         if folder is None:
-            unreadable = {str(p.path): p.message for p in problems if p.path in self.roots}
-            for root, message in unreadable.items():
-                if root not in self.unreadable:  # said once, and again once it is back
-                    self.note(f"{root}: {message}; nothing there is watched until it is back")
-            for root in self.unreadable.keys() - unreadable.keys():
-                self.note(f"{root} is back")
-            self.unreadable = unreadable
             self.arrivals.keep_only(paths)
             self.walked_s = self.clock()
         for path in sorted(paths, key=str):
             self.arrivals.observe(path)
         if folder is None:
             self.arrivals.look_again()  # what blocked a file may have gone without a word (no events here, or one missed)
+
+    def _say_problems(self, found: dict[str, str], below: Path | None) -> None:
+        """Say each thing a walk could not look at (a folder it cannot list, a broken link) once, and
+        again once it is back. ``below``: the folder walked (None: all of them); what lies outside it
+        was not looked at."""
+        for path, message in found.items():
+            if self.problems.get(path) != message:
+                unseen = "; nothing below it is watched until it can be" if message.startswith("cannot") else ""
+                self.note(f"{path}: {message}{unseen}")
+        walked = [p for p in self.problems if below is None or Path(p).is_relative_to(below)]
+        for path in walked:
+            if path not in found and self.problems.pop(path).startswith("cannot"):
+                self.note(f"{path} can be read again: watched again")
+                self.restart_events = True  # the kernel watches no folder it could not list: they are placed again
+        self.problems.update(found)
 
     def pump(self, timeout_s: float = 0.0) -> None:
         """Take the changes that came (waiting up to ``timeout_s`` for one) and walk when it is time."""
@@ -127,6 +137,10 @@ class Changes:
             self.events, self.poll_s = None, DEFAULT_POLL_S
         if self.clock() - self.walked_s >= self.walk_every_s:
             self.walk()
+        if self.restart_events and self.events is not None:
+            self.events.stop()
+            self.events = Events(self.absolute, self.recursive).start()
+        self.restart_events = False
         if self.events is not None:
             touched: set[Path] = set()
             for changed in self.events.take(timeout_s):

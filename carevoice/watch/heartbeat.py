@@ -42,6 +42,7 @@ class Beat:
     folders: tuple[str, ...] = ()
     engine_failed: int = 0  # different files the engine failed since the last file transcribed
     pid_space: str = ""
+    unreadable: int = 0  # folders (and links) below the watched folders that cannot be looked at now
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -65,6 +66,7 @@ class Beat:
                 folders=tuple(raw.get("folders", ())),
                 engine_failed=int(raw.get("engine_failed", 0)),
                 pid_space=str(raw.get("pid_space", "")),
+                unreadable=int(raw.get("unreadable", 0)),
             )
         except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(str(exc)) from None
@@ -135,9 +137,11 @@ def health(beat: Beat | None, now_unix: float, max_age_s: float, alive: bool | N
             f"the watcher (pid {beat.pid}) is running, but its engine failed {beat.engine_failed} different files in a row — "
             "restart it; if that does not help, run carevoice doctor (and nvidia-smi on a GPU)"
         )
+    # A folder it cannot read is the operator's to fix (its log says which): a restart would not.
+    unreadable = f"; {beat.unreadable} folder(s) or link(s) cannot be read — see its log" if beat.unreadable else ""
     return True, (
         f"watcher (pid {beat.pid}) {beat.phase.value}, beat {age_s:.0f} s ago: {beat.done} transcribed, "
-        f"{beat.failed} failed, {beat.waiting} waiting"
+        f"{beat.failed} failed, {beat.waiting} waiting{unreadable}"
     )
 
 

@@ -50,6 +50,7 @@ class Ledger:
         self.beaten_s = float("-inf")
         self.phase = Phase.STARTING
         self.report: DayReport | None = None
+        self.unreadable = 0  # what the walks cannot look at now (the watcher sets it)
 
     @property
     def failed(self) -> int:
@@ -69,7 +70,7 @@ class Ledger:
             return
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
-            tuple(str(r) for r in self.roots), len(self.engine_failed), pid_space(),
+            tuple(str(r) for r in self.roots), len(self.engine_failed), pid_space(), self.unreadable,
         )  # fmt: skip
         try:
             write_beat(self.heartbeat, beat)

@@ -179,6 +179,7 @@ class Service:
                     # service that holds them for months looks like one.
                     release_free_memory()
                     continue
+                ledger.unreadable = len(self.changes.problems)
                 ledger.beat(Phase.IDLE)
                 ledger.write_report()
                 self.changes.pump(self._wait_s(gather_until, ready))

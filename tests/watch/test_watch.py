@@ -71,10 +71,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 class Watcher:
     """`carevoice watch` in a child process; its stderr lines are read as they come."""
 
-    def __init__(self, folder: Path, *options: object, heartbeat: Path) -> None:
+    def __init__(self, folder: Path, *options: object, heartbeat: Path, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.heartbeat = heartbeat
-        args = [sys.executable, "-m", "carevoice", "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
-        self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = [*prefix, sys.executable, "-m", "carevoice", "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
+        self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self._new: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         threading.Thread(target=self._read, daemon=True).start()

