@@ -375,6 +375,31 @@ def test_sigterm_during_a_batch_finishes_it_says_so_and_exits_and_a_restart_does
 
 
 @pytest.mark.slow
+def test_a_crash_writes_its_traceback_to_stderr_and_beside_the_heartbeat_and_exits_1(tmp_path: Path, start) -> None:
+    """Fault 10: an unexpected exception left only "internal error: X — rerun with --traceback", which a
+    service's operator cannot do. The first batch (a, b) is written; the second raises a bug."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name, clip in THREE_SHORT.items():
+        (inbox / name).write_bytes(upload(clip))
+    watcher = start(inbox, "--settle", "0.5s", "--batch-size", "2", "--decode-workers", "1", launcher=driven("bug", 2))
+    assert watcher.end() == 1, "\n".join(watcher.lines)
+    crash = tmp_path / "heartbeat.crash.txt"
+    lines = "\n".join(watcher.lines)
+    assert watcher.lines[-1] == f"internal error: ZeroDivisionError — its traceback is above and in {crash}; report it", lines
+    assert crash.is_file(), lines
+    header, saved = crash.read_text(encoding="utf-8").split("\n", 1)
+    assert re.fullmatch(rf"carevoice \S+ \(pid {watcher.child.pid}\) crashed at \S+:", header), header
+    assert saved.startswith("Traceback (most recent call last):") and saved.rstrip().endswith("ZeroDivisionError: float division by zero")
+    assert "carevoice/run/pipeline.py" in saved
+    assert saved.rstrip() in lines  # the same traceback on stderr, for the journal or `docker logs`
+    assert watcher.count(done("a.wav")) == watcher.count(done("b.wav")) == 1 and watcher.count("stopped") == 0
+    for stem in ("a", "b"):  # no transcript text in what a crash leaves (the values of locals are never shown)
+        words = transcript(inbox, stem).strip()
+        assert words and words not in saved and words not in lines
+
+
+@pytest.mark.slow
 def test_polling_finds_files_without_file_system_events(tmp_path: Path, start, reference) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
