@@ -6,7 +6,7 @@ never between two of them: an interrupted run leaves every file either whole or 
 the handlers installed (a library caller), ``deferred`` and :func:`check` change nothing.
 
 A loop whose work cannot be cut short (the batch runner: a batch on an engine ends on its own)
-runs in :func:`draining`: there the first signal only takes note, the loop sees it
+runs after :func:`start_draining`: there the first signal only takes note, the loop sees it
 (:func:`requested`), finishes what it started and then raises it with :func:`check`; a second
 signal raises as usual.
 
@@ -32,7 +32,7 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # as the lines a user reads name them
 
 _depth = 0  # nesting of deferred() sections in the main thread
-_draining = 0  # nesting of draining() sections: a first signal there is noted, not raised
+_draining = 0  # loops that drain (start_draining): a first signal is then noted, not raised
 _pending: int | None = None  # a signal that arrived inside one
 _requested: int | None = None  # the signal that asked the command to stop (kept once raised)
 
@@ -99,16 +99,18 @@ def requested() -> str | None:
     return None if _requested is None else STOP_NAMES.get(_requested, f"signal {_requested}")
 
 
-@contextmanager
-def draining() -> Iterator[None]:
-    """A first SIGINT/SIGTERM inside the block is only noted: the block's loop polls :func:`requested`,
-    finishes what it has started, and raises it with :func:`check`. A second one raises as usual."""
+def start_draining() -> Callable[[], None]:
+    """From now on a first SIGINT/SIGTERM is only noted: the caller's loop polls :func:`requested`,
+    finishes what it has started, and raises it with :func:`check`; a second one raises as usual.
+    Returns the function that ends this (call it in a ``finally``)."""
     global _draining
     _draining += 1
-    try:
-        yield
-    finally:
+
+    def end() -> None:
+        global _draining
         _draining -= 1
+
+    return end
 
 
 @contextmanager

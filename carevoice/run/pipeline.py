@@ -307,55 +307,56 @@ class BatchRunner:
             idle.put(index)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carevoice-decode")
         engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
+        end_draining = interrupts.start_draining()
         try:
-            with interrupts.draining():
-                while pending_jobs or decoding or inferring or scheduler.pending:
-                    if interrupts.requested() is not None:
-                        yield from self._drain(decoding, inferring, progress, on_stop)
-                        break
-                    # Decoded files wait in the scheduler; while it holds more than it should (the
-                    # engines are the bottleneck), decode no further ahead: memory stays bounded.
-                    while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
-                        job = pending_jobs.pop()
-                        if (refused := admit(job)) is not None:
-                            self.stats.seen()
-                            yield refused
-                            continue
-                        decoding[pool.submit(self._prepare, job)] = FileChunks(job, time.monotonic())
-                    batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
-                    # Take a batch only when an engine has room for it: what the engines cannot take yet
-                    # stays in the scheduler, where it holds back decoding (above). The generator takes
-                    # nothing from the scheduler until asked, so a batch left there is not lost.
-                    while len(inferring) < max_batches and (batch := next(batches, None)) is not None:
-                        live = [c for c in batch if c.file.failed is None]  # a failed file's other chunks need no engine
-                        inferring[engines.submit(self._infer_on_idle_engine, idle, live)] = batch
-                    if not decoding and not inferring:
-                        continue  # the files claimed were settled without decoding: claim the next ones
-                    # Only the oldest decode can be admitted (below): waiting on a later one that is
-                    # already done would return at once, again and again, while the oldest decodes.
-                    done, _ = wait([*itertools.islice(decoding, 1), *inferring], timeout=TICK_S, return_when=FIRST_COMPLETED)
-                    if not done:
-                        progress(self.stats)  # one long decode or batch: the caller is alive all the same
+            while pending_jobs or decoding or inferring or scheduler.pending:
+                if interrupts.requested() is not None:
+                    yield from self._drain(decoding, inferring, progress, on_stop)
+                    break
+                # Decoded files wait in the scheduler; while it holds more than it should (the
+                # engines are the bottleneck), decode no further ahead: memory stays bounded.
+                while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
+                    job = pending_jobs.pop()
+                    if (refused := admit(job)) is not None:
+                        self.stats.seen()
+                        yield refused
                         continue
-                    # Files join the scheduler in job order, whatever order their decodes finish in:
-                    # batches then hold the same chunks on every run, with any number of engines or
-                    # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
-                    # int8 GEMMs), so this is what makes outputs identical bit for bit. Decoding is
-                    # far faster than inference, so waiting for the oldest decode costs next to nothing.
-                    # Progress is told before the files it finished are yielded: a display then never
-                    # counts a file as done while its audio is not.
-                    while decoding and (oldest := next(iter(decoding))).done():
-                        finished = self._admit(decoding.pop(oldest), oldest, scheduler)
-                        progress(self.stats)
-                        yield from finished
-                    for future in [f for f in inferring if f in done]:  # in submission order
-                        finished = self._collect(inferring.pop(future), *future.result())
-                        progress(self.stats)
-                        yield from finished
+                    decoding[pool.submit(self._prepare, job)] = FileChunks(job, time.monotonic())
+                batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
+                # Take a batch only when an engine has room for it: what the engines cannot take yet
+                # stays in the scheduler, where it holds back decoding (above). The generator takes
+                # nothing from the scheduler until asked, so a batch left there is not lost.
+                while len(inferring) < max_batches and (batch := next(batches, None)) is not None:
+                    live = [c for c in batch if c.file.failed is None]  # a failed file's other chunks need no engine
+                    inferring[engines.submit(self._infer_on_idle_engine, idle, live)] = batch
+                if not decoding and not inferring:
+                    continue  # the files claimed were settled without decoding: claim the next ones
+                # Only the oldest decode can be admitted (below): waiting on a later one that is
+                # already done would return at once, again and again, while the oldest decodes.
+                done, _ = wait([*itertools.islice(decoding, 1), *inferring], timeout=TICK_S, return_when=FIRST_COMPLETED)
+                if not done:
+                    progress(self.stats)  # one long decode or batch: the caller is alive all the same
+                    continue
+                # Files join the scheduler in job order, whatever order their decodes finish in:
+                # batches then hold the same chunks on every run, with any number of engines or
+                # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
+                # int8 GEMMs), so this is what makes outputs identical bit for bit. Decoding is
+                # far faster than inference, so waiting for the oldest decode costs next to nothing.
+                # Progress is told before the files it finished are yielded: a display then never
+                # counts a file as done while its audio is not.
+                while decoding and (oldest := next(iter(decoding))).done():
+                    finished = self._admit(decoding.pop(oldest), oldest, scheduler)
+                    progress(self.stats)
+                    yield from finished
+                for future in [f for f in inferring if f in done]:  # in submission order
+                    finished = self._collect(inferring.pop(future), *future.result())
+                    progress(self.stats)
+                    yield from finished
             # A stop noted while the last files were finished, or once a drain is over, stops the caller
             # too (a stop signal whose exception a finalizer dropped, as well).
             interrupts.check()
         finally:
+            end_draining()
             pool.shutdown(wait=False, cancel_futures=True)
             engines.shutdown(wait=False, cancel_futures=True)  # after a second signal a running batch ends on its own, unused
             stop_all_decodes()  # an interrupted run must not wait for (or leave behind) ffmpeg
