@@ -5,6 +5,11 @@ outputs of one file in :func:`deferred`, so a signal lands before or after a fil
 never between two of them: an interrupted run leaves every file either whole or untouched. Without
 the handlers installed (a library caller), ``deferred`` and :func:`check` change nothing.
 
+A loop whose work cannot be cut short (the batch runner: a batch on an engine ends on its own)
+runs after :func:`start_draining`: there the first signal only takes note, the loop sees it
+(:func:`requested`), finishes what it started and then raises it with :func:`check`; a second
+signal raises as usual.
+
 A stop signal is also remembered, for :func:`check`: the handler raises in whatever Python code the
 main thread is running, and that may be a finalizer (an object's ``__del__`` or a weakref callback,
 run by the garbage collector), where Python prints the exception as "Exception ignored" and drops
@@ -24,8 +29,10 @@ from types import FrameType
 from carevoice.errors import ExitCode, Interrupted
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # as the lines a user reads name them
 
 _depth = 0  # nesting of deferred() sections in the main thread
+_draining = 0  # loops that drain (start_draining): a first signal is then noted, not raised
 _pending: int | None = None  # a signal that arrived inside one
 _requested: int | None = None  # the signal that asked the command to stop (kept once raised)
 
@@ -38,7 +45,9 @@ def _raise_for(signum: int) -> None:
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _pending, _requested
-    _requested = signum
+    first, _requested = _requested is None, signum
+    if first and _draining > 0:
+        return  # the draining loop sees it (requested()), finishes what it started, then raises it
     if _depth > 0:
         _pending = signum
         return
@@ -83,6 +92,25 @@ def check() -> None:
     """
     if _requested is not None and _depth == 0 and threading.current_thread() is threading.main_thread():
         _raise_for(_requested)
+
+
+def requested() -> str | None:
+    """What asked the command to stop ("Ctrl-C", "SIGTERM"), if a signal did."""
+    return None if _requested is None else STOP_NAMES.get(_requested, f"signal {_requested}")
+
+
+def start_draining() -> Callable[[], None]:
+    """From now on a first SIGINT/SIGTERM is only noted: the caller's loop polls :func:`requested`,
+    finishes what it has started, and raises it with :func:`check`; a second one raises as usual.
+    Returns the function that ends this (call it in a ``finally``)."""
+    global _draining
+    _draining += 1
+
+    def end() -> None:
+        global _draining
+        _draining -= 1
+
+    return end
 
 
 @contextmanager

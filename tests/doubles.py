@@ -8,12 +8,15 @@ runner needs of one (``EngineFacts`` and ``BatchEngine`` in carevoice.run.pipeli
 ``fake_chunk_result``: one segment of two words whose text is the chunk's length (deterministic,
 instant, so two runs write the same bytes). It takes the device and CUDA index it is loaded on
 (compute type float16 on "cuda", int8 on the CPU), an optional delay a batch (``delay_s``: so that
-several engines overlap, or a slow engine holds decoding back), and records the chunks of every
-batch it was handed (``batches``; ``calls`` and ``entered`` count them). ``fake_load`` makes an
-``Engine.load`` that builds one (into a list, to see what was loaded; ``only_on`` asserts the one
-device it may be asked for); it needs no fixture, so a driver script run in a child process uses
-it too (with tests/ put on ``sys.path`` first). The ``fake_engines`` fixture installs it and
-returns the list of engines built (one a run).
+several engines overlap, or a slow engine holds decoding back), a ``gate`` (a threading.Event the
+test sets: each batch waits for it, so a test decides when a long batch ends, and ``inside`` is set
+while a batch is in the engine), a bug (``bug_from_batch``: that batch and every later one raise
+ZeroDivisionError, which is no EngineError, so it escapes the per-file handling as a bug in an
+engine would), and records the chunks of every batch it was handed (``batches``; ``calls`` and
+``entered`` count them). ``fake_load`` makes an ``Engine.load`` that builds one (into a list, to
+see what was loaded; ``only_on`` asserts the one device it may be asked for); it needs no fixture,
+so a driver script run in a child process uses it too (with tests/ put on ``sys.path`` first). The
+``fake_engines`` fixture installs it and returns the list of engines built (one a run).
 
 ``FakeNvml`` is a ``pynvml`` module: GPUs with names, UUIDs, PCI bus ids, compute capabilities,
 memory and utilisation; MIG devices (no utilisation); ``NVMLError`` on chosen calls of chosen
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import fcntl
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -78,12 +82,18 @@ def fake_chunk_result(item: EngineItem) -> ItemResult:
 class FakeEngine:
     """A loaded model where only the pipeline is under test (see the module docstring)."""
 
-    def __init__(self, ref: ModelRef, device: str = "cpu", device_index: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, ref: ModelRef, device: str = "cpu", device_index: int = 0, delay_s: float = 0.0,
+        gate: threading.Event | None = None, bug_from_batch: int | None = None,
+    ) -> None:  # fmt: skip
         self.ref = ref
         self.device = device
         self.device_index = device_index
         self.compute_type = "float16" if device == "cuda" else "int8"
         self.delay_s = delay_s
+        self.gate = gate
+        self.bug_from_batch = bug_from_batch
+        self.inside = threading.Event()  # a batch is in run_batch now
         self.batches: list[int] = []  # the chunks of each run_batch call, in order
 
     @property
@@ -100,18 +110,29 @@ class FakeEngine:
 
     def run_batch(self, items: list[EngineItem], options: DecodeSettings) -> list[ItemResult]:
         self.batches.append(len(items))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return [fake_chunk_result(item) for item in items]
+        self.inside.set()
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if self.gate is not None:
+                self.gate.wait()
+            if self.bug_from_batch is not None and self.calls >= self.bug_from_batch:
+                raise ZeroDivisionError("float division by zero")  # a bug in an engine: no EngineError
+            return [fake_chunk_result(item) for item in items]
+        finally:
+            self.inside.clear()
 
 
-def fake_load(built: list[FakeEngine] | None = None, delay_s: float = 0.0, only_on: str | None = None) -> Any:
+def fake_load(
+    built: list[FakeEngine] | None = None, delay_s: float = 0.0, only_on: str | None = None, bug_from_batch: int | None = None
+) -> Any:
     """An ``Engine.load`` (a classmethod) that builds a FakeEngine on the device and index asked
-    for, appended to ``built``; ``only_on``: the one device it may be asked for (asserted)."""
+    for, appended to ``built``; ``only_on``: the one device it may be asked for (asserted);
+    ``bug_from_batch``: see FakeEngine."""
 
     def load(cls: type[Engine], settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> FakeEngine:
         assert only_on is None or device == only_on, f"Engine.load asked for {device!r}"
-        engine = FakeEngine(ref, device, device_index, delay_s)
+        engine = FakeEngine(ref, device, device_index, delay_s, bug_from_batch=bug_from_batch)
         if built is not None:
             built.append(engine)
         return engine

@@ -48,7 +48,7 @@ from carevoice.settings import (
 )
 
 if TYPE_CHECKING:
-    from carevoice.run.pipeline import RunStats
+    from carevoice.run.pipeline import Drain, RunStats
 
 
 def transcribe(
@@ -218,9 +218,12 @@ def _run_transcribe(
             view.advance(stats.audio_done_s, stats.estimated_audio_s(len(run.jobs)), stats.files_seen >= len(run.jobs), stats.audio_rendered_s)
             timeline.add(view.audio_done_s, view.files_done)
 
+        def on_stop(drain: Drain) -> None:  # Ctrl-C or SIGTERM: the batch in progress is finished and written first
+            console.print(f"[yellow]interrupted[/yellow]: {escape(drain.describe())}; {drain.by} again stops at once", highlight=False)
+
         failure: Exception | None = None
         try:
-            for _ in run.results(on_progress):
+            for _ in run.results(on_progress, on_stop):
                 show_finished()
         except (KeyboardInterrupt, Interrupted) as exc:
             summary.interrupted = True

@@ -113,12 +113,16 @@ def watch(
 ) -> None:
     """Transcribe recordings as they arrive: first everything not yet done, then new and changed files.
 
-    Runs until SIGTERM or Ctrl-C (exit 0), which end it after the file being written; a restart
-    resumes. Lines on stderr carry the time; no transcript text is ever logged.
+    Runs until SIGTERM or Ctrl-C (exit 0), which end it once the batch in progress is finished and
+    its files written (a second signal: at once); a restart resumes. Lines on stderr carry the time;
+    no transcript text is ever logged. A crash (a bug) leaves its traceback on stderr and beside
+    the heartbeat (HEARTBEAT.crash.txt), and exits 1.
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.render.words import file_line, placement_note, printable
     from carevoice.watch.log import WatchLog
+
+    beat_path = heartbeat or default_heartbeat()
 
     def body(console):  # type: ignore[no-untyped-def]
         # not at import: it loads numpy and most of carevoice (0.1-0.2 s)
@@ -139,7 +143,7 @@ def watch(
             poll_s=None if poll is None else parse_duration(poll, "--poll"),
             gather_s=parse_duration(gather, "--gather"),
             report_dir=report_dir,
-            heartbeat=heartbeat or default_heartbeat(),
+            heartbeat=beat_path,
         )
 
         def say(text: str) -> None:
@@ -168,4 +172,9 @@ def watch(
         )
         return Service(settings, log).run()
 
-    raise typer.Exit(run_guarded(body, show_traceback, WATCH_INTERRUPTED_HINT))
+    raise typer.Exit(run_guarded(body, show_traceback, WATCH_INTERRUPTED_HINT, crash_log=crash_log_path(beat_path)))
+
+
+def crash_log_path(heartbeat: Path) -> Path:
+    """Where a crash's traceback is kept: beside the heartbeat (`carevoice-watch.json` -> `carevoice-watch.crash.txt`)."""
+    return heartbeat.with_suffix(".crash.txt")

@@ -41,7 +41,7 @@ from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chunking import Prepared, prepare_file
 from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
-from carevoice.run.pipeline import Progress, RunStats, Transcriber
+from carevoice.run.pipeline import Progress, RunStats, Stopping, Transcriber
 from carevoice.run.planning import RunPlan, plan_run
 from carevoice.run.records import Identity, read_record
 from carevoice.run.rules import RunFacts
@@ -233,10 +233,16 @@ class RayTranscriber:
         self.log_path = Path(tempfile.gettempdir()) / f"carevoice-ray-{plan.run_id}.log"
 
     def run(
-        self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None, on_progress: Progress | None = None
+        self,
+        jobs: list[Job],
+        on_result: Callable[[FileResult], None] = lambda result: None,
+        on_progress: Progress | None = None,
+        on_stop: Stopping | None = None,
     ) -> Iterator[FileResult]:
         """Transcribe jobs on the cluster; yields each file's result (after handing it to ``on_result``)
-        as its actor call returns. Progress comes a file at a time (chunks are done on the actors)."""
+        as its actor call returns. Progress comes a file at a time (chunks are done on the actors).
+        ``on_stop`` is never called: a stop signal ends the run at once, and Ray drops the calls in
+        flight (their files are done again by the next run)."""
         import ray  # the ray extra: only with --ray
 
         seen = Claims.of(self.plan.files, self.plan.run, self.plan.run_id).seen

@@ -5,16 +5,20 @@ thread pool decodes files (carevoice.run.chunking), chunks from many files meet 
 buckets, full batches go to one inference thread per engine (one engine per GPU), and each file's
 chunks come back regrouped (carevoice.run.assembly). :class:`Transcriber` adds what a real run needs
 around it: a claim on each file before it is decoded (carevoice.run.claims), and its outputs written
-atomically once it is complete. Core functions return values and never print: the CLI renders.
+atomically once it is complete. A stop signal during a run (Ctrl-C, SIGTERM) lets the batches already
+on an engine finish, and their files be written, before the run stops (:class:`Drain`). Core
+functions return values and never print: the CLI renders.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +120,7 @@ class RunStats:
     audio_seen_s: float = 0.0
     audio_done_s: float = 0.0
     audio_rendered_s: float = 0.0
+    slowest_batch_s: float = 0.0  # the longest an engine took over one batch (0: none back yet)
 
     def seen(self, duration_s: float | None = None) -> None:
         """A job's length is known (None: it will never be: refused, or not decodable)."""
@@ -149,6 +154,41 @@ class RunStats:
 
 Progress = Callable[[RunStats], None]
 
+# While the runner waits for a decode or a batch, it tells progress at least this often (a watcher's
+# heartbeat goes on during one long batch) and sees a stop signal within this long.
+TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What a run asked to stop waits for: the batches on an engine (the others never start).
+
+    Attributes:
+        by: What asked ("SIGTERM", "Ctrl-C").
+        batches: Batches on an engine when the signal came.
+        files: Files they finish (written before the run stops; files with chunks in other batches
+            are done again by the next run).
+        slowest_batch_s: This run's slowest batch so far (None: none has come back yet).
+    """
+
+    by: str
+    batches: int
+    files: int
+    slowest_batch_s: float | None
+
+    def describe(self, earlier_batch_s: float = 0.0) -> str:
+        """What it waits for and about how long, in words; ``earlier_batch_s``: the slowest batch
+        of the caller's earlier runs on the same engines (a watcher runs one for each set of files)."""
+        batches = "the batch" if self.batches == 1 else f"the {self.batches} batches"
+        slowest_s = max(self.slowest_batch_s or 0.0, earlier_batch_s)
+        how_long = f"up to ~{math.ceil(slowest_s)} s" if slowest_s > 0 else "how long is not known yet (no batch came back before it)"
+        if self.files == 0:  # chunks of long files whose other chunks wait: the process cannot end before the engine does
+            return f"waiting for {batches} in progress to end (it finishes no file), {how_long}"
+        return f"finishing {batches} in progress ({self.files} file{'' if self.files == 1 else 's'}), {how_long}"
+
+
+Stopping = Callable[[Drain], None]
+
 
 @dataclass
 class Chunk:
@@ -166,6 +206,7 @@ class BatchOutcome:
     results: list[tuple[Chunk, ItemResult | EngineError]]
     engine_calls: int = 0
     chunks: int = 0
+    elapsed_s: float = 0.0  # on the engine, out-of-memory halvings included
 
 
 def infer_batch(engine: BatchEngine, batch: list[Chunk], options: DecodeSettings) -> BatchOutcome:
@@ -173,15 +214,28 @@ def infer_batch(engine: BatchEngine, batch: list[Chunk], options: DecodeSettings
     so only the chunks that fail on their own fail their files. Runs in an engine's thread."""
     if not batch:
         return BatchOutcome([])
+    started = time.monotonic()
     try:
         results = engine.run_batch([c.item for c in batch], options)
-        return BatchOutcome(list(zip(batch, results)), 1, len(batch))
+        return BatchOutcome(list(zip(batch, results)), 1, len(batch), time.monotonic() - started)
     except EngineError as exc:  # EngineOutOfMemory included
         if len(batch) == 1:
-            return BatchOutcome([(batch[0], exc)])
+            return BatchOutcome([(batch[0], exc)], elapsed_s=time.monotonic() - started)
     half = len(batch) // 2
     first, second = infer_batch(engine, batch[:half], options), infer_batch(engine, batch[half:], options)
-    return BatchOutcome(first.results + second.results, first.engine_calls + second.engine_calls, first.chunks + second.chunks)
+    calls, chunks = first.engine_calls + second.engine_calls, first.chunks + second.chunks
+    return BatchOutcome(first.results + second.results, calls, chunks, time.monotonic() - started)
+
+
+def files_finished_by(batches: Iterable[list[Chunk]]) -> int:
+    """How many files these batches finish: those whose every chunk still out is in them."""
+    files: dict[int, FileChunks] = {}
+    out: Counter[int] = Counter()
+    for batch in batches:
+        for chunk in batch:
+            files[id(chunk.file)] = chunk.file
+            out[id(chunk.file)] += 1
+    return sum(f.failed is None and len(f.results) + out[key] == len(f.offsets_s) for key, f in files.items())
 
 
 def default_decode_workers() -> int:
@@ -221,15 +275,24 @@ class BatchRunner:
         self.stats = RunStats(calls_per_engine=[0] * len(self.engines))
 
     def run(
-        self, jobs: Sequence[Job], admit: Callable[[Job], FileResult | None] = lambda job: None, on_progress: Progress | None = None
+        self,
+        jobs: Sequence[Job],
+        admit: Callable[[Job], FileResult | None] = lambda job: None,
+        on_progress: Progress | None = None,
+        on_stop: Stopping | None = None,
     ) -> Iterator[FileChunks | FileResult]:
         """Yields each file once its chunks are all back (or once it failed), as :class:`FileChunks`.
 
         ``admit`` is asked about each job just before it is decoded: a FileResult says why it is not
         to be done (yielded as it is), None lets it in. ``on_progress`` gets :attr:`stats` whenever
         a file is decoded or a batch comes back (so a long file moves a progress bar while its
-        chunks are transcribed). The calling thread admits files, forms batches, receives results
-        and reports progress; decoding runs in a pool and each engine in a thread of its own.
+        chunks are transcribed), and every TICK_S while it waits for either. The calling thread
+        admits files, forms batches, receives results and reports progress; decoding runs in a pool
+        and each engine in a thread of its own.
+
+        A first stop signal (Ctrl-C, SIGTERM: carevoice.interrupts) drains the run: nothing more is
+        started, ``on_stop`` is told what it waits for (if a batch is on an engine), the files those
+        batches finish are yielded, then the signal's exception is raised. A second one raises at once.
         """
         progress = on_progress or (lambda stats: None)
         scheduler: BatchScheduler[Chunk] = BatchScheduler(self.batch_size)
@@ -244,9 +307,12 @@ class BatchRunner:
             idle.put(index)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carevoice-decode")
         engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
+        end_draining = interrupts.start_draining()
         try:
             while pending_jobs or decoding or inferring or scheduler.pending:
-                interrupts.check()  # a stop signal whose exception a finalizer dropped still stops the run
+                if interrupts.requested() is not None:
+                    yield from self._drain(decoding, inferring, progress, on_stop)
+                    break
                 # Decoded files wait in the scheduler; while it holds more than it should (the
                 # engines are the bottleneck), decode no further ahead: memory stays bounded.
                 while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
@@ -267,7 +333,10 @@ class BatchRunner:
                     continue  # the files claimed were settled without decoding: claim the next ones
                 # Only the oldest decode can be admitted (below): waiting on a later one that is
                 # already done would return at once, again and again, while the oldest decodes.
-                done, _ = wait([*itertools.islice(decoding, 1), *inferring], return_when=FIRST_COMPLETED)
+                done, _ = wait([*itertools.islice(decoding, 1), *inferring], timeout=TICK_S, return_when=FIRST_COMPLETED)
+                if not done:
+                    progress(self.stats)  # one long decode or batch: the caller is alive all the same
+                    continue
                 # Files join the scheduler in job order, whatever order their decodes finish in:
                 # batches then hold the same chunks on every run, with any number of engines or
                 # Ray tasks, and batch-mates change a chunk's numbers in the last digits (CTranslate2
@@ -283,10 +352,39 @@ class BatchRunner:
                     finished = self._collect(inferring.pop(future), *future.result())
                     progress(self.stats)
                     yield from finished
+            # A stop noted while the last files were finished, or once a drain is over, stops the caller
+            # too (a stop signal whose exception a finalizer dropped, as well).
+            interrupts.check()
         finally:
+            end_draining()
             pool.shutdown(wait=False, cancel_futures=True)
-            engines.shutdown(wait=False, cancel_futures=True)  # a running batch ends on its own; its results are dropped
+            engines.shutdown(wait=False, cancel_futures=True)  # after a second signal a running batch ends on its own, unused
             stop_all_decodes()  # an interrupted run must not wait for (or leave behind) ffmpeg
+
+    def _drain(
+        self,
+        decoding: dict[Future[tuple[Prepared, list[EngineItem]]], FileChunks],
+        inferring: dict[Future[tuple[int, BatchOutcome]], list[Chunk]],
+        progress: Progress,
+        on_stop: Stopping | None,
+    ) -> Iterator[FileChunks]:
+        """A stop signal came: start nothing more, wait for the batches on an engine (a batch cannot
+        be cut short, and the process could not end before it anyway), yield the files they finish."""
+        for future in decoding:
+            future.cancel()
+        stop_all_decodes()  # what they decode would wait for batches that will not run
+        running = {future: batch for future, batch in inferring.items() if not future.cancel()}
+        if running and on_stop is not None:
+            by = interrupts.requested() or "a signal"
+            on_stop(Drain(by, len(running), files_finished_by(running.values()), self.stats.slowest_batch_s or None))
+        while running:
+            done, _ = wait(running, timeout=TICK_S, return_when=FIRST_COMPLETED)
+            if not done:
+                progress(self.stats)
+            for future in [f for f in running if f in done]:
+                finished = self._collect(running.pop(future), *future.result())
+                progress(self.stats)
+                yield from finished
 
     def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
         prepared = self.prepare(job)
@@ -331,6 +429,7 @@ class BatchRunner:
         """Regroup a batch's results per file; returns each file whose last chunk this was (or that failed)."""
         self.stats.engine_calls += outcome.engine_calls
         self.stats.chunks += outcome.chunks
+        self.stats.slowest_batch_s = max(self.stats.slowest_batch_s, outcome.elapsed_s)
         self.stats.calls_per_engine[engine_index] += outcome.engine_calls
         failed_before = {id(c.file) for c in batch if c.file.failed is not None}
         for chunk, result in outcome.results:
@@ -421,7 +520,11 @@ class Transcriber:
         return self.runner.stats
 
     def run(
-        self, jobs: list[Job], on_result: Callable[[FileResult], None] = lambda result: None, on_progress: Progress | None = None
+        self,
+        jobs: list[Job],
+        on_result: Callable[[FileResult], None] = lambda result: None,
+        on_progress: Progress | None = None,
+        on_stop: Stopping | None = None,
     ) -> Iterator[FileResult]:
         """Transcribe jobs; yields each file's result as soon as it is written (or failed).
 
@@ -429,7 +532,7 @@ class Transcriber:
         stretch with Ctrl-C and SIGTERM held as its outputs: an interrupt lands before a file's
         outputs or after they are both written and recorded, never between (so the caller's
         record of the run is complete, whatever its own code was doing when the signal came).
-        ``on_progress``: see :meth:`BatchRunner.run`.
+        ``on_progress``, ``on_stop`` and how a stop signal drains the run: see :meth:`BatchRunner.run`.
         """
         try:
             engine_jobs = []
@@ -450,7 +553,7 @@ class Transcriber:
                 if on_progress is not None:
                     on_progress(self.stats)
                 yield result
-            for event in self.runner.run(engine_jobs, admit=self.claims.claim, on_progress=on_progress):
+            for event in self.runner.run(engine_jobs, admit=self.claims.claim, on_progress=on_progress, on_stop=on_stop):
                 if isinstance(event, FileResult):
                     on_result(event)
                     yield event

@@ -32,6 +32,7 @@ from carevoice.run.pipeline import (
     NoEngine,
     Progress,
     RunStats,
+    Stopping,
     Transcriber,
 )
 from carevoice.run.planning import model_identity, plan_run
@@ -57,7 +58,13 @@ class Backend(Protocol):
     def log_path(self) -> Path | None:
         """Where the backend's own log lines went (Ray's), when it has any."""
 
-    def run(self, jobs: list[Job], on_result: Callable[[FileResult], None] = ..., on_progress: Progress | None = None) -> Iterator[FileResult]: ...
+    def run(
+        self,
+        jobs: list[Job],
+        on_result: Callable[[FileResult], None] = ...,
+        on_progress: Progress | None = None,
+        on_stop: Stopping | None = None,
+    ) -> Iterator[FileResult]: ...
 
 
 @dataclass
@@ -81,15 +88,16 @@ class Run:
     def total(self) -> int:
         return len(self.settled) + len(self.jobs)
 
-    def results(self, on_progress: Progress | None = None) -> Iterator[FileResult]:
+    def results(self, on_progress: Progress | None = None, on_stop: Stopping | None = None) -> Iterator[FileResult]:
         """Every file's result: the settled ones first, then each transcribed one as soon as it is
         written (or failed). Each is appended to :attr:`finished` before it is yielded.
-        ``on_progress`` gets the run's :class:`RunStats` as audio is done (chunk by chunk)."""
+        ``on_progress`` gets the run's :class:`RunStats` as audio is done (chunk by chunk);
+        ``on_stop`` what a first stop signal waits for (carevoice.run.pipeline.Drain)."""
         for result in self.settled:
             self.finished.append(result)
             yield result
         if self.transcriber is not None and self.jobs:
-            yield from self.transcriber.run(self.jobs, self.finished.append, on_progress)
+            yield from self.transcriber.run(self.jobs, self.finished.append, on_progress, on_stop=on_stop)
 
 
 def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice) -> tuple[list[Any], DeviceChoice, SetupError]:

@@ -8,8 +8,9 @@ state its length, once it has settled for longer (carevoice.watch.uploads); and 
 one found truncated waits for the rest of its upload, and one failed by the engine or its folder
 (carevoice.errors.Cause) is tried again later. Files
 that settle close together (within ``--gather``) share batches, and files that settle while a batch
-of files is transcribed form the next one. SIGTERM or Ctrl-C end the service after the file being
-written (writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
+of files is transcribed form the next one. SIGTERM or Ctrl-C end the service once the batch in
+progress is finished and its files written (carevoice.run.pipeline.Drain; a second signal at once;
+writes are atomic, carevoice.interrupts); a restart resumes. Nothing here prints: lines go
 to the caller's :class:`WatchLog`.
 """
 
@@ -32,7 +33,7 @@ from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chinese import load_converter
 from carevoice.run.claims import Claims
 from carevoice.run.discovery import find_jobs_among
-from carevoice.run.pipeline import RunStats, Transcriber
+from carevoice.run.pipeline import Drain, RunStats, Transcriber
 from carevoice.run.planning import (
     model_identity,
     plan_files,
@@ -108,6 +109,7 @@ class Service:
         self.ledger = Ledger(settings.heartbeat, self.roots, self.arrivals, log, clock)
         self.run_id = uuid.uuid4().hex
         self.cleared: dict[Path, float] = {}  # folders cleared of killed runs' leftovers, and when (carevoice.run.tidying)
+        self.slowest_batch_s = 0.0  # of every set so far: what a stop says it may wait for
 
     def _start(self) -> None:
         """Check, load the model, and choose how changes are seen. Raises UsageError / SetupError."""
@@ -247,10 +249,14 @@ class Service:
             ts, self.engines[0], self.ffmpeg, claims, more_engines=self.engines[1:], planned={p.job.source: p for p in planned}
         )
 
-        def on_progress(stats: RunStats) -> None:  # a decode or a batch came back: the loop is alive
+        def on_progress(stats: RunStats) -> None:  # a decode or a batch came back, or a long one goes on: the loop is alive
             self.changes.pump()
             self.ledger.beat()
 
+        def on_stop(drain: Drain) -> None:  # the first stop signal: the batch in progress is finished first
+            self.log.note(f"stopping ({drain.by}): {drain.describe(self.slowest_batch_s)}; a second signal stops at once")
+
         # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
-        for _ in transcriber.run(jobs, on_result=self.ledger.record, on_progress=on_progress):
+        for _ in transcriber.run(jobs, on_result=self.ledger.record, on_progress=on_progress, on_stop=on_stop):
             pass
+        self.slowest_batch_s = max(self.slowest_batch_s, transcriber.stats.slowest_batch_s)

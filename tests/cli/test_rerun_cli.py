@@ -427,7 +427,8 @@ def test_an_interrupt_keeps_its_exit_code_when_the_report_cannot_be_written(
     monkeypatch.setattr(writers, "atomic_write", interrupted_write)
     result = run(folder, "--report", tmp_path / "not-a-folder" / "run.json")
     assert result.exit_code == code, result.stderr
-    assert "error: cannot write --report" in result.stderr and result.stderr.splitlines()[-2].startswith("interrupted: transcribed 1")
+    # Both files are one batch, back from the engine when the signal comes: the stop finishes it.
+    assert "error: cannot write --report" in result.stderr and result.stderr.splitlines()[-2].startswith("interrupted: transcribed 2")
 
 
 def test_an_unexpected_error_while_results_arrive_keeps_the_summary_and_the_report(
@@ -446,8 +447,10 @@ def test_an_unexpected_error_while_results_arrive_keeps_the_summary_and_the_repo
             self.real = real
             self.engine, self.engines, self.stats, self.log_path = real.engine, real.engines, real.stats, None
 
-        def run(self, jobs: list[Any], on_result: Any = lambda r: None, on_progress: Any = None) -> Iterator[FileResult]:
-            for result in self.real.run(jobs[:1], on_result, on_progress):
+        def run(
+            self, jobs: list[Any], on_result: Any = lambda r: None, on_progress: Any = None, on_stop: Any = None
+        ) -> Iterator[FileResult]:
+            for result in self.real.run(jobs[:1], on_result, on_progress, on_stop):
                 yield result
             raise RuntimeError("RayTaskError(ActorDiedError): the actor died unexpectedly")
 

@@ -68,12 +68,60 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {name: (folder / name).with_suffix(".txt").read_text(encoding="utf-8") for name in set(CLIPS.values())}
 
 
-class Watcher:
-    """`carevoice watch` in a child process; its stderr lines are read as they come."""
+# The real CLI in a child process with one change to its engine, chosen by the first two arguments:
+#   gate FOLDER   each batch of the real model first makes FOLDER/entered-N, then waits until
+#                 FOLDER/open-N exists: the test decides when batch N ends
+#   bug N         a FakeEngine (tests/doubles.py) whose N-th batch and every later one raise
+#                 ZeroDivisionError, a bug that no per-file handling catches
+WATCH_DRIVER = r"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])  # tests/, for the doubles
+from doubles import fake_load
+from carevoice.engine.whisper import Engine
 
-    def __init__(self, folder: Path, *options: object, heartbeat: Path, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+mode, arg = sys.argv[2], sys.argv[3]
+if mode == "gate":
+    gates, real_run_batch, calls = Path(arg), Engine.run_batch, []
+    def run_batch(self, items, options):
+        calls.append(len(items))
+        (gates / f"entered-{len(calls)}").touch()
+        opened = gates / f"open-{len(calls)}"
+        while not opened.exists():
+            time.sleep(0.02)
+        return real_run_batch(self, items, options)
+    Engine.run_batch = run_batch
+else:
+    Engine.load = fake_load(bug_from_batch=int(arg))
+sys.argv = ["carevoice", *sys.argv[4:]]
+from carevoice.cli.app import main
+main()
+"""
+
+
+def driven(mode: str, arg: object) -> tuple[str, ...]:
+    """The command that runs `carevoice ...` through WATCH_DRIVER."""
+    return (sys.executable, "-c", WATCH_DRIVER, str(Path(__file__).parents[1]), mode, str(arg))
+
+
+PLAIN = (sys.executable, "-m", "carevoice")
+
+
+class Watcher:
+    """`carevoice watch` in a child process (``launcher``: what runs `carevoice`); its stderr lines are read as they come."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *options: object,
+        heartbeat: Path,
+        launcher: tuple[str, ...] = PLAIN,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``prefix``: what the launcher runs under (conftest.as_another_user); ``env``: the child's environment."""
         self.heartbeat = heartbeat
-        args = [*prefix, sys.executable, "-m", "carevoice", "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
+        args = [*prefix, *launcher, "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
         self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self._new: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -120,6 +168,17 @@ class Watcher:
             self.lines.append(line)
         return code, took
 
+    def end(self) -> int:
+        """Wait for the watcher to end by itself; returns its exit code, with every line read."""
+        try:
+            code = self.child.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the watcher did not end within {DEADLINE_S:.0f} s:\n" + "\n".join(self.lines))
+        while (line := self._new.get(timeout=5)) is not None:
+            self.lines.append(line)
+        return code
+
     def count(self, pattern: str) -> int:
         return sum(bool(re.search(pattern, line)) for line in self.lines)
 
@@ -133,8 +192,8 @@ class Watcher:
 def start(tmp_path: Path) -> Iterator:
     started: list[Watcher] = []
 
-    def _start(folder: Path, *options: object) -> Watcher:
-        watcher = Watcher(folder, *options, heartbeat=tmp_path / "heartbeat.json")
+    def _start(folder: Path, *options: object, **launcher: tuple[str, ...]) -> Watcher:
+        watcher = Watcher(folder, *options, heartbeat=tmp_path / "heartbeat.json", **launcher)
         started.append(watcher)
         return watcher
 
@@ -274,6 +333,80 @@ def test_sigterm_mid_file_stops_after_it_and_a_restart_resumes(tmp_path: Path, s
     assert transcript(inbox, "long") == transcript(alone, "long")
     assert transcript(inbox, "short") == reference[CLIPS["eighteen"]]
     assert again.count(done("short.wav")) + watcher.count(done("short.wav")) == 1  # a restart does not redo what finished
+
+
+# Three short clips that share the 10 s window: with --batch-size 2 the first two are one batch, the third the next.
+THREE_SHORT = {"a.wav": "eighteen", "b.wav": "press", "c.flac": "stella"}
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} did not appear within {DEADLINE_S:.0f} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_batch_finishes_it_says_so_and_exits_and_a_restart_does_not_redo_it(tmp_path: Path, start, reference) -> None:
+    """Fault 10 of issue 22: "stopped" was printed at once, the batch in the engine was dropped (and
+    redone at the next start), and the process lived on until the engine let go of it."""
+    inbox, gates = tmp_path / "inbox", tmp_path / "gates"
+    inbox.mkdir()
+    gates.mkdir()
+    for name, clip in THREE_SHORT.items():
+        (inbox / name).write_bytes(upload(clip))
+    watcher = start(inbox, "--settle", "0.5s", "--batch-size", "2", "--decode-workers", "1", launcher=driven("gate", gates))
+    watcher.wait_for(r"transcribing 3 file\(s\)")
+    wait_for_file(gates / "entered-1")  # the first batch (a, b) is in the engine, held there
+    watcher.child.send_signal(signal.SIGTERM)
+    line = watcher.wait_for(r"stopp")
+    assert re.search(r"stopping \(SIGTERM\): finishing the batch in progress \(2 files\), .*; a second signal stops at once", line), line
+    assert watcher.child.poll() is None  # it waits for the batch
+    (gates / "open-1").touch()  # the batch ends
+    watcher.wait_for(r"stopped \(SIGTERM\): 2 transcribed, 0 failed since start")
+    stopped = time.monotonic()
+    assert watcher.end() == 0, "\n".join(watcher.lines)
+    print(f"exited {time.monotonic() - stopped:.2f} s after its stopped line")
+    # Exited with nothing else let through the gate: no engine thread is left in a batch (one would never end).
+    assert not (gates / "entered-2").exists()
+    service = [ln for ln in watcher.lines if re.search(r" (done|stopp)", ln)]
+    order = [re.sub(r"^\S+ ", "", ln).split(" (")[0] for ln in service]
+    assert order[-4:] == ["stopping", f"done {inbox / 'a.wav'}", f"done {inbox / 'b.wav'}", "stopped"], "\n".join(watcher.lines)
+    assert transcript(inbox, "a") == reference[CLIPS["eighteen"]] and transcript(inbox, "b") == reference[CLIPS["press"]]
+    assert not list(inbox.glob("c.*[!c]"))  # nothing of the file whose batch never ran
+    assert read_beat(tmp_path / "heartbeat.json").phase is Phase.STOPPED
+
+    again = start(inbox, "--settle", "0.5s")
+    again.wait_for(r"2 file\(s\) already transcribed")
+    again.wait_for(done("c.flac"))
+    assert again.stop()[0] == 0
+    assert again.count(done("a.wav")) + again.count(done("b.wav")) == 0  # the batch that finished is not redone
+    assert transcript(inbox, "c") == reference[CLIPS["stella"]]
+
+
+@pytest.mark.slow
+def test_a_crash_writes_its_traceback_to_stderr_and_beside_the_heartbeat_and_exits_1(tmp_path: Path, start) -> None:
+    """Fault 10: an unexpected exception left only "internal error: X — rerun with --traceback", which a
+    service's operator cannot do. The first batch (a, b) is written; the second raises a bug."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name, clip in THREE_SHORT.items():
+        (inbox / name).write_bytes(upload(clip))
+    watcher = start(inbox, "--settle", "0.5s", "--batch-size", "2", "--decode-workers", "1", launcher=driven("bug", 2))
+    assert watcher.end() == 1, "\n".join(watcher.lines)
+    crash = tmp_path / "heartbeat.crash.txt"
+    lines = "\n".join(watcher.lines)
+    assert watcher.lines[-1] == f"internal error: ZeroDivisionError — its traceback is above and in {crash}; report it", lines
+    assert crash.is_file(), lines
+    header, saved = crash.read_text(encoding="utf-8").split("\n", 1)
+    assert re.fullmatch(rf"carevoice \S+ \(pid {watcher.child.pid}\) crashed at \S+:", header), header
+    assert saved.startswith("Traceback (most recent call last):") and saved.rstrip().endswith("ZeroDivisionError: float division by zero")
+    assert "carevoice/run/pipeline.py" in saved
+    assert saved.rstrip() in lines  # the same traceback on stderr, for the journal or `docker logs`
+    assert watcher.count(done("a.wav")) == watcher.count(done("b.wav")) == 1 and watcher.count("stopped") == 0
+    for stem in ("a", "b"):  # no transcript text in what a crash leaves (the values of locals are never shown)
+        words = transcript(inbox, stem).strip()
+        assert words and words not in saved and words not in lines
 
 
 @pytest.mark.slow
