@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import as_another_user
-from test_watch import Watcher, done, reference, start, transcript, upload  # noqa: F401  (fixtures)
+from watchers import Watcher, done, reference, start, transcript, upload  # noqa: F401  (reference, start: fixtures)
 
 from carevoice.watch.arrivals import Arrivals, Sighting
 from carevoice.watch.heartbeat import health, read_beat
@@ -35,7 +35,7 @@ def cpu_over(watcher: Watcher, seconds: float) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("removed", [True, False], ids=["removed-in-the-window", "kept"])
-def test_a_gather_window_never_spins(tmp_path: Path, start, reference, removed: bool) -> None:  # noqa: F811
+def test_a_gather_window_never_spins(tmp_path: Path, start, reference, removed: bool) -> None:
     """A ready file waits out its --gather window asleep; one removed inside the window leaves the
     watcher asleep too (it spun at 100 % of a core until another file became ready)."""
     inbox = tmp_path / "inbox"
@@ -87,7 +87,7 @@ def test_a_file_ready_and_waiting_for_its_window_is_not_to_come() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
-def test_a_re_exported_recording_gets_its_own_transcript_once_the_old_one_goes(tmp_path: Path, start, reference, poll) -> None:  # noqa: F811
+def test_a_re_exported_recording_gets_its_own_transcript_once_the_old_one_goes(tmp_path: Path, start, reference, poll) -> None:
     """visit.flac is transcribed; its new export visit.wav (other audio) fails, rightly, as colliding
     with it; visit.flac is deleted: visit.wav is transcribed, and visit.txt is its transcript (it kept
     the deleted recording's until a restart)."""
@@ -108,7 +108,7 @@ def test_a_re_exported_recording_gets_its_own_transcript_once_the_old_one_goes(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
-def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(tmp_path: Path, start, reference, poll) -> None:  # noqa: F811
+def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(tmp_path: Path, start, reference, poll) -> None:
     """The watcher's own advice ("move it away") works without a restart."""
     inbox, kept = tmp_path / "inbox", tmp_path / "kept"
     inbox.mkdir()
@@ -127,7 +127,7 @@ def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("poll", [None, "0.5s"], ids=["events", "polled"])
-def test_folders_it_cannot_list_or_write_are_said_and_done_once_fixed(open_folder: Path, reference, poll) -> None:  # noqa: F811
+def test_folders_it_cannot_list_or_write_are_said_and_done_once_fixed(open_folder: Path, reference, poll) -> None:
     """As a user whom permissions apply to: a sub-folder it cannot list is said (it was ignored
     without a word, health green), a folder it cannot write fails its file; once the permissions
     are fixed, both files are transcribed without a restart."""
