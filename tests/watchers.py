@@ -6,9 +6,9 @@ read as they come (waits are for lines, with a generous deadline, never for a fi
 from __future__ import annotations
 
 import queue
+import re
 import shutil
 import signal
-import re
 import subprocess
 import sys
 import threading
@@ -64,7 +64,7 @@ main()
 
 def driven(mode: str, arg: object) -> tuple[str, ...]:
     """The command that runs `carevoice ...` through WATCH_DRIVER."""
-    return (sys.executable, "-c", WATCH_DRIVER, str(Path(__file__).parents[1]), mode, str(arg))
+    return (sys.executable, "-c", WATCH_DRIVER, str(Path(__file__).parent), mode, str(arg))
 
 
 PLAIN = (sys.executable, "-m", "carevoice")
