@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's carevoice, as the watcher runs it
 
 from common import REPO, corpus_clips
 from watch_soak import RSS_GROWTH_LIMIT, rss_growth, rss_mib
@@ -322,6 +323,11 @@ class Drive:
     def named(self, path: Path, since_s: float) -> bool:
         return self.said(re.escape(str(path)), since_s)
 
+    def mark(self, text: str) -> None:
+        """A line of the driver's own in the watchers' log, where what it did explains what they said."""
+        self.log.write(f"[driver] {time.strftime('%H:%M:%S')} {text}\n")
+        self.log.flush()
+
     def quiet_s(self) -> float:
         return time.monotonic() - (self.lines[-1][0] if self.lines else self.started_s)
 
@@ -373,6 +379,7 @@ class Drive:
     def _dropped(self, path: Path, material: Material) -> None:
         self.expected[path] = material
         self.record.paths.add(path)
+        self.mark(f"wrote {path.relative_to(self.inbox)} ({material.name})")
 
     def remove(self, path: Path) -> None:
         """A person removes a recording: its outputs, if it had them by then, may stay (nothing asks the watcher to delete them)."""
@@ -380,6 +387,7 @@ class Drive:
             self.record.kept.add((path.parent, path.stem))
         path.unlink()
         self.expected.pop(path, None)
+        self.mark(f"removed {path.relative_to(self.inbox)}")
 
     def unsaid(self, path: Path, why: str) -> None:
         self.record.silent.append(
@@ -391,6 +399,7 @@ class Drive:
         now = time.monotonic()
         deadline = now + self.walk_s() + self.settle_s + self.gather_s + 60.0  # one walk at most, then its batch
         self.record.unblocks.append(Unblock(path, self.expected[path], why, now, self.watcher.generation, deadline))
+        self.mark(f"unblocked {path.relative_to(self.inbox)}: {why}")
 
     def look(self) -> None:
         """Judge the unblocked files and watch the stalled uploads (every second or so)."""
@@ -425,8 +434,12 @@ def gather_window(d: Drive, n: int, kind: str) -> Episode:
     material = d.pick(".wav", ".flac")
     path = d.ward(n) / f"{kind}-{n:05}{material.path.suffix}"
     d.drop_renamed(path, material)
-    first_seen_s = d.poll_s / 2 if d.watcher and d.watcher.poll else 0.0  # a walk finds it 0-2 s late
-    yield d.settle_s + first_seen_s + d.gather_s / 2 + 0.1  # ready, and half way through its gather window
+    if d.watcher and d.watcher.poll:
+        # A walk finds it 0-2 s late (phase p), so it is ready at p + settle and its window ends 3 s
+        # (--gather) later; a removal at settle + 2 s is ready-after and seen by the next walk, p + 4 s: inside.
+        yield d.settle_s + d.poll_s
+    else:
+        yield d.settle_s + d.gather_s / 2  # events: seen at once, ready after settle; half way through its window
     if kind == "gather-removed":
         d.remove(path)
     elif kind == "gather-rewritten":
@@ -496,6 +509,7 @@ def stalled_upload(d: Drive, n: int, kind: str) -> Episode:
         with open(path, "ab") as handle:
             handle.write(data[cut:])
     upload.complete_s = time.monotonic()
+    d.mark(f"{path.relative_to(d.inbox)} complete")
 
 
 def permission_flip(d: Drive, n: int, kind: str) -> Episode:
@@ -507,6 +521,7 @@ def permission_flip(d: Drive, n: int, kind: str) -> Episode:
     paths = [folder / f"{kind}-{n:05}-a{first.path.suffix}"]
     d.drop_renamed(paths[0], first)
     os.chmod(folder, mode)  # before it settles: the watcher meets the mode
+    d.mark(f"{folder.name} made {mode:04o}")
     if os.geteuid() == 0:  # root can drop into the folder it cannot write
         second = d.pick(".wav", ".flac")
         paths.append(folder / f"{kind}-{n:05}-b{second.path.suffix}")
@@ -527,6 +542,7 @@ def restart(d: Drive, signum: int, poll: bool) -> Episode:
     d.stopping = True
     old = d.watcher
     old.child.send_signal(signum)
+    d.mark(f"{signal.Signals(signum).name} to watcher {old.generation}; the next {'polls' if poll else 'listens for events'}")
     since = time.monotonic()
     if not (yield Until(lambda: old.child.poll() is not None, 120.0)):
         d.record.crashes.append({"generation": old.generation, "what": f"did not stop within 120 s of {signal.Signals(signum).name}"})
@@ -544,6 +560,7 @@ def restart(d: Drive, signum: int, poll: bool) -> Episode:
 
 def recover(d: Drive, backoff_s: float) -> Episode:
     """The watcher ended by itself: started again after a pause, as systemd would."""
+    d.mark(f"watcher {d.watcher.generation if d.watcher else 0} ended by itself: started again in {backoff_s:g} s")
     yield backoff_s
     d.start_watcher(d.watcher.poll if d.watcher else False)
     yield Until(lambda: d.watcher.watching, 180.0)  # type: ignore[union-attr]
@@ -563,13 +580,15 @@ def idle_window(d: Drive, n: int, kind: str) -> Episode:
         yield 3.0
     watcher = d.watcher
     before, since = watcher.cpu_s(), time.monotonic()
+    d.mark(f"idle window {n} ({kind}) starts")
     yield IDLE_WINDOW_S
     after, took = watcher.cpu_s(), time.monotonic() - since
     if before is None or after is None or d.watcher is not watcher:
         d.record.notes.append(f"idle window {n} ({kind}) not measured: the watcher changed")
         return
-    d.record.windows.append({"kind": kind, "mode": "poll" if watcher.poll else "events", "generation": watcher.generation,
+    d.record.windows.append({"kind": kind, "mode": "poll" if watcher.poll else "events", "generation": watcher.generation, "at_s": round(since - d.started_s),
                              "seconds": round(took, 1), "cpu_s": round(after - before, 2), "core_fraction": round((after - before) / took, 4)})  # fmt: skip
+    d.mark(f"idle window {n} ({kind}) ends: {(after - before) / took:.4f} of a core")
 
 
 def draw_episode(d: Drive, n: int, kind: str) -> Episode:
@@ -611,6 +630,7 @@ class Scheduler:
         rng.shuffle(self.kinds)
         self.n = 0
         self.next_episode_s = d.started_s
+        self.ended_s = d.started_s  # when an episode last finished
 
     def start(self, episode: Episode, kind: str) -> None:
         self._advance(episode, None, kind)
@@ -619,6 +639,7 @@ class Scheduler:
         try:
             step = episode.send(value)  # None starts it
         except StopIteration:
+            self.ended_s = time.monotonic()
             return
         now = time.monotonic()
         if isinstance(step, Until):
@@ -648,9 +669,15 @@ class Scheduler:
         if self.idle_asked_s is None and now >= self.next_idle_s:
             self.idle_asked_s = now
         if self.idle_asked_s is not None:
-            if not self.busy() and (d.quiet_s() >= 5.0 or now - self.idle_asked_s > 180.0):
-                kind = self.idle_kinds[0]
-                self.idle_kinds = self.idle_kinds[1:] + [kind]
+            # Quiet since the last episode's last act had its effect (a file it unblocked may be ready after settle + gather, or a walk).
+            settled_s = d.settle_s + d.gather_s + (d.poll_s if d.watcher.poll else 0.0) + 2.0  # type: ignore[union-attr]
+            quiet = d.quiet_s() >= 5.0 and now - self.ended_s >= settled_s
+            if not self.busy() and (quiet or now - self.idle_asked_s > 180.0):
+                if d.watcher.poll:  # type: ignore[union-attr]
+                    kind = "after-gather-removed"  # a polled watcher's one window: the fault a network share meets
+                else:
+                    kind = self.idle_kinds.pop(0)
+                    self.idle_kinds.append(kind)
                 self.start(idle_window(d, self._number(), kind), "idle")
                 self.idle_asked_s, self.next_idle_s = None, now + self.idle_every_s
             return

@@ -1,12 +1,12 @@
 """The long soaks of `carevoice watch` (opt in: `pytest -m soak`; CAREVOICE_SOAK_MINUTES, default 60).
 
-Arrivals: benchmarks/watch_soak.py drops thousands of English corpus clips into a watched folder in bursts
-(half renamed into place, half written in pieces) while the watcher's RSS is sampled. Every file
-must be transcribed exactly once and none fail, the watcher must stop on SIGTERM with exit 0,
-and its memory must stay flat once warm: what the service keeps for each file it has seen (its
-place in the book of arrivals) is a few hundred bytes, so the mean RSS of the run's last sixth may
-be at most RSS_GROWTH_LIMIT (benchmarks/watch_soak.py) times that of its third sixth (batches of different sizes move it by
-tens of MiB either way).
+Arrivals: benchmarks/watch_soak.py drops thousands of English corpus clips into a watched folder
+in bursts (half renamed into place, half written in pieces) while the watcher's RSS is sampled.
+Every file must be transcribed exactly once and none fail, the watcher must stop on SIGTERM with
+exit 0, and its memory must stay flat once warm: what the service keeps for each file it has seen
+(its place in the book of arrivals) is a few hundred bytes, so the mean RSS of the run's last sixth
+may be at most RSS_GROWTH_LIMIT (benchmarks/watch_soak.py) times that of its third sixth (batches
+of different sizes move it by tens of MiB either way).
 
 Faults: benchmarks/watch_faults.py mixes arrivals with every fault of issue 22 (removals and rewrites
 in gather windows, re-exports, blocking outputs moved away, stalled uploads of formats that do not
@@ -52,6 +52,7 @@ def test_an_hour_of_faults_ends_with_each_recordings_own_transcript(tmp_path: Pa
         check=False,
         timeout=minutes * 60 + 1800,  # then the files unblocked last get one walk (300 s) each, and the checks run
     )
+    assert (tmp_path / "faults.json").exists(), f"the soak ended (exit {run.returncode}) before its checks"
     result = json.loads((tmp_path / "faults.json").read_text())
     assert result["counts"]["recordings"] >= 6 * minutes  # an episode every 5 s, but for the idle windows
     failed = {name: check for name, check in result["checks"].items() if not check["passed"]}
