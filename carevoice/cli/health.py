@@ -22,7 +22,7 @@ def health(
     ] = None,
     max_age: Annotated[
         float,
-        typer.Option("--max-age", help="Seconds without a beat after which the watcher counts as stuck (raise it if one batch takes longer here)."),
+        typer.Option("--max-age", help="Seconds without a beat after which the watcher counts as stuck (it beats while it plans, decodes and transcribes too)."),
     ] = DEFAULT_HEALTH_MAX_AGE_S,
 ) -> None:
     """Tell whether a `carevoice watch` is alive and working (for a container's HEALTHCHECK).

@@ -219,7 +219,7 @@ def _run_transcribe(
             timeline.add(view.audio_done_s, view.files_done)
 
         def on_stop(drain: Drain) -> None:  # Ctrl-C or SIGTERM: the batch in progress is finished and written first
-            console.print(f"[yellow]interrupted[/yellow]: {escape(drain.describe())}; {drain.by} again stops at once", highlight=False)
+            console.print(f"[yellow]interrupted[/yellow]: {escape(drain.describe())}; {drain.by} again drops the batch", highlight=False)
 
         failure: Exception | None = None
         try:

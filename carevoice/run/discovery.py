@@ -119,7 +119,7 @@ def _walk(root: Path, recursive: bool, problems: list[Problem], top: Path | None
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            if not _audio_name(entry.name):
+            if not audio_name(entry.name):
                 # Only a folder matters among the rest (the outputs beside the recordings are most
                 # of a transcribed folder): the directory entry says so without a stat.
                 try:
@@ -165,10 +165,10 @@ def _broken_link(exc: OSError) -> str:
 
 
 def _has_audio_extension(path: Path) -> bool:
-    return _audio_name(path.name)
+    return audio_name(path.name)
 
 
-def _audio_name(name: str) -> bool:
+def audio_name(name: str) -> bool:
     """Whether a file name has an audio extension (as Path.suffix reads one: ``x.wav``, not ``wav``)."""
     stem, dot, extension = name.rpartition(".")
     return bool(dot and stem and extension.lower() in AUDIO_EXTENSIONS)

@@ -53,6 +53,48 @@ class Watched:
     held_until_s: float = float("-inf")
 
 
+class Siblings:
+    """The audio files seen in each folder, by their name without extension: called with a folder
+    and such a name, the names of those that would write the same outputs (a watcher checks an
+    arrival for collisions from its book, without listing the folder)."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple[Path, str], set[str]] = {}
+
+    def add(self, path: Path) -> None:
+        self.names.setdefault((path.parent, path.stem), set()).add(path.name)
+
+    def discard(self, path: Path) -> None:
+        if (names := self.names.get((path.parent, path.stem))) is not None:
+            names.discard(path.name)
+            if not names:
+                del self.names[(path.parent, path.stem)]
+
+    def __call__(self, folder: Path, stem: str) -> list[str]:
+        return sorted(self.names.get((folder, stem), ()))
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a file failed for what lies beside it, and the stat of the folders where a change may
+    lift it (modification and change times: an entry added, removed or renamed, a mode changed)."""
+
+    why: str
+    folders: tuple[Path, ...]
+    stats: tuple[tuple[int, int] | None, ...]
+
+
+def _folder_stats(folders: tuple[Path, ...]) -> tuple[tuple[int, int] | None, ...]:
+    stats: list[tuple[int, int] | None] = []
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+            stats.append((st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            stats.append(None)
+    return tuple(stats)
+
+
 @dataclass(frozen=True)
 class Hold:
     """Why a file that has settled must wait yet, and how much longer at least (more than 0 s)."""
@@ -168,8 +210,8 @@ class Arrivals:
         self.retry_after_s = retry_after_s
         self.retrying: dict[Path, tuple[Sighting, float]] = {}  # as it failed, when to try again
         self.tries: dict[Path, int] = {}  # failed tries of an unchanged file (for retry_after_s)
-        self.blocked: dict[Path, str] = {}  # failed by what lies beside it (a sibling, an output, the folder), and why
-        self.names: dict[tuple[Path, str], set[str]] = {}  # (folder, name without extension): the audio files seen there
+        self.blocked: dict[Path, Blocked] = {}  # failed by what lies beside it (a sibling, an output, the folder)
+        self.siblings = Siblings()  # the names of the files seen in each folder, by name without extension
         self.hold = hold
         self.to_tell: list[tuple[Path, str]] = []  # held since newly_held() was last asked, and why
 
@@ -185,7 +227,7 @@ class Arrivals:
             return  # still as incomplete as it was
         if path in self.retrying and self.retrying[path][0] == sighting:
             return  # waiting for its next try
-        self.names.setdefault((path.parent, path.stem), set()).add(path.name)
+        self.siblings.add(path)
         self.handled.pop(path, None)
         self.incomplete.pop(path, None)
         self.retrying.pop(path, None)
@@ -199,15 +241,7 @@ class Arrivals:
         """A file was removed (or renamed away)."""
         for book in self._books():
             book.pop(path, None)
-        if (names := self.names.get((path.parent, path.stem))) is not None:
-            names.discard(path.name)
-            if not names:
-                del self.names[(path.parent, path.stem)]
-
-    def siblings(self, folder: Path, stem: str) -> list[str]:
-        """The names of the audio files seen in ``folder`` whose name without extension is ``stem``
-        (those that would write the same outputs), from the book: no listing of the folder."""
-        return sorted(self.names.get((folder, stem), ()))
+        self.siblings.discard(path)
 
     def _books(self) -> tuple[dict[Path, Any], ...]:
         return (self.settling, self.handled, self.incomplete, self.retrying, self.tries, self.blocked)
@@ -231,7 +265,7 @@ class Arrivals:
                 continue
             verdict = settle(watched, self.stat(path), now_s, self.settle_s)
             if verdict.state is State.GONE:
-                del self.settling[path]
+                self.forget(path)  # every book, and its name among its folder's
             elif verdict.state is State.READY:
                 ready.append(path)
             else:
@@ -278,18 +312,21 @@ class Arrivals:
             return False
         now = self.stat(path)
         if now != watched.sighting:
-            if now is not None:
+            if now is None:
+                self.forget(path)
+            else:
                 self.settling[path] = Watched(now, self.clock())
             return False
         self.handled[path] = now
         return True
 
-    def block(self, path: Path, why: str) -> bool:
+    def block(self, path: Path, why: str, folders: tuple[Path, ...] = ()) -> bool:
         """The file failed for what lies beside it, not in it: another recording with its name, an
-        output a person wrote, a folder it cannot write to. It is looked at again whenever something
-        changes there (:meth:`look_again`). False when it was blocked so already: nothing new to say."""
-        said = self.blocked.get(path) == why
-        self.blocked[path] = why
+        output a person wrote, a folder it cannot write to. It is looked at again when something
+        changes in its folder (:meth:`look_again`). ``folders``: where such a change would show
+        (its own and its outputs' folders). False when it was blocked so already: nothing new to say."""
+        said = path in self.blocked and self.blocked[path].why == why
+        self.blocked[path] = Blocked(why, folders, _folder_stats(folders))
         return not said
 
     def unblock(self, path: Path) -> None:
@@ -297,13 +334,26 @@ class Arrivals:
         self.blocked.pop(path, None)
 
     def look_again(self, folders: set[Path] | None = None) -> int:
-        """Something changed in these folders (None: a walk of them all): their blocked files are
-        ready again, as they are, to be planned again (a sibling removed, an output moved away, a
-        permission fixed may have unblocked them). Returns how many."""
-        again = [p for p in self.blocked if (folders is None or p.parent in folders) and p in self.handled]
+        """Blocked files are ready again, as they are, to be planned again (a sibling removed, an
+        output moved away, a permission fixed may have unblocked them): those in ``folders``, where
+        an event said something changed, or (None: a walk) those whose folders changed since they
+        were blocked, by their stat: a walk every 5 s must not plan (and maybe hash) every blocked
+        file again. Only files handled as they are now come back. Returns how many."""
+
+        def changed(path: Path) -> bool:
+            entry = self.blocked[path]
+            if folders is not None:
+                return path.parent in folders or any(f in folders for f in entry.folders)
+            return _folder_stats(entry.folders) != entry.stats
+
+        again = [p for p in self.blocked if p in self.handled and changed(p)]
         for path in again:
             self.settling[path] = Watched(self.handled.pop(path), HANDLED_BEFORE)
         return len(again)
+
+    def knows(self, path: Path) -> bool:
+        """Whether the file is in the book (seen, and not gone since)."""
+        return any(path in book for book in self._books())
 
     def found_incomplete(self, path: Path, error: str) -> None:
         """Transcribing found the file not whole (an upload that stalled): wait until it changes.

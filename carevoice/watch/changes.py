@@ -113,7 +113,7 @@ class Changes:
         for path in sorted(paths, key=str):
             self.arrivals.observe(path)
         if folder is None:
-            self.arrivals.look_again()  # what blocked a file may have gone without a word (no events here, or one missed)
+            self.arrivals.look_again()  # what blocked a file may have gone without an event (none here, or one missed)
 
     def _say_problems(self, found: dict[str, str], below: Path | None) -> None:
         """Say each thing a walk could not look at (a folder it cannot list, a broken link) once, and
@@ -138,8 +138,10 @@ class Changes:
         if self.clock() - self.walked_s >= self.walk_every_s:
             self.walk()
         if self.restart_events and self.events is not None:
+            self.restart_events = False
             self.events.stop()
             self.events = Events(self.absolute, self.recursive).start()
+            self.walk()  # once the new watches are in place: what changed between the two is found
         self.restart_events = False
         if self.events is not None:
             touched: set[Path] = set()
@@ -154,7 +156,8 @@ class Changes:
                     if self.recursive:
                         self.walk(path)  # a folder moved in: its files may have come before its watch
                 else:
-                    touched.add(path.parent)  # a sibling removed, an output moved away
+                    if not path.name.startswith("."):  # not the watcher's own temporary files, locks and records
+                        touched.add(path.parent)  # a sibling removed, an output moved away
                     self.arrivals.observe(path)
             if touched:
                 self.arrivals.look_again(touched)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from carevoice.run.discovery import AUDIO_EXTENSIONS
+from carevoice.run.discovery import audio_name
 
 # File systems whose changes made elsewhere (another client, the host of a VM or container) send
 # no inotify events here: https://man7.org/linux/man-pages/man7/inotify.7.html ("Limitations and caveats").
@@ -59,7 +59,7 @@ def _wanted(path: str) -> bool:
     name = os.path.basename(path)
     if name.startswith("."):
         return False
-    if name.rpartition(".")[2].lower() in AUDIO_EXTENSIONS:
+    if audio_name(name):
         return True
     return os.path.isdir(path)
 

@@ -127,7 +127,7 @@ def health(beat: Beat | None, now_unix: float, max_age_s: float, alive: bool | N
         )
     limit_s = max(max_age_s, STARTING_MAX_AGE_S) if beat.phase is Phase.STARTING else max_age_s
     if age_s > limit_s:
-        why = "its model has not loaded" if beat.phase is Phase.STARTING else "one batch takes longer than that here (raise --max-age)"
+        why = "its model has not loaded" if beat.phase is Phase.STARTING else "it cannot reach its folders or heartbeat (a hung network file system?)"
         return False, (
             f"the watcher (pid {beat.pid}) has not beaten for {age_s:.0f} s (limit {limit_s:.0f} s) while {beat.phase.value} — "
             f"it is stuck, or {why}"

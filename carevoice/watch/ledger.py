@@ -68,6 +68,7 @@ class Ledger:
             self.phase, force = phase, True
         if not force and self.clock() - self.beaten_s < BEAT_S:
             return
+        self.failing = {path: again for path, again in self.failing.items() if self.arrivals.knows(path)}  # removed since: not failing
         beat = Beat(
             os.getpid(), self.phase, time.time(), self.started_unix, self.done, self.failed, self.arrivals.waiting,
             tuple(str(r) for r in self.roots), len(self.engine_failed), pid_space(), self.unreadable,

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import time
 import uuid
+from dataclasses import replace
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 from carevoice import interrupts
 from carevoice.engine.devices import engines_label
 from carevoice.engine.policy import ENGINE_REVISION
-from carevoice.errors import ExitCode, Interrupted, UsageError
+from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chinese import load_converter
@@ -143,7 +144,7 @@ class Service:
             SetupError: ffmpeg, the model or the device is unusable.
         """
         self.settings.validate()
-        # A busy watcher may go a whole batch without a beat: as long as health gives it.
+        # A live watcher beats at least every few seconds: one older than health's limit is gone or stuck.
         other = beating_elsewhere(read_beat(self.settings.heartbeat), time.time(), DEFAULT_HEALTH_MAX_AGE_S)
         if other is not None:  # before this watcher writes a beat over the other's
             raise UsageError(
@@ -224,13 +225,18 @@ class Service:
         self.cleared = {folder: at_s for folder, at_s in self.cleared.items() if now_s - at_s < CLEAR_EVERY_S}
         self.cleared.update(dict.fromkeys(tidy(planned, cleared=self.cleared), now_s))
         # Failed before any work: by what lies beside the file (its name taken, an output in the
-        # way, the folder), which a change there may lift: said once, and looked at again then.
-        blocked = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
-        blocked += [p.result() for p in planned if p.settled and p.result().status is FileStatus.FAILED]
+        # way, the folder), which a change there may lift: said once, counted failed, and looked
+        # at again when its folders change (not on a timetable: nothing else can lift it).
+        blocked = [(FileResult(p.path, FileStatus.FAILED, error=p.message), (p.path.parent,)) for p in found.problems]
+        blocked += [
+            (replace(p.result(), cause=None), tuple(dict.fromkeys((p.job.source.parent, p.job.output_stem.parent))))
+            for p in planned
+            if p.settled and p.result().status is FileStatus.FAILED
+        ]
         settled = [p.result() for p in planned if p.settled and p.result().status is not FileStatus.FAILED]
         current = sum(r.status is FileStatus.SKIPPED and r.note == Reason.CURRENT.value for r in settled)
-        for result in blocked:
-            if self.arrivals.block(result.source, result.error or ""):
+        for result, folders in blocked:
+            if self.arrivals.block(result.source, result.error or "", folders):
                 self.ledger.record(result)
         for result in settled:
             self.arrivals.unblock(result.source)
@@ -254,9 +260,14 @@ class Service:
             self.ledger.beat()
 
         def on_stop(drain: Drain) -> None:  # the first stop signal: the batch in progress is finished first
-            self.log.note(f"stopping ({drain.by}): {drain.describe(self.slowest_batch_s)}; a second signal stops at once")
+            self.log.note(f"stopping ({drain.by}): {drain.describe(self.slowest_batch_s)}; a second signal drops the batch")
+
+        def on_result(result: FileResult) -> None:
+            self.ledger.record(result)
+            if result.cause is Cause.FOLDER:  # tried again on a timetable (a full disk), and as soon as its folder changes
+                self.arrivals.block(result.source, result.error or "", (result.source.parent,))
 
         # Each result is recorded (logged, counted, reported) with its outputs, before a stop signal can land.
-        for _ in transcriber.run(jobs, on_result=self.ledger.record, on_progress=on_progress, on_stop=on_stop):
+        for _ in transcriber.run(jobs, on_result=on_result, on_progress=on_progress, on_stop=on_stop):
             pass
         self.slowest_batch_s = max(self.slowest_batch_s, transcriber.stats.slowest_batch_s)

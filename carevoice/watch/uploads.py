@@ -130,7 +130,10 @@ def states_length(path: Path) -> bool:
         return False
     for sign, stated in _SIGNS:
         if sign(head):
-            return stated(head)
+            try:
+                return stated(head)
+            except (IndexError, ValueError):
+                return False  # a header cut short states nothing (and must never stop the watcher)
     return False
 
 

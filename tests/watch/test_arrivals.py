@@ -498,3 +498,40 @@ def test_a_failure_tried_again_is_counted_apart_and_its_line_says_when(tmp_path:
     lines = [json.loads(line) for line in (tmp_path / report.to_dict()["files"]).read_text().splitlines()]
     assert [line.get("tried_again_in_s") for line in lines] == [60.0, None, None]
     assert DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0).counts == expected  # a restart recounts it so
+
+
+def test_a_file_gone_while_it_settles_or_as_it_is_taken_leaves_nothing_in_the_book() -> None:
+    """Found by review: the names of files removed before they were taken stayed for months."""
+    now = [0.0]
+    present = {Path("in/a.wav"), Path("in/b.wav")}
+    book = Arrivals(settle_s=1.0, incomplete_wait_s=60.0, clock=lambda: now[0], stat=lambda p: Sighting(1, 1, 1, 1) if p in present else None)
+    for path in sorted(present):
+        book.observe(path)
+    now[0] = 2.0
+    ready, _ = book.due()
+    present.discard(Path("in/b.wav"))  # gone between due() and take()
+    assert [book.take(p) for p in ready] == [True, False]
+    book.observe(Path("in/c.wav"))  # gone before it settled
+    now[0] = 4.0
+    assert book.due() == ([], [])
+    assert book.siblings(Path("in"), "b") == [] and book.siblings(Path("in"), "c") == []
+    assert book.siblings.names == {(Path("in"), "a"): {"a.wav"}}
+
+
+def test_a_walk_looks_again_only_at_blocked_files_whose_folder_changed(tmp_path: Path) -> None:
+    """Found by review: every walk (every 5 s on a polled share) planned every blocked file again,
+    hashing a changed recording each time. Events name their folders; a walk compares their stat."""
+    now = [0.0]
+    book = Arrivals(settle_s=0.0, incomplete_wait_s=60.0, clock=lambda: now[0], stat=lambda p: Sighting(1, 1, 1, 1))
+    blocked = tmp_path / "visit.wav"
+    book.observe(blocked)
+    assert book.due()[0] == [blocked] and book.take(blocked)
+    assert book.block(blocked, "visit.txt is in the way", (tmp_path,)) is True
+    assert book.block(blocked, "visit.txt is in the way", (tmp_path,)) is False  # said already
+    assert book.look_again() == 0  # a walk: nothing changed there
+    assert book.look_again({tmp_path / "elsewhere"}) == 0  # an event in another folder
+    (tmp_path / "visit.txt").write_text("moved in and out")
+    (tmp_path / "visit.txt").unlink()
+    os.utime(tmp_path, ns=(1, 1))  # the folder's times move (the test's own writes may land within one tick)
+    assert book.look_again() == 1
+    assert book.due()[0] == [blocked]

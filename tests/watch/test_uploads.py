@@ -295,3 +295,16 @@ def test_holds_reads_a_file_only_while_its_wait_may_depend_on_it(tmp_path: Path)
     }
     assert held[written].reason.startswith(f"still open for writing by pid {os.getpid()} ")
     assert holds({unsized: 5.0}, settle_s=1.0, settle_unsized_s=5.0) == {}
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"fLaC", b"fLaC\x00", b"\xff\xfb\x90\x00" + bytes(32) + b"Xing", b"\xff\xfb\x90\x00" + bytes(32) + b"Xing\x00\x00", b"RIFF\x00\x00\x00\x00WAVE"],
+    ids=["flac-4-bytes", "flac-5-bytes", "mp3-cut-after-xing", "mp3-cut-in-xing-flags", "wav-cut-after-wave"],
+)
+def test_a_header_cut_short_states_no_length_and_raises_nothing(tmp_path: Path, head: bytes) -> None:
+    """Found by review: a 4-byte fLaC upload, or an MP3 cut just after its Xing tag, raised
+    IndexError out of the arrivals and ended the watcher (and systemd's restart met it again)."""
+    path = tmp_path / "cut.bin"
+    path.write_bytes(head)
+    assert states_length(path) is False

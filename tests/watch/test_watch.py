@@ -191,7 +191,7 @@ def test_sigterm_during_a_batch_finishes_it_says_so_and_exits_and_a_restart_does
     wait_for_file(gates / "entered-1")  # the first batch (a, b) is in the engine, held there
     watcher.child.send_signal(signal.SIGTERM)
     line = watcher.wait_for(r"stopp")
-    assert re.search(r"stopping \(SIGTERM\): finishing the batch in progress \(2 files\), .*; a second signal stops at once", line), line
+    assert re.search(r"stopping \(SIGTERM\): finishing the batch in progress \(2 files\), .*; a second signal drops the batch", line), line
     assert watcher.child.poll() is None  # it waits for the batch
     (gates / "open-1").touch()  # the batch ends
     watcher.wait_for(r"stopped \(SIGTERM\): 2 transcribed, 0 failed since start")
