@@ -20,8 +20,8 @@ import ctypes
 import ctypes.util
 import time
 import uuid
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from carevoice.run.planning import (
     resolve_run_model,
     run_facts,
 )
-from carevoice.run.rules import Reason
+from carevoice.run.rules import Action, Reason
 from carevoice.run.runs import load_engines
 from carevoice.run.tidying import tidy
 from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, WatchSettings
@@ -231,9 +231,9 @@ class Service:
         blocked += [
             (replace(p.result(), cause=None), tuple(dict.fromkeys((p.job.source.parent, p.job.output_stem.parent))))
             for p in planned
-            if p.settled and p.result().status is FileStatus.FAILED
+            if p.decision.action is Action.FAIL
         ]
-        settled = [p.result() for p in planned if p.settled and p.result().status is not FileStatus.FAILED]
+        settled = [p.result() for p in planned if p.decision.action is Action.SKIP]
         current = sum(r.status is FileStatus.SKIPPED and r.note == Reason.CURRENT.value for r in settled)
         for result, folders in blocked:
             if self.arrivals.block(result.source, result.error or "", folders):
