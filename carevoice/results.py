@@ -24,8 +24,12 @@ def path_text(path: Path | str) -> str:
 
 class FileStatus(str, Enum):
     DONE = "done"
+    NO_SPEECH = "no_speech"  # decoded, written (empty), but nothing was heard in audio that is not silence: a person listens
     SKIPPED = "skipped"
     FAILED = "failed"
+
+
+NO_SPEECH_HEARD = "no speech heard: listen to it"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,18 @@ class FileResult:
     note: str | None = None  # e.g. "no speech found", "already transcribed with these options"
     why: str | None = None  # why a finished file was written again, e.g. "redo: recording changed since it was transcribed"
     cause: Cause | None = None  # FAILED for a reason that may pass with time (watch tries it again); None: the recording's fault
+    conflict: Path | None = None  # where a person's edited transcript was kept when the recording under it was replaced
+
+    @property
+    def needs_person(self) -> str | None:
+        """Why a person must look at this file (a failure, no speech heard, an edit kept aside), or None."""
+        if self.status is FileStatus.FAILED:
+            return self.error or "failed"
+        if self.status is FileStatus.NO_SPEECH:
+            return NO_SPEECH_HEARD
+        if self.conflict is not None:
+            return f"a person's edit of the old transcript was kept as {path_text(self.conflict.name)}: compare it with the new one"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; names that are not valid UTF-8 appear with \\udcXX escapes."""
@@ -55,4 +71,6 @@ class FileResult:
             "error": None if self.error is None else path_text(self.error),
             "note": None if self.note is None else path_text(self.note),
             "why": self.why,
+            "conflict": None if self.conflict is None else path_text(self.conflict),
+            "needs_person": self.needs_person,
         }

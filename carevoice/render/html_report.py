@@ -109,6 +109,7 @@ def _summary(report: dict[str, Any]) -> str:
     counts = report["counts"]
     stats = [
         _stat("transcribed", str(counts["done"]), "counts.done", counts["done"]),
+        _stat("no speech heard", str(counts["no_speech"]), "counts.no_speech", counts["no_speech"]),
         _stat("skipped", str(counts["skipped"]), "counts.skipped", counts["skipped"]),
         _stat("failed", str(counts["failed"]), "counts.failed", counts["failed"]),
         _stat("audio transcribed", duration_text(report["audio_s"]), "audio_s", report["audio_s"]),

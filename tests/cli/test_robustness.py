@@ -213,7 +213,7 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, ffmpeg_bin: Ffmpeg, data_d
 
 def test_the_batch_finishes_with_exit_1_and_counts_every_file(bad_run: BadRun) -> None:
     assert bad_run.result.returncode == 1, bad_run.result.stderr
-    assert bad_run.record["counts"] == {"done": len(bad_run.good), "skipped": 0, "failed": len(bad_run.bad)}
+    assert bad_run.record["counts"] == {"done": len(bad_run.good), "no_speech": 0, "skipped": 0, "failed": len(bad_run.bad)}
     last = bad_run.result.stderr.splitlines()[-1]
     assert last.startswith(f"transcribed {len(bad_run.good)}, skipped 0, failed {len(bad_run.bad)} · ")
     assert "Traceback" not in bad_run.result.stderr and "internal error" not in bad_run.result.stderr
@@ -352,7 +352,7 @@ def test_silence_and_noise_give_empty_transcripts_and_speech_does_not(
         text = (tmp_path / name).with_suffix(".txt").read_text(encoding="utf-8")
         assert word_error_rate(references[clip]["reference_text"], text) <= 0.35, (name, text)
     record = json.loads(result.stdout)
-    assert record["counts"] == {"done": len(NON_SPEECH) + len(controls), "skipped": 0, "failed": 0}
+    assert record["counts"] == {"done": len(NON_SPEECH) + len(controls), "no_speech": 0, "skipped": 0, "failed": 0}
 
 
 # --- an hour of audio in bounded memory ---------------------------------------------------------------

@@ -182,7 +182,7 @@ def test_jfk_outputs_on_disk_are_complete_and_nothing_else(jfk_run: Run) -> None
 def test_json_on_stdout_is_the_run_record(jfk_run: Run) -> None:
     record = json.loads(jfk_run.result.stdout)
     assert jfk_run.report is not None and json.loads(jfk_run.report.read_text(encoding="utf-8")) == record
-    assert record["counts"] == {"done": 6, "skipped": 0, "failed": 0}
+    assert record["counts"] == {"done": 6, "no_speech": 0, "skipped": 0, "failed": 0}
     assert record["model"] == "tiny.en" and record["interrupted"] is False
     assert record["audio_s"] == pytest.approx(66.0, abs=0.5)
     assert 1 <= record["engine_calls"] <= record["chunks"]
@@ -330,7 +330,7 @@ def test_bad_files_are_reported_and_good_ones_still_transcribed(
         f".{Path(n).stem}.carevoice.json" for n in done
     }
     record = json.loads(result.stdout)
-    assert record["counts"] == {"done": 3, "skipped": 0, "failed": 4}
+    assert record["counts"] == {"done": 3, "no_speech": 0, "skipped": 0, "failed": 4}
     failed = [entry for entry in record["files"] if Path(entry["file"]).name in bad]
     assert len(failed) == len(bad)
     for entry in failed:

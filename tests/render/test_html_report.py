@@ -109,7 +109,7 @@ def column(page: Any, index: int) -> list[str]:
 
 
 def test_the_run_had_every_kind_of_file(html_run: HtmlRun) -> None:
-    assert html_run.report["counts"] == {"done": 3, "skipped": 1, "failed": 2}
+    assert html_run.report["counts"] == {"done": 3, "no_speech": 0, "skipped": 1, "failed": 2}
     assert len(html_run.words) >= 8, html_run.words  # enough distinctive words for the privacy scan to mean something
 
 
@@ -204,7 +204,7 @@ def synthetic_report(files: int) -> dict[str, Any]:
     gpu_steps = range(0, 28_800, 48)
     return {
         "carevoice_version": "0.2.0", "model": "large-v3", "device": "cuda ×2 (float16)", "interrupted": False,
-        "counts": {"done": sum(e["status"] == "done" for e in entries), "skipped": sum(e["status"] == "skipped" for e in entries),
+        "counts": {"done": sum(e["status"] == "done" for e in entries), "no_speech": 0, "skipped": sum(e["status"] == "skipped" for e in entries),
                    "failed": sum(e["status"] == "failed" for e in entries)},
         "audio_s": 300_000.0, "wall_s": 28_800.0, "rtfx": 10.417, "files_per_s": 0.3, "engine_calls": 900, "chunks": 12_000,
         "timeline": {"t_s": list(steps), "audio_done_s": [t * 10.4 for t in steps], "files_done": [t * files // 28_800 for t in steps]},

@@ -338,7 +338,7 @@ def test_the_day_report_counts_current_files_and_a_restart_adds_to_it(tmp_path: 
     again.add(FileResult(Path("in/d.wav"), FileStatus.DONE, duration_s=2.0))
     again.write()
     data = json.loads(path.read_text())
-    assert data["counts"] == {"done": 2, "skipped": 0, "failed": 1, "tried_again": 0}
+    assert data["counts"] == {"done": 2, "no_speech": 0, "skipped": 0, "failed": 1, "tried_again": 0}
     assert data["audio_s"] == 5.0
     assert [(r["run_id"], r["already_transcribed"]) for r in data["runs"]] == [("r1", 1), ("r2", 0)] and "stopped" in data["runs"][0]
     lines = [json.loads(line) for line in (tmp_path / data["files"]).read_text().splitlines()]
@@ -482,7 +482,7 @@ def test_a_restart_counts_the_day_from_its_lines(tmp_path: Path) -> None:
     again = DayReport(tmp_path, {**facts, "run_id": "r2"}, clock=lambda: 0.0)
     assert again.counts["done"] == 2 and again.audio_s == 4.0
     again.add(FileResult(Path("in/d.wav"), FileStatus.FAILED, error="cannot decode audio"))
-    assert DayReport(tmp_path, facts, clock=lambda: 0.0).counts == {"done": 2, "skipped": 0, "failed": 1, "tried_again": 0}
+    assert DayReport(tmp_path, facts, clock=lambda: 0.0).counts == {"done": 2, "no_speech": 0, "skipped": 0, "failed": 1, "tried_again": 0}
 
 
 def test_a_failure_tried_again_is_counted_apart_and_its_line_says_when(tmp_path: Path) -> None:
@@ -493,7 +493,7 @@ def test_a_failure_tried_again_is_counted_apart_and_its_line_says_when(tmp_path:
     assert report.counts["tried_again"] == 1
     report.add(engine)  # the tries used up: a failure (its last line; each recording counts once)
     report.add(FileResult(Path("in/b.wav"), FileStatus.DONE, duration_s=2.0))
-    expected = {"done": 1, "skipped": 0, "failed": 1, "tried_again": 0}
+    expected = {"done": 1, "no_speech": 0, "skipped": 0, "failed": 1, "tried_again": 0}
     assert report.counts == expected
     lines = [json.loads(line) for line in (tmp_path / report.to_dict()["files"]).read_text().splitlines()]
     assert [line.get("tried_again_in_s") for line in lines] == [60.0, None, None]

@@ -78,7 +78,7 @@ def test_restarts_and_redos_count_each_recording_once_in_its_last_state(tmp_path
             report.add(_engine_failed("oom.wav"), tried_again_in_s=120.0)
         report.write(stopping=True)
 
-    expected = {"done": 2, "skipped": 0, "failed": 2, "tried_again": 1}
+    expected = {"done": 2, "no_speech": 0, "skipped": 0, "failed": 2, "tried_again": 1}
     summary = day.summary()
     assert summary["counts"] == expected
     assert summary["audio_s"] == 60.0  # the redo's 50 s, not the half's 20 s beside it
@@ -94,7 +94,7 @@ def test_a_file_skipped_for_another_reason_then_done_is_done(tmp_path: Path) -> 
     report.add(FileResult(Path("in/a.wav"), FileStatus.SKIPPED, note="another process is transcribing it"))
     assert report.counts["skipped"] == 1
     report.add(_done("a.wav", duration_s=3.0))
-    assert report.counts == {"done": 1, "skipped": 0, "failed": 0, "tried_again": 0} and report.audio_s == 3.0
+    assert report.counts == {"done": 1, "no_speech": 0, "skipped": 0, "failed": 0, "tried_again": 0} and report.audio_s == 3.0
 
 
 def test_each_day_counts_its_own_recordings_and_forgets_them_at_midnight(tmp_path: Path) -> None:
@@ -108,8 +108,8 @@ def test_each_day_counts_its_own_recordings_and_forgets_them_at_midnight(tmp_pat
     day.when += timedelta(minutes=15)
     report.add(_done("gpu.wav", duration_s=4.0))
     report.write(stopping=True)
-    assert day.summary()["counts"] == {"done": 1, "skipped": 0, "failed": 0, "tried_again": 1}
-    assert day.summary("2026-03-03")["counts"] == {"done": 1, "skipped": 0, "failed": 0, "tried_again": 0}
+    assert day.summary()["counts"] == {"done": 1, "no_speech": 0, "skipped": 0, "failed": 0, "tried_again": 1}
+    assert day.summary("2026-03-03")["counts"] == {"done": 1, "no_speech": 0, "skipped": 0, "failed": 0, "tried_again": 0}
     assert report.audio_s == 4.0
 
 

@@ -121,7 +121,7 @@ def test_uploads_of_every_kind_are_each_transcribed_once_as_they_settle(tmp_path
     assert beat is not None and beat.phase is Phase.STOPPED and (beat.done, beat.failed) == (6, 1)
     day = json.loads(next(reports.glob("carevoice-watch-*.json")).read_text())
     # Recordings, each once: jfk.wav and review.wav were transcribed twice (replaced by new versions).
-    assert day["counts"] == {"done": 4, "skipped": 0, "failed": 1, "tried_again": 0} and day["runs"][0]["already_transcribed"] == 1
+    assert day["counts"] == {"done": 4, "no_speech": 0, "skipped": 0, "failed": 1, "tried_again": 0} and day["runs"][0]["already_transcribed"] == 1
     files = [json.loads(line) for line in (reports / day["files"]).read_text().splitlines()]
     assert sorted(Path(f["file"]).name for f in files) == ["broken.wav", "dashwood.wav", "half.wav", "jfk.wav", "jfk.wav", "review.wav", "review.wav"]
     text = json.dumps(day) + json.dumps(files) + "\n".join(watcher.lines)
