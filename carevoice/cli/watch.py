@@ -29,9 +29,9 @@ from carevoice.cli.options import (
     TaskOption,
     TracebackOption,
     ZhScriptOption,
+    text_choices,
     transcribe_settings,
 )
-from carevoice.languages import resolve_language
 from carevoice.results import FileStatus
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
@@ -51,6 +51,7 @@ WATCH_INTERRUPTED_HINT = "the watcher stopped before it started watching; nothin
 
 
 def watch(
+    ctx: typer.Context,
     folders: Annotated[list[Path], typer.Argument(help="Drop folders to watch (sub-folders too, unless --no-recursive).", show_default=False)],
     settle: Annotated[
         str,
@@ -128,15 +129,14 @@ def watch(
         # not at import: it loads numpy and most of carevoice (0.1-0.2 s)
         from carevoice.watch.service import Service
 
-        chosen = resolve_language(language) if language else None
         settle_s = parse_duration(settle, "--settle")
         unsized_s = (
             max(DEFAULT_SETTLE_UNSIZED_S, settle_s) if settle_unsized is None else parse_duration(settle_unsized, "--settle-unsized")
         )
         settings = WatchSettings(
             transcribe=transcribe_settings(
-                folders, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
-                recursive, decode_workers, cpu_threads,
+                folders, text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size),
+                output_dir, device, gpus, compute_type, batch_size, recursive, decode_workers, cpu_threads,
             ),  # fmt: skip
             settle_s=settle_s,
             settle_unsized_s=unsized_s,
