@@ -27,7 +27,7 @@ FOLDER_FILE = "carevoice.toml"
 
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("a text such as \"...\"")
+        raise ValueError('a text such as "..."')
     return value.strip()
 
 
@@ -101,7 +101,9 @@ def read_folder_file(path: Path) -> dict[str, Any]:
             values[key] = KEYS[key].check(value)
         except (ValueError, UsageError) as exc:
             why = exc.message if isinstance(exc, UsageError) else f"give {exc}"
-            raise UsageError(f"{path}: {key} = {value!r}: {why}", f"fix {key} there, or pass {KEYS[key].option} on the command line") from None
+            raise UsageError(
+                f"{path}: {key} = {value!r}: {why}", f"fix {key} there, or pass {KEYS[key].option} on the command line"
+            ) from None
     return values
 
 

@@ -109,7 +109,13 @@ def transcribe(
     ] = 0,
     show_traceback: TracebackOption = False,
 ) -> None:
-    """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir)."""
+    """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir).
+
+    The options that shape the text (-l, --zh-script, -m, -f, --task, --beam-size) come from the
+    command line, else from the nearest carevoice.toml in or above each recording's folder, else
+    their defaults (docs/settings.md). Exit codes: 0 all done or skipped, 1 a file failed (with
+    --dry-run: would fail), 2 bad options or a bad carevoice.toml, 3 setup, 130 interrupted.
+    """
 
     def body(console):  # type: ignore[no-untyped-def]
         chosen = resolve_language(language) if language else None

@@ -117,7 +117,8 @@ def watch(
     Runs until SIGTERM or Ctrl-C (exit 0), which end it once the batch in progress is finished and
     its files written (a second signal: at once); a restart resumes. Lines on stderr carry the time;
     no transcript text is ever logged. A crash (a bug) leaves its traceback on stderr and beside
-    the heartbeat (HEARTBEAT.crash.txt), and exits 1.
+    the heartbeat (HEARTBEAT.crash.txt), and exits 1. Each folder's carevoice.toml sets the options
+    that shape the text which the command line does not give (docs/settings.md).
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.render.words import file_line, placement_note, printable

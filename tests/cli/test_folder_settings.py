@@ -48,7 +48,9 @@ def text_options(folder: Path, stem: str) -> dict:
     return {"model": record.model, **record.text}
 
 
-def test_a_colleagues_plain_run_on_the_parent_keeps_the_wards_choice(tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine]) -> None:
+def test_a_colleagues_plain_run_on_the_parent_keeps_the_wards_choice(
+    tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine]
+) -> None:
     parent = wards(tmp_path, data_dir)
     ward = parent / "ward-tw"
     first = run(ward)
@@ -64,7 +66,13 @@ def test_a_colleagues_plain_run_on_the_parent_keeps_the_wards_choice(tmp_path: P
         assert line_for(colleague, ward / f"{stem}.flac").startswith("skipped"), colleague.stderr
         assert text_options(ward, stem) == tw
         # The other ward, in the same run, gets its own folders' settings: the floor's.
-        assert text_options(parent / "ward-b", stem) == {"model": "large-v3", "task": "transcribe", "language": None, "beam_size": 3, "zh_script": "keep"}
+        assert text_options(parent / "ward-b", stem) == {
+            "model": "large-v3",
+            "task": "transcribe",
+            "language": None,
+            "beam_size": 3,
+            "zh_script": "keep",
+        }
     assert "redo" not in colleague.stderr
     assert len(fake_engines) == loaded_before + 1  # one model for both groups: loaded once
 
@@ -92,7 +100,7 @@ def test_a_bad_folder_file_is_a_usage_error_naming_file_and_key_before_any_model
     bad = parent / "ward-b" / "carevoice.toml"
     for text, expected in (
         ('languag = "en"\n', f"error: {bad}: unknown key 'languag'"),
-        ('beam_size = 0\n', f"error: {bad}: beam_size = 0: give a whole number, 1 or more"),
+        ("beam_size = 0\n", f"error: {bad}: beam_size = 0: give a whole number, 1 or more"),
         ('zh_script = "traditional"\n', f"error: {bad}: zh_script = 'traditional': give one of keep, tw, hk, simplified"),
         ('language = "klingon"\n', f"error: {bad}: language = 'klingon': --language 'klingon' is not a language Whisper knows"),
         ("model = \n", f"error: {bad} is not valid TOML"),
@@ -131,7 +139,7 @@ def test_a_dry_run_prints_its_plan_on_stdout_with_each_options_source_and_exits_
     assert fake_engines == [] and not list(ward.glob("*.txt"))
 
 
-def test_watch_honours_the_folders_file(tmp_path: Path, data_dir: Path, start) -> None:  # noqa: F811
+def test_watch_honours_the_folders_file(tmp_path: Path, data_dir: Path, start) -> None:
     inbox = tmp_path / "inbox"
     (inbox / "night").mkdir(parents=True)
     (inbox / "night" / "carevoice.toml").write_text("beam_size = 1\n", encoding="utf-8")

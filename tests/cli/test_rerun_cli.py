@@ -109,7 +109,7 @@ def test_a_same_size_replacement_with_its_mtime_put_back_is_still_caught(tmp_pat
     os.utime(folder / "a.wav", ns=(old.st_atime_ns, old.st_mtime_ns))
     again = invoke_cli("transcribe", folder, *ENGINE, "--dry-run")
     assert again.exit_code == 0
-    assert f"redo {folder / 'a.wav'} (recording changed since it was transcribed" in again.stderr
+    assert f"redo {folder / 'a.wav'} (recording changed since it was transcribed" in again.stdout
 
 
 # --- story 2: changing -f ------------------------------------------------------------------------
@@ -491,7 +491,7 @@ def test_a_dry_run_says_what_the_real_run_then_does_and_touches_nothing(tmp_path
     before = everything(folder)
 
     plan = run(folder, "--dry-run", "--json")
-    assert plan.exit_code == 0, plan.stderr
+    assert plan.exit_code == 1, plan.stderr  # three files would fail
     assert everything(folder) == before  # no record refreshed, no lock, no temporary file, nothing written
     planned = {Path(f["file"]).name: (f["action"], f["reason"]) for f in json.loads(plan.stdout)["files"]}
     assert planned == {
