@@ -6,6 +6,7 @@ The CLI builds these from flags; everything below it only reads them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -214,6 +215,24 @@ def check_folder_option(option: str, path: Path | None) -> None:
         raise UsageError(f"{option} {path} is not a folder", "name a folder (it is created if missing)")
 
 
+COMMAND_LINE = "command line"
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option's value and where it came from: COMMAND_LINE, an environment variable
+    (``$CAREVOICE_MODEL``), a ``carevoice.toml`` path, or DEFAULT."""
+
+    value: Any
+    source: str
+
+    @property
+    def given(self) -> bool:
+        """Said for this run (command line or environment): no folder's file overrides it."""
+        return self.source == COMMAND_LINE or self.source.startswith("$")
+
+
 INPUTS_SHOWN = 20
 
 
@@ -236,6 +255,9 @@ class TranscribeSettings:
     ray_actors: int = 0  # 0: one per GPU of the cluster, else as many CPU actors as its CPUs allow
     ray_files_per_task: int = 0  # 0: four batches' worth
     dry_run: bool = False  # plan only: say what a run would do, touch nothing
+    # The options that shape the text, by carevoice.folders key, and where each came from (empty:
+    # no folder settings, as in a bench or a test that builds settings itself).
+    choices: Mapping[str, Choice] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
         """The run's options as its report shows them (the first inputs only: a shell glob can name thousands)."""

@@ -1,26 +1,27 @@
-"""The options transcribe and watch share (what each file gets), and the settings they make.
+"""The options transcribe and watch share (what each file gets), where each came from, and the settings they make.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from carevoice.languages import LanguageChoice
+from carevoice.folders import with_choices
 from carevoice.settings import (
+    COMMAND_LINE,
+    DEFAULT,
     ENV_DEVICE,
     ENV_MODEL,
-    SUBTITLE_FORMATS,
+    Choice,
     DecodeSettings,
     Device,
     EngineSettings,
-    OutputFormat,
     Task,
     TranscribeSettings,
     ZhScript,
-    parse_formats,
     parse_gpus,
 )
 
@@ -73,39 +74,45 @@ TracebackOption = Annotated[bool, typer.Option("--traceback", help="Show traceba
 DEFAULT_FORMATS_TEXT = "txt,srt,json"
 
 
+def text_choices(ctx: typer.Context, **values: Any) -> dict[str, Choice]:
+    """The options that shape the text (carevoice.folders.FOLDER_KEYS, by key), with where each came
+    from: the command line, its environment variable, or the default (which a folder's
+    carevoice.toml overrides)."""
+    envvars = {"model": ENV_MODEL}
+    choices = {}
+    for key, value in values.items():
+        plain = value.value if isinstance(value, Enum) else value
+        source = ctx.get_parameter_source(key)
+        where = {"COMMANDLINE": COMMAND_LINE, "ENVIRONMENT": f"${envvars.get(key, '')}"}.get(getattr(source, "name", ""), DEFAULT)
+        choices[key] = Choice(plain, where)
+    return choices
+
+
 def transcribe_settings(
     paths: list[Path],
-    formats: str,
+    choices: dict[str, Choice],
     output_dir: Path | None,
-    model: str,
     device: Device,
     gpus: str | None,
     compute_type: str | None,
     batch_size: int | None,
-    beam_size: int,
-    language: LanguageChoice | None,
-    task: Task,
-    zh_script: ZhScript | None,
     recursive: bool,
     decode_workers: int,
     cpu_threads: int,
 ) -> TranscribeSettings:
-    """What each file gets, from the options transcribe and watch share."""
-    fmts = parse_formats(formats)
-    return TranscribeSettings(
+    """What each file gets, from the options transcribe and watch share (before any folder's
+    carevoice.toml: carevoice.run.planning applies those per recording).
+
+    Raises:
+        UsageError: a bad language or format given on the command line.
+    """
+    base = TranscribeSettings(
         inputs=tuple(paths),
         output_dir=output_dir,
-        formats=fmts,
-        engine=EngineSettings(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads),
-        decode=DecodeSettings(
-            task=task,
-            language=language.code if language else None,
-            beam_size=beam_size,
-            word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
-            batch_size=batch_size,
-            zh_script=zh_script or ZhScript((language.zh_script if language else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
-        ),
+        engine=EngineSettings(device=device, compute_type=compute_type, cpu_threads=cpu_threads),
+        decode=DecodeSettings(batch_size=batch_size),
         recursive=recursive,
         decode_workers=decode_workers,
         gpus=None if gpus is None else parse_gpus(gpus),
     )
+    return with_choices(base, choices)

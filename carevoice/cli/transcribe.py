@@ -33,6 +33,7 @@ from carevoice.cli.options import (
     TaskOption,
     TracebackOption,
     ZhScriptOption,
+    text_choices,
     transcribe_settings,
 )
 from carevoice.errors import CareVoiceError, ExitCode, Interrupted
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 
 def transcribe(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Audio/video files and folders (folders are walked).", show_default=False)],
     formats: FormatsOption = DEFAULT_FORMATS_TEXT,
     output_dir: OutputDirOption = None,
@@ -68,7 +70,9 @@ def transcribe(
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run", help="Only say what a run would do with each file (transcribe, skip, redo and why, fail); touch nothing."
+            "--dry-run",
+            help="Only say what a run would do with each file (transcribe, skip, redo and why, fail) and where each option "
+            "came from (command line, a folder's carevoice.toml, default), on stdout; touch nothing. Exit 1 if a file would fail, else 0.",
         ),
     ] = False,
     recursive: RecursiveOption = True,
@@ -105,14 +109,18 @@ def transcribe(
     ] = 0,
     show_traceback: TracebackOption = False,
 ) -> None:
-    """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir)."""
+    """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir).
+
+    The options that shape the text (-l, --zh-script, -m, -f, --task, --beam-size) come from the
+    command line, else from the nearest carevoice.toml in or above each recording's folder, else
+    their defaults (docs/settings.md). Exit codes: 0 all done or skipped, 1 a file failed (with
+    --dry-run: would fail), 2 bad options or a bad carevoice.toml, 3 setup, 130 interrupted.
+    """
 
     def body(console):  # type: ignore[no-untyped-def]
         chosen = resolve_language(language) if language else None
-        settings = transcribe_settings(
-            paths, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
-            recursive, decode_workers, cpu_threads,
-        )  # fmt: skip
+        choices = text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size)
+        settings = transcribe_settings(paths, choices, output_dir, device, gpus, compute_type, batch_size, recursive, decode_workers, cpu_threads)
         settings = replace(
             settings,
             overwrite=overwrite,
@@ -131,21 +139,25 @@ def transcribe(
 
 
 def _dry_run(settings: TranscribeSettings, console, json_out: bool) -> ExitCode:  # type: ignore[no-untyped-def]
-    """Plan only: one line per file and a count per action; nothing is read beyond what a plan
-    needs (records, stats, and a file's bytes only when its stat changed), nothing is written."""
+    """Plan only: the options of each group of files and where each came from, one line per file
+    and a count per action, on stdout (with --json: the plan as JSON on stdout, the lines on
+    stderr). Nothing is read beyond what a plan needs (records, stats, and a file's bytes only when
+    its stat changed), nothing is written. Exit 1 when the run would fail a file."""
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
-    from carevoice.render.plans import plan_counts_line, plan_lines, plan_to_dict
+    from carevoice.render.plans import plan_counts_line, plan_exit_code, plan_lines, plan_to_dict
+    from carevoice.render.words import stdout_console
 
     # and it loads numpy and most of carevoice (0.1-0.2 s):
     from carevoice.run.planning import plan_run
 
     plan = plan_run(settings)
+    out = console if json_out else stdout_console()
     for line in plan_lines(plan):
-        console.print(line, highlight=False)
-    console.print(plan_counts_line(plan), highlight=False)
+        out.print(line, highlight=False)
+    out.print(plan_counts_line(plan), highlight=False)
     if json_out:
         typer.echo(json.dumps(plan_to_dict(plan), ensure_ascii=False, indent=2))
-    return ExitCode.OK
+    return plan_exit_code(plan)
 
 
 def _run_transcribe(

@@ -29,9 +29,9 @@ from carevoice.cli.options import (
     TaskOption,
     TracebackOption,
     ZhScriptOption,
+    text_choices,
     transcribe_settings,
 )
-from carevoice.languages import resolve_language
 from carevoice.results import FileStatus
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
@@ -51,6 +51,7 @@ WATCH_INTERRUPTED_HINT = "the watcher stopped before it started watching; nothin
 
 
 def watch(
+    ctx: typer.Context,
     folders: Annotated[list[Path], typer.Argument(help="Drop folders to watch (sub-folders too, unless --no-recursive).", show_default=False)],
     settle: Annotated[
         str,
@@ -116,7 +117,8 @@ def watch(
     Runs until SIGTERM or Ctrl-C (exit 0), which end it once the batch in progress is finished and
     its files written (a second signal: at once); a restart resumes. Lines on stderr carry the time;
     no transcript text is ever logged. A crash (a bug) leaves its traceback on stderr and beside
-    the heartbeat (HEARTBEAT.crash.txt), and exits 1.
+    the heartbeat (HEARTBEAT.crash.txt), and exits 1. Each folder's carevoice.toml sets the options
+    that shape the text which the command line does not give (docs/settings.md).
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
     from carevoice.render.words import file_line, placement_note, printable
@@ -128,15 +130,14 @@ def watch(
         # not at import: it loads numpy and most of carevoice (0.1-0.2 s)
         from carevoice.watch.service import Service
 
-        chosen = resolve_language(language) if language else None
         settle_s = parse_duration(settle, "--settle")
         unsized_s = (
             max(DEFAULT_SETTLE_UNSIZED_S, settle_s) if settle_unsized is None else parse_duration(settle_unsized, "--settle-unsized")
         )
         settings = WatchSettings(
             transcribe=transcribe_settings(
-                folders, formats, output_dir, model, device, gpus, compute_type, batch_size, beam_size, chosen, task, zh_script,
-                recursive, decode_workers, cpu_threads,
+                folders, text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size),
+                output_dir, device, gpus, compute_type, batch_size, recursive, decode_workers, cpu_threads,
             ),  # fmt: skip
             settle_s=settle_s,
             settle_unsized_s=unsized_s,

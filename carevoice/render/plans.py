@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 
 from carevoice import __version__
+from carevoice.errors import ExitCode
+from carevoice.folders import option_sources
 from carevoice.render.words import printable
 from carevoice.results import path_text
 from carevoice.run.rules import Action, Reason
 
 if TYPE_CHECKING:
     from carevoice.run.planning import FilePlan, RunPlan
+    from carevoice.settings import TranscribeSettings
 
 
 PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "dim", "fail": "red"}
@@ -28,7 +31,7 @@ def plan_line(planned: FilePlan) -> str:
     elif decision.action is Action.TRANSCRIBE:
         detail = f"writes {', '.join(f.value for f in decision.write)}"
     else:
-        detail = decision.reason.value
+        detail = decision.why
         if decision.write:
             detail += f"; writes {', '.join(f.value for f in decision.write)}" + (" from its JSON" if decision.from_json else "")
         if decision.remove:
@@ -38,9 +41,25 @@ def plan_line(planned: FilePlan) -> str:
 
 
 def plan_lines(plan: RunPlan) -> list[str]:
-    """Every input of a --dry-run, the inputs that cannot be planned (collisions, missing files) first."""
-    problems = [f"[red]fail[/red] {escape(printable(str(r.source)))} ({escape(printable(r.error or ''))})" for r in plan.problems]
-    return problems + [plan_line(p) for p in plan.files]
+    """Every input of a --dry-run, the inputs that cannot be planned (collisions, missing files) first;
+    each group of files under other options (folders' carevoice.toml) after a line naming them."""
+    lines = [f"[red]fail[/red] {escape(printable(str(r.source)))} ({escape(printable(r.error or ''))})" for r in plan.problems]
+    for group in plan.groups:
+        if group.files:
+            lines.append(options_line(group.settings, len(group.files)))
+            lines += [plan_line(p) for p in group.files]
+    return lines
+
+
+def options_line(settings: TranscribeSettings, files: int) -> str:
+    """``options for 3 file(s): --language zh-TW (from /ward/carevoice.toml), …``: where each option came from."""
+    shown = ", ".join(f"{option} {value} (from {source})" for option, value, source in option_sources(settings))
+    return f"[dim]options for {files} file(s): {escape(printable(shown))}[/dim]"
+
+
+def plan_exit_code(plan: RunPlan) -> ExitCode:
+    """A dry run's exit code: 1 (FAILED) when the run would fail a file, else 0."""
+    return ExitCode.FAILED if plan_counts(plan)[Action.FAIL.value] else ExitCode.OK
 
 
 def plan_counts(plan: RunPlan) -> dict[str, int]:
@@ -70,7 +89,7 @@ def plan_to_dict(plan: RunPlan) -> dict[str, Any]:
                 "file": path_text(planned.job.source),
                 "action": p.action.value,
                 "reason": p.reason.name.lower(),
-                "why": p.reason.value,
+                "why": p.why,
                 "write": [f.value for f in p.write],
                 "remove": [f.value for f in p.remove],
                 "keep": [f.value for f in p.keep],
@@ -78,4 +97,9 @@ def plan_to_dict(plan: RunPlan) -> dict[str, Any]:
                 "error": path_text(planned.problem) if planned.problem else None,
             }
         )
-    return {"carevoice_version": __version__, "dry_run": True, "counts": plan_counts(plan), "files": files}
+    options = [
+        {"files": len(g.files), "options": [{"option": o, "value": v, "from": src} for o, v, src in option_sources(g.settings)]}
+        for g in plan.groups
+        if g.files
+    ]
+    return {"carevoice_version": __version__, "dry_run": True, "counts": plan_counts(plan), "options": options, "files": files}

@@ -25,6 +25,11 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def stdout_console() -> Console:
+    """For results on stdout (a --dry-run's plan): ``> plan.txt`` captures them."""
+    return Console(highlight=False, soft_wrap=True)
+
+
 # Control characters (newline, ESC), and bidi overrides that reorder what a terminal shows.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 

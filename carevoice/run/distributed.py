@@ -220,12 +220,13 @@ class RayTranscriber:
     def __init__(self, plan: RunPlan, actors: int, device: str, files_per_task: int) -> None:
 
         self.plan = plan
-        self.settings = plan.settings
+        self.group = plan.only_group("--ray")  # one model and one set of options for every actor
+        self.settings = self.group.settings
         self.actors = actors
         self.device = device
         self.files_per_task = files_per_task
         # "ray:cuda", not "cuda": the driver's NVML sampler would see this machine's GPUs, not the cluster's.
-        facts = ActorFacts(plan.ref, f"ray:{device}", plan.settings.engine.compute_type or DEFAULT_COMPUTE_TYPE[device])
+        facts = ActorFacts(self.group.ref, f"ray:{device}", self.settings.engine.compute_type or DEFAULT_COMPUTE_TYPE[device])
         self.engine = facts
         self.engines: Sequence[ActorFacts] = (facts,) * actors
         self.stats = RunStats(calls_per_engine=[0] * actors)
@@ -245,7 +246,7 @@ class RayTranscriber:
         flight (their files are done again by the next run)."""
         import ray  # the ray extra: only with --ray
 
-        seen = Claims.of(self.plan.files, self.plan.run, self.plan.run_id).seen
+        seen = Claims.of(self.group.files, self.group.run, self.plan.run_id).seen
         cpu = self.device == "cpu"
         threads = self.settings.engine.cpu_threads or 1
         actor_resources: dict[str, Any] = {"num_cpus": threads} if cpu else {"num_cpus": 1, "num_gpus": 1}
@@ -260,7 +261,7 @@ class RayTranscriber:
                 FileTranscriberActor,
                 fn_constructor_kwargs={
                     "settings": _cluster_settings(self.settings, threads if cpu else 0),
-                    "run": self.plan.run,
+                    "run": self.group.run,
                     "run_id": self.plan.run_id,
                     "device": self.device,
                 },
@@ -382,6 +383,7 @@ def start_ray_run(settings: TranscribeSettings) -> Run:
     """
 
     plan = plan_run(settings)
+    plan.only_group("--ray")  # a usage error before Ray starts
     tidy(plan.files)
     if not plan.jobs:
         return Run(settings, plan.settled, [], None, found=plan.found)

@@ -24,6 +24,7 @@ from carevoice.engine.models import (
 )
 from carevoice.engine.policy import ENGINE_REVISION
 from carevoice.errors import Cause, OutputError, UsageError
+from carevoice.folders import FOLDER_FILE, FolderFiles, choices_key, effective_choices, with_choices
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
@@ -76,30 +77,53 @@ class FilePlan:
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    """Everything decided before any model loads: what to do with each file, and with which model.
+class GroupPlan:
+    """The files of a run that share one set of options (their folders' carevoice.toml files agree).
 
     Attributes:
-        settings: The run's options.
-        ref: The model.
-        run: What this run makes (carevoice.run.rules.RunFacts).
-        run_id: This run's id, written into every record it makes.
-        files: Each input's plan, in input order (``--dry-run`` prints them).
-        problems: Inputs that are not files to plan (collisions, broken links).
-        found: Inputs found before --shard picked this run's part.
+        settings: The options these files get.
+        ref: Their model.
+        run: What this group makes (carevoice.run.rules.RunFacts).
+        files: Each file's plan, in input order.
     """
 
     settings: TranscribeSettings
     ref: ModelRef
     run: RunFacts
-    run_id: str
     files: list[FilePlan]
-    problems: list[FileResult]
-    found: int
 
     @property
     def jobs(self) -> list[Job]:
         """What the engine (or the recorded JSON) has to do, in input order."""
+        return [p.job for p in self.files if not p.settled]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before any model loads: what to do with each file, and with which options and model.
+
+    Attributes:
+        settings: The run's options, as given (before any folder's carevoice.toml).
+        run_id: This run's id, written into every record it makes.
+        groups: The files, by the options they get (one group unless folders set other options).
+        problems: Inputs that are not files to plan (collisions, broken links).
+        found: Inputs found before --shard picked this run's part.
+    """
+
+    settings: TranscribeSettings
+    run_id: str
+    groups: list[GroupPlan]
+    problems: list[FileResult]
+    found: int
+
+    @property
+    def files(self) -> list[FilePlan]:
+        """Each input's plan (``--dry-run`` prints them), group by group."""
+        return [p for group in self.groups for p in group.files]
+
+    @property
+    def jobs(self) -> list[Job]:
+        """What the engine (or the recorded JSON) has to do."""
         return [p.job for p in self.files if not p.settled]
 
     @property
@@ -107,12 +131,23 @@ class RunPlan:
         """Files settled without work: skipped, or failed before any (sorted by name)."""
         return sorted(self.problems + [p.result() for p in self.files if p.settled], key=lambda r: str(r.source))
 
+    def only_group(self, why: str) -> GroupPlan:
+        """The one group of a run that cannot run several (``why``: what cannot).
+
+        Raises:
+            UsageError: folders set different options.
+        """
+        if len(self.groups) != 1:
+            raise UsageError(f"{why}: the folders' {FOLDER_FILE} files set different options", "run each folder on its own")
+        return self.groups[0]
+
 
 def plan_run(settings: TranscribeSettings) -> RunPlan:
-    """Validate, discover, pick this shard and plan each file: all cheap, no model loaded.
+    """Validate, discover, pick this shard, read the folders' settings and plan each file: all
+    cheap, no model loaded.
 
     Raises:
-        UsageError: bad options or nothing to transcribe.
+        UsageError: bad options (a folder's carevoice.toml included) or nothing to transcribe.
         SetupError: the model cannot be found.
     """
     settings.validate()
@@ -129,10 +164,44 @@ def plan_run(settings: TranscribeSettings) -> RunPlan:
         # not an error: with more shards than files some are empty, and a job array must not fail.
         found = select_shard(found, settings.shard.index, settings.shard.count)
     problems = [FileResult(p.path, FileStatus.FAILED, error=p.message) for p in found.problems]
-    ref = resolve_run_model(settings)
-    run = run_facts(settings, ref.model_id, model_identity(ref, settings.engine.cache_dir), ENGINE_REVISION)
-    planned = plan_files(found.jobs, settings, run, every_input)
-    return RunPlan(settings, ref, run, uuid.uuid4().hex, planned, problems, total_found)
+    groups = []
+    for group_settings, jobs in group_jobs(found.jobs or [], settings, FolderFiles()) or [(settings, [])]:
+        ref = resolve_run_model(group_settings)
+        run = run_facts(group_settings, ref.model_id, model_identity(ref, group_settings.engine.cache_dir), ENGINE_REVISION)
+        groups.append(GroupPlan(group_settings, ref, run, plan_files(jobs, group_settings, run, every_input)))
+    return RunPlan(settings, uuid.uuid4().hex, groups, problems, total_found)
+
+
+def settings_for(folder: Path, settings: TranscribeSettings, folders: FolderFiles) -> TranscribeSettings:
+    """The options the recordings in ``folder`` get: the run's, with what the carevoice.toml files
+    of that folder and those above it set for options the run was not given.
+
+    Raises:
+        UsageError: one of those files is bad.
+    """
+    if not settings.choices:  # settings built without the command line (a bench, a test): no folder settings
+        return settings
+    choices = effective_choices(settings.choices, folders.choices(folder))
+    if choices == settings.choices:
+        return settings
+    return with_choices(settings, choices)
+
+
+def group_jobs(jobs: list[Job], settings: TranscribeSettings, folders: FolderFiles) -> list[tuple[TranscribeSettings, list[Job]]]:
+    """The jobs by the options they get (in input order within each group, groups in order of their first job).
+
+    Raises:
+        UsageError: a folder's carevoice.toml is bad, or sets an option the others reject.
+    """
+    groups: dict[tuple[tuple[str, str], ...], tuple[TranscribeSettings, list[Job]]] = {}
+    for job in jobs:
+        own = settings_for(job.source.parent, settings, folders)
+        key = choices_key(own.choices)
+        if key not in groups:
+            own.decode.validate()
+            groups[key] = (own, [])
+        groups[key][1].append(job)
+    return list(groups.values())
 
 
 def resolve_run_model(settings: TranscribeSettings) -> ModelRef:
@@ -303,10 +372,10 @@ def blocked_message(job: Job, decision: Decision, requested: Sequence[OutputForm
 
 
 def redo_note(planned: FilePlan) -> str | None:
-    """Why a file that is being transcribed (again) is: ``redo: recording changed since …``."""
+    """Why a file that is being transcribed (again) is: ``redo: recording changed since …``, ``redo: --zh-script tw → keep``."""
     decision = planned.decision
     if decision.action is Action.REDO:
-        return f"redo: {decision.reason.value}"
+        return f"redo: {decision.why}"
     if decision.action is Action.ADD:
-        return f"redo: {decision.reason.value}; wrote {', '.join(f.value for f in decision.write)} only"
+        return f"redo: {decision.why}; wrote {', '.join(f.value for f in decision.write)} only"
     return None

@@ -103,6 +103,7 @@ class Decision:
         keep: Outputs CareVoice wrote that stay as they are (listed again in the new record).
         from_json: With ADD: the outputs are rendered from the recorded JSON, no transcribing.
         formats: For the user: the outputs concerned (missing, foreign).
+        detail: With a changed model or option: which, from what to what (``--zh-script tw → keep``).
     """
 
     action: Action
@@ -112,6 +113,12 @@ class Decision:
     keep: tuple[OutputFormat, ...] = ()
     from_json: bool = False
     formats: tuple[OutputFormat, ...] = ()
+    detail: str = ""
+
+    @property
+    def why(self) -> str:
+        """The reason in words, naming the option that changed where one did."""
+        return self.detail or self.reason.value
 
     @property
     def needs_engine(self) -> bool:
@@ -132,29 +139,33 @@ def decide(facts: FileFacts, run: RunFacts) -> Decision:
     ours = {f for f in recorded if facts.outputs.get(f) is OutputState.OURS}
     foreign = {f for f in requested | recorded if facts.outputs.get(f) is OutputState.FOREIGN}
 
-    def redo(action: Action, reason: Reason) -> Decision:
+    def redo(action: Action, reason: Reason, detail: str = "") -> Decision:
         """Write what is asked for; remove what CareVoice wrote for the old transcript and is not
         asked for again. An output a person wrote or edited blocks this, unless --overwrite (which
         replaces it when it is asked for, and otherwise leaves it alone)."""
         if foreign and not run.overwrite:
             return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign))
-        return Decision(action, reason, write=_in_order(requested), remove=_in_order(ours - requested))
+        return Decision(action, reason, write=_in_order(requested), remove=_in_order(ours - requested), detail=detail)
 
     if run.overwrite:
         return redo(Action.REDO, Reason.OVERWRITE)
     if record is None:
         return redo(Action.TRANSCRIBE, Reason.NEW)
-    for changed, reason in (
-        (not record.complete, Reason.UNFINISHED),
-        (record.version < 2 or record.input is None, Reason.OLD_RECORD),
-        (bool(facts.recording_changed), Reason.RECORDING_CHANGED),
+    for changed, reason, detail in (
+        (not record.complete, Reason.UNFINISHED, ""),
+        (record.version < 2 or record.input is None, Reason.OLD_RECORD, ""),
+        (bool(facts.recording_changed), Reason.RECORDING_CHANGED, ""),
         # Weights are compared when both digests are known (a hub model is only hashed once it is on disk).
-        (record.model != run.model or None not in (run.model_sha256, record.model_sha256) and record.model_sha256 != run.model_sha256, Reason.MODEL_CHANGED),
-        (record.engine_revision != run.engine_revision, Reason.ENGINE_CHANGED),
-        (dict(record.text) != dict(run.text), Reason.OPTIONS_CHANGED),
+        (
+            record.model != run.model or None not in (run.model_sha256, record.model_sha256) and record.model_sha256 != run.model_sha256,
+            Reason.MODEL_CHANGED,
+            f"--model {record.model} → {run.model}" if record.model != run.model else "",  # else: other weights, same name
+        ),
+        (record.engine_revision != run.engine_revision, Reason.ENGINE_CHANGED, ""),
+        (dict(record.text) != dict(run.text), Reason.OPTIONS_CHANGED, options_changed(record.text, run.text)),
     ):
         if changed:
-            return redo(Action.REDO, reason)
+            return redo(Action.REDO, reason, detail)
     # The same transcript: keep what is current, add what is missing.
     if foreign & requested:
         return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign & requested))
@@ -172,3 +183,21 @@ def decide(facts: FileFacts, run: RunFacts) -> Decision:
     # The recorded JSON holds the whole transcript with word timings: the rest render from it.
     from_json = OutputFormat.JSON in current and record.outputs[OutputFormat.JSON.value].words
     return Decision(Action.ADD, reason, write=_in_order(missing), keep=_in_order(keep - missing), from_json=from_json, formats=_in_order(missing))
+
+
+# The command-line option of each text option a record keeps (DecodeSettings.text_options).
+TEXT_OPTIONS = {"task": "--task", "language": "--language", "beam_size": "--beam-size", "zh_script": "--zh-script"}
+
+
+def options_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Which text options differ, from what to what: ``--zh-script tw → keep, --language zh → en``."""
+
+    def shown(value: Any) -> str:
+        return "(detect)" if value is None else str(value)
+
+    changes = [
+        f"{TEXT_OPTIONS.get(key, key)} {shown(old.get(key))} → {shown(new.get(key))}"
+        for key in dict.fromkeys([*new, *old])
+        if old.get(key) != new.get(key)
+    ]
+    return ", ".join(changes)

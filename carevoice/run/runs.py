@@ -129,7 +129,7 @@ def _load_gpus(settings: TranscribeSettings, ref: ModelRef, choice: DeviceChoice
 
 def start_run(settings: TranscribeSettings) -> Run:
     """Plan (cheap, reads only), clear what killed runs left, then find ffmpeg and load the
-    model(s) only if work remains.
+    model(s) only if work remains: each model once, whichever folders' groups use it.
 
     Raises:
         UsageError: bad options or nothing to transcribe.
@@ -139,17 +139,79 @@ def start_run(settings: TranscribeSettings) -> Run:
     tidy(plan.files)
     if not plan.jobs:
         return Run(settings, plan.settled, [], None, found=plan.found)
-    planned = {p.job.source: p for p in plan.files}
-    claims = Claims.of(plan.files, plan.run, plan.run_id)
-    if not any(p.decision.needs_engine for p in plan.files if not p.settled):  # only outputs to add from recorded JSON
-        return Run(settings, plan.settled, plan.jobs, Transcriber(settings, NoEngine(plan.ref), None, claims, planned=planned, prepare=_no_decoding), None, plan.found)
-    load_converter(settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
-    ffmpeg = find_ffmpeg()
-    engines, choice = load_engines(settings, plan.ref)
-    if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
-        claims.run = replace(claims.run, model_sha256=model_identity(plan.ref, settings.engine.cache_dir, engines[0]))
-    transcriber = Transcriber(settings, engines[0], ffmpeg, claims, more_engines=engines[1:], planned=planned)
-    return Run(settings, plan.settled, plan.jobs, transcriber, choice, plan.found)
+    parts: list[Transcriber] = []
+    loaded: dict[str, tuple[list[Any], DeviceChoice]] = {}  # by model: a model loads once for every group that uses it
+    choice: DeviceChoice | None = None
+    ffmpeg = None
+    for group in plan.groups:
+        if not group.jobs:
+            continue
+        planned = {p.job.source: p for p in group.files}
+        claims = Claims.of(group.files, group.run, plan.run_id)
+        if not any(p.decision.needs_engine for p in group.files if not p.settled):  # only outputs to add from recorded JSON
+            parts.append(Transcriber(group.settings, NoEngine(group.ref), None, claims, planned=planned, prepare=_no_decoding))
+            continue
+        load_converter(group.settings.decode.zh_script)  # OpenCC, like ffmpeg, must work before the model loads
+        ffmpeg = ffmpeg or find_ffmpeg()
+        if group.ref.model_id not in loaded:
+            loaded[group.ref.model_id] = load_engines(group.settings, group.ref)
+        engines, choice = loaded[group.ref.model_id]
+        if claims.run.model_sha256 is None:  # a hub model downloaded just now by its load: name its weights in the records
+            claims.run = replace(claims.run, model_sha256=model_identity(group.ref, settings.engine.cache_dir, engines[0]))
+        parts.append(Transcriber(group.settings, engines[0], ffmpeg, claims, more_engines=engines[1:], planned=planned))
+    backend = parts[0] if len(parts) == 1 else Groups(parts)
+    return Run(settings, plan.settled, plan.jobs, backend, choice, plan.found)
+
+
+class Groups:
+    """A :class:`Backend` for a run whose folders set different options: one Transcriber per group
+    (sharing the engines of a model), run one after the other, counted as one run."""
+
+    def __init__(self, parts: list[Transcriber]) -> None:
+        self.parts = parts
+        self.log_path: Path | None = None
+
+    @property
+    def engine(self) -> EngineFacts:
+        return self.parts[0].engine
+
+    @property
+    def engines(self) -> Sequence[EngineFacts]:
+        unique: dict[int, EngineFacts] = {}
+        for part in self.parts:
+            unique.update((id(e), e) for e in part.engines)
+        return list(unique.values())
+
+    @property
+    def stats(self) -> RunStats:
+        """The groups' counters added up (an engine two groups share, counted once with both its calls)."""
+        total = RunStats()
+        calls: dict[int, int] = {}
+        for part in self.parts:
+            stats = part.stats
+            for name in ("engine_calls", "chunks", "widened_chunks", "continued_chunks", "redecoded_chunks", "files_seen", "files_measured"):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            for name in ("audio_seen_s", "audio_done_s", "audio_rendered_s"):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            total.slowest_batch_s = max(total.slowest_batch_s, stats.slowest_batch_s)
+            for engine, count in zip(part.engines, stats.calls_per_engine):
+                calls[id(engine)] = calls.get(id(engine), 0) + count
+        total.calls_per_engine = list(calls.values())
+        return total
+
+    def run(
+        self,
+        jobs: list[Job],
+        on_result: Callable[[FileResult], None] = lambda result: None,
+        on_progress: Progress | None = None,
+        on_stop: Stopping | None = None,
+    ) -> Iterator[FileResult]:
+        """Each group's jobs through its Transcriber, group by group; progress is the whole run's."""
+        progress = None if on_progress is None else (lambda _part: on_progress(self.stats))
+        for part in self.parts:
+            mine = [job for job in jobs if job.source in part.planned]
+            if mine:
+                yield from part.run(mine, on_result, progress, on_stop)
 
 
 def load_engines(settings: TranscribeSettings, ref: ModelRef) -> tuple[list[Any], DeviceChoice]:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from carevoice import interrupts
 from carevoice.engine.devices import engines_label
-from carevoice.engine.policy import ENGINE_REVISION
 from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
+from carevoice.folders import FolderFiles
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chinese import load_converter
@@ -36,18 +36,19 @@ from carevoice.run.claims import Claims
 from carevoice.run.discovery import find_jobs_among
 from carevoice.run.pipeline import Drain, RunStats, Transcriber
 from carevoice.run.planning import (
-    model_identity,
+    FilePlan,
     plan_files,
     resolve_run_model,
-    run_facts,
+    settings_for,
 )
-from carevoice.run.rules import Action, Reason
+from carevoice.run.rules import Action, Reason, RunFacts
 from carevoice.run.runs import load_engines
 from carevoice.run.tidying import tidy
-from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, WatchSettings
+from carevoice.settings import DEFAULT_HEALTH_MAX_AGE_S, TranscribeSettings, WatchSettings
 from carevoice.watch.arrivals import Arrivals
 from carevoice.watch.changes import Changes
 from carevoice.watch.day_report import DayReport
+from carevoice.watch.groups import FolderModels
 from carevoice.watch.heartbeat import (
     Phase,
     beating_elsewhere,
@@ -117,12 +118,15 @@ class Service:
         settings = self.settings
         self.ledger.beat(Phase.STARTING, force=True)
         ts = settings.transcribe
+        folders = FolderFiles()
+        for root in self.roots:  # a bad carevoice.toml in or above a watched folder stops the start (exit 2)
+            settings_for(root, ts, folders)
         ref = resolve_run_model(ts)
         load_converter(ts.decode.zh_script)
         self.ffmpeg = find_ffmpeg()
-        self.engines, choice = load_engines(ts, ref)
-        self.facts = run_facts(ts, ref.model_id, model_identity(ref, ts.engine.cache_dir, self.engines[0]), ENGINE_REVISION)
-        device = engines_label(self.engines)
+        engines, choice = load_engines(ts, ref)
+        self.models = FolderModels(self.log, {ref.model_id: (ref, engines)})
+        device = engines_label(engines)
         self.log.loaded(ref, device, choice)
         if settings.report_dir is not None:
             options = {
@@ -219,8 +223,13 @@ class Service:
         ts = self.settings.transcribe
         taken = [path for path in ready if self.arrivals.take(path)]
         found = find_jobs_among(taken, self.roots, ts.output_dir, named=self.arrivals.siblings)
+        groups, bad = self.models.group(found.jobs, self.settings.transcribe)
         # A first set after a restart is the whole folder: health hears from the watcher while it plans.
-        planned = plan_files(found.jobs, ts, self.facts, on_planned=lambda count: self.ledger.beat(Phase.BUSY))
+        planned_groups = [
+            (own, facts, plan_files(jobs, own, facts, found.jobs, on_planned=lambda count: self.ledger.beat(Phase.BUSY)))
+            for own, facts, jobs in groups
+        ]
+        planned = [p for _, _, group in planned_groups for p in group]
         now_s = self.clock()
         self.cleared = {folder: at_s for folder, at_s in self.cleared.items() if now_s - at_s < CLEAR_EVERY_S}
         self.cleared.update(dict.fromkeys(tidy(planned, cleared=self.cleared), now_s))
@@ -228,6 +237,7 @@ class Service:
         # way, the folder), which a change there may lift: said once, counted failed, and looked
         # at again when its folders change (not on a timetable: nothing else can lift it).
         blocked = [(FileResult(p.path, FileStatus.FAILED, error=p.message), (p.path.parent,)) for p in found.problems]
+        blocked += [(FileResult(job.source, FileStatus.FAILED, error=message), (job.source.parent,)) for job, message in bad]
         blocked += [
             (replace(p.result(), cause=None), tuple(dict.fromkeys((p.job.source.parent, p.job.output_stem.parent))))
             for p in planned
@@ -250,9 +260,18 @@ class Service:
             return
         self.log.note(f"transcribing {len(jobs)} file(s)")
         self.ledger.beat(Phase.BUSY)
-        claims = Claims.of(planned, self.facts, self.run_id)
+        for own, facts, group in planned_groups:
+            if any(not p.settled for p in group):
+                self._run_group(own, facts, group)
+
+    def _run_group(self, settings: TranscribeSettings, facts: RunFacts, planned: list[FilePlan]) -> None:
+        """Transcribe the planned files of one group (one set of options), in shared batches."""
+        jobs = [p.job for p in planned if not p.settled]
+        engines = self.models.engines(settings)[1]
+        load_converter(settings.decode.zh_script)
+        claims = Claims.of(planned, facts, self.run_id)
         transcriber = Transcriber(
-            ts, self.engines[0], self.ffmpeg, claims, more_engines=self.engines[1:], planned={p.job.source: p for p in planned}
+            settings, engines[0], self.ffmpeg, claims, more_engines=engines[1:], planned={p.job.source: p for p in planned}
         )
 
         def on_progress(stats: RunStats) -> None:  # a decode or a batch came back, or a long one goes on: the loop is alive
