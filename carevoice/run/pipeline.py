@@ -31,7 +31,7 @@ from carevoice.engine.build import cuda_names, engine_build, words_build
 from carevoice.engine.models import ModelRef
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
-from carevoice.results import FileResult, FileStatus
+from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.assembly import FileChunks
 from carevoice.run.audio import Ffmpeg, stop_all_decodes
 from carevoice.run.chinese import convert_transcript
@@ -388,7 +388,9 @@ class BatchRunner:
 
     def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
         prepared = self.prepare(job)
-        return prepared, engine_items(prepared, self.engines[0].features, self.decode.language, self.windows_s)
+        items = engine_items(prepared, self.engines[0].features, self.decode.language, self.windows_s)
+        prepared.audibility  # noqa: B018  (measured here, in the decode pool, not in the thread that forms batches)
+        return prepared, items
 
     def _infer_on_idle_engine(self, idle: queue.SimpleQueue[int], batch: list[Chunk]) -> tuple[int, BatchOutcome]:
         """Runs in an inference thread: there are as many threads as engines, so one is always idle."""
@@ -417,6 +419,7 @@ class BatchRunner:
         file.offsets_s = prepared.offsets_s
         file.identity = prepared.identity
         file.decoded_by = prepared.decoded_by
+        file.sound = prepared.audibility.is_sound
         self.stats.seen(file.duration_s)
         if not items:
             self.stats.finished_file(file.duration_s)
@@ -624,14 +627,15 @@ class Transcriber:
             return self._failed(file, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
         finally:
             self.claims.release(file.job)
+        unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
         return FileResult(
             file.job.source,
-            FileStatus.DONE,
+            FileStatus.NO_SPEECH if unheard else FileStatus.DONE,
             outputs=outputs,
             duration_s=file.duration_s,
             elapsed_s=time.monotonic() - file.started,
             language=transcript.language or None,
-            note=None if transcript.speech_detected else "no speech found",
+            note=NO_SPEECH_HEARD if unheard else None if transcript.speech_detected else "no speech found",
             why=why,
         )
 
