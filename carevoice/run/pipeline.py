@@ -568,7 +568,9 @@ class Transcriber:
         finally:
             self.claims.release_all()
 
-    def _provenance(self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None) -> Provenance:
+    def _provenance(
+        self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None, heard: bool = True
+    ) -> Provenance:
         return Provenance(
             run_id=self.claims.run_id,
             model=self.claims.run.model,
@@ -578,16 +580,18 @@ class Transcriber:
             input=identity,
             words=self.settings.decode.word_timestamps if words is None else words,
             build=self.build if build is None else build,
+            heard=heard,
         )
 
     def _write(
-        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None
+        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None,
+        heard: bool = True,
     ) -> tuple[tuple[Path, ...], str | None]:
         """Write a claimed file's outputs as its plan says; returns them and why they were written."""
         planned = self.claims.claimed[job.source]
         decision = planned.decision
         outputs = write_outputs(
-            job.output_stem, decision.write, transcript, self._provenance(identity, words, build),
+            job.output_stem, decision.write, transcript, self._provenance(identity, words, build, heard),
             remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
         )  # fmt: skip
         return outputs, redo_note(planned)
@@ -601,7 +605,10 @@ class Transcriber:
             # The JSON holds word timings (JSON is always made with them), and so does what renders from
             # it; its words were made as its record says.
             record = planned.record
-            outputs, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
+            heard = record.heard if record else True
+            outputs, why = self._write(
+                job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {}, heard=heard
+            )  # fmt: skip
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
@@ -609,8 +616,8 @@ class Transcriber:
         finally:
             self.claims.release(job)
         return FileResult(
-            job.source, FileStatus.DONE, outputs=outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
-            language=transcript.language or None, why=why,
+            job.source, FileStatus.DONE if heard else FileStatus.NO_SPEECH, outputs=outputs, duration_s=transcript.duration_s,
+            elapsed_s=time.monotonic() - started, language=transcript.language or None, why=why, note=None if heard else NO_SPEECH_HEARD,
         )  # fmt: skip
 
     def _finish(self, file: FileChunks) -> FileResult:
@@ -620,14 +627,14 @@ class Transcriber:
                 return self._failed(file, file.failed, file.cause)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
-            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by})
+            unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
+            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by}, heard=not unheard)
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
             return self._failed(file, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
         finally:
             self.claims.release(file.job)
-        unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
         return FileResult(
             file.job.source,
             FileStatus.NO_SPEECH if unheard else FileStatus.DONE,

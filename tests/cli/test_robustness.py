@@ -366,6 +366,12 @@ def test_silence_and_noise_give_empty_transcripts_and_speech_does_not(
         assert lines_naming(result.stderr, tmp_path / name) == [heard]
     silent = f"done {tmp_path / 'silence-8s.wav'} (8.0 s audio, en, no speech found)"
     assert lines_naming(result.stderr, tmp_path / "silence-8s.wav") == [silent]
+    # A rerun skips them all as current, and still says which need a person (their records say so).
+    again = invoke_cli("transcribe", tmp_path, *ENGINE, "-f", "txt,json")
+    assert again.exit_code == 0, again.stderr
+    unheard = f"skipped {tmp_path / 'mains-hum.wav'} (already transcribed with these options; {NO_SPEECH_HEARD})"
+    assert lines_naming(again.stderr, tmp_path / "mains-hum.wav") == [unheard]
+    assert lines_naming(again.stderr, tmp_path / "silence-8s.wav") == [f"skipped {tmp_path / 'silence-8s.wav'} (already transcribed with these options)"]
 
 
 NOISE_S = {name: 40.0 if "40s" in name else 8.0 for name in NOISE}
