@@ -39,7 +39,7 @@ class Prepared:
 
     @cached_property
     def audibility(self) -> Audibility:
-        """Silence or sound (computed once, in the decode pool)."""
+        """Silence or sound (computed once)."""
         return audibility(self.samples)
 
     @property
