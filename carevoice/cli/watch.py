@@ -32,7 +32,6 @@ from carevoice.cli.options import (
     text_choices,
     transcribe_settings,
 )
-from carevoice.results import FileStatus
 from carevoice.settings import (
     DEFAULT_BEAM_SIZE,
     DEFAULT_GATHER_S,
@@ -155,7 +154,7 @@ def watch(
                 console.print(f"[dim]{stamp}[/dim] {text}", highlight=False)
 
         def on_result(result) -> None:  # type: ignore[no-untyped-def]
-            if result.status is FileStatus.FAILED or not quiet:
+            if result.needs_person is not None or not quiet:  # failed, no speech heard, an edit kept aside
                 say(file_line(result))
 
         log = WatchLog(

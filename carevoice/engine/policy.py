@@ -2,8 +2,9 @@
 
 Pure functions of facts, no model and no audio: :func:`window_frames` picks a chunk's window;
 :func:`decide` turns one decode's :class:`Outcome` into a :class:`Decision` (keep, silent, widen,
-continue, re-decode, or listen first: ask voice activity detection, then decide again).
-carevoice.engine.whisper carries the decisions out. Measured in benchmarks/README.md.
+continue, re-decode, or listen first: ask voice activity detection, then decide again);
+:func:`heard_without_vad` says which text a decode without VAD may keep. carevoice.engine.whisper
+carries the decisions out. Measured in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from carevoice.settings import DEFAULT_WINDOWS_S
 # Raise this whenever a change can give a different transcript for the same audio, model and
 # options (this policy, the engine, the decoder's use of the model, the fallback, the assembly, or
 # a writer's rendering): every record made before says so, and a rerun redoes those files.
-ENGINE_REVISION = 1
+ENGINE_REVISION = 2  # 2: audio that VAD hears nothing in but that is not silence is decoded without it (issue 23)
 
 FRAMES_PER_SECOND = 100  # mel frames
 TIME_PRECISION_S = 0.02  # one timestamp token
@@ -76,6 +77,8 @@ class Reason(str, Enum):
     TAIL_UNCOVERED = "the decode ends well before the chunk does"
     SPEECH_AFTER_END = "VAD hears speech after where the decode stopped"
     NO_PROGRESS = "VAD hears speech, and the decode stopped before any text"
+    QUIET_SPEECH = "VAD hears no speech in sound that Whisper hears some in (a whisper): decoded without VAD"
+    NOTHING_HEARD = "neither VAD nor Whisper hears speech in the sound"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class Outcome:
         duration_s: Length of the audio decoded.
         covered_s: Where the last segment with text ends (0.0 with none).
         speech_from: VAD's answers so far: from this time to the end, is there speech?
+        unfiltered: VAD found no speech in the chunk's file before (or was not asked: a file of one
+            chunk), and the chunk is not silence (carevoice.engine.loudness): VAD alone does not
+            silence it, as it would a whisper (issue 23).
     """
 
     tokens: tuple[int, ...]
@@ -114,6 +120,7 @@ class Outcome:
     duration_s: float
     covered_s: float
     speech_from: Mapping[float, bool] = field(default_factory=dict)
+    unfiltered: bool = False
 
     @property
     def text_tokens(self) -> tuple[int, ...]:
@@ -133,6 +140,10 @@ def decide(outcome: Outcome) -> Decision:
     window is decoded the safe way; a decode that stops while VAD still hears speech after it is
     continued from there, as faster-whisper's sequential loop does (or, when it stopped before any
     text, decoded the safe way: a continuation would repeat it exactly). Otherwise the decode stands.
+
+    An unfiltered chunk (sound in a file where VAD found no speech) that VAD would silence, or that
+    gave no text, is decoded the safe way instead, which uses no VAD, unless Whisper too says there
+    is no speech (no-speech probability above NO_SPEECH_LIMIT).
     """
     o = outcome
     if o.no_speech_prob > NO_SPEECH_LIMIT and o.avg_logprob < LOGPROB_LIMIT:
@@ -141,7 +152,7 @@ def decide(outcome: Outcome) -> Decision:
         if 0.0 not in o.speech_from:
             return Decision(Action.LISTEN, Reason.DOUBTFUL_SILENCE, 0.0)
         if not o.speech_from[0.0]:
-            return Decision(Action.SILENT, Reason.VAD_HEARS_NOTHING)
+            return _unheard(o) or Decision(Action.SILENT, Reason.VAD_HEARS_NOTHING)
     text_tokens = o.text_tokens
     looped = looks_looped(o.text, len(text_tokens), o.duration_s)
     if o.window_frames < WINDOW_FRAMES:
@@ -163,7 +174,29 @@ def decide(outcome: Outcome) -> Decision:
             if o.covered_s <= 0.0:  # continuing from 0 would decode the same audio again, identically
                 return Decision(Action.REDECODE, Reason.NO_PROGRESS)
             return Decision(Action.CONTINUE, Reason.SPEECH_AFTER_END, o.covered_s)
+        if o.covered_s <= 0.0 and (unheard := _unheard(o)):
+            return unheard
     return Decision(Action.KEEP, Reason.COMPLETE)
+
+
+def _unheard(o: Outcome) -> Decision | None:
+    """What follows for a chunk that VAD hears no speech in: None (silent, or no text) unless it is unfiltered."""
+    if not o.unfiltered:
+        return None
+    if o.no_speech_prob > NO_SPEECH_LIMIT:
+        return Decision(Action.SILENT, Reason.NOTHING_HEARD)
+    return Decision(Action.REDECODE, Reason.QUIET_SPEECH)
+
+
+def heard_without_vad(no_speech_prob: float) -> bool:
+    """Whether a segment decoded without VAD, in sound VAD hears no speech in, may be kept.
+
+    Whisper's own rule drops a segment only when it is also unsure of its words (log-probability
+    below LOGPROB_LIMIT); with VAD already against it, Whisper's no-speech probability alone decides:
+    tiny.en hears " You" in pink noise and mains hum with no-speech probabilities of 0.92-0.94 at
+    log-probabilities of -0.92 to -0.98, and whispers in the corpus stay at 0.05-0.25.
+    """
+    return no_speech_prob <= NO_SPEECH_LIMIT
 
 
 def needs_full_window(window_frames: int, language: str) -> bool:

@@ -35,6 +35,7 @@ from carevoice.engine.policy import (
     Reason,
     compression_ratio,
     decide,
+    heard_without_vad,
     max_tokens,
     needs_full_window,
     split_timestamped,
@@ -71,12 +72,15 @@ class EngineItem:
         window_frames: Encoder window the chunk runs in (the scheduler's bucket); the
             features are zero-padded to it.
         language: The file's language when given; None to detect.
+        unfiltered: VAD found no speech in its file (or was not asked) and the chunk is not silence:
+            VAD alone does not silence it (carevoice.engine.policy.Outcome.unfiltered).
     """
 
     samples: np.ndarray
     features: np.ndarray
     window_frames: int
     language: str | None
+    unfiltered: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -253,7 +257,10 @@ class Engine:
                 # When the whole chunk's beam decode just looped in the full window, its encoding is at hand
                 # and the fallback skips that beam decode.
                 looped_here = w.whole is None and decision.reason is Reason.LOOPED_IN_FULL_WINDOW
-                chunks[w.index] = self._redecode(w.whole or item, chunk, options, looped_encoding=row_of(row) if looped_here else None)
+                chunks[w.index] = self._redecode(
+                    w.whole or item, chunk, options, looped_encoding=row_of(row) if looped_here else None,
+                    unheard=decision.reason is Reason.QUIET_SPEECH,
+                )  # fmt: skip
                 continue
             if decision.action is Action.CONTINUE:
                 rest = item.samples[int(decision.at_s * SAMPLE_RATE_HZ) :]
@@ -278,15 +285,21 @@ class Engine:
         num_frames = min(item.window_frames, round(item.duration_s * FRAMES_PER_SECOND))
         return attach_words(drafts, self.decoder.align(encoded, task, language, text_tokens, num_frames))
 
-    def _redecode(self, item: EngineItem, chunk: _Chunk, options: DecodeSettings, *, looped_encoding: Any = None) -> _Chunk:
+    def _redecode(
+        self, item: EngineItem, chunk: _Chunk, options: DecodeSettings, *, looped_encoding: Any = None, unheard: bool = False
+    ) -> _Chunk:
         """Decode one whole chunk the safe way (carevoice.engine.fallback). ``looped_encoding``: the chunk's
         full-window encoder output, when its beam decode there just looped: sampling then starts at
-        once, and words are aligned on it. A failure here (the seeded copy's memory, say) fails this
-        chunk alone: splitting the batch would only repeat the other chunks' finished work."""
+        once, and words are aligned on it. ``unheard``: VAD hears no speech in it, so only what
+        Whisper is sure is speech stays (policy.heard_without_vad). A failure here (the seeded copy's
+        memory, say) fails this chunk alone: splitting the batch would only repeat the other chunks'
+        finished work."""
         if self._fallback is None:
             self._fallback = Fallback(self.decoder)
         try:
             drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
+            if unheard:
+                drafts = [d for d in drafts if heard_without_vad(d.no_speech_prob)]
             if options.word_timestamps and drafts:
                 full = replace(item, window_frames=WINDOW_FRAMES)
                 encoded = self.decoder.encode([full.features], WINDOW_FRAMES) if looped_encoding is None else looped_encoding
@@ -309,6 +322,7 @@ def outcome_of(vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts
         window_frames=item.window_frames,
         duration_s=item.duration_s,
         covered_s=drafts[-1].end_s if drafts else 0.0,
+        unfiltered=item.unfiltered,
     )
 
 

@@ -39,7 +39,7 @@ class RunSummary:
 
     @property
     def audio_s(self) -> float:
-        return sum(r.duration_s for r in self.results if r.status is FileStatus.DONE)
+        return sum(r.duration_s for r in self.results if r.status in (FileStatus.DONE, FileStatus.NO_SPEECH))  # both were decoded
 
     @property
     def rtfx(self) -> float:

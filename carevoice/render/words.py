@@ -46,6 +46,9 @@ def file_line(result: FileResult) -> str:
         return f"[red]error[/red]: {name}: {escape(printable(result.error or 'failed'))}"
     if result.status is FileStatus.SKIPPED:
         return f"[dim]skipped[/dim] {name} ({escape(printable(result.note or ''))})"
+    if result.status is FileStatus.NO_SPEECH:  # written, empty: a person listens (issue 23)
+        why = escape(printable(f"; {result.why}")) if result.why else ""
+        return f"[yellow]no speech heard[/yellow] {name} ({result.duration_s:.1f} s audio{why}): listen to it"
     extra = (f", {result.note}" if result.note else "") + (f"; {result.why}" if result.why else "")
     return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
 

@@ -30,6 +30,7 @@ class FileChunks:
         identity: The recording's identity, as read while it was decoded.
         decoded_by: The ffmpeg that decoded it.
         credited_s: How much of its audio a progress display has counted as done.
+        sound: Its audio is not silence (carevoice.engine.loudness): with no words, a person listens.
     """
 
     job: Job
@@ -42,6 +43,7 @@ class FileChunks:
     identity: Identity | None = None
     decoded_by: str | None = None
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
+    sound: bool = False
 
     @property
     def complete(self) -> bool:

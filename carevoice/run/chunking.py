@@ -1,16 +1,21 @@
 """Audio -> chunks: decode one file, cut a long one at pauses into chunks of at most 30 s, and turn
 each chunk into an engine input (features and encoder window). Runs in the decode pool.
+
+A long file in which VAD hears no speech is cut every 30 s instead when it is not silence
+(carevoice.engine.loudness): whispers escape VAD (issue 23), and its chunks are decoded without it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from carevoice.engine.loudness import Audibility, audibility
 from carevoice.engine.policy import window_frames
 from carevoice.engine.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
 from carevoice.engine.whisper import EngineItem
@@ -30,6 +35,12 @@ class Prepared:
     spans: tuple[SpeechSpan, ...]
     identity: Identity | None = None  # the recording's, as it was decoded
     decoded_by: str | None = None  # the ffmpeg that decoded it (run.audio.ffmpeg_version), for its record
+    vad_heard: bool = False  # VAD found speech in it (a long file cut at its pauses): VAD may silence its chunks
+
+    @cached_property
+    def audibility(self) -> Audibility:
+        """Silence or sound (computed once)."""
+        return audibility(self.samples)
 
     @property
     def duration_s(self) -> float:
@@ -68,13 +79,15 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
         before = None  # ffmpeg says why it cannot open it
     samples = decode_audio(job.source, ffmpeg)
     identity = identify_decoded(job.source, before)
+    whole = SpeechSpan(0, len(samples))
     if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
         # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
         # checks chunks that might be silence with VAD after decoding anyway.
-        spans: tuple[SpeechSpan, ...] = (SpeechSpan(0, len(samples)),)
-    else:
-        spans = plan_chunks(detect_speech(samples))
-    return Prepared(job, samples, spans, identity, ffmpeg_version(ffmpeg))
+        return Prepared(job, samples, (whole,), identity, ffmpeg_version(ffmpeg))
+    prepared = Prepared(job, samples, plan_chunks(detect_speech(samples)), identity, ffmpeg_version(ffmpeg), vad_heard=True)
+    if prepared.spans or not prepared.audibility.is_sound:
+        return prepared
+    return Prepared(job, samples, plan_chunks([whole]), identity, ffmpeg_version(ffmpeg))  # VAD hears nothing in sound: every 30 s
 
 
 def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:
@@ -103,10 +116,12 @@ def engine_items(
     language: str | None,
     windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
 ) -> list[EngineItem]:
-    """The engine inputs of a decoded file: one per chunk, with features and encoder window."""
+    """The engine inputs of a decoded file: one per chunk, with features and encoder window; a chunk
+    that is not silence, in a file where VAD found no speech (or was not asked), is unfiltered."""
     items = []
     for span in prepared.spans:
         samples = prepared.samples[span.start : span.end]
         frames = window_frames(len(samples) / SAMPLE_RATE_HZ, windows_s, language=language)
-        items.append(EngineItem(samples, features(samples), frames, language))
+        unfiltered = not prepared.vad_heard and audibility(samples).is_sound
+        items.append(EngineItem(samples, features(samples), frames, language, unfiltered))
     return items

@@ -115,7 +115,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     travels in the row and becomes that file's FAILED result, as in the in-process pipeline.
     """
 
-    out = {**row, "samples": b"", "spans": b"", "error": b"", "identity": b"", "decoded_by": b""}
+    out = {**row, "samples": b"", "spans": b"", "error": b"", "identity": b"", "decoded_by": b"", "vad_heard": False}
     try:
         prepared = prepare_file(_row_job(row), _ffmpeg())
     except CareVoiceError as exc:
@@ -126,6 +126,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
         return out
     out["samples"] = np.ascontiguousarray(prepared.samples, dtype=np.float32).tobytes()
     out["spans"] = np.array([(s.start, s.end) for s in prepared.spans], dtype=np.int64).tobytes()
+    out["vad_heard"] = prepared.vad_heard
     if prepared.identity is not None:
         out["identity"] = json.dumps(prepared.identity.to_dict()).encode("ascii")
     out["decoded_by"] = _text_bytes(prepared.decoded_by or "")
@@ -168,7 +169,8 @@ class FileTranscriberActor:
             samples = np.frombuffer(row["samples"], dtype=np.float32)
             identity = Identity.from_dict(json.loads(bytes(row["identity"]))) if row["identity"] else None
             decoded_by = _bytes_text(row["decoded_by"]) or None
-            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans), identity, decoded_by)
+            vad_heard = bool(row["vad_heard"])
+            return Prepared(job, samples, tuple(SpeechSpan(int(a), int(b)) for a, b in spans), identity, decoded_by, vad_heard)
 
         claims = Claims(self.run, self.run_id, {job.source: str(row["seen"]) for job, row in zip(jobs, rows)})
         transcriber = Transcriber(self.settings, self.engine, None, claims, prepare=prepare)
@@ -301,7 +303,7 @@ class RayTranscriber:
             yield FileResult(
                 job.source,
                 status,
-                outputs=tuple(output_path(job.output_stem, fmt) for fmt in self.settings.formats) if status is FileStatus.DONE else (),
+                outputs=tuple(output_path(job.output_stem, fmt) for fmt in self.settings.formats) if status in (FileStatus.DONE, FileStatus.NO_SPEECH) else (),
                 duration_s=float(row["duration_s"]),
                 elapsed_s=float(row["elapsed_s"]),
                 language=str(row["language"]) or None,

@@ -31,7 +31,7 @@ from carevoice.engine.build import cuda_names, engine_build, words_build
 from carevoice.engine.models import ModelRef
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
-from carevoice.results import FileResult, FileStatus
+from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.assembly import FileChunks
 from carevoice.run.audio import Ffmpeg, stop_all_decodes
 from carevoice.run.chinese import convert_transcript
@@ -417,6 +417,7 @@ class BatchRunner:
         file.offsets_s = prepared.offsets_s
         file.identity = prepared.identity
         file.decoded_by = prepared.decoded_by
+        file.sound = prepared.audibility.is_sound  # ~50 ms an hour of audio (once: cached, or already measured while chunking)
         self.stats.seen(file.duration_s)
         if not items:
             self.stats.finished_file(file.duration_s)
@@ -565,7 +566,9 @@ class Transcriber:
         finally:
             self.claims.release_all()
 
-    def _provenance(self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None) -> Provenance:
+    def _provenance(
+        self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None, heard: bool = True
+    ) -> Provenance:
         return Provenance(
             run_id=self.claims.run_id,
             model=self.claims.run.model,
@@ -575,16 +578,18 @@ class Transcriber:
             input=identity,
             words=self.settings.decode.word_timestamps if words is None else words,
             build=self.build if build is None else build,
+            heard=heard,
         )
 
     def _write(
-        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None
+        self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None,
+        heard: bool = True,
     ) -> tuple[tuple[Path, ...], str | None]:
         """Write a claimed file's outputs as its plan says; returns them and why they were written."""
         planned = self.claims.claimed[job.source]
         decision = planned.decision
         outputs = write_outputs(
-            job.output_stem, decision.write, transcript, self._provenance(identity, words, build),
+            job.output_stem, decision.write, transcript, self._provenance(identity, words, build, heard),
             remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
         )  # fmt: skip
         return outputs, redo_note(planned)
@@ -598,7 +603,10 @@ class Transcriber:
             # The JSON holds word timings (JSON is always made with them), and so does what renders from
             # it; its words were made as its record says.
             record = planned.record
-            outputs, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
+            heard = record.heard if record else True
+            outputs, why = self._write(
+                job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {}, heard=heard
+            )  # fmt: skip
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
@@ -606,8 +614,8 @@ class Transcriber:
         finally:
             self.claims.release(job)
         return FileResult(
-            job.source, FileStatus.DONE, outputs=outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
-            language=transcript.language or None, why=why,
+            job.source, FileStatus.DONE if heard else FileStatus.NO_SPEECH, outputs=outputs, duration_s=transcript.duration_s,
+            elapsed_s=time.monotonic() - started, language=transcript.language or None, why=why, note=None if heard else NO_SPEECH_HEARD,
         )  # fmt: skip
 
     def _finish(self, file: FileChunks) -> FileResult:
@@ -617,7 +625,8 @@ class Transcriber:
                 return self._failed(file, file.failed, file.cause)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
-            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by})
+            unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
+            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by}, heard=not unheard)
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
@@ -626,12 +635,12 @@ class Transcriber:
             self.claims.release(file.job)
         return FileResult(
             file.job.source,
-            FileStatus.DONE,
+            FileStatus.NO_SPEECH if unheard else FileStatus.DONE,
             outputs=outputs,
             duration_s=file.duration_s,
             elapsed_s=time.monotonic() - file.started,
             language=transcript.language or None,
-            note=None if transcript.speech_detected else "no speech found",
+            note=NO_SPEECH_HEARD if unheard else None if transcript.speech_detected else "no speech found",
             why=why,
         )
 

@@ -25,7 +25,7 @@ from carevoice.engine.models import (
 from carevoice.engine.policy import ENGINE_REVISION
 from carevoice.errors import Cause, OutputError, UsageError
 from carevoice.folders import FOLDER_FILE, FolderFiles, choices_key, effective_choices, with_choices
-from carevoice.results import FileResult, FileStatus
+from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
 from carevoice.run.records import Identity, Record, read_record
@@ -73,7 +73,8 @@ class FilePlan:
         """The FileResult of a settled file."""
         if self.decision.action is Action.FAIL:
             return FileResult(self.job.source, FileStatus.FAILED, error=self.problem, cause=self.cause)
-        return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value)
+        unheard = self.record is not None and not self.record.heard  # skipped, but still for a person to listen to
+        return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value + (f"; {NO_SPEECH_HEARD}" if unheard else ""))
 
 
 @dataclass(frozen=True)

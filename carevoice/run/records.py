@@ -147,6 +147,8 @@ class Provenance:
         build: What else shaped the words (carevoice.engine.build.words_build: library versions,
             ffmpeg, each engine's device, compute type and instruction set or GPU). Recorded, not
             compared: an upgrade or another machine does not redo finished files (docs/reruns.md).
+        heard: False when no speech was heard in sound (FileStatus.NO_SPEECH): a rerun that skips
+            the file still says a person should listen to it.
     """
 
     run_id: str
@@ -157,6 +159,7 @@ class Provenance:
     input: Identity | None
     words: bool
     build: dict[str, Any] = field(default_factory=dict)
+    heard: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class Record:
     outputs: dict[str, OutputEntry] = field(default_factory=dict)
     version: int = RECORD_VERSION
     build: dict[str, Any] = field(default_factory=dict)
+    heard: bool = True  # False: no speech heard in sound (Provenance.heard)
 
     def to_json(self) -> bytes:
         """ASCII JSON: a file name that is not valid UTF-8 is kept as \\udcXX escapes."""
@@ -193,6 +197,7 @@ class Record:
                 "build": self.build,
                 "input": None if self.input is None else self.input.to_dict(),
                 "outputs": {fmt: entry.to_dict() for fmt, entry in self.outputs.items()},
+                **({} if self.heard else {"no_speech_heard": True}),
             },
             indent=1,
         ).encode("ascii")
@@ -203,8 +208,9 @@ class Record:
         being written (a crash then leaves a record that says so)."""
         p = provenance
         return cls(
-            complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs, build=dict(p.build)
-        )
+            complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs,
+            build=dict(p.build), heard=p.heard,
+        )  # fmt: skip
 
     @property
     def formats(self) -> set[OutputFormat]:
@@ -251,4 +257,5 @@ def _parse_record(data: Any) -> Record | None:
         input=Identity.from_dict(data.get("input")),
         outputs=outputs,
         build=data.get("build") if isinstance(data.get("build"), dict) else {},
+        heard=data.get("no_speech_heard") is not True,
     )

@@ -113,8 +113,9 @@ class DayReport:
 
     @property
     def audio_s(self) -> float:
-        """Seconds of audio of the day's recordings that ended done (a redo's, not the first try's)."""
-        return sum(duration_s for counted_as, duration_s in self.ended.values() if counted_as == FileStatus.DONE.value)
+        """Seconds of audio of the day's recordings that ended done or with no speech heard (a redo's, not the first try's)."""
+        heard = (FileStatus.DONE.value, FileStatus.NO_SPEECH.value)
+        return sum(duration_s for counted_as, duration_s in self.ended.values() if counted_as in heard)
 
     def new_day(self) -> bool:
         """Whether midnight has passed since the report was opened: then the old day's summary is

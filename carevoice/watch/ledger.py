@@ -99,7 +99,7 @@ class Ledger:
             self.log.waiting(result.source, result.error or "incomplete")
             return
         done, failed = result.status is FileStatus.DONE, result.status is FileStatus.FAILED
-        if done:
+        if done or result.status is FileStatus.NO_SPEECH:  # the engine worked (no speech heard: counted apart, never retried)
             self.engine_failed.clear()
         elif result.cause is Cause.ENGINE:
             self.engine_failed.add(result.source)

@@ -32,6 +32,7 @@ from carevoice.engine import decoder
 from carevoice.engine.whisper import Engine, EngineItem, EngineOutOfMemory, ItemResult
 from carevoice.errors import AudioDecodeError, SetupError
 from carevoice.render.words import printable
+from carevoice.results import NO_SPEECH_HEARD
 from carevoice.run import audio, writers
 from carevoice.run.audio import Ffmpeg, decode_audio, decode_timeout_s
 from carevoice.run.locks import LOCK_SUFFIX
@@ -322,16 +323,21 @@ def test_unreadable_file_and_folder_fail_for_a_non_root_user(data_dir: Path) -> 
         shutil.rmtree(root)
 
 
-# --- silence and noise: no invented text ------------------------------------------------------------
+# --- silence and noise: no invented text; whispers: words, or a person listens ------------------------
 
-NON_SPEECH = {
+SILENCE = {
     "silence-8s.wav": ("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "8"),
     "silence-40s.flac": ("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "40"),  # long: VAD path
+}
+# Sound that is no speech: decoded without VAD (issue 23), and still no words: a person listens.
+NOISE = {
     "white-noise.wav": ("-f", "lavfi", "-i", "anoisesrc=c=white:a=0.3:d=8:r=16000:seed=1"),
     "pink-noise.wav": ("-f", "lavfi", "-i", "anoisesrc=c=pink:a=0.3:d=8:r=16000:seed=2"),
     "brown-noise.wav": ("-f", "lavfi", "-i", "anoisesrc=c=brown:a=0.5:d=8:r=16000:seed=3"),
     "mains-hum.wav": ("-f", "lavfi", "-i", "sine=f=50:d=8:r=16000"),
+    "white-noise-40s.flac": ("-f", "lavfi", "-i", "anoisesrc=c=white:a=0.1:d=40:r=16000:seed=4"),  # long: no VAD span, 30 s chunks
 }
+NON_SPEECH = {**SILENCE, **NOISE}
 
 
 @pytest.mark.slow
@@ -352,7 +358,37 @@ def test_silence_and_noise_give_empty_transcripts_and_speech_does_not(
         text = (tmp_path / name).with_suffix(".txt").read_text(encoding="utf-8")
         assert word_error_rate(references[clip]["reference_text"], text) <= 0.35, (name, text)
     record = json.loads(result.stdout)
-    assert record["counts"] == {"done": len(NON_SPEECH) + len(controls), "no_speech": 0, "skipped": 0, "failed": 0}
+    assert record["counts"] == {"done": len(SILENCE) + len(controls), "no_speech": len(NOISE), "skipped": 0, "failed": 0}
+    statuses = {Path(f["file"]).name: (f["status"], f["needs_person"]) for f in record["files"]}
+    assert {name: statuses[name] for name in NOISE} == dict.fromkeys(NOISE, ("no_speech", NO_SPEECH_HEARD))
+    for name in NOISE:
+        heard = f"no speech heard {tmp_path / name} ({NOISE_S[name]:.1f} s audio): listen to it"
+        assert lines_naming(result.stderr, tmp_path / name) == [heard]
+    silent = f"done {tmp_path / 'silence-8s.wav'} (8.0 s audio, en, no speech found)"
+    assert lines_naming(result.stderr, tmp_path / "silence-8s.wav") == [silent]
+    # A rerun skips them all as current, and still says which need a person (their records say so).
+    again = invoke_cli("transcribe", tmp_path, *ENGINE, "-f", "txt,json")
+    assert again.exit_code == 0, again.stderr
+    unheard = f"skipped {tmp_path / 'mains-hum.wav'} (already transcribed with these options; {NO_SPEECH_HEARD})"
+    assert lines_naming(again.stderr, tmp_path / "mains-hum.wav") == [unheard]
+    assert lines_naming(again.stderr, tmp_path / "silence-8s.wav") == [f"skipped {tmp_path / 'silence-8s.wav'} (already transcribed with these options)"]
+
+
+NOISE_S = {name: 40.0 if "40s" in name else 8.0 for name in NOISE}
+WHISPER = "mfa__mfa_whisper.flac"  # "montreal forced aligner", whispered: VAD hears no speech in it
+
+
+@pytest.mark.slow
+def test_a_whispered_note_gets_words(tmp_path: Path, corpus_dir: Path) -> None:
+    """Issue 23: base (the default model) doubts there is speech, VAD hears none, and the note came
+    out done and empty. Decoded without VAD it gets words (plain faster-whisper: "Andre all forced to liner")."""
+    shutil.copy(corpus_dir / "clips" / WHISPER, tmp_path / WHISPER)
+    result = invoke_cli("transcribe", tmp_path, "-m", "base", "--device", "cpu", "-f", "txt,json", "--json")
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / WHISPER).with_suffix(".txt").read_text(encoding="utf-8")
+    assert len(text.split()) >= 3 and "liner" in text.lower()
+    (entry,) = json.loads(result.stdout)["files"]
+    assert (entry["status"], entry["note"], entry["needs_person"]) == ("done", None, None)
 
 
 # --- an hour of audio in bounded memory ---------------------------------------------------------------

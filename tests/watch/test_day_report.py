@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from carevoice.errors import Cause
-from carevoice.results import FileResult, FileStatus
+from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.rules import Reason
 from carevoice.watch.arrivals import Arrivals, Sighting
 from carevoice.watch.day_report import DayReport, day_files_path, day_report_path
@@ -133,3 +133,31 @@ def test_the_watchers_counts_call_a_file_failed_then_done_done(tmp_path: Path) -
     assert (ledger.done, ledger.failed, ledger.tried_again) == (1, 2, 0)
     ledger.record(_done("gpu.wav", duration_s=2.0))  # a restart of the engine, or a change
     assert (ledger.done, ledger.failed, ledger.tried_again) == (2, 1, 0)
+
+
+def test_a_recording_with_no_speech_heard_is_counted_apart_logged_and_not_tried_again(tmp_path: Path) -> None:
+    """Issue 23: sound in which nothing is heard is not `done`; the engine did its work (a failing
+    engine before it is not unhealthy any more), the file is not retried, and its audio counts."""
+    day = Day(tmp_path / "reports")
+    shown: list[FileResult] = []
+    ledger = _ledger(tmp_path, [])
+    ledger.log = WatchLog(note=lambda text: None, result=shown.append, waiting=lambda path, why: None, loaded=lambda *facts: None)
+    ledger.report = day.start()
+    ledger.record(_engine_failed("gpu.wav"))
+    unheard = FileResult(Path("in/night.wav"), FileStatus.NO_SPEECH, duration_s=8.0, note=NO_SPEECH_HEARD)
+    ledger.record(unheard)
+    ledger.record(_done("visit.wav", duration_s=2.0))
+    assert (ledger.done, ledger.failed, ledger.tried_again) == (1, 0, 1)
+    assert shown[1] == unheard and not ledger.arrivals.knows(Path("in/night.wav"))  # no retry was booked
+    ledger.report.write(stopping=True)
+    summary = day.summary()
+    assert {k: v for k, v in summary["counts"].items() if v} == {"done": 1, "no_speech": 1, "tried_again": 1}
+    assert summary["audio_s"] == 10.0
+
+
+def test_the_engine_working_on_a_file_with_no_speech_heard_clears_its_failures(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path, [])
+    ledger.record(_engine_failed("gpu.wav"))
+    assert ledger.engine_failed == {Path("in/gpu.wav")}
+    ledger.record(FileResult(Path("in/night.wav"), FileStatus.NO_SPEECH, duration_s=8.0, note=NO_SPEECH_HEARD))
+    assert ledger.engine_failed == set()
