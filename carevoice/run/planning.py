@@ -72,7 +72,11 @@ class FilePlan:
         """The FileResult of a settled file."""
         if self.decision.action is Action.FAIL:
             return FileResult(self.job.source, FileStatus.FAILED, error=self.problem, cause=self.cause)
-        return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value)
+        # Its outputs and length, as its record has them: the report shows what a skipped file has.
+        record = self.record
+        outputs = tuple(output_path(self.job.output_stem, f) for f in OutputFormat if record is not None and f in record.formats)
+        duration_s = record.duration_s if record is not None and record.duration_s is not None else 0.0
+        return FileResult(self.job.source, FileStatus.SKIPPED, outputs=outputs, duration_s=duration_s, note=self.decision.reason.value)
 
 
 @dataclass(frozen=True)
