@@ -252,7 +252,7 @@ def _run_transcribe(
     if settings.report_path is not None:
         try:
             written = write_report(settings.report_path, summary)
-            if not quiet:
+            if written != settings.report_path and not quiet:  # a folder was named: say which page is this run's
                 console.print(f"[dim]report: {escape(str(written))}[/dim]")
         except (OSError, CareVoiceError) as exc:  # the transcripts are written; only the report is missing
             why = exc.message if isinstance(exc, CareVoiceError) else exc.strerror or type(exc).__name__
