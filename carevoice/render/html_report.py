@@ -155,10 +155,10 @@ def _attention_item(entry: dict[str, Any], base: Path) -> str:
     parts = [_anchor(entry["file"], base, path.name, "file")]
     if str(path.parent) not in ("", "."):
         parts.append(f'<span class="folder">in {html.escape(str(path.parent))}</span>')
-    opens = [_anchor(entry["conflict"], base, Path(entry["conflict"]).name)] if entry.get("conflict") else []
-    opens += [_anchor(o, base, Path(o).name) for o in entry.get("outputs") or ()]
-    if opens:
-        parts.append(f'<span class="opens">{"kept edit: " if entry.get("conflict") else "transcript: "}{" · ".join(opens)}</span>')
+    if entry.get("conflict"):
+        parts.append(f'<span class="opens">kept edit: {_anchor(entry["conflict"], base, Path(entry["conflict"]).name)}</span>')
+    if entry.get("outputs"):
+        parts.append(f'<span class="opens">transcript: {" · ".join(_anchor(o, base, Path(o).name) for o in entry["outputs"])}</span>')
     technical = entry.get("error") or entry.get("needs_person") or ""
     parts.append(f'<details class="tech"><summary>technical line</summary><code>{html.escape(technical)}</code></details>')
     return f"<li>{''.join(parts)}</li>"
