@@ -71,6 +71,7 @@ class FileResult:
             "error": None if self.error is None else path_text(self.error),
             "note": None if self.note is None else path_text(self.note),
             "why": self.why,
+            "cause": None if self.cause is None else self.cause.value,
             "conflict": None if self.conflict is None else path_text(self.conflict),
             "needs_person": self.needs_person,
         }

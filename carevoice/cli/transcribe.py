@@ -78,7 +78,7 @@ def transcribe(
     recursive: RecursiveOption = True,
     decode_workers: DecodeWorkersOption = 0,
     cpu_threads: CpuThreadsOption = 0,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the run's report here: a page to open in a browser if the name ends in .html, else JSON.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the run's report here: a page to open in a browser if the name ends in .html, else JSON; into an existing folder, a page of each run's own and an index.html of them.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: QuietOption = False,
     shard: Annotated[
@@ -263,7 +263,9 @@ def _run_transcribe(
     console.print(summary_line(summary))
     if settings.report_path is not None:
         try:
-            write_report(settings.report_path, summary)
+            written = write_report(settings.report_path, summary)
+            if written != settings.report_path and not quiet:  # a folder was named: say which page is this run's
+                console.print(f"[dim]report: {escape(str(written))}[/dim]")
         except (OSError, CareVoiceError) as exc:  # the transcripts are written; only the report is missing
             why = exc.message if isinstance(exc, CareVoiceError) else exc.strerror or type(exc).__name__
             console.print(

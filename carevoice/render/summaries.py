@@ -1,4 +1,5 @@
-"""A finished run: its totals (RunSummary), the summary line, and the --report file (JSON or page).
+"""A finished run: its totals (RunSummary), the summary line, and the --report file (JSON, a page,
+or a page of its own in a folder of runs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from carevoice import __version__
 from carevoice.engine.gpu_stats import busiest
 from carevoice.engine.nvml import gib
 from carevoice.render.html_report import render_report_html
+from carevoice.render.report_folder import write_run_page
 from carevoice.results import FileResult, FileStatus
 from carevoice.run import writers
 
@@ -89,20 +91,25 @@ HTML_SUFFIXES = (".html", ".htm")
 
 
 def is_html(path: Path) -> bool:
-    """--report writes a page for these names, the JSON record for any other."""
-    return path.suffix.lower() in HTML_SUFFIXES
+    """--report writes a page for these names (and into a folder), the JSON record for any other."""
+    return path.suffix.lower() in HTML_SUFFIXES or path.is_dir()
 
 
-def write_report(path: Path, summary: RunSummary) -> None:
-    """The run's report for --report, written atomically: a page (carevoice.render.html_report) when
-    the name ends in .html, else the JSON record."""
+def write_report(path: Path, summary: RunSummary) -> Path:
+    """The run's report for --report, written atomically; returns where it went.
 
+    An existing folder gets a page of this run's own, and its index (carevoice.render.report_folder:
+    last night's page stays); a name ending in .html, a page there (carevoice.render.html_report);
+    any other name, the JSON record.
+    """
+    if path.is_dir():
+        return write_run_page(path, summary.to_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_html(path):
-
         writers.atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))
-        return
-    writers.atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    else:
+        writers.atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    return path
 
 
 def gpu_summary_text(gpu: dict[str, Any] | None) -> str:

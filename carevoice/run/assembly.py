@@ -22,7 +22,6 @@ class FileChunks:
 
     Attributes:
         job: The input.
-        started: When its decoding began (time.monotonic).
         duration_s: Length of the decoded audio.
         offsets_s: Where each chunk starts in the file (empty until decoded).
         results: Chunk results by chunk index.
@@ -31,10 +30,11 @@ class FileChunks:
         decoded_by: The ffmpeg that decoded it.
         credited_s: How much of its audio a progress display has counted as done.
         sound: Its audio is not silence (carevoice.engine.loudness): with no words, a person listens.
+        own_s: Its own time so far: its decoding, and its share of each batch its chunks were in
+            (a batch's engine time split evenly among its chunks), not the time it waited.
     """
 
     job: Job
-    started: float
     duration_s: float = 0.0
     offsets_s: tuple[float, ...] = ()
     results: dict[int, ItemResult] = field(default_factory=dict)
@@ -44,6 +44,7 @@ class FileChunks:
     decoded_by: str | None = None
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
     sound: bool = False
+    own_s: float = 0.0
 
     @property
     def complete(self) -> bool:

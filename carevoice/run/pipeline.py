@@ -227,6 +227,23 @@ def infer_batch(engine: BatchEngine, batch: list[Chunk], options: DecodeSettings
     return BatchOutcome(first.results + second.results, calls, chunks, time.monotonic() - started)
 
 
+def decode_file(
+    prepare: Callable[[Job], Prepared],
+    file: FileChunks,
+    features: Callable[[np.ndarray], np.ndarray],
+    language: str | None,
+    windows_s: tuple[float, ...],
+) -> tuple[Prepared, list[EngineItem]]:
+    """A file decoded and cut into engine items; runs in a decoding thread. The time it takes is the
+    file's own (FileChunks.own_s, read once its future is done)."""
+    started = time.monotonic()
+    try:
+        prepared = prepare(file.job)
+        return prepared, engine_items(prepared, features, language, windows_s)
+    finally:
+        file.own_s += time.monotonic() - started
+
+
 def files_finished_by(batches: Iterable[list[Chunk]]) -> int:
     """How many files these batches finish: those whose every chunk still out is in them."""
     files: dict[int, FileChunks] = {}
@@ -321,7 +338,9 @@ class BatchRunner:
                         self.stats.seen()
                         yield refused
                         continue
-                    decoding[pool.submit(self._prepare, job)] = FileChunks(job, time.monotonic())
+                    file = FileChunks(job)
+                    features, language = self.engines[0].features, self.decode.language
+                    decoding[pool.submit(decode_file, self.prepare, file, features, language, self.windows_s)] = file
                 batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
                 # Take a batch only when an engine has room for it: what the engines cannot take yet
                 # stays in the scheduler, where it holds back decoding (above). The generator takes
@@ -386,10 +405,6 @@ class BatchRunner:
                 progress(self.stats)
                 yield from finished
 
-    def _prepare(self, job: Job) -> tuple[Prepared, list[EngineItem]]:
-        prepared = self.prepare(job)
-        return prepared, engine_items(prepared, self.engines[0].features, self.decode.language, self.windows_s)
-
     def _infer_on_idle_engine(self, idle: queue.SimpleQueue[int], batch: list[Chunk]) -> tuple[int, BatchOutcome]:
         """Runs in an inference thread: there are as many threads as engines, so one is always idle."""
         index = idle.get()
@@ -433,7 +448,9 @@ class BatchRunner:
         self.stats.slowest_batch_s = max(self.stats.slowest_batch_s, outcome.elapsed_s)
         self.stats.calls_per_engine[engine_index] += outcome.engine_calls
         failed_before = {id(c.file) for c in batch if c.file.failed is not None}
+        share_s = outcome.elapsed_s / max(1, len(outcome.results))
         for chunk, result in outcome.results:
+            chunk.file.own_s += share_s
             if chunk.file.failed is not None:
                 continue  # another chunk of this file failed while this batch ran
             chunk.file.credited_s += chunk.item.duration_s
@@ -619,7 +636,9 @@ class Transcriber:
         )  # fmt: skip
 
     def _finish(self, file: FileChunks) -> FileResult:
-        """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""
+        """Write a complete file's outputs; a failed file's result. Lets go of the file's claim.
+        Its ``elapsed_s`` is its own time (FileChunks.own_s) and its writing's."""
+        writing = time.monotonic()
         try:
             if file.failed is not None:
                 return self._failed(file, file.failed, file.cause)
@@ -638,7 +657,7 @@ class Transcriber:
             FileStatus.NO_SPEECH if unheard else FileStatus.DONE,
             outputs=outputs,
             duration_s=file.duration_s,
-            elapsed_s=time.monotonic() - file.started,
+            elapsed_s=file.own_s + time.monotonic() - writing,
             language=transcript.language or None,
             note=NO_SPEECH_HEARD if unheard else None if transcript.speech_detected else "no speech found",
             why=why,
@@ -647,6 +666,6 @@ class Transcriber:
     @staticmethod
     def _failed(file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
         return FileResult(
-            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message,
+            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=file.own_s, error=message,
             cause=cause,
         )  # fmt: skip

@@ -73,8 +73,13 @@ class FilePlan:
         """The FileResult of a settled file."""
         if self.decision.action is Action.FAIL:
             return FileResult(self.job.source, FileStatus.FAILED, error=self.problem, cause=self.cause)
-        unheard = self.record is not None and not self.record.heard  # skipped, but still for a person to listen to
-        return FileResult(self.job.source, FileStatus.SKIPPED, note=self.decision.reason.value + (f"; {NO_SPEECH_HEARD}" if unheard else ""))
+        # Its outputs and length, as its record has them: the report shows what a skipped file has.
+        record = self.record
+        outputs = tuple(output_path(self.job.output_stem, f) for f in OutputFormat if record is not None and f in record.formats)
+        duration_s = record.duration_s if record is not None and record.duration_s is not None else 0.0
+        unheard = record is not None and not record.heard  # skipped, but still for a person to listen to
+        note = self.decision.reason.value + (f"; {NO_SPEECH_HEARD}" if unheard else "")
+        return FileResult(self.job.source, FileStatus.SKIPPED, outputs=outputs, duration_s=duration_s, note=note)
 
 
 @dataclass(frozen=True)

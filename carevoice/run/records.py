@@ -168,6 +168,8 @@ class Record:
 
     ``version`` 1 records (CareVoice before the recording's identity was kept) read back with no
     input identity, engine revision 0 and their outputs: they are CareVoice's, and out of date.
+    ``duration_s`` is the recording's length as decoded, for the report of a run that skips it
+    (None: written before CareVoice kept it).
     """
 
     complete: bool
@@ -182,6 +184,7 @@ class Record:
     version: int = RECORD_VERSION
     build: dict[str, Any] = field(default_factory=dict)
     heard: bool = True  # False: no speech heard in sound (Provenance.heard)
+    duration_s: float | None = None
 
     def to_json(self) -> bytes:
         """ASCII JSON: a file name that is not valid UTF-8 is kept as \\udcXX escapes."""
@@ -196,6 +199,7 @@ class Record:
                 "text": self.text,
                 "build": self.build,
                 "input": None if self.input is None else self.input.to_dict(),
+                "duration_s": self.duration_s,
                 "outputs": {fmt: entry.to_dict() for fmt, entry in self.outputs.items()},
                 **({} if self.heard else {"no_speech_heard": True}),
             },
@@ -203,13 +207,13 @@ class Record:
         ).encode("ascii")
 
     @classmethod
-    def made(cls, provenance: Provenance, outputs: dict[str, OutputEntry], *, complete: bool) -> Record:
-        """The record of outputs made as ``provenance`` says; ``complete`` is False while they are
-        being written (a crash then leaves a record that says so)."""
+    def made(cls, provenance: Provenance, outputs: dict[str, OutputEntry], *, complete: bool, duration_s: float | None = None) -> Record:
+        """The record of outputs made as ``provenance`` says, of a recording ``duration_s`` long;
+        ``complete`` is False while they are being written (a crash then leaves a record that says so)."""
         p = provenance
         return cls(
             complete, p.run_id, __version__, p.engine_revision, p.model, p.model_sha256, dict(p.text), p.input, outputs,
-            build=dict(p.build), heard=p.heard,
+            build=dict(p.build), heard=p.heard, duration_s=duration_s,
         )  # fmt: skip
 
     @property
@@ -258,4 +262,5 @@ def _parse_record(data: Any) -> Record | None:
         outputs=outputs,
         build=data.get("build") if isinstance(data.get("build"), dict) else {},
         heard=data.get("no_speech_heard") is not True,
+        duration_s=float(data["duration_s"]) if isinstance(data.get("duration_s"), (int, float)) else None,
     )

@@ -354,7 +354,7 @@ def write_outputs(
 
     kept = {fmt.value: old.outputs[fmt.value] for fmt in keep if old is not None and fmt.value in old.outputs and still_ours(fmt)}
     doomed = {fmt.value: old.outputs[fmt.value] for fmt in remove if old is not None and fmt.value in old.outputs and still_ours(fmt)}
-    pending = Record.made(provenance, {**kept, **doomed, **writing}, complete=False)
+    pending = Record.made(provenance, {**kept, **doomed, **writing}, complete=False, duration_s=round(transcript.duration_s, 3))
     # Ctrl-C and SIGTERM wait until this file's outputs are all written (a few fsyncs), so an
     # interrupted run leaves each file's outputs whole or absent.
     try:
@@ -372,7 +372,8 @@ def write_outputs(
             for fmt_value, entry in kept.items():  # its current stat (a touch) saves a read next time
                 with contextlib.suppress(OSError):
                     kept[fmt_value] = replace(entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256))
-            atomic_write(record_path(stem), Record.made(provenance, {**kept, **writing}, complete=True).to_json())
+            done = Record.made(provenance, {**kept, **writing}, complete=True, duration_s=pending.duration_s)
+            atomic_write(record_path(stem), done.to_json())
     except OSError as exc:
         raise write_error(stem.parent, exc) from None
     return tuple(output_path(stem, fmt) for fmt in formats)

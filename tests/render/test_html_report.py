@@ -22,12 +22,8 @@ import pytest
 from conftest import invoke_cli, normalised_words
 
 from carevoice.render import html_report
-from carevoice.render.html_report import (
-    failure_groups,
-    link,
-    render_report_html,
-    split_error,
-)
+from carevoice.render.attention import attention_groups
+from carevoice.render.html_report import link, render_report_html
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -97,7 +93,10 @@ class Opened:
 def open_page(browser: Any, path: Path) -> Opened:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     opened = Opened(page, [], [])
-    page.on("console", lambda message: opened.problems.append(f"{message.type}: {message.text}") if message.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda message: opened.problems.append(f"{message.type}: {message.text}") if message.type in ("error", "warning") else None,
+    )
     page.on("pageerror", lambda error: opened.problems.append(f"pageerror: {error}"))
     page.on("request", lambda request: opened.requests.append(request.url))
     page.goto(path.as_uri())
@@ -137,7 +136,9 @@ def test_the_page_opens_without_errors_and_shows_the_json_numbers(html_run: Html
     assert opened.requests == [html_run.page.as_uri()]  # charts and data are inside the page
     report = html_run.report
     shown = dict(page.eval_on_selector_all("[data-key]", "els => els.map(e => [e.dataset.key, JSON.parse(e.dataset.value)])"))
-    expected = {f"counts.{k}": v for k, v in report["counts"].items()} | {k: report[k] for k in ("audio_s", "wall_s", "rtfx", "files_per_s")}
+    expected = {f"counts.{k}": v for k, v in report["counts"].items()} | {
+        k: report[k] for k in ("audio_s", "wall_s", "rtfx", "files_per_s")
+    }
     assert shown == expected
     assert page.inner_text('[data-key="counts.done"]') == "3" and page.inner_text('[data-key="counts.failed"]') == "2"
     assert page.inner_text('[data-key="rtfx"]') == f"{report['rtfx']:.1f}×"
@@ -157,11 +158,13 @@ def test_the_page_opens_without_errors_and_shows_the_json_numbers(html_run: Html
 @needs_browser
 def test_the_failures_are_grouped_with_their_fix_and_link_to_the_files(html_run: HtmlRun, browser: Any) -> None:
     page = open_page(browser, html_run.page).page
-    groups = page.eval_on_selector_all("#failures details", "ds => ds.map(d => d.querySelector('summary').textContent)")
+    groups = page.eval_on_selector_all("#attention details.group", "ds => ds.map(d => d.querySelector('summary').textContent)")
     assert len(groups) == 2  # an undecodable file and an empty one fail for different causes
-    hrefs = page.eval_on_selector_all("#failures a", "links => links.map(a => a.href)")
+    hrefs = page.eval_on_selector_all("#attention a", "links => links.map(a => a.href)")
     assert sorted(hrefs) == sorted((html_run.folder / name).as_uri() for name in ("broken.wav", "empty.mp3"))
-    assert all("Fix: " in text for text in page.eval_on_selector_all("#failures details", "ds => ds.map(d => d.textContent)"))
+    texts = page.eval_on_selector_all("#attention details.group", "ds => ds.map(d => d.textContent)")
+    assert all("What to do: " in text and "technical line" in text for text in texts)
+    assert page.inner_text("#verdict") == "2 recordings need a person"
     # Table links: each recording, and each output by its format.
     first = page.eval_on_selector_all("#rows tr", "rows => rows.map(r => [...r.querySelectorAll('a')].map(a => a.href))")
     for links in first:
@@ -236,11 +239,11 @@ def test_ten_thousand_files_stay_one_page_of_rows_and_sort_in_the_browser(browse
     page.select_option("#status-filter", "failed")  # a new filter starts at its first page
     assert page.inner_text("#shown") == "files 1–200 of 200 matching (10000 in all)"
     assert page.is_disabled("#next") and page.is_disabled("#prev")  # one page only
-    groups = page.eval_on_selector_all("#failures details", "ds => ds.length")
+    groups = page.eval_on_selector_all("#attention details.group", "ds => ds.length")
     assert groups == 1  # 30, 31 and 32 s timeouts are one cause
 
 
-def test_failures_group_by_cause_whatever_their_numbers() -> None:
+def test_failures_group_by_kind_whatever_their_numbers() -> None:
     files = [
         {"file": "a.wav", "status": "failed", "error": "ffmpeg did not finish within 30 s and was stopped — check it plays"},
         {"file": "b.wav", "status": "failed", "error": "ffmpeg did not finish within 31 s and was stopped — check it plays"},
@@ -248,13 +251,12 @@ def test_failures_group_by_cause_whatever_their_numbers() -> None:
         {"file": "d.wav", "status": "done", "error": None},
         {"file": "e.wav", "status": "failed", "error": None},
     ]
-    groups = failure_groups(files)
-    assert [(g.cause, g.fix, g.files) for g in groups] == [
-        ("ffmpeg did not finish within 30 s and was stopped", "check it plays", ["a.wav", "b.wav"]),
-        ("failed", "", ["e.wav"]),
-        ("the file is empty (0 bytes)", "re-export it", ["c.wav"]),
+    groups = attention_groups(files)
+    assert [(g.kind, [f["file"] for f in g.files]) for g in groups] == [
+        ("incomplete", ["c.wav"]),
+        ("not_a_recording", ["a.wav", "b.wav"]),
+        ("other", ["e.wav"]),
     ]
-    assert split_error("no fix here") == ("no fix here", "")
 
 
 def test_links_are_relative_and_never_a_scheme(tmp_path: Path) -> None:
@@ -288,3 +290,10 @@ def test_a_json_report_stays_json(tmp_path: Path, data_dir: Path) -> None:
     report = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     assert report["counts"]["done"] == 1 and report["timeline"]["files_done"][-1] == 1
     assert report["options"]["format"] == ["txt"] and report["options"]["model"] == "tiny.en"
+
+
+def test_a_skipped_file_keeps_its_length_and_links_to_its_transcripts(html_run: HtmlRun) -> None:
+    skipped = next(f for f in html_run.report["files"] if Path(f["file"]).name == SKIPPED)
+    assert skipped["status"] == "skipped" and skipped["duration_s"] > 1.0  # the recording's length, from its record
+    assert sorted(Path(o).name for o in skipped["outputs"]) == sorted(f"earlier.{e}" for e in ("txt", "srt", "json"))
+    assert all(Path(o).exists() for o in skipped["outputs"])

@@ -50,7 +50,7 @@ def test_a_file_without_speech_keeps_the_language_given_or_detected() -> None:
 
 
 def test_a_file_is_complete_once_every_chunk_is_back_and_none_failed() -> None:
-    file = FileChunks(Job(Path("a.wav"), Path("a"), "a.wav"), started=0.0)
+    file = FileChunks(Job(Path("a.wav"), Path("a"), "a.wav"))
     file.offsets_s = (0.0, 30.0)
     assert not file.complete
     file.results[1] = ItemResult("en", 1.0, [segment(0.0, 1.0, " Later.")])
@@ -60,5 +60,5 @@ def test_a_file_is_complete_once_every_chunk_is_back_and_none_failed() -> None:
     assert [s.text for s in file.transcript(model="m", options=OPTIONS, language=None).segments] == [" First.", " Later."]
     file.failed = "out of memory"
     assert not file.complete
-    no_chunks = FileChunks(Job(Path("b.wav"), Path("b"), "b.wav"), started=0.0)
+    no_chunks = FileChunks(Job(Path("b.wav"), Path("b"), "b.wav"))
     assert no_chunks.complete  # decoded, and no speech chunk to wait for

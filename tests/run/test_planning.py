@@ -65,7 +65,10 @@ def test_planning_reads_the_records_and_says_what_to_do_with_each_file(tmp_path:
         ("replaced.wav", Action.REDO, Reason.RECORDING_CHANGED),
     ]
     assert [p.result() for p in planned if p.settled] == [
-        FileResult(finished.source, FileStatus.SKIPPED, note="already transcribed with these options"),
+        FileResult(  # with its outputs and length from its record, for the report
+            finished.source, FileStatus.SKIPPED, outputs=tuple(finished.output_stem.with_suffix(f".{e}") for e in ("txt", "srt", "json")),
+            duration_s=2.0, note="already transcribed with these options",
+        ),  # fmt: skip
         FileResult(
             edited.source,
             FileStatus.FAILED,
