@@ -236,6 +236,7 @@ class TranscribeSettings:
     ray_actors: int = 0  # 0: one per GPU of the cluster, else as many CPU actors as its CPUs allow
     ray_files_per_task: int = 0  # 0: four batches' worth
     dry_run: bool = False  # plan only: say what a run would do, touch nothing
+    offers_overwrite: bool = True  # False under `carevoice watch`, which has no --overwrite: advice names only what its user can do
 
     def options(self) -> dict[str, Any]:
         """The run's options as its report shows them (the first inputs only: a shell glob can name thousands)."""

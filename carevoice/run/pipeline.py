@@ -41,7 +41,8 @@ from carevoice.run.discovery import Job
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
 from carevoice.run.scheduler import BatchScheduler
-from carevoice.run.writers import output_path, transcript_from_json, write_outputs
+from carevoice.run.rules import IN_THE_WAY_HINT
+from carevoice.run.writers import Written, output_path, transcript_from_json, write_outputs
 from carevoice.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WINDOWS_S,
@@ -579,15 +580,16 @@ class Transcriber:
 
     def _write(
         self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None
-    ) -> tuple[tuple[Path, ...], str | None]:
-        """Write a claimed file's outputs as its plan says; returns them and why they were written."""
+    ) -> tuple[Written, str | None]:
+        """Write a claimed file's outputs as its plan says; returns what was written (and kept aside) and why."""
         planned = self.claims.claimed[job.source]
         decision = planned.decision
-        outputs = write_outputs(
+        written = write_outputs(
             job.output_stem, decision.write, transcript, self._provenance(identity, words, build),
-            remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
+            remove=decision.remove, keep=decision.keep, aside=decision.aside, old=planned.record, overwrite=self.settings.overwrite,
+            in_the_way_hint=IN_THE_WAY_HINT[self.settings.offers_overwrite],
         )  # fmt: skip
-        return outputs, redo_note(planned)
+        return written, redo_note(planned)
 
     def _render(self, job: Job) -> FileResult:
         """Write a claimed file's missing outputs from its recorded JSON (the transcript is current)."""
@@ -598,17 +600,23 @@ class Transcriber:
             # The JSON holds word timings (JSON is always made with them), and so does what renders from
             # it; its words were made as its record says.
             record = planned.record
-            outputs, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
+            written, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
-            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — rerun with --overwrite")
+            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — {self._from_audio_hint(job)}")
         finally:
             self.claims.release(job)
         return FileResult(
-            job.source, FileStatus.DONE, outputs=outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
-            language=transcript.language or None, why=why,
+            job.source, FileStatus.DONE, outputs=written.outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
+            language=transcript.language or None, why=why, conflict=next(iter(written.aside), None),
         )  # fmt: skip
+
+    def _from_audio_hint(self, job: Job) -> str:
+        """How the command's user has a file transcribed from its recording again, not from its JSON."""
+        if self.settings.offers_overwrite:
+            return "rerun with --overwrite"
+        return f"delete {output_path(job.output_stem, OutputFormat.JSON).name}, then restart the watcher"
 
     def _finish(self, file: FileChunks) -> FileResult:
         """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""
@@ -617,7 +625,7 @@ class Transcriber:
                 return self._failed(file, file.failed, file.cause)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
-            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by})
+            written, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by})
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
@@ -627,12 +635,13 @@ class Transcriber:
         return FileResult(
             file.job.source,
             FileStatus.DONE,
-            outputs=outputs,
+            outputs=written.outputs,
             duration_s=file.duration_s,
             elapsed_s=time.monotonic() - file.started,
             language=transcript.language or None,
             note=None if transcript.speech_detected else "no speech found",
             why=why,
+            conflict=next(iter(written.aside), None),
         )
 
     @staticmethod
