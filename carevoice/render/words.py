@@ -42,6 +42,7 @@ def file_line(result: FileResult) -> str:
     if result.status is FileStatus.SKIPPED:
         return f"[dim]skipped[/dim] {name} ({escape(printable(result.note or ''))})"
     extra = (f", {result.note}" if result.note else "") + (f"; {result.why}" if result.why else "")
+    extra += f"; {result.needs_person}" if result.conflict is not None else ""
     return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
 
 
