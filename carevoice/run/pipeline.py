@@ -40,8 +40,8 @@ from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
+from carevoice.run.rules import FROM_AUDIO_HINT, IN_THE_WAY_HINT
 from carevoice.run.scheduler import BatchScheduler
-from carevoice.run.rules import IN_THE_WAY_HINT
 from carevoice.run.writers import Written, output_path, transcript_from_json, write_outputs
 from carevoice.settings import (
     DEFAULT_BATCH_SIZE,
@@ -600,23 +600,23 @@ class Transcriber:
             # The JSON holds word timings (JSON is always made with them), and so does what renders from
             # it; its words were made as its record says.
             record = planned.record
-            written, why = self._write(job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {})
+            written, why = self._write(
+                job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {}
+            )
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
-            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — {self._from_audio_hint(job)}")
+            return FileResult(
+                job.source,
+                FileStatus.FAILED,
+                error=f"cannot render from its JSON output ({type(exc).__name__}) — {FROM_AUDIO_HINT[self.settings.offers_overwrite]}",
+            )
         finally:
             self.claims.release(job)
         return FileResult(
             job.source, FileStatus.DONE, outputs=written.outputs, duration_s=transcript.duration_s, elapsed_s=time.monotonic() - started,
             language=transcript.language or None, why=why, conflict=next(iter(written.aside), None),
         )  # fmt: skip
-
-    def _from_audio_hint(self, job: Job) -> str:
-        """How the command's user has a file transcribed from its recording again, not from its JSON."""
-        if self.settings.offers_overwrite:
-            return "rerun with --overwrite"
-        return f"delete {output_path(job.output_stem, OutputFormat.JSON).name}, then restart the watcher"
 
     def _finish(self, file: FileChunks) -> FileResult:
         """Write a complete file's outputs; a failed file's result. Lets go of the file's claim."""

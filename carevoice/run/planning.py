@@ -281,7 +281,7 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     if not os.access(folder, os.W_OK | os.X_OK):
         return OutputError(
             f"cannot write to {folder}",
-            "make the folder writable (in a container: run with --user matching the folder's owner), or choose another --output-dir",
+            "make the folder writable (in a container: docker run --user with the folder's owner), or choose another --output-dir",
             cause=Cause.FOLDER,
         )
     if settings.output_dir is not None:

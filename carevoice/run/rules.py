@@ -63,6 +63,11 @@ IN_THE_WAY_HINT = {
     True: "move it away, or pass --overwrite (it is then kept aside as a conflict copy)",
     False: "move it away: the watcher then transcribes the recording again",
 }
+# How a file is transcribed from its recording again rather than rendered from its JSON output.
+FROM_AUDIO_HINT = {
+    True: "rerun with --overwrite",
+    False: "delete its .json output, then restart the watcher",
+}
 
 
 class OutputState(str, Enum):

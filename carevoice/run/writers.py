@@ -433,7 +433,9 @@ def write_outputs(
         if os.path.lexists(path) and not ours:
             if fmt not in aside and not overwrite:
                 # Cause.FOLDER: what lies beside the recording, not in it; a watcher looks again once the folder changes.
-                raise OutputError(f"{path.name} exists and was not written by CareVoice (or was edited)", in_the_way_hint, cause=Cause.FOLDER)
+                raise OutputError(
+                    f"{path.name} exists and was not written by CareVoice (or was edited)", in_the_way_hint, cause=Cause.FOLDER
+                )
             moving.append(fmt)
         writing[fmt.value] = OutputEntry(path.name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
 
@@ -460,7 +462,9 @@ def write_outputs(
                     os.unlink(output_path(stem, OutputFormat(fmt_value)))
             for fmt_value, entry in kept.items():  # its current stat (a touch) saves a read next time
                 with contextlib.suppress(OSError):
-                    kept[fmt_value] = replace(entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256))
+                    kept[fmt_value] = replace(
+                        entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256)
+                    )
             atomic_write(record_path(stem), Record.made(provenance, {**kept, **writing}, complete=True).to_json())
     except OSError as exc:
         raise write_error(stem.parent, exc) from None

@@ -299,7 +299,9 @@ def test_the_record_names_the_recording_the_model_and_the_engine(tmp_path: Path,
         "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev,
         "sha256": sha256_of(folder / "a.flac"),
     }  # fmt: skip
-    weights = Path(__import__("carevoice.engine.models", fromlist=["x"]).resolve_model("tiny.en", Path(os.environ["CAREVOICE_CACHE_DIR"])).load_from)
+    weights = Path(
+        __import__("carevoice.engine.models", fromlist=["x"]).resolve_model("tiny.en", Path(os.environ["CAREVOICE_CACHE_DIR"])).load_from
+    )
     assert raw["model"] == {"id": "tiny.en", "sha256": sha256_of(weights / "model.bin")}
     assert raw["engine_revision"] == ENGINE_REVISION and raw["carevoice"] and len(raw["run_id"]) == 32
     assert raw["text"] == {"task": "transcribe", "language": None, "beam_size": 5, "zh_script": "keep"}
@@ -330,7 +332,9 @@ def test_a_newer_engine_or_other_options_redo_the_files(tmp_path: Path, data_dir
     raw["engine_revision"] = ENGINE_REVISION - 1  # as an older CareVoice wrote it
     record_path(folder / "a").write_text(json.dumps(raw), encoding="ascii")
     newer = run(folder)
-    assert newer.exit_code == 0 and line_for(newer, folder / "a.flac").endswith("; redo: CareVoice's engine changed since it was transcribed)")
+    assert newer.exit_code == 0 and line_for(newer, folder / "a.flac").endswith(
+        "; redo: CareVoice's engine changed since it was transcribed)"
+    )
     beam = run(folder, "--beam-size", "2")
     assert beam.exit_code == 0 and line_for(beam, folder / "a.flac").endswith("; redo: options changed)")
 
@@ -359,7 +363,10 @@ if lock:
 
 def as_nobody(*args: str, hold: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", LOCK_PROBE, *args, "hold" if hold else "probe", str(NOBODY)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK_PROBE, *args, "hold" if hold else "probe", str(NOBODY)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -408,14 +415,19 @@ def test_a_file_another_user_is_transcribing_is_skipped_not_failed(shared_folder
         holder.kill()
         holder.wait()
     assert result.exit_code == 0, result.stderr
-    assert line_for(result, shared_folder / "a.flac") == f"skipped {shared_folder / 'a.flac'} (being transcribed by another CareVoice process)"
+    assert (
+        line_for(result, shared_folder / "a.flac") == f"skipped {shared_folder / 'a.flac'} (being transcribed by another CareVoice process)"
+    )
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644)])
 def test_outputs_and_records_get_the_mode_the_umask_gives(umask: int, mode: int, tmp_path: Path, data_dir: Path) -> None:
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     done = subprocess.run(
-        [sys.executable, "-m", "carevoice", "transcribe", str(folder), *ENGINE], capture_output=True, text=True, preexec_fn=lambda: os.umask(umask)
+        [sys.executable, "-m", "carevoice", "transcribe", str(folder), *ENGINE],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.umask(umask),
     )
     assert done.returncode == 0, done.stderr
     for path in (folder / "a.txt", folder / "a.srt", folder / "a.json", record_path(folder / "a")):

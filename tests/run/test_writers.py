@@ -483,7 +483,9 @@ def test_a_replaced_recordings_edited_outputs_are_kept_aside_byte_for_byte_and_t
     old = read_record(stem)
     txt = edited(tmp_path / "visit.txt", b"Hello there, Mrs Jones (room 12).\r\nBye.\n")
     vtt = edited(tmp_path / "visit.vtt", b"WEBVTT\n\nmy corrections\n")
-    written = write_outputs(stem, DEFAULT, LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.TSV,), aside=(OutputFormat.TXT, OutputFormat.VTT), old=old)
+    written = write_outputs(
+        stem, DEFAULT, LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.TSV,), aside=(OutputFormat.TXT, OutputFormat.VTT), old=old
+    )
     stamp = datetime.fromtimestamp(EDITED_AT_S).strftime("%Y-%m-%d %H%M")
     assert written.aside == (tmp_path / f"visit (edited {stamp}, conflict).txt", tmp_path / f"visit (edited {stamp}, conflict).vtt")
     assert [p.read_bytes() for p in written.aside] == [txt, vtt]
