@@ -258,6 +258,7 @@ class TranscribeSettings:
     # The options that shape the text, by carevoice.folders key, and where each came from (empty:
     # no folder settings, as in a bench or a test that builds settings itself).
     choices: Mapping[str, Choice] = field(default_factory=dict)
+    offers_overwrite: bool = True  # False under `carevoice watch`, which has no --overwrite: advice names only what its user can do
 
     def options(self) -> dict[str, Any]:
         """The run's options as its report shows them (the first inputs only: a shell glob can name thousands)."""

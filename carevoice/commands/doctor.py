@@ -309,7 +309,7 @@ def check_opencc(ctx: Context) -> CheckResult:
         "Chinese script (OpenCC)",
         CheckStatus.FAIL,
         detail,
-        "pip install --force-reinstall opencc (only --zh-script tw/hk/simplified need it; keep works without)",
+        "pip install --force-reinstall opencc (only carevoice transcribe --zh-script tw/hk/simplified need it; keep works without)",
     )
 
 
@@ -420,7 +420,7 @@ def check_gpu_inference(ctx: Context) -> CheckResult:
     detail = "; ".join(f"GPU {i}: {p.detail}" for i, p in results)
     if failed:
         status = CheckStatus.FAIL if len(failed) == len(results) else CheckStatus.WARN
-        hint = CUBLAS_HINT if status is CheckStatus.FAIL else f"a run leaves out GPU {', '.join(str(i) for i, _ in failed)} (or pass --gpus)"
+        hint = CUBLAS_HINT if status is CheckStatus.FAIL else f"a run leaves out GPU {', '.join(str(i) for i, _ in failed)} (or choose GPUs: carevoice transcribe --gpus)"
         return CheckResult(name, status, detail, hint)
     return CheckResult(name, CheckStatus.PASS, f"{ctx.model_ref.model_id} on cuda: {detail}")
 
@@ -436,7 +436,7 @@ def check_output(ctx: Context) -> CheckResult:
     folder = ctx.settings.output_dir
     name = "output folder"
     if folder.exists() and not folder.is_dir():
-        return CheckResult(name, CheckStatus.FAIL, f"{folder} exists and is not a folder", "name a folder with --output-dir")
+        return CheckResult(name, CheckStatus.FAIL, f"{folder} exists and is not a folder", "check another folder: carevoice doctor FOLDER")
     target = folder if folder.exists() else _existing_ancestor(folder)
     if not target.is_dir():
         return CheckResult(name, CheckStatus.FAIL, f"{folder} cannot be created: {target} is not a folder", "name another folder")
@@ -446,7 +446,7 @@ def check_output(ctx: Context) -> CheckResult:
         os.unlink(probe)
     except OSError as exc:
         return CheckResult(
-            name, CheckStatus.FAIL, f"{target} is not writable ({exc.strerror})", "choose a writable --output-dir, or fix its permissions"
+            name, CheckStatus.FAIL, f"{target} is not writable ({exc.strerror})", "fix its permissions, or check another folder: carevoice doctor FOLDER"
         )
     free = shutil.disk_usage(target).free
     where = f"{folder} is writable" if folder.exists() else f"{folder} will be created (in {target}, writable)"

@@ -36,6 +36,8 @@ def plan_line(planned: FilePlan) -> str:
             detail += f"; writes {', '.join(f.value for f in decision.write)}" + (" from its JSON" if decision.from_json else "")
         if decision.remove:
             detail += f"; removes {', '.join(f.value for f in decision.remove)}"
+        if decision.aside:
+            detail += f"; keeps the edited {', '.join(f.value for f in decision.aside)} aside as a conflict copy"
     style = PLAN_STYLE[action]
     return f"[{style}]{action}[/{style}] {name} ({escape(printable(detail))})"
 
@@ -93,6 +95,7 @@ def plan_to_dict(plan: RunPlan) -> dict[str, Any]:
                 "write": [f.value for f in p.write],
                 "remove": [f.value for f in p.remove],
                 "keep": [f.value for f in p.keep],
+                "aside": [f.value for f in p.aside],
                 "from_json": p.from_json,
                 "error": path_text(planned.problem) if planned.problem else None,
             }

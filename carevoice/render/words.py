@@ -50,6 +50,7 @@ def file_line(result: FileResult) -> str:
         why = escape(printable(f"; {result.why}")) if result.why else ""
         return f"[yellow]no speech heard[/yellow] {name} ({result.duration_s:.1f} s audio{why}): listen to it"
     extra = (f", {result.note}" if result.note else "") + (f"; {result.why}" if result.why else "")
+    extra += f"; {result.needs_person}" if result.conflict is not None else ""
     return f"[green]done[/green] {name} ({result.duration_s:.1f} s audio, {result.language or '?'}{escape(printable(extra))})"
 
 

@@ -40,8 +40,9 @@ from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
+from carevoice.run.rules import FROM_AUDIO_HINT, IN_THE_WAY_HINT
 from carevoice.run.scheduler import BatchScheduler
-from carevoice.run.writers import output_path, transcript_from_json, write_outputs
+from carevoice.run.writers import Written, output_path, transcript_from_json, write_outputs
 from carevoice.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WINDOWS_S,
@@ -601,15 +602,16 @@ class Transcriber:
     def _write(
         self, job: Job, transcript: Transcript, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None,
         heard: bool = True,
-    ) -> tuple[tuple[Path, ...], str | None]:
-        """Write a claimed file's outputs as its plan says; returns them and why they were written."""
+    ) -> tuple[Written, str | None]:
+        """Write a claimed file's outputs as its plan says; returns what was written (and kept aside) and why."""
         planned = self.claims.claimed[job.source]
         decision = planned.decision
-        outputs = write_outputs(
+        written = write_outputs(
             job.output_stem, decision.write, transcript, self._provenance(identity, words, build, heard),
-            remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
+            remove=decision.remove, keep=decision.keep, aside=decision.aside, old=planned.record, overwrite=self.settings.overwrite,
+            in_the_way_hint=IN_THE_WAY_HINT[self.settings.offers_overwrite],
         )  # fmt: skip
-        return outputs, redo_note(planned)
+        return written, redo_note(planned)
 
     def _render(self, job: Job) -> FileResult:
         """Write a claimed file's missing outputs from its recorded JSON (the transcript is current)."""
@@ -621,18 +623,23 @@ class Transcriber:
             # it; its words were made as its record says.
             record = planned.record
             heard = record.heard if record else True
-            outputs, why = self._write(
+            written, why = self._write(
                 job, transcript, planned.input or (record.input if record else None), words=True, build=record.build if record else {}, heard=heard
             )  # fmt: skip
         except FileError as exc:
             return FileResult(job.source, FileStatus.FAILED, error=str(exc), cause=exc.cause)
         except Exception as exc:  # a JSON changed since planning, or a bug: this file fails, the batch goes on
-            return FileResult(job.source, FileStatus.FAILED, error=f"cannot render from its JSON output ({type(exc).__name__}) — rerun with --overwrite")
+            return FileResult(
+                job.source,
+                FileStatus.FAILED,
+                error=f"cannot render from its JSON output ({type(exc).__name__}) — {FROM_AUDIO_HINT[self.settings.offers_overwrite]}",
+            )
         finally:
             self.claims.release(job)
         return FileResult(
-            job.source, FileStatus.DONE if heard else FileStatus.NO_SPEECH, outputs=outputs, duration_s=transcript.duration_s,
+            job.source, FileStatus.DONE if heard else FileStatus.NO_SPEECH, outputs=written.outputs, duration_s=transcript.duration_s,
             elapsed_s=time.monotonic() - started, language=transcript.language or None, why=why, note=None if heard else NO_SPEECH_HEARD,
+            conflict=next(iter(written.aside), None),
         )  # fmt: skip
 
     def _finish(self, file: FileChunks) -> FileResult:
@@ -645,7 +652,7 @@ class Transcriber:
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
             unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
-            outputs, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by}, heard=not unheard)
+            written, why = self._write(file.job, transcript, file.identity, build={**self.build, "ffmpeg": file.decoded_by}, heard=not unheard)
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
@@ -655,12 +662,13 @@ class Transcriber:
         return FileResult(
             file.job.source,
             FileStatus.NO_SPEECH if unheard else FileStatus.DONE,
-            outputs=outputs,
+            outputs=written.outputs,
             duration_s=file.duration_s,
             elapsed_s=file.own_s + time.monotonic() - writing,
             language=transcript.language or None,
             note=NO_SPEECH_HEARD if unheard else None if transcript.speech_detected else "no speech found",
             why=why,
+            conflict=next(iter(written.aside), None),
         )
 
     @staticmethod

@@ -30,6 +30,7 @@ from carevoice.run.discovery import Job, find_jobs, select_shard
 from carevoice.run.names import name_problem
 from carevoice.run.records import Identity, Record, read_record
 from carevoice.run.rules import (
+    IN_THE_WAY_HINT,
     Action,
     Decision,
     FileFacts,
@@ -253,6 +254,7 @@ def run_facts(settings: TranscribeSettings, model: str, model_sha256: str | None
         engine_revision=engine_revision,
         text=settings.decode.text_options(),
         overwrite=settings.overwrite,
+        offers_overwrite=settings.offers_overwrite,
     )
 
 
@@ -260,7 +262,7 @@ def plan_file(job: Job, run: RunFacts) -> FilePlan:
     """Plan one recording (the outputs' own safety is checked by :func:`plan_files`)."""
     facts, unchanged = gather_facts(job, run.formats)
     decision = decide(facts, run)
-    problem = blocked_message(job, decision, run.formats) if decision.action is Action.FAIL else ""
+    problem = blocked_message(job, decision, run) if decision.action is Action.FAIL else ""
     return FilePlan(job, decision, facts.record, unchanged, problem)
 
 
@@ -354,7 +356,7 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     if not os.access(folder, os.W_OK | os.X_OK):
         return OutputError(
             f"cannot write to {folder}",
-            "make the folder writable (in a container: run with --user matching the folder's owner), or choose another --output-dir",
+            "make the folder writable (in a container: docker run --user with the folder's owner), or choose another --output-dir",
             cause=Cause.FOLDER,
         )
     if settings.output_dir is not None:
@@ -368,13 +370,15 @@ def output_problem(job: Job, settings: TranscribeSettings, sources: set[str]) ->
     return None
 
 
-def blocked_message(job: Job, decision: Decision, requested: Sequence[OutputFormat]) -> str:
-    """The one line for a file whose outputs include one a person wrote or edited."""
+def blocked_message(job: Job, decision: Decision, run: RunFacts) -> str:
+    """The one line for a file whose outputs include one a person wrote or edited (the recording is
+    the same: the edit describes it), with what the command's user can do about it."""
     fmt = decision.formats[0]
     name = output_path(job.output_stem, fmt).name
-    if fmt in requested:
-        return f"{name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
-    return f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — move it away or pass --overwrite"
+    hint = IN_THE_WAY_HINT[run.offers_overwrite]
+    if fmt in run.formats:
+        return f"{name} exists and was not written by CareVoice (or was edited) — {hint}"
+    return f"{name} was edited since CareVoice wrote it, and belongs to a transcript that is out of date — {hint}"
 
 
 def redo_note(planned: FilePlan) -> str | None:

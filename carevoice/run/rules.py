@@ -11,7 +11,10 @@ The rules a rerun keeps (docs/reruns.md):
   for the old transcript survives: what is asked for is rewritten, what is not is removed;
 - with the same transcript, an output that is missing (or asked for with finer timing than it was
   made with) is added, and nothing else is touched;
-- an output a person wrote or edited is never replaced or removed without ``--overwrite``.
+- an output a person wrote or edited is never replaced or removed without ``--overwrite``, and never
+  lost: when the recording under it was replaced (it describes another recording), or ``--overwrite``
+  replaces it, it is kept aside under a conflict copy name (carevoice.run.writers.conflict_name)
+  and the file is listed as needing a person; while the recording is the same, it blocks the redo.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ class Reason(str, Enum):
     PROBLEM = "it cannot be transcribed here"
 
 
+# What a person can do about their file in the way of an output, by whether the command offers
+# --overwrite (``transcribe`` does; ``watch`` does not, and looks at the file again once its folder changes).
+IN_THE_WAY_HINT = {
+    True: "move it away, or pass --overwrite (it is then kept aside as a conflict copy)",
+    False: "move it away: the watcher then transcribes the recording again",
+}
+# How a file is transcribed from its recording again rather than rendered from its JSON output.
+FROM_AUDIO_HINT = {
+    True: "rerun with --overwrite",
+    False: "delete its .json output, then restart the watcher",
+}
+
+
 class OutputState(str, Enum):
     """An output path as it is now."""
 
@@ -73,6 +89,7 @@ class RunFacts:
     engine_revision: int
     text: Mapping[str, Any]  # the options that shape the text
     overwrite: bool = False
+    offers_overwrite: bool = True  # whether the command has --overwrite (advice names it only then)
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,8 @@ class Decision:
         write: Outputs to (re)write.
         remove: Outputs CareVoice wrote for an old transcript, to delete.
         keep: Outputs CareVoice wrote that stay as they are (listed again in the new record).
+        aside: Outputs a person wrote or edited, kept aside under a conflict copy name before the
+            new ones are written (never overwritten, never removed).
         from_json: With ADD: the outputs are rendered from the recorded JSON, no transcribing.
         formats: For the user: the outputs concerned (missing, foreign).
         detail: With a changed model or option: which, from what to what (``--zh-script tw → keep``).
@@ -111,6 +130,7 @@ class Decision:
     write: tuple[OutputFormat, ...] = ()
     remove: tuple[OutputFormat, ...] = ()
     keep: tuple[OutputFormat, ...] = ()
+    aside: tuple[OutputFormat, ...] = ()
     from_json: bool = False
     formats: tuple[OutputFormat, ...] = ()
     detail: str = ""
@@ -141,11 +161,18 @@ def decide(facts: FileFacts, run: RunFacts) -> Decision:
 
     def redo(action: Action, reason: Reason, detail: str = "") -> Decision:
         """Write what is asked for; remove what CareVoice wrote for the old transcript and is not
-        asked for again. An output a person wrote or edited blocks this, unless --overwrite (which
-        replaces it when it is asked for, and otherwise leaves it alone)."""
-        if foreign and not run.overwrite:
+        asked for again. An output a person wrote or edited is kept aside when the recording under
+        it was replaced (it describes another recording), or when --overwrite replaces it; one that
+        --overwrite does not replace stays; otherwise it blocks the redo."""
+        if facts.recording_changed:
+            aside = foreign
+        elif run.overwrite:
+            aside = foreign & requested
+        elif foreign:
             return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign))
-        return Decision(action, reason, write=_in_order(requested), remove=_in_order(ours - requested), detail=detail)
+        else:
+            aside = set()
+        return Decision(action, reason, write=_in_order(requested), remove=_in_order(ours - requested), aside=_in_order(aside), detail=detail)
 
     if run.overwrite:
         return redo(Action.REDO, Reason.OVERWRITE)

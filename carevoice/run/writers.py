@@ -4,7 +4,9 @@ Every file goes to a temporary name in the same folder, is fsynced and then rena
 final name, so a crash never leaves a truncated output. The hidden record per input
 (carevoice.run.records) is written here too, around the outputs it lists: what CareVoice wrote, for
 which recording, with which model and options. It makes reruns exact and lets CareVoice refuse to
-overwrite a file it did not write (or one the user has since edited).
+overwrite a file it did not write (or one the user has since edited). A person's file that has to
+make way (its recording was replaced, or --overwrite) is kept aside under a conflict copy name,
+``visit (edited 2026-12-06 0824, conflict).txt``, never overwriting anything.
 """
 
 from __future__ import annotations
@@ -12,21 +14,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from carevoice import __version__, interrupts
 from carevoice.errors import Cause, OutputError
 from carevoice.files import pid_alive, sha256_of
-from carevoice.run.names import hidden_name
+from carevoice.run.names import NAME_MAX_BYTES, hidden_name, name_bytes
 from carevoice.run.records import Identity, OutputEntry, Provenance, Record, record_path
+from carevoice.run.rules import IN_THE_WAY_HINT
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
 
@@ -305,6 +311,71 @@ def write_error(folder: Path, exc: OSError) -> OutputError:
     )
 
 
+def conflict_name(name: str, edited_at_s: float, number: int = 1) -> str:
+    """The name a person's file is kept under when it has to make way: ``visit (edited 2026-12-06
+    0824, conflict).txt`` — when it was last saved (local time), then ``conflict 2``, ``3`` … for
+    the next free one. Its extension stays (it opens as before) and is never a recording's, so
+    discovery never takes it for one; a name that would be too long keeps the end of the stem."""
+    stem, _, extension = name.rpartition(".")
+    stamp = datetime.fromtimestamp(edited_at_s).strftime("%Y-%m-%d %H%M")
+    tag = f" (edited {stamp}, conflict{'' if number == 1 else f' {number}'}).{extension}"
+    room = NAME_MAX_BYTES - name_bytes(tag)
+    if name_bytes(stem) > room:
+        stem = os.fsencode(stem)[:room].decode("utf-8", "ignore")  # whole characters only
+    return stem + tag
+
+
+def keep_aside(path: Path) -> Path:
+    """Move a person's file to the first free :func:`conflict_name` beside it, bytes and times as
+    they are, and return where. Never replaces a file: the copy is made with link(2) (or, where
+    the file system has no hard links, created exclusively), then the original name is let go.
+
+    Raises:
+        OSError: it could not be kept aside; it is still where it was.
+    """
+    st = os.lstat(path)
+    for number in itertools.count(1):
+        target = path.with_name(conflict_name(path.name, st.st_mtime, number))
+        try:
+            _copy_exclusively(path, target, st)
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return target
+    raise AssertionError("unreachable: itertools.count never ends")
+
+
+def _copy_exclusively(path: Path, target: Path, st: os.stat_result) -> None:
+    """``target`` becomes the same file as ``path``; FileExistsError when the name is taken."""
+    try:
+        os.link(path, target, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        if not stat.S_ISREG(st.st_mode):
+            raise
+    # No hard links here (SMB, FAT, some FUSE mounts): a new file, created only if the name is free.
+    with open(path, "rb") as source, open(target, "xb") as copy:
+        try:
+            while block := source.read(1 << 20):
+                copy.write(block)
+            copy.flush()
+            os.fsync(copy.fileno())
+        except BaseException:
+            os.unlink(target)
+            raise
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_outputs` did: the outputs written, and where a person's files were kept aside."""
+
+    outputs: tuple[Path, ...]
+    aside: tuple[Path, ...] = ()
+
+
 def _current_sha256(path: Path) -> str | None:
     try:
         return sha256_of(path)
@@ -320,46 +391,66 @@ def write_outputs(
     *,
     remove: Sequence[OutputFormat] = (),
     keep: Sequence[OutputFormat] = (),
+    aside: Sequence[OutputFormat] = (),
     old: Record | None = None,
     overwrite: bool = False,
-) -> tuple[Path, ...]:
+    in_the_way_hint: str = IN_THE_WAY_HINT[True],
+) -> Written:
     """Render and atomically write ``formats``, delete ``remove`` (outputs of an old transcript),
-    and record them, with the outputs of ``old`` listed in ``keep``, as one complete record.
+    keep a person's files in ``aside`` under a conflict copy name (:func:`keep_aside`), and record
+    the outputs, with those of ``old`` listed in ``keep``, as one complete record.
 
     What is on disk is checked again here, at the last moment (a file can wait minutes between
     its plan and its writing): an output to replace must still be CareVoice's (``old`` says what
-    it wrote) unless ``overwrite``; one to remove is removed only while it is, and one to keep stays
-    listed only while it is. The record is written first (complete: false, with the new hashes,
-    the hashes of the files being replaced, and the files to remove), so a crash part-way still
-    lets the next run recognise every file as CareVoice's own and redo the input.
+    it wrote), unless it is to be kept aside or ``overwrite`` (then it is kept aside too: a
+    person's file is never lost); one to remove is removed only while it is, and one to keep stays
+    listed only while it is. Files are kept aside first, then the record is written (complete:
+    false, with the new hashes, the hashes of the files being replaced, and the files to remove), so
+    a crash part-way still lets the next run recognise every file as CareVoice's own and redo the input.
+
+    Args:
+        in_the_way_hint: What to do about an output that became a person's since the plan, as
+            the command that runs this can do it (carevoice.run.rules.IN_THE_WAY_HINT).
 
     Raises:
         OutputError: a folder or file could not be written, or an output became a person's since
             the plan; files already there stay intact.
     """
     rendered = {fmt: RENDERERS[fmt](transcript).encode("utf-8") for fmt in formats}
-    writing = {}
-    for fmt, data in rendered.items():
-        path = output_path(stem, fmt)
-        previous = _current_sha256(path)
-        ours = old is not None and old.ours(fmt.value, previous)
-        if os.path.lexists(path) and not ours and not overwrite:
-            raise OutputError(
-                f"{path.name} exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
-            )
-        writing[fmt.value] = OutputEntry(path.name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
 
     def still_ours(fmt: OutputFormat) -> bool:
         return old is not None and old.ours(fmt.value, _current_sha256(output_path(stem, fmt)))
 
+    def in_the_way(fmt: OutputFormat) -> bool:  # a file CareVoice did not write (or one edited since) is there
+        return os.path.lexists(output_path(stem, fmt)) and not still_ours(fmt)
+
+    writing = {}
+    moving = [fmt for fmt in aside if fmt not in rendered and in_the_way(fmt)]
+    for fmt, data in rendered.items():
+        path = output_path(stem, fmt)
+        previous = _current_sha256(path)
+        ours = old is not None and old.ours(fmt.value, previous)
+        if os.path.lexists(path) and not ours:
+            if fmt not in aside and not overwrite:
+                # Cause.FOLDER: what lies beside the recording, not in it; a watcher looks again once the folder changes.
+                raise OutputError(
+                    f"{path.name} exists and was not written by CareVoice (or was edited)", in_the_way_hint, cause=Cause.FOLDER
+                )
+            moving.append(fmt)
+        writing[fmt.value] = OutputEntry(path.name, hashlib.sha256(data).hexdigest(), previous if ours else None, None, provenance.words)
+
+    moving.sort(key=lambda fmt: aside.index(fmt) if fmt in aside else len(aside))  # as planned, then what --overwrite found since
     kept = {fmt.value: old.outputs[fmt.value] for fmt in keep if old is not None and fmt.value in old.outputs and still_ours(fmt)}
-    doomed = {fmt.value: old.outputs[fmt.value] for fmt in remove if old is not None and fmt.value in old.outputs and still_ours(fmt)}
+    # An output planned aside that is CareVoice's again (the edit was undone) describes the old transcript: it goes.
+    gone = [*remove, *(fmt for fmt in aside if fmt not in rendered and fmt not in moving)]
+    doomed = {fmt.value: old.outputs[fmt.value] for fmt in gone if old is not None and fmt.value in old.outputs and still_ours(fmt)}
     pending = Record.made(provenance, {**kept, **doomed, **writing}, complete=False, duration_s=round(transcript.duration_s, 3))
     # Ctrl-C and SIGTERM wait until this file's outputs are all written (a few fsyncs), so an
     # interrupted run leaves each file's outputs whole or absent.
     try:
         with interrupts.deferred():
             stem.parent.mkdir(parents=True, exist_ok=True)
+            moved = tuple(keep_aside(output_path(stem, fmt)) for fmt in moving)
             atomic_write(record_path(stem), pending.to_json())
             for fmt, data in rendered.items():
                 path = output_path(stem, fmt)
@@ -371,12 +462,13 @@ def write_outputs(
                     os.unlink(output_path(stem, OutputFormat(fmt_value)))
             for fmt_value, entry in kept.items():  # its current stat (a touch) saves a read next time
                 with contextlib.suppress(OSError):
-                    kept[fmt_value] = replace(entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256))
-            done = Record.made(provenance, {**kept, **writing}, complete=True, duration_s=pending.duration_s)
-            atomic_write(record_path(stem), done.to_json())
+                    kept[fmt_value] = replace(
+                        entry, identity=Identity.from_stat(os.stat(output_path(stem, OutputFormat(fmt_value))), entry.sha256)
+                    )
+            atomic_write(record_path(stem), Record.made(provenance, {**kept, **writing}, complete=True, duration_s=pending.duration_s).to_json())
     except OSError as exc:
         raise write_error(stem.parent, exc) from None
-    return tuple(output_path(stem, fmt) for fmt in formats)
+    return Written(tuple(output_path(stem, fmt) for fmt in formats), moved)
 
 
 def refresh_record(stem: Path, record: Record, input_identity: Identity) -> None:

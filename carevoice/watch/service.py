@@ -101,6 +101,8 @@ class Service:
     """
 
     def __init__(self, settings: WatchSettings, log: WatchLog, clock: Callable[[], float] = time.monotonic) -> None:
+        # watch has no --overwrite: what a file's line advises is what a watcher's user can do
+        settings = replace(settings, transcribe=replace(settings.transcribe, overwrite=False, offers_overwrite=False))
         self.settings = settings
         self.log = log
         self.clock = clock

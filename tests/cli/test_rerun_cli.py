@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -174,18 +175,74 @@ def test_a_replaced_recording_takes_an_old_vtt_with_it(tmp_path: Path, data_dir:
     assert sorted(read_record(folder / "a").outputs) == ["json", "srt", "txt"]  # type: ignore[union-attr]
 
 
-def test_an_edited_old_vtt_stops_the_redo_instead_of_describing_the_wrong_recording(tmp_path: Path, data_dir: Path) -> None:
+CONFLICT = r"\w+ \(edited \d{4}-\d\d-\d\d \d{4}, conflict( \d+)?\)\.\w+"  # a conflict copy's name
+
+
+def conflict_copies(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if re.fullmatch(CONFLICT, p.name)}
+
+
+def test_a_replaced_recording_whose_transcript_a_nurse_corrected_keeps_her_edit_aside_and_describes_the_new_recording(
+    tmp_path: Path, data_dir: Path, references: dict[str, dict[str, str]]
+) -> None:
+    """Issue 23: the edit is never lost or overwritten, and nothing of the old recording stays under the new one's name."""
+    folder = folder_with(tmp_path, data_dir, **{"visit.flac": CALL})
+    assert run(folder).exit_code == 0
+    edit = "Please call Stella — Mrs Jones' daughter, room 12.\r\n".encode()
+    (folder / "visit.txt").write_bytes(edit)
+    shutil.copyfile(data_dir / ILL, folder / "visit.flac")  # another recording (another patient) under the same name
+
+    second = run(folder, "--json")
+    assert second.exit_code == 0, second.stderr
+    (copy,) = conflict_copies(folder)
+    assert re.fullmatch(r"visit \(edited \d{4}-\d\d-\d\d \d{4}, conflict\)\.txt", copy) and (folder / copy).read_bytes() == edit
+    assert word_error_rate(references[ILL]["reference_text"], text_of(folder, "visit")) <= 0.3  # the new recording's words
+    for fmt in ("txt", "srt", "json"):
+        assert "Stella" not in (folder / f"visit.{fmt}").read_text(encoding="utf-8")
+    assert sorted(read_record(folder / "visit").outputs) == ["json", "srt", "txt"]  # type: ignore[union-attr]
+    (entry,) = json.loads(second.stdout)["files"]
+    assert (entry["status"], entry["conflict"]) == ("done", str(folder / copy))
+    assert copy in entry["needs_person"]
+    assert copy in line_for(second, folder / "visit.flac")
+
+    third = run(folder)  # the copy is no recording, and no output of one: nothing to do
+    assert third.exit_code == 0 and "skipped" in line_for(third, folder / "visit.flac")
+    assert (folder / copy).read_bytes() == edit
+
+    # Replaced again, its new transcript edited again: a second copy, the first one untouched.
+    again = b"second correction\n"
+    (folder / "visit.txt").write_bytes(again)
+    shutil.copyfile(data_dir / ASK, folder / "visit.flac")
+    fourth = run(folder)
+    assert fourth.exit_code == 0, fourth.stderr
+    copies = conflict_copies(folder)
+    assert sorted(copies.values()) == sorted([edit, again]) and copies[copy] == edit
+    assert word_error_rate(references[ASK]["reference_text"], text_of(folder, "visit")) <= 0.34
+
+
+def test_an_edited_old_vtt_of_a_replaced_recording_is_kept_aside_instead_of_describing_the_wrong_recording(tmp_path: Path, data_dir: Path) -> None:
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     assert run(folder, "-f", "txt,vtt").exit_code == 0
-    (folder / "a.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\na nurse's correction\n", encoding="utf-8")
+    correction = b"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\na nurse's correction\n"
+    (folder / "a.vtt").write_bytes(correction)
     shutil.copyfile(data_dir / ASK, folder / "a.flac")
-    blocked = run(folder, "-f", "txt")
-    assert blocked.exit_code == 1
-    assert "a.vtt was edited since CareVoice wrote it, and belongs to a transcript that is out of date" in line_for(blocked, folder / "a.flac")
-    assert "nurse" in (folder / "a.vtt").read_text(encoding="utf-8") and "Stella" in text_of(folder, "a")  # nothing touched
+    redo = run(folder, "-f", "txt")
+    assert redo.exit_code == 0, redo.stderr
+    assert not (folder / "a.vtt").exists() and "Stella" not in text_of(folder, "a")
+    assert list(conflict_copies(folder).values()) == [correction]
+    assert "conflict" in line_for(redo, folder / "a.flac")
+
+
+def test_overwrite_replaces_an_edited_transcript_of_the_same_recording_and_keeps_the_edit_aside(tmp_path: Path, data_dir: Path) -> None:
+    folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
+    assert run(folder, "-f", "txt").exit_code == 0
+    (folder / "a.txt").write_bytes(b"a nurse's correction\n")
+    blocked = run(folder, "-f", "txt")  # the same recording: the edit describes it, and is protected
+    assert blocked.exit_code == 1 and "move it away, or pass --overwrite" in line_for(blocked, folder / "a.flac")
+    assert conflict_copies(folder) == {} and text_of(folder, "a") == "a nurse's correction\n"
     forced = run(folder, "-f", "txt", "--overwrite")
-    assert forced.exit_code == 0 and "Stella" not in text_of(folder, "a")
-    assert "nurse" in (folder / "a.vtt").read_text(encoding="utf-8")  # a person's file, not asked for: left alone
+    assert forced.exit_code == 0 and "Stella" in text_of(folder, "a")
+    assert list(conflict_copies(folder).values()) == [b"a nurse's correction\n"]
 
 
 # --- story 3: languages --------------------------------------------------------------------------
@@ -242,7 +299,9 @@ def test_the_record_names_the_recording_the_model_and_the_engine(tmp_path: Path,
         "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev,
         "sha256": sha256_of(folder / "a.flac"),
     }  # fmt: skip
-    weights = Path(__import__("carevoice.engine.models", fromlist=["x"]).resolve_model("tiny.en", Path(os.environ["CAREVOICE_CACHE_DIR"])).load_from)
+    weights = Path(
+        __import__("carevoice.engine.models", fromlist=["x"]).resolve_model("tiny.en", Path(os.environ["CAREVOICE_CACHE_DIR"])).load_from
+    )
     assert raw["model"] == {"id": "tiny.en", "sha256": sha256_of(weights / "model.bin")}
     assert raw["engine_revision"] == ENGINE_REVISION and raw["carevoice"] and len(raw["run_id"]) == 32
     assert raw["text"] == {"task": "transcribe", "language": None, "beam_size": 5, "zh_script": "keep"}
@@ -273,7 +332,9 @@ def test_a_newer_engine_or_other_options_redo_the_files(tmp_path: Path, data_dir
     raw["engine_revision"] = ENGINE_REVISION - 1  # as an older CareVoice wrote it
     record_path(folder / "a").write_text(json.dumps(raw), encoding="ascii")
     newer = run(folder)
-    assert newer.exit_code == 0 and line_for(newer, folder / "a.flac").endswith("; redo: CareVoice's engine changed since it was transcribed)")
+    assert newer.exit_code == 0 and line_for(newer, folder / "a.flac").endswith(
+        "; redo: CareVoice's engine changed since it was transcribed)"
+    )
     beam = run(folder, "--beam-size", "2")
     assert beam.exit_code == 0 and line_for(beam, folder / "a.flac").endswith("; redo: --beam-size 5 → 2)")
 
@@ -302,7 +363,10 @@ if lock:
 
 def as_nobody(*args: str, hold: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", LOCK_PROBE, *args, "hold" if hold else "probe", str(NOBODY)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK_PROBE, *args, "hold" if hold else "probe", str(NOBODY)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -351,14 +415,19 @@ def test_a_file_another_user_is_transcribing_is_skipped_not_failed(shared_folder
         holder.kill()
         holder.wait()
     assert result.exit_code == 0, result.stderr
-    assert line_for(result, shared_folder / "a.flac") == f"skipped {shared_folder / 'a.flac'} (being transcribed by another CareVoice process)"
+    assert (
+        line_for(result, shared_folder / "a.flac") == f"skipped {shared_folder / 'a.flac'} (being transcribed by another CareVoice process)"
+    )
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644)])
 def test_outputs_and_records_get_the_mode_the_umask_gives(umask: int, mode: int, tmp_path: Path, data_dir: Path) -> None:
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     done = subprocess.run(
-        [sys.executable, "-m", "carevoice", "transcribe", str(folder), *ENGINE], capture_output=True, text=True, preexec_fn=lambda: os.umask(umask)
+        [sys.executable, "-m", "carevoice", "transcribe", str(folder), *ENGINE],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.umask(umask),
     )
     assert done.returncode == 0, done.stderr
     for path in (folder / "a.txt", folder / "a.srt", folder / "a.json", record_path(folder / "a")):

@@ -72,7 +72,7 @@ def test_planning_reads_the_records_and_says_what_to_do_with_each_file(tmp_path:
         FileResult(
             edited.source,
             FileStatus.FAILED,
-            error="edited.txt exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite",
+            error="edited.txt exists and was not written by CareVoice (or was edited) — move it away, or pass --overwrite (it is then kept aside as a conflict copy)",
         ),
     ]
 

