@@ -175,7 +175,7 @@ class Engine:
         if isinstance(exc, (RuntimeError, MemoryError)):
             if is_out_of_memory(exc):
                 return EngineOutOfMemory(f"out of memory on {self.device} for {what}", "lower --batch-size, or use a smaller model")
-            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "rerun with --traceback and report it", cause=Cause.ENGINE)
+            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "a CareVoice or CTranslate2 bug: please report it with this line", cause=Cause.ENGINE)
         # A bug here must fail these chunks' files, not end the run (and its report).
         return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
 

@@ -122,7 +122,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
         out["error"] = _text_bytes(str(exc))
         return out
     except Exception as exc:  # a bug in one file's preparation must not end the batch
-        out["error"] = _text_bytes(f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it")
+        out["error"] = _text_bytes(f"unexpected {type(exc).__name__} while decoding — a CareVoice bug: please report it with this line")
         return out
     out["samples"] = np.ascontiguousarray(prepared.samples, dtype=np.float32).tobytes()
     out["spans"] = np.array([(s.start, s.end) for s in prepared.spans], dtype=np.int64).tobytes()

@@ -425,7 +425,7 @@ class BatchRunner:
         except CareVoiceError as exc:
             file.failed = str(exc)
         except Exception as exc:  # a bug in one file's preparation must not end the batch
-            file.failed = f"unexpected {type(exc).__name__} while decoding — rerun with --traceback and report it"
+            file.failed = f"unexpected {type(exc).__name__} while decoding — a CareVoice bug: please report it with this line"
         if file.failed is not None:
             self.stats.seen()
             return [file]
@@ -656,7 +656,7 @@ class Transcriber:
         except FileError as exc:
             return self._failed(file, str(exc), exc.cause)
         except Exception as exc:  # a bug in one file's output must not end the batch
-            return self._failed(file, f"unexpected {type(exc).__name__} while writing — rerun with --traceback and report it")
+            return self._failed(file, f"unexpected {type(exc).__name__} while writing — a CareVoice bug: please report it with this line")
         finally:
             self.claims.release(file.job)
         return FileResult(
