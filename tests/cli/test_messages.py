@@ -58,7 +58,10 @@ def test_what_is_no_recording_is_told_from_a_recording_cut_short_by_its_content(
         "photo.m4a": (photo.read_bytes(), f"not a recording: it is a JPEG picture — {NOT_A_RECORDING_HINT}"),
         "letter.m4a": (docx(), f"not a recording: it is a ZIP archive or office document (.docx, .xlsx, .odt) — {NOT_A_RECORDING_HINT}"),
         "rota.wav": (HTML, f"not a recording: it is a web page — {NOT_A_RECORDING_HINT}"),
-        "notes.ogg": (b"patient reports chest pain since Tuesday\n", f"not a recording: it is a text file — {NOT_A_RECORDING_HINT}"),
+        "notes.ogg": (
+            b"patient reports chest pain since Tuesday; bloods taken, GP informed at 14:00\n",
+            f"not a recording: it is a text file — {NOT_A_RECORDING_HINT}",
+        ),
         "cut-off.m4a": (
             whole[: len(whole) // 2],
             "the file is truncated: its index (moov atom) is missing — copy the complete file again from the recorder",

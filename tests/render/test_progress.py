@@ -54,7 +54,7 @@ def test_without_a_terminal_or_with_q_progress_stays_out_of_the_log(tmp_path: Pa
     piped = subprocess.run([sys.executable, "-m", "carevoice", "transcribe", str(clip), "-m", "tiny.en", "-f", "txt"], capture_output=True, text=True, timeout=300, check=False)
     assert piped.returncode == 0, piped.stderr
     assert "transcribing" not in piped.stderr and "\r" not in piped.stderr and "\x1b" not in piped.stderr
-    assert [line.split(" ", 1)[0] for line in piped.stderr.splitlines()] == ["1", "done", "transcribed"]
+    assert [line.split(" ", 1)[0] for line in piped.stderr.splitlines()] == ["1", "done", "1"]  # the header, the file, the summary
     code, _, drawn = run_on_terminal([*CAREVOICE, "transcribe", str(clip), "-m", "tiny.en", "-f", "txt", "-q", "--overwrite"], columns=200)
     assert code == 0 and "transcribing" not in drawn and "done " not in drawn
     assert drawn.strip().startswith("1 transcribed · ")
