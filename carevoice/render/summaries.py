@@ -1,5 +1,4 @@
-"""A finished run: its totals (RunSummary), the summary line, and the --report file (JSON or page).
-"""
+"""A finished run: its totals (RunSummary), the summary line, and the --report file (JSON or page)."""
 
 from __future__ import annotations
 
@@ -133,7 +132,6 @@ def write_report(path: Path, summary: RunSummary) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_html(path):
-
         writers.atomic_write(path, render_report_html(summary.to_dict(), path).encode("utf-8"))
         return
     writers.atomic_write(path, (json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
