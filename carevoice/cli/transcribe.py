@@ -172,7 +172,7 @@ def _run_transcribe(
     from carevoice.engine.devices import DeviceChoice, engines_label
     from carevoice.render import charts
     from carevoice.render.progress import ProgressView, Timeline, gpu_live_text
-    from carevoice.render.summaries import RunSummary, is_html, summary_line, write_report
+    from carevoice.render.summaries import RunSummary, files_ahead, is_html, summary_line, write_report
     from carevoice.render.words import placement_note
 
     # and it loads numpy and most of carevoice (0.1-0.2 s):
@@ -201,11 +201,11 @@ def _run_transcribe(
         fell_back = isinstance(run.placement, DeviceChoice) and run.placement.fell_back
         if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(
-                f"[dim]{len(run.jobs)} file(s) to transcribe on {summary.device} ({escape(placement_note(run.placement))}); "
+                f"[dim]{files_ahead(len(run.jobs), run.settled)} on {summary.device} ({escape(placement_note(run.placement))}); "
                 f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}{escape(language_note(settings, language))}[/dim]"
             )
     elif run.transcriber is not None and not quiet:
-        console.print(f"[dim]{len(run.jobs)} file(s) to complete from their recorded JSON outputs (no model loaded)[/dim]")
+        console.print(f"[dim]{files_ahead(len(run.jobs), run.settled, 'to complete from their saved transcripts')}; no model loaded[/dim]")
     if settings.shard is not None:
         summary.extra["shard"] = {"index": settings.shard.index, "count": settings.shard.count, "files": run.total, "of": run.found}
         if not quiet:
@@ -255,6 +255,7 @@ def _run_transcribe(
         summary.engine_calls, summary.chunks = stats.engine_calls, stats.chunks
         summary.widened_chunks, summary.continued_chunks = stats.widened_chunks, stats.continued_chunks
         summary.redecoded_chunks = stats.redecoded_chunks
+        summary.rendered_files, summary.rendered_audio_s = stats.files_rendered, stats.audio_rendered_s
         if len(stats.calls_per_engine) > 1:
             summary.extra["engine_calls_per_engine"] = list(stats.calls_per_engine)
     ray_log = run.transcriber.log_path if run.transcriber is not None else None

@@ -16,6 +16,7 @@ from carevoice.engine.gpu_stats import busiest
 from carevoice.engine.nvml import gib
 from carevoice.render.html_report import render_report_html
 from carevoice.render.report_folder import write_run_page
+from carevoice.render.words import duration_text
 from carevoice.results import FileResult, FileStatus
 from carevoice.run import writers
 
@@ -33,6 +34,8 @@ class RunSummary:
     widened_chunks: int = 0
     continued_chunks: int = 0
     redecoded_chunks: int = 0
+    rendered_files: int = 0  # completed from their saved JSON transcript: nothing decoded
+    rendered_audio_s: float = 0.0
     interrupted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -41,7 +44,9 @@ class RunSummary:
 
     @property
     def audio_s(self) -> float:
-        return sum(r.duration_s for r in self.results if r.status in (FileStatus.DONE, FileStatus.NO_SPEECH))  # both were decoded
+        """Audio really decoded and transcribed: not what was completed from a saved transcript."""
+        heard = sum(r.duration_s for r in self.results if r.status in (FileStatus.DONE, FileStatus.NO_SPEECH))
+        return max(0.0, heard - self.rendered_audio_s)
 
     @property
     def rtfx(self) -> float:
@@ -64,27 +69,56 @@ class RunSummary:
             "widened_chunks": self.widened_chunks,
             "continued_chunks": self.continued_chunks,
             "redecoded_chunks": self.redecoded_chunks,
+            "rendered_files": self.rendered_files,
+            "rendered_audio_s": round(self.rendered_audio_s, 3),
             **self.extra,
             "files": [r.to_dict() for r in sorted(self.results, key=lambda r: str(r.source))],
         }
 
 
 def summary_line(summary: RunSummary) -> str:
-    parts = [
-        f"transcribed {summary.count(FileStatus.DONE)}",
-        f"skipped {summary.count(FileStatus.SKIPPED)}",
-        f"failed {summary.count(FileStatus.FAILED)}",
-    ]
-    rate = summary.count(FileStatus.DONE) / summary.wall_s if summary.wall_s > 0 else 0.0
-    tail = (
-        f"{summary.audio_s / 3600:.3f} h audio in {summary.wall_s:.1f} s · "
-        f"{summary.rtfx:.1f}× real time · {rate:.2f} files/s"
-    )
-    if summary.device:
-        tail += f" · {escape(summary.device)}, {escape(summary.model)}"
-    tail += gpu_summary_text(summary.extra.get("gpu"))
+    """The line a run ends with: what became of its files, how many need a person, and the speed,
+    only when audio was really decoded (``2 transcribed, 1 failed · 1 needs a person · 3.5 min of
+    audio in 12 s, 17.5× real time · cpu (int8), tiny.en``)."""
+    parts = []
+    transcribed = summary.count(FileStatus.DONE) - summary.rendered_files
+    quiet = summary.count(FileStatus.NO_SPEECH)
+    for count, words in (
+        (transcribed, "transcribed"),
+        (quiet, f"no speech heard — listen to {'it' if quiet == 1 else 'them'}"),
+        (summary.rendered_files, f"completed from {'its saved transcript' if summary.rendered_files == 1 else 'their saved transcripts'}"),
+        (summary.count(FileStatus.SKIPPED), "already up to date"),
+        (summary.count(FileStatus.FAILED), "failed"),
+    ):
+        if count > 0:
+            parts.append(f"{count} {words}")
+    line = ", ".join(parts) or "nothing transcribed"
+    needing = sum(r.needs_person is not None for r in summary.results)
+    if needing:
+        line += f" · {needing} {'needs' if needing == 1 else 'need'} a person"
+    if summary.audio_s > 0:
+        line += f" · {duration_text(summary.audio_s)} of audio in {duration_text(summary.wall_s)}, {summary.rtfx:.1f}× real time"
+        if summary.device:
+            line += f" · {escape(summary.device)}, {escape(summary.model)}"
+    line += gpu_summary_text(summary.extra.get("gpu"))
     head = "[yellow]interrupted[/yellow]: " if summary.interrupted else ""
-    return f"{head}{', '.join(parts)} · {tail}"
+    return head + line
+
+
+def files_ahead(jobs: int, settled: list[FileResult], doing: str = "to transcribe") -> str:
+    """The run's first words, counting every file the summary will report: ``4 file(s) to
+    transcribe``, or ``4 of 6 file(s) to transcribe (1 already up to date, 1 failed before any work)``."""
+    if not settled:
+        return f"{jobs} file(s) {doing}"
+    others = [
+        f"{count} {words}"
+        for count, words in (
+            (sum(r.status is FileStatus.SKIPPED for r in settled), "already up to date"),
+            (sum(r.status is FileStatus.FAILED for r in settled), "failed before any work"),
+        )
+        if count
+    ]
+    return f"{jobs} of {jobs + len(settled)} file(s) {doing} ({', '.join(others)})"
 
 
 HTML_SUFFIXES = (".html", ".htm")

@@ -26,6 +26,7 @@ import ffmpeg  # ffmpeg-python: builds the argument list; we run it ourselves
 import numpy as np
 
 from carevoice.errors import AudioDecodeError, IncompleteFileError, SetupError
+from carevoice.run.signatures import not_a_recording, read_head, starts_like_mp4
 from carevoice.settings import SAMPLE_RATE_HZ
 
 BYTES_PER_SAMPLE = 4  # float32
@@ -47,6 +48,7 @@ TRUNCATION_TOLERANCE_RATIO = 0.02
 TRUNCATION_MESSAGES = ("File ended prematurely", "partial file")
 OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255
 WAV_HEAD_BYTES = 1 << 16  # a WAV's data chunk starts after fmt and any LIST/bext chunks
+NOT_A_RECORDING_HINT = "check that the right file was saved under this name"
 TRUNCATED_HINT = (
     "copy the complete file again from the recorder; if the rest is lost, keep what is left with "
     "`ffmpeg -i FILE -c copy NEW_FILE` and transcribe NEW_FILE"
@@ -376,8 +378,16 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
             "the file may be damaged; check that it plays in a media player",
         )
     log = parse_ffmpeg_log(b"".join(stderr_chunks), url)
-    if any("moov atom not found" in text for _, text in log.errors):
-        raise IncompleteFileError("the file is truncated: its index (moov atom) is missing", TRUNCATED_HINT)
+    no_index = any("moov atom not found" in text for _, text in log.errors)
+    if no_index or proc.returncode != 0:
+        # Its content, not its name, says what it is: a PDF saved as .m4a is no recording cut short.
+        head = read_head(path)
+        if (kind := not_a_recording(head)) is not None:
+            raise AudioDecodeError(f"not a recording: it is {kind}", NOT_A_RECORDING_HINT)
+        if no_index and (starts_like_mp4(head) or not any(head)):  # zeros: space a copy made and never filled
+            raise IncompleteFileError("the file is truncated: its index (moov atom) is missing", TRUNCATED_HINT)
+    if no_index:
+        raise AudioDecodeError("cannot decode audio (not a recognisable recording)", "check that the file is a playable recording")
     if proc.returncode != 0:
         reason = _failure_reason(log) if proc.returncode > 0 else "decoding was stopped"
         raise AudioDecodeError(f"cannot decode audio (ffmpeg: {reason})", "check that the file is a playable recording")

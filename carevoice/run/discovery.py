@@ -1,7 +1,8 @@
 """Turn the paths a user named into a sorted, de-duplicated list of jobs, and decide output names.
 
 Folders are walked (recursively by default) with an extension allow-list; a file named
-explicitly is always tried. Hidden files and folders are skipped, symlinked folders are
+explicitly is always tried, unless its name and first bytes say it is a transcript (one of
+CareVoice's own outputs). Hidden files and folders are skipped, symlinked folders are
 followed once (loops cannot hang), and two inputs that would write the same outputs are
 reported instead of clobbering each other.
 """
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carevoice.settings import entry_problem
+from carevoice.run.signatures import holds_text, not_a_recording, read_head
+from carevoice.settings import OutputFormat, entry_problem
 
 AUDIO_EXTENSIONS = frozenset(
     {
@@ -228,6 +230,9 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
         if stat.S_ISDIR(mode):
             candidates.extend((f, given) for f in _walk(given, recursive, result.problems))
         elif stat.S_ISREG(mode):
+            if (named_output := output_named(given)) is not None:
+                result.problems.append(Problem(given, named_output, job_key(given, None)))
+                continue
             candidates.append((given, None))
         else:
             result.problems.append(Problem(given, "not a regular file (pipe, socket or device) — name an audio file"))
@@ -250,6 +255,27 @@ def find_jobs(inputs: tuple[Path, ...], output_dir: Path | None = None, recursiv
     result.jobs.sort(key=lambda j: str(j.source))
     result.problems.sort(key=lambda p: str(p.path))
     return result
+
+
+OUTPUT_EXTENSIONS = frozenset(fmt.value for fmt in OutputFormat)
+
+
+def output_named(path: Path) -> str | None:
+    """Why a file named on the command line is one of CareVoice's own outputs rather than a
+    recording (one line: what it is, and which recording to name instead), or None. Only its name
+    and its first bytes count: a ``.txt`` holding audio (a phone app's naming) is a recording."""
+    extension = path.suffix.lower().removeprefix(".")
+    if extension not in OUTPUT_EXTENSIONS:
+        return None
+    head = read_head(path)
+    if head and not holds_text(head) and not_a_recording(head) is None:
+        return None
+    try:
+        names = sorted(name for name in os.listdir(path.parent) if Path(name).stem == path.stem and audio_name(name))
+    except OSError:
+        names = []
+    instead = f": {path.with_name(names[0])}" if names else " (.wav, .mp3, .m4a …)"
+    return f"not a recording: .{extension} is what CareVoice writes (a transcript) — name the recording instead{instead}"
 
 
 def _add_unless_colliding(result: Discovery, jobs: list[Job], names: list[str]) -> None:

@@ -121,6 +121,7 @@ class RunStats:
     audio_seen_s: float = 0.0
     audio_done_s: float = 0.0
     audio_rendered_s: float = 0.0
+    files_rendered: int = 0
     slowest_batch_s: float = 0.0  # the longest an engine took over one batch (0: none back yet)
 
     def seen(self, duration_s: float | None = None) -> None:
@@ -139,10 +140,11 @@ class RunStats:
         self.seen(duration_s)
         self.finished_file(duration_s)
 
-    def rendered(self, duration_s: float) -> None:
-        """A file written from its recorded JSON: done at once, no engine work."""
+    def rendered(self, duration_s: float, written: bool = True) -> None:
+        """A file written from its recorded JSON (``written``; else refused, or failed): done at once, no engine work."""
         self.whole_file(duration_s)
         self.audio_rendered_s += duration_s
+        self.files_rendered += written
 
     def estimated_audio_s(self, jobs: int) -> float | None:
         """The run's whole audio: what is known, plus the jobs not seen yet at the mean length of the
@@ -568,7 +570,7 @@ class Transcriber:
                 with interrupts.deferred():
                     result = refused or self._render(job)
                     on_result(result)
-                self.stats.rendered(result.duration_s)
+                self.stats.rendered(result.duration_s, written=result.status is FileStatus.DONE)
                 if on_progress is not None:
                     on_progress(self.stats)
                 yield result

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carevoice.run.audio import wav_stated_end
+from carevoice.run.signatures import not_a_recording, starts_like_mp4
 from carevoice.watch.arrivals import Hold
 
 HEAD_BYTES = 8192  # what states_length reads (and as much again after an ID3 tag)
@@ -114,7 +115,9 @@ def states_length(path: Path) -> bool:
     True for: a WAV whose data chunk states its length (within the first 8 KB); an MP3 whose first
     frame is a Xing/Info or VBRI header with a frame count; an MP4/M4A/MOV that is not fragmented
     (its index, moov, gives the length, or is missing from a cut copy); a FLAC whose STREAMINFO
-    gives the total of samples; a Matroska/WebM whose Info gives a Duration. False for everything
+    gives the total of samples; a Matroska/WebM whose Info gives a Duration; and a file that is no
+    recording at all (a PDF, a picture, text: carevoice.run.signatures), as waiting changes nothing
+    for it. False for everything
     else, among them a streamed WAV (length 0 or 0xFFFFFFFF), an MP3 without such a header (CBR, or
     VBR from some encoders), Ogg (Opus, Vorbis: a copy cut between two pages decodes as a whole
     shorter one), a WebM as browsers record it (no Duration), a fragmented MP4, a streamed FLAC,
@@ -245,14 +248,16 @@ def _flac_states_length(head: bytes) -> bool:
     return head[4] & 0x7F == 0 and len(streaminfo) == 34 and int.from_bytes(streaminfo[10:18], "big") & ((1 << 36) - 1) > 0
 
 
-_MP4_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-# How each container is recognised by its first bytes, and how it states its length.
+# How each container is recognised by its first bytes, and how it states its length. A file that is
+# no recording (a PDF saved as .m4a) needs no wait: more of it is no recording either, and decoding
+# it says what it is at once.
 _SIGNS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bool]], ...] = (
+    (lambda head: not_a_recording(head) is not None, lambda head: True),
     (lambda head: head[:4] == b"RIFF" and head[8:12] == b"WAVE", _wav_states_length),
     (lambda head: head[:4] == b"fLaC", _flac_states_length),
     (lambda head: head[:4] == b"OggS", lambda head: False),  # its length is its last page's: a copy cut between pages looks whole
     (lambda head: head[:4] == b"\x1a\x45\xdf\xa3", _matroska_states_length),
-    (lambda head: head[4:8] in _MP4_FIRST_BOXES, _mp4_states_length),
+    (starts_like_mp4, _mp4_states_length),
     (lambda head: _mp3_frame(head[:4096]) is not None, _mp3_states_length),
 )
 

@@ -155,7 +155,7 @@ def test_a_signal_while_a_file_is_written_lets_that_file_finish_and_counts_it(
         assert [ln for ln in result.stderr.splitlines() if name in ln][0].startswith(f"done {tmp_path / name} (")
     for name in {"a.flac", "b.wav", "c.wav"} - set(finished):
         assert not any(p.exists() for p in outputs_of(tmp_path, name)), name
-    assert result.stderr.splitlines()[-1].startswith(f"interrupted: transcribed {finished_files}, skipped 0, failed 0 · ")
+    assert result.stderr.splitlines()[-1].startswith(f"interrupted: {finished_files} transcribed · ")
     assert leftovers(tmp_path) == []
 
 
@@ -188,7 +188,7 @@ def test_an_interrupt_stops_running_ffmpeg_at_once(tmp_path: Path, data_dir: Pat
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == ExitCode.TERMINATED, stderr
     assert time.monotonic() - sent < 30, "the interrupted run waited for ffmpeg"
-    assert stderr.splitlines()[-1].startswith("interrupted: transcribed 0, skipped 0, failed 0")
+    assert stderr.splitlines()[-1] == "interrupted: nothing transcribed"
     for _ in range(50):
         if all(_gone(pid) for pid in started_pids):
             break
@@ -262,7 +262,7 @@ def test_sigkill_at_any_write_leaves_no_half_file_and_the_rerun_finishes_it(
     rerun = run_driver(0, "never", "transcribe", tmp_path, *ENGINE, "-f", ",".join(FORMATS))
     assert rerun.returncode == 0, rerun.stderr
     expected = "skipped" if was_complete else "done"
-    assert rerun.stderr.splitlines()[-1].startswith(f"transcribed {int(not was_complete)}, skipped {int(was_complete)}, failed 0")
+    assert rerun.stderr.splitlines()[-1].startswith("1 already up to date" if was_complete else "1 transcribed · ")
     assert [ln.split()[0] for ln in rerun.stderr.splitlines() if "a.flac" in ln] == [expected]
     assert visible_outputs(tmp_path) == fake_reference
     assert leftovers(tmp_path) == [] and complete(tmp_path, "a.flac")
@@ -404,7 +404,7 @@ def test_a_kill_at_a_chosen_point_then_a_rerun_gives_the_uninterrupted_run_byte_
         assert finished == list(CLIPS)[: len(finished)] and len(finished) % 2 == 0 and len(finished) >= 2, finished
     assert_outputs_whole(folder, reference, f"{signum.name} at {point}")
     if signum is not signal.SIGKILL:
-        assert killed.stderr.splitlines()[-1].startswith(f"interrupted: transcribed {len(finished)}, skipped 0, failed 0")
+        assert killed.stderr.splitlines()[-1].startswith(f"interrupted: {len(finished)} transcribed · ")
         for name in finished:
             assert any(ln.startswith(f"done {folder / name} (") for ln in killed.stderr.splitlines()), name
         assert leftovers(folder) == []

@@ -497,7 +497,7 @@ def test_an_interrupt_keeps_its_exit_code_when_the_report_cannot_be_written(
     result = run(folder, "--report", tmp_path / "not-a-folder" / "run.json")
     assert result.exit_code == code, result.stderr
     # Both files are one batch, back from the engine when the signal comes: the stop finishes it.
-    assert "error: cannot write --report" in result.stderr and result.stderr.splitlines()[-2].startswith("interrupted: transcribed 2")
+    assert "error: cannot write --report" in result.stderr and result.stderr.splitlines()[-2].startswith("interrupted: 2 transcribed")
 
 
 def test_an_unexpected_error_while_results_arrive_keeps_the_summary_and_the_report(
@@ -533,7 +533,7 @@ def test_an_unexpected_error_while_results_arrive_keeps_the_summary_and_the_repo
     result = run(folder, "--report", report)
     assert result.exit_code == 1
     assert "internal error: RuntimeError — rerun with --traceback and report it" in result.stderr
-    assert any(ln.startswith("transcribed 1, skipped 0, failed 0") for ln in result.stderr.splitlines())
+    assert any(ln.startswith("1 transcribed · ") for ln in result.stderr.splitlines())
     files = json.loads(report.read_text(encoding="utf-8"))["files"]
     assert [(Path(f["file"]).name, f["status"]) for f in files] == [("a.flac", FileStatus.DONE.value)]
 

@@ -501,7 +501,7 @@ def test_a_full_then_read_only_disk_fails_each_file_and_damages_nothing(
     for name in ("a.wav", "b.flac", "c.wav"):
         line = [ln for ln in full.stderr.splitlines() if str(inputs / name) in ln]
         assert line == [f"error: {inputs / name}: cannot write outputs in {out} (No space left on device) — check free disk space and that the folder is writable, then rerun (finished files are kept)"]
-    assert full.stderr.splitlines()[-1].startswith("transcribed 0, skipped 0, failed 3 · ")
+    assert full.stderr.splitlines()[-1] == "3 failed · 3 need a person"
     assert snapshot(out) == before and leftovers(tiny_tmpfs) == []
 
     (tiny_tmpfs / "filler").unlink()
@@ -511,13 +511,13 @@ def test_a_full_then_read_only_disk_fails_each_file_and_damages_nothing(
     for name in ("a.wav", "b.flac", "c.wav"):
         line = [ln for ln in read_only.stderr.splitlines() if str(inputs / name) in ln]
         assert len(line) == 1 and line[0].startswith(f"error: {inputs / name}: cannot write to {out} — make the folder writable"), line
-    assert read_only.stderr.splitlines()[-1].startswith("transcribed 0, skipped 0, failed 3 · ")
+    assert read_only.stderr.splitlines()[-1] == "3 failed · 3 need a person"
     assert snapshot(out) == before
 
     # The earlier outputs are still recognised as finished: only the new file is missing.
     resumed = invoke_cli("transcribe", inputs, "-o", out, *ENGINE)
     assert resumed.exit_code == 1
-    assert resumed.stderr.splitlines()[-1].startswith("transcribed 0, skipped 2, failed 1 · ")
+    assert resumed.stderr.splitlines()[-1] == "2 already up to date, 1 failed · 1 needs a person"
 
 
 def test_a_write_fault_fails_that_file_only_and_keeps_its_old_outputs(
@@ -542,7 +542,7 @@ def test_a_write_fault_fails_that_file_only_and_keeps_its_old_outputs(
         f"error: {tmp_path / 'b.flac'}: cannot write outputs in {tmp_path} (No space left on device) — "
         "check free disk space and that the folder is writable, then rerun (finished files are kept)"
     ]
-    assert result.stderr.splitlines()[-1].startswith("transcribed 2, skipped 0, failed 1 · ")
+    assert result.stderr.splitlines()[-1].startswith("2 transcribed, 1 failed · 1 needs a person · ")
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k.startswith(("b.", ".b."))} == {k: v for k, v in before.items() if k.startswith(("b.", ".b."))}
     assert leftovers(tmp_path) == []
@@ -595,7 +595,7 @@ def test_a_chunk_that_never_fits_fails_its_file_and_the_rest_go_on(
     assert [ln for ln in result.stderr.splitlines() if "b.wav" in ln] == [
         f"error: {tmp_path / 'b.wav'}: out of memory on cpu for a batch of 1 — lower --batch-size, or use a smaller model"
     ]
-    assert result.stderr.splitlines()[-1].startswith("transcribed 2, skipped 0, failed 1 · ")
+    assert result.stderr.splitlines()[-1].startswith("2 transcribed, 1 failed · 1 needs a person · ")
     assert (tmp_path / "a.txt").is_file() and (tmp_path / "c.txt").is_file() and not (tmp_path / "b.txt").exists()
 
 

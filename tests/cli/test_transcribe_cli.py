@@ -112,7 +112,7 @@ def test_jfk_run_finishes_and_says_so(jfk_run: Run) -> None:
     stderr = jfk_run.result.stderr
     for name in JFK_ENCODINGS:
         assert lines_naming(stderr, jfk_input(jfk_run, name)) == [f"done {jfk_input(jfk_run, name)} (11.0 s audio, en)"]
-    assert stderr.splitlines()[-1].startswith("transcribed 6, skipped 0, failed 0 · ")
+    assert stderr.splitlines()[-1].startswith("6 transcribed · ")
     assert "error" not in stderr.lower() and "Traceback" not in stderr
 
 
@@ -316,7 +316,7 @@ def test_bad_files_are_reported_and_good_ones_still_transcribed(
         lines = lines_naming(result.stderr, folder / name)
         assert len(lines) == 1 and lines[0].startswith(f"done {folder / name} ("), result.stderr
     assert lines_naming(result.stderr, silence) == [f"done {silence} (3.0 s audio, en, no speech found)"]
-    assert result.stderr.splitlines()[-1].startswith("transcribed 3, skipped 0, failed 4 · ")
+    assert result.stderr.splitlines()[-1].startswith("3 transcribed, 4 failed · 4 need a person · ")
     assert "chest pain" not in result.stderr
     assert silence.with_suffix(".txt").read_text(encoding="utf-8") == ""
     assert silence.with_suffix(".srt").read_text(encoding="utf-8") == ""
@@ -382,7 +382,7 @@ def test_interrupted_run_leaves_whole_files_and_a_rerun_finishes_the_rest(
         first = invoke_cli("transcribe", folder, *ENGINE, "-f", ",".join(FORMATS))
     assert first.exit_code == 130
     assert first.stdout == ""
-    assert first.stderr.splitlines()[-1].startswith("interrupted: transcribed 1, skipped 0, failed 0 · ")
+    assert first.stderr.splitlines()[-1].startswith("interrupted: 1 transcribed · ")
     names = {Path(n).stem: n for n in RESUME_CLIPS}
     done_name, cut_name = names[stems[0]], names[stems[1]]
     assert lines_naming(first.stderr, folder / done_name)[0].startswith(f"done {folder / done_name}")
@@ -406,7 +406,7 @@ def test_interrupted_run_leaves_whole_files_and_a_rerun_finishes_the_rest(
     for name in RESUME_CLIPS:
         if name != done_name:
             assert lines_naming(second.stderr, folder / name)[0].startswith(f"done {folder / name}")
-    assert second.stderr.splitlines()[-1].startswith("transcribed 2, skipped 1, failed 0 · ")
+    assert second.stderr.splitlines()[-1].startswith("2 transcribed, 1 already up to date · ")
     assert stamps(outputs_of(folder, done_name)) == done_stamps
     assert (folder / cut_name).with_suffix(".txt").read_text(encoding="utf-8") == cut_txt  # it was whole
     for name in RESUME_CLIPS:
@@ -420,13 +420,13 @@ def test_interrupted_run_leaves_whole_files_and_a_rerun_finishes_the_rest(
     third = invoke_cli("transcribe", folder, *ENGINE, "-f", ",".join(FORMATS), "-q")
     assert third.exit_code == 0
     assert third.stderr.splitlines() == [third.stderr.splitlines()[-1]]  # quiet: the summary only
-    assert third.stderr.startswith("transcribed 0, skipped 3, failed 0 · ")
+    assert third.stderr == "3 already up to date\n"
     assert stamps([p for n in RESUME_CLIPS for p in outputs_of(folder, n)]) == all_stamps
 
     # Run 4: --overwrite redoes everything.
     fourth = invoke_cli("transcribe", folder, *ENGINE, "-f", ",".join(FORMATS), "--overwrite")
     assert fourth.exit_code == 0, fourth.stderr
-    assert fourth.stderr.splitlines()[-1].startswith("transcribed 3, skipped 0, failed 0 · ")
+    assert fourth.stderr.splitlines()[-1].startswith("3 transcribed · ")
     redone = stamps([p for n in RESUME_CLIPS for p in outputs_of(folder, n)])
     assert all(redone[p] != all_stamps[p] for p in all_stamps)
 
@@ -497,7 +497,7 @@ def test_colliding_inputs_are_both_reported_and_neither_transcribed(tmp_path: Pa
     for name in ("visit.mp3", "visit.wav"):
         lines = lines_naming(result.stderr, tmp_path / name)
         assert sum(line.startswith(f"error: {tmp_path / name}: outputs would collide") for line in lines) == 1
-    assert result.stderr.splitlines()[-1].startswith("transcribed 0, skipped 0, failed 2 · ")
+    assert result.stderr.splitlines()[-1].startswith("2 failed · 2 need a person")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["visit.mp3", "visit.wav"]
 
 

@@ -45,7 +45,7 @@ def test_a_long_recording_moves_the_bar_before_it_is_done(tmp_path: Path, ffmpeg
     assert len(moving) >= 2, frames
     assert frames[-1][0] == frames[-1][2] and frames[-1][3:] == ("1", "1")  # all audio, the file done
     assert re.search(r"ETA \d+:\d\d:\d\d", drawn)  # from the first batch back
-    assert "done " in drawn and "transcribed 1, skipped 0, failed 0" in drawn
+    assert "done " in drawn and "1 transcribed · " in drawn
 
 
 def test_without_a_terminal_or_with_q_progress_stays_out_of_the_log(tmp_path: Path, data_dir: Path) -> None:
@@ -54,10 +54,10 @@ def test_without_a_terminal_or_with_q_progress_stays_out_of_the_log(tmp_path: Pa
     piped = subprocess.run([sys.executable, "-m", "carevoice", "transcribe", str(clip), "-m", "tiny.en", "-f", "txt"], capture_output=True, text=True, timeout=300, check=False)
     assert piped.returncode == 0, piped.stderr
     assert "transcribing" not in piped.stderr and "\r" not in piped.stderr and "\x1b" not in piped.stderr
-    assert [line.split(" ", 1)[0] for line in piped.stderr.splitlines()] == ["1", "done", "transcribed"]
+    assert [line.split(" ", 1)[0] for line in piped.stderr.splitlines()] == ["1", "done", "1"]  # the header, the file, the summary
     code, _, drawn = run_on_terminal([*CAREVOICE, "transcribe", str(clip), "-m", "tiny.en", "-f", "txt", "-q", "--overwrite"], columns=200)
     assert code == 0 and "transcribing" not in drawn and "done " not in drawn
-    assert drawn.strip().startswith("transcribed 1, skipped 0, failed 0")
+    assert drawn.strip().startswith("1 transcribed · ")
 
 
 def test_the_estimate_of_a_run_s_audio_grows_exact_as_files_are_decoded() -> None:

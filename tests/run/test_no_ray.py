@@ -39,7 +39,7 @@ def test_the_cli_and_a_local_transcribe_never_import_ray(tmp_path: Path) -> None
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ray modules: []"
-    assert "transcribed 1, skipped 0, failed 0" in done.stderr
+    assert "1 transcribed · " in done.stderr
     assert (tmp_path / "a.txt").read_text(encoding="utf-8").strip()
 
 

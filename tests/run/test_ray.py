@@ -211,7 +211,7 @@ def test_a_ray_run_writes_what_the_single_process_run_writes(cluster: Cluster, r
     broken = [f for f in record["files"] if f["file"].endswith(BROKEN)][0]
     assert broken["error"] == [f for f in local_record["files"] if f["file"].endswith(BROKEN)][0]["error"]
     assert f"error: {folder / BROKEN}: " in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("transcribed 8, skipped 0, failed 1 · ")
+    assert done.stderr.splitlines()[-1].startswith("8 transcribed, 1 failed · 1 needs a person · ")
     # Ray's C++ log lines (its core worker's "constructor arguments in the object store" error) go
     # to a log file that the run names, not into the user's terminal.
     assert "core_worker" not in done.stderr

@@ -174,7 +174,7 @@ def test_a_shard_with_no_files_succeeds_and_says_so(tmp_path: Path, fake_engines
     result = invoke_cli("transcribe", tmp_path, *ENGINE, "--shard", f"{empty}/50")
     assert result.exit_code == 0, result.stderr
     assert f"shard {empty}/50 (numbered from 0): 0 of 1 file(s)" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("transcribed 0, skipped 0, failed 0 · ")
+    assert result.stderr.splitlines()[-1] == "nothing transcribed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac"]
 
 

@@ -308,3 +308,20 @@ def test_a_header_cut_short_states_no_length_and_raises_nothing(tmp_path: Path, 
     path = tmp_path / "cut.bin"
     path.write_bytes(head)
     assert states_length(path) is False
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("scan.m4a", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"),
+        ("photo.m4a", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"),
+        ("letter.mp3", b"PK\x03\x04\x14\x00\x06\x00"),
+        ("notes.ogg", b"bed 4: call the family\n"),
+    ],
+)
+def test_a_file_that_is_no_recording_is_not_held_for_the_longer_settle(tmp_path: Path, name: str, head: bytes) -> None:
+    """Issue 23 §4: its first bytes already say it is no recording; waiting for more of it changes
+    nothing, and decoding it says what it is at once."""
+    path = tmp_path / name
+    path.write_bytes(head + bytes(range(32, 127)) * 8)
+    assert holds({path: 1.0}, settle_s=1.0, settle_unsized_s=60.0) == {}
