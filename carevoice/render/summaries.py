@@ -43,6 +43,11 @@ class RunSummary:
         return sum(r.status is status for r in self.results)
 
     @property
+    def needs_person(self) -> int:
+        """How many files a person must look at: failed, no speech heard, or an edit kept aside."""
+        return sum(r.needs_person is not None for r in self.results)
+
+    @property
     def audio_s(self) -> float:
         """Audio really decoded and transcribed: not what was completed from a saved transcript."""
         heard = sum(r.duration_s for r in self.results if r.status in (FileStatus.DONE, FileStatus.NO_SPEECH))
@@ -60,6 +65,7 @@ class RunSummary:
             "device": self.device,
             "interrupted": self.interrupted,
             "counts": {s.value: self.count(s) for s in FileStatus},
+            "needs_person": self.needs_person,
             "audio_s": round(self.audio_s, 3),
             "wall_s": round(self.wall_s, 3),
             "rtfx": round(self.rtfx, 3),
@@ -93,7 +99,7 @@ def summary_line(summary: RunSummary) -> str:
         if count > 0:
             parts.append(f"{count} {words}")
     line = ", ".join(parts) or "nothing transcribed"
-    needing = sum(r.needs_person is not None for r in summary.results)
+    needing = summary.needs_person
     if needing:
         line += f" · {needing} {'needs' if needing == 1 else 'need'} a person"
     if summary.audio_s > 0:

@@ -359,6 +359,7 @@ def test_silence_and_noise_give_empty_transcripts_and_speech_does_not(
         assert word_error_rate(references[clip]["reference_text"], text) <= 0.35, (name, text)
     record = json.loads(result.stdout)
     assert record["counts"] == {"done": len(SILENCE) + len(controls), "no_speech": len(NOISE), "skipped": 0, "failed": 0}
+    assert record["needs_person"] == len(NOISE)
     statuses = {Path(f["file"]).name: (f["status"], f["needs_person"]) for f in record["files"]}
     assert {name: statuses[name] for name in NOISE} == dict.fromkeys(NOISE, ("no_speech", NO_SPEECH_HEARD))
     for name in NOISE:
