@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +21,7 @@ from carevoice.settings import (
     Task,
     TranscribeSettings,
     ZhScript,
+    choose_zh_script,
     parse_formats,
     parse_gpus,
 )
@@ -61,8 +63,10 @@ ZhScriptOption = Annotated[
     Optional[ZhScript],
     typer.Option(
         "--zh-script",
-        help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
-        "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
+        help="Script of Chinese text (zh, yue): auto = each file in the script most of its Chinese characters are "
+        "in, never a mix; keep = as the model wrote it (may mix both); tw = Traditional, Taiwan phrasing; hk = "
+        "Traditional, Hong Kong; simplified. Default: what a --language tag such as zh-TW says, else the locale "
+        "(LC_ALL, LC_MESSAGES, LANG: zh_TW → tw, zh_HK → hk, zh_CN or zh_SG → simplified), else auto.",
     ),
 ]
 RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
@@ -103,7 +107,7 @@ def transcribe_settings(
             beam_size=beam_size,
             word_timestamps=bool(SUBTITLE_FORMATS.intersection(fmts)) or OutputFormat.JSON in fmts,
             batch_size=batch_size,
-            zh_script=zh_script or ZhScript((language.zh_script if language else None) or ZhScript.KEEP.value),  # an explicit --zh-script wins
+            zh_script=choose_zh_script(zh_script, language, os.environ).script,
         ),
         recursive=recursive,
         decode_workers=decode_workers,
