@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache, lru_cache
-from typing import Literal
+from functools import cache
 
 from carevoice.errors import SetupError
 from carevoice.settings import ZhScript
@@ -24,6 +23,7 @@ OPENCC_CONFIGS: dict[ZhScript, str] = {ZhScript.TW: "s2twp", ZhScript.HK: "s2hk"
 # --zh-script auto. A character is Traditional when t2s changes it (裡, 於, 兩), Simplified when
 # neither Traditional standard keeps it (s2tw and s2hk both change it: 据, 种, 里); the rest are
 # written alike in both (的, and 台, 吃, 着, which one standard keeps although s2t changes them).
+# Each is judged in its text, so that phrases both scripts share (若干, 文采, 皇后) count as neither.
 # A mixed file becomes Traditional with Taiwan's characters and no phrase changes (s2tw: the
 # Traditional the model writes), or Simplified (t2s).
 TRADITIONAL_TEST, SIMPLIFIED_TESTS = "t2s", ("s2tw", "s2hk")
@@ -86,23 +86,31 @@ class ScriptCounts:
     simplified: int
 
 
-@lru_cache(maxsize=8192)
-def _script_of(char: str) -> Literal["traditional", "simplified"] | None:
-    if _opencc(TRADITIONAL_TEST)(char) != char:
-        return "traditional"
-    if all(_opencc(config)(char) != char for config in SIMPLIFIED_TESTS):
-        return "simplified"
-    return None
+def _changed_by(config: str, text: str) -> list[bool]:
+    """Which characters of the text a conversion changes, read in context (its phrases: 若干, 文采 stay)."""
+    converted = _opencc(config)(text)
+    if len(converted) != len(text):  # a phrase changed length: judge each character alone
+        return [_opencc(config)(char) != char for char in text]
+    return [before != after for before, after in zip(text, converted)]
 
 
 def count_scripts(text: str) -> ScriptCounts:
-    """Count the text's Traditional and Simplified characters, one character at a time (see SIMPLIFIED_TESTS).
+    """Count the text's Traditional and Simplified Han characters (see TRADITIONAL_TEST, SIMPLIFIED_TESTS).
 
     Raises:
         SetupError: OpenCC cannot be imported or loaded.
     """
-    scripts = [_script_of(char) for char in HAN.findall(text)]
-    return ScriptCounts(scripts.count("traditional"), scripts.count("simplified"))
+    traditional = _changed_by(TRADITIONAL_TEST, text)
+    not_kept = [_changed_by(config, text) for config in SIMPLIFIED_TESTS]
+    counts = {"traditional": 0, "simplified": 0}
+    for i, char in enumerate(text):
+        if HAN.fullmatch(char) is None:
+            continue
+        if traditional[i]:
+            counts["traditional"] += 1
+        elif all(changed[i] for changed in not_kept):
+            counts["simplified"] += 1
+    return ScriptCounts(**counts)
 
 
 @dataclass(frozen=True)

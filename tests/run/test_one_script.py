@@ -103,6 +103,8 @@ def test_the_script_choice(explicit: ZhScript | None, language: str | None, envi
         ("裡面里面", 1, 1),  # 里 is Simplified: both Traditional standards change it (裡, 裏)
         ("散文是剝据魅力的一种问题", 1, 4),
         ("着著", 0, 0),  # 着 is Hong Kong's, 著 Taiwan's: both Traditional, and t2s keeps 著
+        ("若干文采", 0, 0),  # read in context: alone, 干 and 采 would count as Simplified (幹, 採)
+        ("语言文采", 0, 1),
     ],
 )
 def test_counting_the_scripts(text: str, traditional: int, simplified: int) -> None:
