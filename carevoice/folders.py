@@ -15,7 +15,7 @@ from typing import Any
 
 from carevoice.errors import UsageError
 from carevoice.languages import resolve_language
-from carevoice.settings import SUBTITLE_FORMATS, Choice, OutputFormat, Task, TranscribeSettings, ZhScript, parse_formats
+from carevoice.settings import SUBTITLE_FORMATS, Choice, OutputFormat, Task, TranscribeSettings, ZhScript, choose_zh_script, parse_formats
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,7 +151,8 @@ def with_choices(base: TranscribeSettings, choices: Mapping[str, Choice]) -> Tra
     value = {key: choice.value for key, choice in choices.items()}
     language = resolve_language(value["language"]) if value["language"] else None
     formats = parse_formats(value["formats"])
-    script = value["zh_script"] or (language.zh_script if language else None) or ZhScript.KEEP.value  # an explicit script wins over a tag's
+    # An explicit script wins over a tag's (zh-TW), which wins over what base has: the locale's, else auto.
+    script = value["zh_script"] or (language.zh_script if language else None) or base.decode.zh_script.value
     decode = replace(
         base.decode,
         task=Task(value["task"]),
@@ -186,4 +187,6 @@ def option_sources(settings: TranscribeSettings) -> list[tuple[str, str, str]]:
     language = settings.choices["language"]
     if settings.choices["zh_script"].value is None and language.value and resolve_language(language.value).zh_script:
         sources["zh_script"] = f"--language {language.value}, {language.source}"  # a tag such as zh-TW chose it
+    elif settings.choices["zh_script"].value is None:
+        sources["zh_script"] = choose_zh_script(None, None, os.environ).reason  # the locale, or the default's rule
     return [(KEYS[key].option, values[key], sources[key]) for key in KEYS if key in values]

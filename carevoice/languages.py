@@ -63,6 +63,14 @@ def chinese_script(subtags: list[str]) -> str | None:
     return next((REGION_SCRIPTS[s] for s in subtags if s in REGION_SCRIPTS), None)
 
 
+def locale_chinese_script(locale: str) -> str | None:
+    """The script a POSIX locale's Chinese territory asks for: ``zh_TW.UTF-8`` → tw, ``zh_HK`` → hk,
+    ``zh_CN`` / ``zh_SG`` → simplified; None for a bare ``zh``, another language, ``C`` or ``POSIX``."""
+    name = locale.split(".")[0].split("@")[0].lower().replace("_", "-")
+    primary, *subtags = name.split("-")
+    return chinese_script(subtags) if primary in {"zh", "yue"} else None
+
+
 @dataclass(frozen=True)
 class LanguageChoice:
     """What ``--language`` resolved to.

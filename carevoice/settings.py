@@ -14,7 +14,7 @@ from typing import Any
 
 from carevoice import files
 from carevoice.errors import CareVoiceError, UsageError
-from carevoice.languages import LANGUAGES, closest_codes
+from carevoice.languages import LANGUAGES, LanguageChoice, closest_codes, locale_chinese_script
 
 # Whisper's input: mono float32 samples at 16 kHz (carevoice.run.audio decodes every recording to it).
 SAMPLE_RATE_HZ = 16_000
@@ -48,16 +48,52 @@ class ZhScript(str, Enum):
     """The script Chinese text is written in (``--zh-script``).
 
     Attributes:
-        KEEP: Whatever the model wrote (no conversion).
+        AUTO: Per file, the script most of its Chinese characters are in (carevoice.run.chinese.decide_auto):
+            a file that mixes both is converted to it, a file in one script stays as the model wrote it.
+        KEEP: Whatever the model wrote (no conversion; it may mix both scripts in one file).
         TW: Traditional characters with Taiwan phrasing (OpenCC ``s2twp``: 软件→軟體, 视频→影片, 内存→記憶體).
         HK: Traditional characters, Hong Kong variants (OpenCC ``s2hk``); no phrase substitution.
         SIMPLIFIED: Simplified characters (OpenCC ``t2s``).
     """
 
+    AUTO = "auto"
     KEEP = "keep"
     TW = "tw"
     HK = "hk"
     SIMPLIFIED = "simplified"
+
+
+# The locale of messages, in POSIX precedence: the first of these that is set and not empty names it.
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
+
+
+@dataclass(frozen=True)
+class ZhScriptChoice:
+    """The script Chinese transcripts are written in, and why (for the run header and the docs' rule)."""
+
+    script: ZhScript
+    reason: str
+
+
+def choose_zh_script(explicit: ZhScript | None, language: LanguageChoice | None, environ: Mapping[str, str]) -> ZhScriptChoice:
+    """The script for Chinese text: ``--zh-script``, else what a ``--language`` tag says (``zh-TW``),
+    else what the user's locale says (``zh_TW`` → tw, ``zh_HK`` → hk, ``zh_CN`` / ``zh_SG`` →
+    simplified), else auto: one script per file, never a mix (issue 23).
+
+    Args:
+        explicit: ``--zh-script`` as given, or None.
+        language: ``--language`` as resolved, or None.
+        environ: The environment (its LC_ALL, LC_MESSAGES and LANG).
+    """
+    if explicit is not None:
+        return ZhScriptChoice(explicit, f"--zh-script {explicit.value}")
+    if language is not None and language.zh_script is not None:
+        return ZhScriptChoice(ZhScript(language.zh_script), f"--language {language.given}")
+    name = next((n for n in LOCALE_VARIABLES if environ.get(n)), None)
+    script = None if name is None else locale_chinese_script(environ[name])
+    if name is not None and script is not None:
+        return ZhScriptChoice(ZhScript(script), f"locale {name}={environ[name]}")
+    return ZhScriptChoice(ZhScript.AUTO, "default: each file in the script most of its Chinese characters are in")
 
 
 class Task(str, Enum):
@@ -129,7 +165,7 @@ class DecodeSettings:
     beam_size: int = DEFAULT_BEAM_SIZE
     word_timestamps: bool = True
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
-    zh_script: ZhScript = ZhScript.KEEP  # the script Chinese text is written in (carevoice.run.chinese)
+    zh_script: ZhScript = ZhScript.AUTO  # the script Chinese text is written in (carevoice.run.chinese)
 
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI

@@ -39,6 +39,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Models are assembled into a per-session cache, never the user's."""
     os.environ["CAREVOICE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["HF_HUB_OFFLINE"] = "1"  # a test must never reach a model hub
+    # The locale chooses the Chinese script when nothing else does: tests that want one set it themselves.
+    for name in ("LC_ALL", "LC_MESSAGES"):
+        os.environ.pop(name, None)
+    os.environ["LANG"] = "C.UTF-8"
 
 
 @pytest.fixture(scope="session")

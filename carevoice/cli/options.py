@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -22,6 +23,7 @@ from carevoice.settings import (
     Task,
     TranscribeSettings,
     ZhScript,
+    choose_zh_script,
     parse_gpus,
 )
 
@@ -62,8 +64,10 @@ ZhScriptOption = Annotated[
     Optional[ZhScript],
     typer.Option(
         "--zh-script",
-        help="Script of Chinese text (zh, yue): keep = as the model wrote it; tw = Traditional, Taiwan phrasing; "
-        "hk = Traditional, Hong Kong; simplified. Default: keep, or what a --language tag such as zh-TW says.",
+        help="Script of Chinese text (zh, yue): auto = each file in the script most of its Chinese characters are "
+        "in, never a mix; keep = as the model wrote it (may mix both); tw = Traditional, Taiwan phrasing; hk = "
+        "Traditional, Hong Kong; simplified. Default: what a --language tag such as zh-TW says, else the locale "
+        "(LC_ALL, LC_MESSAGES, LANG: zh_TW → tw, zh_HK → hk, zh_CN or zh_SG → simplified), else auto.",
     ),
 ]
 RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
@@ -110,7 +114,8 @@ def transcribe_settings(
         inputs=tuple(paths),
         output_dir=output_dir,
         engine=EngineSettings(device=device, compute_type=compute_type, cpu_threads=cpu_threads),
-        decode=DecodeSettings(batch_size=batch_size),
+        # The script when neither an option, a folder's file nor a -l tag names one: the locale's, else auto.
+        decode=DecodeSettings(batch_size=batch_size, zh_script=choose_zh_script(None, None, os.environ).script),
         recursive=recursive,
         decode_workers=decode_workers,
         gpus=None if gpus is None else parse_gpus(gpus),

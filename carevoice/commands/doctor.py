@@ -300,7 +300,7 @@ def check_model(ctx: Context) -> CheckResult:
 
 
 def check_opencc(ctx: Context) -> CheckResult:
-    """OpenCC loads and converts a known sentence to Taiwan Traditional (what --zh-script tw/hk/simplified use)."""
+    """OpenCC loads and converts a known sentence to Taiwan Traditional (what --zh-script auto, the default, and tw/hk/simplified use)."""
 
     ok, detail = self_test()
     if ok:
@@ -309,7 +309,7 @@ def check_opencc(ctx: Context) -> CheckResult:
         "Chinese script (OpenCC)",
         CheckStatus.FAIL,
         detail,
-        "pip install --force-reinstall opencc (only carevoice transcribe --zh-script tw/hk/simplified need it; keep works without)",
+        "pip install --force-reinstall opencc (every --zh-script but keep needs it: auto is the default)",
     )
 
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import CliResult, invoke_cli
 from doubles import FakeEngine
 from watchers import done, start  # noqa: F401  (a fixture)
@@ -71,7 +72,7 @@ def test_a_colleagues_plain_run_on_the_parent_keeps_the_wards_choice(
             "task": "transcribe",
             "language": None,
             "beam_size": 3,
-            "zh_script": "keep",
+            "zh_script": "auto",
         }
     assert "redo" not in colleague.stderr
     assert len(fake_engines) == loaded_before + 1  # one model for both groups: loaded once
@@ -101,7 +102,7 @@ def test_a_bad_folder_file_is_a_usage_error_naming_file_and_key_before_any_model
     for text, expected in (
         ('languag = "en"\n', f"error: {bad}: unknown key 'languag'"),
         ("beam_size = 0\n", f"error: {bad}: beam_size = 0: give a whole number, 1 or more"),
-        ('zh_script = "traditional"\n', f"error: {bad}: zh_script = 'traditional': give one of keep, tw, hk, simplified"),
+        ('zh_script = "traditional"\n', f"error: {bad}: zh_script = 'traditional': give one of auto, keep, tw, hk, simplified"),
         ('language = "klingon"\n', f"error: {bad}: language = 'klingon': --language 'klingon' is not a language Whisper knows"),
         ("model = \n", f"error: {bad} is not valid TOML"),
     ):
@@ -137,6 +138,29 @@ def test_a_dry_run_prints_its_plan_on_stdout_with_each_options_source_and_exits_
     plan = run(ward, "--dry-run", "--json")  # with --json, stdout is the JSON alone
     assert plan.exit_code == 1 and json.loads(plan.stdout)["counts"]["fail"] == 2
     assert fake_engines == [] and not list(ward.glob("*.txt"))
+
+
+def test_the_locale_chooses_the_script_only_where_no_option_folder_file_or_tag_does(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, fake_engines: list[FakeEngine]
+) -> None:
+    parent = wards(tmp_path, data_dir)  # ward-tw's file says zh-TW; ward-b's folders say no script
+    (parent / "ward-s").mkdir()
+    shutil.copyfile(data_dir / PRESS, parent / "ward-s" / "c.wav")
+    (parent / "ward-s" / "carevoice.toml").write_text('zh_script = "simplified"\n', encoding="utf-8")
+    monkeypatch.setenv("LANG", "zh_HK.UTF-8")
+    plan = run(parent, "--dry-run")
+    assert plan.exit_code == 0, plan.stderr
+    sources = sorted(ln for ln in plan.stdout.splitlines() if ln.startswith("options for"))
+    assert len(sources) == 3, plan.stdout
+    assert any("--zh-script hk (from locale LANG=zh_HK.UTF-8)" in ln for ln in sources), sources
+    assert any(f"--zh-script simplified (from {parent / 'ward-s' / 'carevoice.toml'})" in ln for ln in sources), sources
+    assert any(f"--zh-script tw (from --language zh-TW, {parent / 'ward-tw' / 'carevoice.toml'})" in ln for ln in sources), sources
+    assert fake_engines == []  # a dry run loads nothing
+    done_run = run(parent, "-f", "txt,json")
+    assert done_run.exit_code == 0, done_run.stderr
+    assert {d.name: text_options(d, stem)["zh_script"] for d, stem in ((parent / "ward-tw", "a"), (parent / "ward-b", "a"), (parent / "ward-s", "c"))} == {
+        "ward-tw": "tw", "ward-b": "hk", "ward-s": "simplified"
+    }  # fmt: skip
 
 
 def test_watch_honours_the_folders_file(tmp_path: Path, data_dir: Path, start) -> None:

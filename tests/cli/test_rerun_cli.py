@@ -304,7 +304,7 @@ def test_the_record_names_the_recording_the_model_and_the_engine(tmp_path: Path,
     )
     assert raw["model"] == {"id": "tiny.en", "sha256": sha256_of(weights / "model.bin")}
     assert raw["engine_revision"] == ENGINE_REVISION and raw["carevoice"] and len(raw["run_id"]) == 32
-    assert raw["text"] == {"task": "transcribe", "language": None, "beam_size": 5, "zh_script": "keep"}
+    assert raw["text"] == {"task": "transcribe", "language": None, "beam_size": 5, "zh_script": "auto"}
     for fmt, entry in raw["outputs"].items():
         assert entry["sha256"] == sha256_of(folder / f"a.{fmt}") and entry["stat"]["inode"] == os.stat(folder / f"a.{fmt}").st_ino
 

@@ -256,10 +256,10 @@ def test_json_says_no_conversion_when_no_segment_is_chinese() -> None:
 
 
 def test_the_script_is_a_text_option_so_a_rerun_redoes_files() -> None:
-    keep, tw = DecodeSettings().text_options(), DecodeSettings(zh_script=ZhScript.TW).text_options()
+    auto, keep, tw = (DecodeSettings(**kw).text_options() for kw in ({}, {"zh_script": ZhScript.KEEP}, {"zh_script": ZhScript.TW}))
 
-    assert keep["zh_script"] == "keep" and tw["zh_script"] == "tw"
-    assert keep != tw
+    assert (auto["zh_script"], keep["zh_script"], tw["zh_script"]) == ("auto", "keep", "tw")  # auto: the default
+    assert len({tuple(o.items()) for o in (auto, keep, tw)}) == 3
 
 
 # --- CLI, setup errors, doctor --------------------------------------------------------------------
