@@ -172,10 +172,10 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, ffmpeg_bin: Ffmpeg, data_d
         bad[folder / name] = cause
 
     add_bad("empty.wav", b"", "the file contains no audio (0 bytes)")
-    add_bad("notes.mp3", b"patient reports chest pain since Tuesday\n" * 20, "cannot decode audio (ffmpeg: ")
+    add_bad("notes.mp3", b"patient reports chest pain since Tuesday\n" * 20, "not a recording: it is a text file — check that the right file")
     add_bad("noise.ogg", random.Random(5).randbytes(50_000), "cannot decode audio (ffmpeg: ")
     photo = generate(ffmpeg_bin, folder.parent / "photo.png", "-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1")
-    add_bad("photo.wav", photo.read_bytes(), "cannot decode audio (ffmpeg: png_pipe is not an audio or video format")
+    add_bad("photo.wav", photo.read_bytes(), "not a recording: it is a PNG picture — check that the right file")
     for name in ("wav", "mp3", "ogg-opus", "webm-opus", "m4a-index-at-end"):
         cut = cut_recordings[name][1]
         add_bad(f"cut-{name}{cut.suffix}", cut.read_bytes(), "the file is truncated: ")
@@ -216,7 +216,7 @@ def test_the_batch_finishes_with_exit_1_and_counts_every_file(bad_run: BadRun) -
     assert bad_run.result.returncode == 1, bad_run.result.stderr
     assert bad_run.record["counts"] == {"done": len(bad_run.good), "no_speech": 0, "skipped": 0, "failed": len(bad_run.bad)}
     last = bad_run.result.stderr.splitlines()[-1]
-    assert last.startswith(f"transcribed {len(bad_run.good)}, skipped 0, failed {len(bad_run.bad)} · ")
+    assert last.startswith(f"{len(bad_run.good)} transcribed, {len(bad_run.bad)} failed · {len(bad_run.bad)} need a person · ")
     assert "Traceback" not in bad_run.result.stderr and "internal error" not in bad_run.result.stderr
 
 

@@ -442,7 +442,7 @@ def test_a_users_own_file_is_never_overwritten_without_overwrite(tmp_path: Path,
     assert refused.exit_code == 1
     assert lines_naming(refused.stderr, clip) == [
         f"error: {clip}: notes.txt exists and was not written by CareVoice (or was edited) — "
-        "move it away or pass --overwrite"
+        "move it away, or pass --overwrite (it is then kept aside as a conflict copy)"
     ]
     assert mine.read_text(encoding="utf-8") == "my own notes, not a transcript\n" and stamps([mine]) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "notes.wav"]
@@ -451,6 +451,8 @@ def test_a_users_own_file_is_never_overwritten_without_overwrite(tmp_path: Path,
     assert replaced.exit_code == 0, replaced.stderr
     assert word_error_rate("in eighteen thirteen", mine.read_text(encoding="utf-8")) <= 0.7  # "In 1813."
     assert mine.read_text(encoding="utf-8") != "my own notes, not a transcript\n"
+    (aside,) = [p for p in tmp_path.iterdir() if "conflict" in p.name]  # --overwrite replaced it, and kept the person's file
+    assert aside.read_text(encoding="utf-8") == "my own notes, not a transcript\n" and aside.suffix == ".txt"
 
     # Edit a finished transcript by hand: a rerun keeps the edit and says so.
     (tmp_path / "notes.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nfixed by hand\n", encoding="utf-8")
@@ -458,7 +460,7 @@ def test_a_users_own_file_is_never_overwritten_without_overwrite(tmp_path: Path,
     assert kept.exit_code == 1
     assert lines_naming(kept.stderr, clip) == [
         f"error: {clip}: notes.srt exists and was not written by CareVoice (or was edited) — "
-        "move it away or pass --overwrite"
+        "move it away, or pass --overwrite (it is then kept aside as a conflict copy)"
     ]
     assert (tmp_path / "notes.srt").read_text(encoding="utf-8").endswith("fixed by hand\n")
 

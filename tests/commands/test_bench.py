@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import DATA_DIR
 
@@ -23,6 +24,7 @@ from carevoice.commands.bench_results import (
 from carevoice.engine import cuda_probe, decoder, nvml
 from carevoice.engine.cuda_probe import CudaProbe
 from carevoice.engine.models import resolve_model
+from carevoice.engine.whisper import EngineOutOfMemory
 from carevoice.settings import BenchSettings, DecodeSettings, Device, EngineSettings
 
 # One short clip: plain faster-whisper pads every file to a 30 s window (~2 s of CPU per clip here).
@@ -260,7 +262,14 @@ def test_a_run_that_breaks_fails_its_row_not_the_bench(tmp_path: Path, monkeypat
     def out_of_memory(samples, **options):  # type: ignore[no-untyped-def]
         raise RuntimeError("CUDA failed with error out of memory")
 
-    broken = SimpleNamespace(device="cpu", compute_type="int8", device_index=0, decoder=SimpleNamespace(model=SimpleNamespace(transcribe=out_of_memory)))
+    def engine_out_of_memory(items, options):  # type: ignore[no-untyped-def]
+        raise EngineOutOfMemory("out of memory on cpu", "use a smaller --batch-size")  # what Engine.run_batch makes of it
+
+    # Every way into the model fails (the pipeline's batches, plain faster-whisper); features are the CPU's and work.
+    broken = SimpleNamespace(
+        device="cpu", compute_type="int8", device_index=0, decoder=SimpleNamespace(model=SimpleNamespace(transcribe=out_of_memory)),
+        features=lambda samples: np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32), run_batch=engine_out_of_memory,
+    )  # fmt: skip
     monkeypatch.setattr(bench, "_timed_load", lambda settings, ref, device: (0.5, broken))
     settings = BenchSettings(inputs=(data_dir / CLIPS[0],), devices=(Device.CPU,), runs=1, compare=True, engine=EngineSettings(model="tiny.en"))
     inputs = bench._gather(settings, ffmpeg_bin, tmp_path / "out")
@@ -271,6 +280,7 @@ def test_a_run_that_breaks_fails_its_row_not_the_bench(tmp_path: Path, monkeypat
 
     ours, plain = rows
     assert not ours.available and ours.reason.startswith(f"{data_dir / CLIPS[0]}: ")  # from the warm-up, on the first file's first seconds
+    assert "out of memory" in ours.reason, ours.reason
     assert not plain.available and plain.reason == "RuntimeError: CUDA failed with error out of memory"
     assert said[-1] == "faster-whisper/cpu: failed — RuntimeError: CUDA failed with error out of memory"
 

@@ -138,7 +138,9 @@ def hostile(tmp_path: Path, ffmpeg_bin: Ffmpeg, data_dir: Path) -> Iterator[Host
     bad = {}
     for name, text in playlists.items():
         (visits / name).write_text(text, encoding="utf-8")
-        bad[visits / name] = "cannot decode audio (ffmpeg: "
+        # ffmpeg refuses it (it reads no playlist); a text long enough to tell is then said to be one.
+        bad[visits / name] = "cannot decode audio (ffmpeg: " if len(text) < 64 else "not a recording: it is a text file"
+    bad[visits / "files.txt"] = "not a recording: .txt is what CareVoice writes"  # named, it is taken for a transcript
     # Names ffmpeg would read as protocols if they reached it bare (pointing at refs/secret.data from
     # the working directory refs/): they are the local files they name.
     literal = {visits / "concat:secret.data|secret.data": STELLA, visits / "subfile,,start,0,end,0,,:secret.data": NOT_ILL}
