@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
+from carevoice.run.failures import forget_failure, remember_failure, remembered
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
 from carevoice.run.scheduler import BatchScheduler
@@ -587,6 +589,7 @@ class Transcriber:
             job.output_stem, decision.write, transcript, self._provenance(identity, words, build),
             remove=decision.remove, keep=decision.keep, old=planned.record, overwrite=self.settings.overwrite,
         )  # fmt: skip
+        forget_failure(job.output_stem)
         return outputs, redo_note(planned)
 
     def _render(self, job: Job) -> FileResult:
@@ -635,8 +638,10 @@ class Transcriber:
             why=why,
         )
 
-    @staticmethod
-    def _failed(file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
+    def _failed(self, file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
+        """A claimed file's failure, noted beside its outputs when an unchanged recording would meet it again."""
+        if remembered(cause):
+            remember_failure(file.job.output_stem, file.job.source, message, self.claims.run_id, datetime.now().astimezone())
         return FileResult(
             file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=time.monotonic() - file.started, error=message,
             cause=cause,
