@@ -37,9 +37,10 @@ def model_problem(settings: TranscribeSettings, exc: SetupError) -> str:
 
 
 def lifted_by(folder: Path) -> tuple[Path, ...]:
-    """Where a change may lift what a folder's options refuse: the folder, and each carevoice.toml at or above it."""
-    here = Path(os.path.abspath(folder))
-    return (folder, *(above / FOLDER_FILE for above in (here, *here.parents) if (above / FOLDER_FILE).is_file()))
+    """Where a change may lift what a folder's options refuse: the folder, and each carevoice.toml at
+    or above it (named as the watcher names paths: from the folder as given, absolute above it)."""
+    above = [] if folder.is_absolute() else list(Path(os.path.abspath(folder)).parents)[len(folder.parts) :]
+    return (folder, *(f / FOLDER_FILE for f in (folder, *folder.parents, *above) if (f / FOLDER_FILE).is_file()))
 
 
 class FolderModels:

@@ -167,7 +167,7 @@ def test_watch_fails_the_files_of_a_folder_whose_model_cannot_load_and_goes_on(t
         shutil.copyfile(data_dir / PRESS, inbox / ward / "press.wav")
     shutil.copyfile(data_dir / PRESS, inbox / "day.wav")
     # No -m: the folders choose (a FakeEngine for every model that loads: the words do not matter here).
-    watcher = start(inbox, "--settle", "0.5s", "--gather", "0.2s", "--poll", "0.5s", launcher=driven("bug", 10**9), engine=CPU)
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "0.2s", launcher=driven("bug", 10**9), engine=CPU)
     for ward, model in (("gone", tmp_path / "no-such-model"), ("junk", not_a_model)):
         line = watcher.seen(rf"{inbox / ward / 'press.wav'}: ")
         assert str(inbox / ward / "carevoice.toml") in line and str(model) in line, line
