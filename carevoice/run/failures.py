@@ -21,7 +21,7 @@ from pathlib import Path
 from carevoice.errors import Cause
 from carevoice.run.names import hidden_name
 from carevoice.run.rules import FailedBefore
-from carevoice.run.writers import atomic_write
+from carevoice.run import writers
 
 FAILED_SUFFIX = ".carevoice-failed.json"
 NOTE_VERSION = 1
@@ -76,7 +76,7 @@ def remember_failure(stem: Path, source: Path, error: str, run_id: str, now: dat
             "run_id": run_id,
         }
         stem.parent.mkdir(parents=True, exist_ok=True)  # under --output-dir a failed file may be the first of its folder
-        atomic_write(note_path(stem), json.dumps(note, indent=1).encode("ascii"))
+        writers.atomic_write(note_path(stem), json.dumps(note, indent=1).encode("ascii"))  # the writers' one way to write a file
     except OSError:
         pass
 
