@@ -12,7 +12,8 @@ several engines overlap, or a slow engine holds decoding back), a ``gate`` (a th
 test sets: each batch waits for it, so a test decides when a long batch ends, and ``inside`` is set
 while a batch is in the engine), a bug (``bug_from_batch``: that batch and every later one raise
 ZeroDivisionError, which is no EngineError, so it escapes the per-file handling as a bug in an
-engine would), and records the chunks of every batch it was handed (``batches``; ``calls`` and
+engine would), a failure of every chunk it is handed (``refuse``: the EngineError each comes back
+as, failing its file), and records the chunks of every batch it was handed (``batches``; ``calls`` and
 ``entered`` count them). ``fake_load`` makes an ``Engine.load`` that builds one (into a list, to
 see what was loaded; ``only_on`` asserts the one device it may be asked for); it needs no fixture,
 so a driver script run in a child process uses it too (with tests/ put on ``sys.path`` first). The
@@ -66,6 +67,7 @@ import pytest
 
 from carevoice.engine.models import ModelRef
 from carevoice.engine.whisper import Engine, EngineItem, ItemResult
+from carevoice.errors import EngineError
 from carevoice.settings import DecodeSettings, EngineSettings
 from carevoice.transcript import Segment, Word
 
@@ -84,7 +86,7 @@ class FakeEngine:
 
     def __init__(
         self, ref: ModelRef, device: str = "cpu", device_index: int = 0, delay_s: float = 0.0,
-        gate: threading.Event | None = None, bug_from_batch: int | None = None,
+        gate: threading.Event | None = None, bug_from_batch: int | None = None, refuse: EngineError | None = None,
     ) -> None:  # fmt: skip
         self.ref = ref
         self.device = device
@@ -93,6 +95,7 @@ class FakeEngine:
         self.delay_s = delay_s
         self.gate = gate
         self.bug_from_batch = bug_from_batch
+        self.refuse = refuse
         self.inside = threading.Event()  # a batch is in run_batch now
         self.batches: list[int] = []  # the chunks of each run_batch call, in order
 
@@ -108,7 +111,7 @@ class FakeEngine:
     def features(self, samples: np.ndarray) -> np.ndarray:
         return np.zeros((80, max(1, len(samples) // 160)), dtype=np.float32)
 
-    def run_batch(self, items: list[EngineItem], options: DecodeSettings) -> list[ItemResult]:
+    def run_batch(self, items: list[EngineItem], options: DecodeSettings) -> list[ItemResult | EngineError]:
         self.batches.append(len(items))
         self.inside.set()
         try:
@@ -118,21 +121,27 @@ class FakeEngine:
                 self.gate.wait()
             if self.bug_from_batch is not None and self.calls >= self.bug_from_batch:
                 raise ZeroDivisionError("float division by zero")  # a bug in an engine: no EngineError
+            if self.refuse is not None:
+                return [self.refuse for _ in items]
             return [fake_chunk_result(item) for item in items]
         finally:
             self.inside.clear()
 
 
 def fake_load(
-    built: list[FakeEngine] | None = None, delay_s: float = 0.0, only_on: str | None = None, bug_from_batch: int | None = None
+    built: list[FakeEngine] | None = None,
+    delay_s: float = 0.0,
+    only_on: str | None = None,
+    bug_from_batch: int | None = None,
+    refuse: EngineError | None = None,
 ) -> Any:
     """An ``Engine.load`` (a classmethod) that builds a FakeEngine on the device and index asked
     for, appended to ``built``; ``only_on``: the one device it may be asked for (asserted);
-    ``bug_from_batch``: see FakeEngine."""
+    ``bug_from_batch`` and ``refuse``: see FakeEngine."""
 
     def load(cls: type[Engine], settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> FakeEngine:
         assert only_on is None or device == only_on, f"Engine.load asked for {device!r}"
-        engine = FakeEngine(ref, device, device_index, delay_s, bug_from_batch=bug_from_batch)
+        engine = FakeEngine(ref, device, device_index, delay_s, bug_from_batch=bug_from_batch, refuse=refuse)
         if built is not None:
             built.append(engine)
         return engine

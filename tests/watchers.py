@@ -81,10 +81,12 @@ class Watcher:
         launcher: tuple[str, ...] = PLAIN,
         prefix: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        engine: tuple[str, ...] = ENGINE,
     ) -> None:
-        """``prefix``: what the launcher runs under (conftest.as_another_user); ``env``: the child's environment."""
+        """``prefix``: what the launcher runs under (conftest.as_another_user); ``env``: the child's environment;
+        ``engine``: the model, device and formats options (without ``-m``, the folders' carevoice.toml files choose the model)."""
         self.heartbeat = heartbeat
-        args = [*prefix, *launcher, "watch", str(folder), *ENGINE, "--heartbeat", str(heartbeat), *map(str, options)]
+        args = [*prefix, *launcher, "watch", str(folder), *engine, "--heartbeat", str(heartbeat), *map(str, options)]
         self.child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self._new: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -181,7 +183,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def start(tmp_path: Path) -> Iterator:
     started: list[Watcher] = []
 
-    def _start(folder: Path, *options: object, **launcher: tuple[str, ...]) -> Watcher:
+    def _start(folder: Path, *options: object, **launcher: tuple[str, ...]) -> Watcher:  # launcher, prefix, env, engine: see Watcher
         watcher = Watcher(folder, *options, heartbeat=tmp_path / "heartbeat.json", **launcher)
         started.append(watcher)
         return watcher

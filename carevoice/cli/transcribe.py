@@ -71,8 +71,9 @@ def transcribe(
         bool,
         typer.Option(
             "--dry-run",
-            help="Only say what a run would do with each file (transcribe, skip, redo and why, fail) and where each option "
-            "came from (command line, a folder's carevoice.toml, default), on stdout; touch nothing. Exit 1 if a file would fail, else 0.",
+            help="Only say what a run would do with each file (transcribe, skip, redo and why, try again, fail) and where each option "
+            "came from (command line, a folder's carevoice.toml, default), on stdout; touch nothing. Exit 1 if a file would fail "
+            "(a file that failed last time and is unchanged counts), else 0.",
         ),
     ] = False,
     recursive: RecursiveOption = True,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from carevoice.settings import TranscribeSettings
 
 
-PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "dim", "fail": "red"}
+PLAN_STYLE = {"transcribe": "green", "redo": "yellow", "add": "cyan", "skip": "dim", "try again": "magenta", "fail": "red"}
 
 
 def plan_line(planned: FilePlan) -> str:
@@ -28,7 +28,7 @@ def plan_line(planned: FilePlan) -> str:
     action = decision.action.value
     if decision.action is Action.FAIL:
         detail = planned.problem
-    elif decision.action is Action.TRANSCRIBE:
+    elif decision.action is Action.TRANSCRIBE and decision.reason is Reason.NEW:
         detail = f"writes {', '.join(f.value for f in decision.write)}"
     else:
         detail = decision.why
@@ -60,8 +60,11 @@ def options_line(settings: TranscribeSettings, files: int) -> str:
 
 
 def plan_exit_code(plan: RunPlan) -> ExitCode:
-    """A dry run's exit code: 1 (FAILED) when the run would fail a file, else 0."""
-    return ExitCode.FAILED if plan_counts(plan)[Action.FAIL.value] else ExitCode.OK
+    """A dry run's exit code: 1 (FAILED) when the run would fail a file, else 0. A file that failed
+    last time and is unchanged since counts: nothing it failed of changed but CareVoice, ffmpeg or
+    the folder, so it is predicted to fail again (docs/reruns.md)."""
+    counts = plan_counts(plan)
+    return ExitCode.FAILED if counts[Action.FAIL.value] or counts[Action.TRY_AGAIN.value] else ExitCode.OK
 
 
 def plan_counts(plan: RunPlan) -> dict[str, int]:
@@ -74,7 +77,8 @@ def plan_counts(plan: RunPlan) -> dict[str, int]:
 
 def plan_counts_line(plan: RunPlan) -> str:
     counts = plan_counts(plan)
-    parts = ", ".join(f"{counts[a.value]} {a.value}" for a in Action)
+    # "try again" only when there is one: files that failed last time are rare, and say why each.
+    parts = ", ".join(f"{counts[a.value]} {a.value}" for a in Action if a is not Action.TRY_AGAIN or counts[a.value])
     return f"dry run: {parts} (of {sum(counts.values())} file(s)); nothing was changed"
 
 

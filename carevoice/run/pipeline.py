@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
 from carevoice.run.discovery import Job
+from carevoice.run.failures import forget_failure, remember_failure, remembered
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
 from carevoice.run.rules import FROM_AUDIO_HINT, IN_THE_WAY_HINT
@@ -613,6 +615,7 @@ class Transcriber:
             remove=decision.remove, keep=decision.keep, aside=decision.aside, old=planned.record, overwrite=self.settings.overwrite,
             in_the_way_hint=IN_THE_WAY_HINT[self.settings.offers_overwrite],
         )  # fmt: skip
+        forget_failure(job.output_stem)
         return written, redo_note(planned)
 
     def _render(self, job: Job) -> FileResult:
@@ -673,8 +676,10 @@ class Transcriber:
             conflict=next(iter(written.aside), None),
         )
 
-    @staticmethod
-    def _failed(file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
+    def _failed(self, file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
+        """A claimed file's failure, noted beside its outputs when an unchanged recording would meet it again."""
+        if remembered(cause):
+            remember_failure(file.job.output_stem, file.job.source, message, self.claims.run_id, datetime.now().astimezone())
         return FileResult(
             file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=file.own_s, error=message,
             cause=cause,

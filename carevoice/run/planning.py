@@ -27,6 +27,7 @@ from carevoice.errors import Cause, OutputError, UsageError
 from carevoice.folders import FOLDER_FILE, FolderFiles, choices_key, effective_choices, with_choices
 from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.discovery import Job, find_jobs, select_shard
+from carevoice.run.failures import failed_before
 from carevoice.run.names import name_problem
 from carevoice.run.records import Identity, Record, read_record
 from carevoice.run.rules import (
@@ -37,6 +38,7 @@ from carevoice.run.rules import (
     OutputState,
     Reason,
     RunFacts,
+    after_failure,
     decide,
 )
 from carevoice.run.writers import output_path
@@ -262,6 +264,8 @@ def plan_file(job: Job, run: RunFacts) -> FilePlan:
     """Plan one recording (the outputs' own safety is checked by :func:`plan_files`)."""
     facts, unchanged = gather_facts(job, run.formats)
     decision = decide(facts, run)
+    if decision.action in (Action.TRANSCRIBE, Action.REDO):  # only then: a skipped file costs no look for a note
+        decision = after_failure(decision, failed_before(job.output_stem, job.source))
     problem = blocked_message(job, decision, run) if decision.action is Action.FAIL else ""
     return FilePlan(job, decision, facts.record, unchanged, problem)
 
@@ -382,10 +386,11 @@ def blocked_message(job: Job, decision: Decision, run: RunFacts) -> str:
 
 
 def redo_note(planned: FilePlan) -> str | None:
-    """Why a file that is being transcribed (again) is: ``redo: recording changed since …``, ``redo: --zh-script tw → keep``."""
+    """Why a file that is being transcribed (again) is: ``redo: recording changed since …``, ``redo: --zh-script tw → keep``,
+    ``try again: failed last time, …``, ``transcribe: changed since it failed last time``."""
     decision = planned.decision
-    if decision.action is Action.REDO:
-        return f"redo: {decision.why}"
+    if decision.action in (Action.REDO, Action.TRY_AGAIN) or decision.reason is Reason.CHANGED_SINCE_FAILED:
+        return f"{decision.action.value}: {decision.why}"
     if decision.action is Action.ADD:
         return f"redo: {decision.why}; wrote {', '.join(f.value for f in decision.write)} only"
     return None

@@ -20,7 +20,7 @@ The rules a rerun keeps (docs/reruns.md):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -37,6 +37,7 @@ class Action(str, Enum):
     SKIP = "skip"
     REDO = "redo"  # transcribe again, replacing (or removing) every output of the old transcript
     ADD = "add"  # the transcript is current: write only the outputs that are missing
+    TRY_AGAIN = "try again"  # transcribe (or redo) a recording that failed last time and is unchanged since: it may well fail again
     FAIL = "fail"
 
 
@@ -55,6 +56,8 @@ class Reason(str, Enum):
     OVERWRITE = "--overwrite"
     FOREIGN_OUTPUT = "an output was not written by CareVoice, or was edited"
     PROBLEM = "it cannot be transcribed here"
+    FAILED_BEFORE = "failed last time"
+    CHANGED_SINCE_FAILED = "changed since it failed last time"
 
 
 # What a person can do about their file in the way of an output, by whether the command offers
@@ -143,7 +146,7 @@ class Decision:
     @property
     def needs_engine(self) -> bool:
         """Whether carrying it out needs the model (everything but skip, fail and an add from the recorded JSON)."""
-        return self.action in (Action.TRANSCRIBE, Action.REDO) or (self.action is Action.ADD and not self.from_json)
+        return self.action in (Action.TRANSCRIBE, Action.REDO, Action.TRY_AGAIN) or (self.action is Action.ADD and not self.from_json)
 
 
 def decide(facts: FileFacts, run: RunFacts) -> Decision:
@@ -210,6 +213,35 @@ def decide(facts: FileFacts, run: RunFacts) -> Decision:
     # The recorded JSON holds the whole transcript with word timings: the rest render from it.
     from_json = OutputFormat.JSON in current and record.outputs[OutputFormat.JSON.value].words
     return Decision(Action.ADD, reason, write=_in_order(missing), keep=_in_order(keep - missing), from_json=from_json, formats=_in_order(missing))
+
+
+@dataclass(frozen=True)
+class FailedBefore:
+    """What a recording's failure note says (carevoice.run.failures), against the recording as it is now.
+
+    Attributes:
+        at: When it failed, as a person reads it (``2026-12-05 21:04``).
+        error: The one line it failed with.
+        unchanged: Whether the recording's stat is still the one it failed with.
+    """
+
+    at: str
+    error: str
+    unchanged: bool
+
+
+def after_failure(decision: Decision, failed: FailedBefore | None) -> Decision:
+    """What a failure last time makes of a file to transcribe (or redo): tried again, and expected to
+    fail again, while the recording is unchanged since (only CareVoice, ffmpeg or the folder may
+    have changed); a plain transcribe, saying so, once the recording changed."""
+    if failed is None or decision.action not in (Action.TRANSCRIBE, Action.REDO):
+        return decision
+    if failed.unchanged:
+        detail = f"{Reason.FAILED_BEFORE.value}, {failed.at}: {failed.error}"
+        return replace(decision, action=Action.TRY_AGAIN, reason=Reason.FAILED_BEFORE, detail=detail)
+    if decision.action is Action.TRANSCRIBE:
+        return replace(decision, reason=Reason.CHANGED_SINCE_FAILED)
+    return decision  # a redo's own reason (the recording changed since it was transcribed) says it
 
 
 # The command-line option of each text option a record keeps (DecodeSettings.text_options).

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from carevoice.folders import FOLDER_FILE
 from carevoice.run.discovery import find_audio_files, real_place
 from carevoice.settings import RESCAN_S
 from carevoice.watch.arrivals import Arrivals
@@ -155,6 +156,8 @@ class Changes:
                     touched.add(path)  # its permissions, or a folder moved in
                     if self.recursive:
                         self.walk(path)  # a folder moved in: its files may have come before its watch
+                elif path.name == FOLDER_FILE:  # a folder's settings: the files they refused are looked at again (watch.groups.lifted_by)
+                    touched.update((path.parent, path))
                 else:
                     if not path.name.startswith("."):  # not the watcher's own temporary files, locks and records
                         touched.add(path.parent)  # a sibling removed, an output moved away

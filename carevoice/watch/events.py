@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from carevoice.folders import FOLDER_FILE
 from carevoice.run.discovery import audio_name
 
 # File systems whose changes made elsewhere (another client, the host of a VM or container) send
@@ -54,12 +55,13 @@ def filesystem_type(path: Path) -> str:
 
 
 def _wanted(path: str) -> bool:
-    """An audio file's event, or a folder's (whose files a walk then finds); never our own
-    hidden temporary files or the outputs written beside the recordings."""
+    """An audio file's event, a folder's (whose files a walk then finds), or a carevoice.toml's
+    (what it refused may be lifted); never our own hidden temporary files or the outputs written
+    beside the recordings."""
     name = os.path.basename(path)
     if name.startswith("."):
         return False
-    if audio_name(name):
+    if audio_name(name) or name == FOLDER_FILE:
         return True
     return os.path.isdir(path)
 

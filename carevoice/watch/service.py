@@ -236,10 +236,11 @@ class Service:
         self.cleared = {folder: at_s for folder, at_s in self.cleared.items() if now_s - at_s < CLEAR_EVERY_S}
         self.cleared.update(dict.fromkeys(tidy(planned, cleared=self.cleared), now_s))
         # Failed before any work: by what lies beside the file (its name taken, an output in the
-        # way, the folder), which a change there may lift: said once, counted failed, and looked
-        # at again when its folders change (not on a timetable: nothing else can lift it).
+        # way, the folder, a carevoice.toml that is bad or names a model that cannot load), which a
+        # change there may lift: said once, counted failed, and looked at again when its folders
+        # (or those carevoice.toml files) change (not on a timetable: nothing else can lift it).
         blocked = [(FileResult(p.path, FileStatus.FAILED, error=p.message), (p.path.parent,)) for p in found.problems]
-        blocked += [(FileResult(job.source, FileStatus.FAILED, error=message), (job.source.parent,)) for job, message in bad]
+        blocked += [(FileResult(job.source, FileStatus.FAILED, error=message), lifted) for job, message, lifted in bad]
         blocked += [
             (replace(p.result(), cause=None), tuple(dict.fromkeys((p.job.source.parent, p.job.output_stem.parent))))
             for p in planned

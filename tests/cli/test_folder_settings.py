@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import CliResult, invoke_cli
 from doubles import FakeEngine
-from watchers import done, start  # noqa: F401  (a fixture)
+from watchers import done, driven, start  # noqa: F401  (a fixture)
 
 from carevoice.run.records import read_record
 
@@ -175,3 +175,31 @@ def test_watch_honours_the_folders_file(tmp_path: Path, data_dir: Path, start) -
     assert watcher.stop()[0] == 0
     assert text_options(inbox / "night", "press")["beam_size"] == 1
     assert text_options(inbox, "day")["beam_size"] == 5
+
+
+def test_watch_fails_the_files_of_a_folder_whose_model_cannot_load_and_goes_on(tmp_path: Path, data_dir: Path, start) -> None:
+    """A ward's carevoice.toml names a model folder that is not there, another one that holds no
+    model: their recordings fail with a line naming the file and the model, the other folders' are
+    transcribed, and a ward's recording is tried again once its carevoice.toml is fixed."""
+    inbox = tmp_path / "inbox"
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("no model here\n", encoding="utf-8")
+    for ward, model in (("gone", tmp_path / "no-such-model"), ("junk", not_a_model)):
+        (inbox / ward).mkdir(parents=True)
+        (inbox / ward / "carevoice.toml").write_text(f'model = "{model}"\n', encoding="utf-8")
+        shutil.copyfile(data_dir / PRESS, inbox / ward / "press.wav")
+    shutil.copyfile(data_dir / PRESS, inbox / "day.wav")
+    # No -m: the folders choose (a FakeEngine for every model that loads: the words do not matter here).
+    watcher = start(inbox, "--settle", "0.5s", "--gather", "0.2s", launcher=driven("bug", 10**9), engine=CPU)
+    for ward, model in (("gone", tmp_path / "no-such-model"), ("junk", not_a_model)):
+        line = watcher.seen(rf"{inbox / ward / 'press.wav'}: ")
+        assert str(inbox / ward / "carevoice.toml") in line and str(model) in line, line
+    watcher.seen(done("day.wav"))
+    assert not (inbox / "gone" / "press.txt").exists()
+
+    (inbox / "gone" / "carevoice.toml").write_text('model = "tiny.en"\n', encoding="utf-8")  # the ward fixes its file
+    watcher.seen(done("gone/press.wav"))
+    assert watcher.stop()[0] == 0
+    assert text_options(inbox / "gone", "press")["model"] == "tiny.en"
+    assert not (inbox / "junk" / "press.txt").exists()

@@ -11,10 +11,12 @@ from carevoice.run.records import Identity, OutputEntry, Record
 from carevoice.run.rules import (
     Action,
     Decision,
+    FailedBefore,
     FileFacts,
     OutputState,
     Reason,
     RunFacts,
+    after_failure,
     decide,
 )
 from carevoice.settings import OutputFormat
@@ -111,8 +113,35 @@ def test_each_case_gets_its_plan(case: str, file_facts: FileFacts, run: RunFacts
     assert decide(file_facts, run) == expected
 
 
+# What a failure last time (a note beside the outputs, carevoice.run.failures) makes of a decision.
+FAILED = FailedBefore("2026-12-05 21:04", "not a recording", unchanged=True)
+FAILED_THEN_CHANGED = replace(FAILED, unchanged=False)
+TRY_AGAIN = "failed last time, 2026-12-05 21:04: not a recording"
+AFTER_FAILURE = [
+    # (id, decision without the note, the note, expected plan)
+    ("no note", Decision(Action.TRANSCRIBE, Reason.NEW, write=DEFAULT), None, Decision(Action.TRANSCRIBE, Reason.NEW, write=DEFAULT)),
+    ("failed, unchanged since", Decision(Action.TRANSCRIBE, Reason.NEW, write=DEFAULT), FAILED,
+     Decision(Action.TRY_AGAIN, Reason.FAILED_BEFORE, write=DEFAULT, detail=TRY_AGAIN)),
+    ("failed, copied again since", Decision(Action.TRANSCRIBE, Reason.NEW, write=DEFAULT), FAILED_THEN_CHANGED,
+     Decision(Action.TRANSCRIBE, Reason.CHANGED_SINCE_FAILED, write=DEFAULT)),
+    ("a finished file's recording replaced by one that failed", Decision(Action.REDO, Reason.RECORDING_CHANGED, write=DEFAULT, remove=(VTT,)),
+     FAILED, Decision(Action.TRY_AGAIN, Reason.FAILED_BEFORE, write=DEFAULT, remove=(VTT,), detail=TRY_AGAIN)),
+    ("... and replaced again since: a plain redo", Decision(Action.REDO, Reason.RECORDING_CHANGED, write=DEFAULT), FAILED_THEN_CHANGED,
+     Decision(Action.REDO, Reason.RECORDING_CHANGED, write=DEFAULT)),
+    ("a skipped file's note is not read", Decision(Action.SKIP, Reason.CURRENT, keep=DEFAULT), FAILED,
+     Decision(Action.SKIP, Reason.CURRENT, keep=DEFAULT)),
+    ("an output in the way still blocks it", Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=(TXT,)), FAILED,
+     Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=(TXT,))),
+]
+
+
+@pytest.mark.parametrize(("case", "decision", "failed", "expected"), AFTER_FAILURE, ids=[c[0] for c in AFTER_FAILURE])
+def test_what_a_failure_last_time_makes_of_a_decision(case: str, decision: Decision, failed: FailedBefore | None, expected: Decision) -> None:
+    assert after_failure(decision, failed) == expected
+
+
 def test_every_action_and_reason_is_in_the_table() -> None:
-    plans = [c[3] for c in CASES]
+    plans = [c[3] for c in CASES + AFTER_FAILURE]
     assert {p.action for p in plans} == set(Action)
     assert {p.reason for p in plans} == set(Reason) - {Reason.PROBLEM}  # PROBLEM comes from claims.output_problem
 
