@@ -151,17 +151,18 @@ def with_choices(base: TranscribeSettings, choices: Mapping[str, Choice]) -> Tra
     value = {key: choice.value for key, choice in choices.items()}
     language = resolve_language(value["language"]) if value["language"] else None
     formats = parse_formats(value["formats"])
-    # An explicit script wins over a tag's (zh-TW), which wins over what base has: the locale's, else auto.
-    script = value["zh_script"] or (language.zh_script if language else None) or base.decode.zh_script.value
+    script = choose_zh_script(choices["zh_script"], choices["language"], base.locale)  # kept with where it came from
     decode = replace(
         base.decode,
         task=Task(value["task"]),
         language=language.code if language else None,
         beam_size=value["beam_size"],
         word_timestamps=bool(SUBTITLE_FORMATS.intersection(formats)) or OutputFormat.JSON in formats,
-        zh_script=ZhScript(script),
+        zh_script=ZhScript(script.value),
     )
-    return replace(base, formats=formats, engine=replace(base.engine, model=value["model"]), decode=decode, choices=dict(choices))
+    return replace(
+        base, formats=formats, engine=replace(base.engine, model=value["model"]), decode=decode, choices=dict(choices), zh_script_source=script.source
+    )
 
 
 def choices_key(choices: Mapping[str, Choice]) -> tuple[tuple[str, Any], ...]:
@@ -183,10 +184,5 @@ def option_sources(settings: TranscribeSettings) -> list[tuple[str, str, str]]:
         "task": decode.task.value,
         "beam_size": str(decode.beam_size),
     }
-    sources = {key: choice.source for key, choice in settings.choices.items()}
-    language = settings.choices["language"]
-    if settings.choices["zh_script"].value is None and language.value and resolve_language(language.value).zh_script:
-        sources["zh_script"] = f"--language {language.value}, {language.source}"  # a tag such as zh-TW chose it
-    elif settings.choices["zh_script"].value is None:
-        sources["zh_script"] = choose_zh_script(None, None, os.environ).reason  # the locale, or the default's rule
+    sources = {key: choice.source for key, choice in settings.choices.items()} | {"zh_script": settings.zh_script_source}
     return [(KEYS[key].option, values[key], sources[key]) for key in KEYS if key in values]

@@ -14,7 +14,7 @@ from typing import Any
 
 from carevoice import files
 from carevoice.errors import CareVoiceError, UsageError
-from carevoice.languages import LANGUAGES, LanguageChoice, closest_codes, locale_chinese_script
+from carevoice.languages import LANGUAGES, closest_codes, locale_chinese_script, resolve_language
 
 # Whisper's input: mono float32 samples at 16 kHz (carevoice.run.audio decodes every recording to it).
 SAMPLE_RATE_HZ = 16_000
@@ -67,33 +67,36 @@ class ZhScript(str, Enum):
 LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
 
 
-@dataclass(frozen=True)
-class ZhScriptChoice:
-    """The script Chinese transcripts are written in, and why (for the run header and the docs' rule)."""
-
-    script: ZhScript
-    reason: str
+DEFAULT_SCRIPT_REASON = "default: each file in the script most of its Chinese characters are in"
 
 
-def choose_zh_script(explicit: ZhScript | None, language: LanguageChoice | None, environ: Mapping[str, str]) -> ZhScriptChoice:
-    """The script for Chinese text: ``--zh-script``, else what a ``--language`` tag says (``zh-TW``),
-    else what the user's locale says (``zh_TW`` → tw, ``zh_HK`` → hk, ``zh_CN`` / ``zh_SG`` →
-    simplified), else auto: one script per file, never a mix (issue 23).
+def locale_of(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that name the user's locale, as set (a run keeps them, so a decision made later is pure)."""
+    return {name: environ[name] for name in LOCALE_VARIABLES if environ.get(name)}
+
+
+def choose_zh_script(script: Choice, language: Choice, locale: Mapping[str, str]) -> Choice:
+    """The script for Chinese text, and what chose it (issue 23): what was said for this run
+    (``--zh-script``, else a ``-l`` tag such as ``zh-TW``), then what the nearest ``carevoice.toml``
+    says (its ``zh_script``, else its language's tag), then the user's locale (``zh_TW`` → tw,
+    ``zh_HK`` → hk, ``zh_CN`` / ``zh_SG`` → simplified), else auto: one script per file, never a mix.
 
     Args:
-        explicit: ``--zh-script`` as given, or None.
-        language: ``--language`` as resolved, or None.
-        environ: The environment (its LC_ALL, LC_MESSAGES and LANG).
+        script: ``--zh-script`` (value None when nothing set it), and where it came from.
+        language: ``--language`` as given (a code, name or tag; None: detect), and where it came from.
+        locale: LC_ALL, LC_MESSAGES and LANG, where set (:func:`locale_of`).
     """
-    if explicit is not None:
-        return ZhScriptChoice(explicit, f"--zh-script {explicit.value}")
-    if language is not None and language.zh_script is not None:
-        return ZhScriptChoice(ZhScript(language.zh_script), f"--language {language.given}")
-    name = next((n for n in LOCALE_VARIABLES if environ.get(n)), None)
-    script = None if name is None else locale_chinese_script(environ[name])
-    if name is not None and script is not None:
-        return ZhScriptChoice(ZhScript(script), f"locale {name}={environ[name]}")
-    return ZhScriptChoice(ZhScript.AUTO, "default: each file in the script most of its Chinese characters are in")
+    tag = resolve_language(str(language.value)).zh_script if language.value else None
+    for said in (True, False):  # said for this run, then a folder's file
+        if script.value is not None and script.given is said:
+            return Choice(str(script.value), script.source)
+        if tag is not None and language.given is said:
+            return Choice(tag, f"--language {language.value}, {language.source}")
+    name = next((n for n in LOCALE_VARIABLES if locale.get(n)), None)
+    from_locale = None if name is None else locale_chinese_script(locale[name])
+    if name is not None and from_locale is not None:
+        return Choice(from_locale, f"locale {name}={locale[name]}")
+    return Choice(ZhScript.AUTO.value, DEFAULT_SCRIPT_REASON)
 
 
 class Task(str, Enum):
@@ -294,6 +297,8 @@ class TranscribeSettings:
     # The options that shape the text, by carevoice.folders key, and where each came from (empty:
     # no folder settings, as in a bench or a test that builds settings itself).
     choices: Mapping[str, Choice] = field(default_factory=dict)
+    locale: Mapping[str, str] = field(default_factory=dict)  # the user's locale (settings.locale_of): it may choose the Chinese script
+    zh_script_source: str = DEFAULT_SCRIPT_REASON  # what chose decode.zh_script (choose_zh_script), for --dry-run
     offers_overwrite: bool = True  # False under `carevoice watch`, which has no --overwrite: advice names only what its user can do
 
     def options(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from carevoice.settings import (
     Task,
     TranscribeSettings,
     ZhScript,
-    choose_zh_script,
+    locale_of,
     parse_gpus,
 )
 
@@ -114,10 +114,10 @@ def transcribe_settings(
         inputs=tuple(paths),
         output_dir=output_dir,
         engine=EngineSettings(device=device, compute_type=compute_type, cpu_threads=cpu_threads),
-        # The script when neither an option, a folder's file nor a -l tag names one: the locale's, else auto.
-        decode=DecodeSettings(batch_size=batch_size, zh_script=choose_zh_script(None, None, os.environ).script),
+        decode=DecodeSettings(batch_size=batch_size),
         recursive=recursive,
         decode_workers=decode_workers,
         gpus=None if gpus is None else parse_gpus(gpus),
+        locale=locale_of(os.environ),
     )
     return with_choices(base, choices)

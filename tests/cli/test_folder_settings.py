@@ -161,6 +161,9 @@ def test_the_locale_chooses_the_script_only_where_no_option_folder_file_or_tag_d
     assert {d.name: text_options(d, stem)["zh_script"] for d, stem in ((parent / "ward-tw", "a"), (parent / "ward-b", "a"), (parent / "ward-s", "c"))} == {
         "ward-tw": "tw", "ward-b": "hk", "ward-s": "simplified"
     }  # fmt: skip
+    # A -l tag said for this run wins over a folder's zh_script (the command line wins).
+    tagged = run(parent / "ward-s", "-l", "zh-TW", "--dry-run")
+    assert "--zh-script tw (from --language zh-TW, command line)" in tagged.stdout, tagged.stdout
 
 
 def test_watch_honours_the_folders_file(tmp_path: Path, data_dir: Path, start) -> None:

@@ -15,10 +15,19 @@ import pytest
 from typer.testing import CliRunner
 
 from carevoice.cli.app import app
-from carevoice.languages import resolve_language
 from carevoice.run import chinese
 from carevoice.run.chinese import AutoDecision, ScriptCounts, convert_transcript, count_scripts, decide_auto
-from carevoice.settings import SAMPLE_PATH, DecodeSettings, ZhScript, choose_zh_script
+from carevoice.settings import (
+    COMMAND_LINE,
+    DEFAULT,
+    DEFAULT_SCRIPT_REASON,
+    SAMPLE_PATH,
+    Choice,
+    DecodeSettings,
+    ZhScript,
+    choose_zh_script,
+    locale_of,
+)
 from carevoice.transcript import Segment, Transcript, Word
 
 HAN = re.compile(r"[\u3400-\u9fff]")
@@ -55,42 +64,54 @@ def text_of(converted: Transcript) -> str:
 # --- the decisions, as tables ----------------------------------------------------------------------------
 
 TW_LANG = {"LANG": "zh_TW.UTF-8"}
-DEFAULT_REASON = "default: each file in the script most of its Chinese characters are in"
+DEFAULT_REASON = DEFAULT_SCRIPT_REASON
+
+
+TOML = "/ward/carevoice.toml"
+
+
+def said(value: str | None, source: str = COMMAND_LINE) -> Choice:
+    return Choice(value, source if value is not None else DEFAULT)
 
 
 @pytest.mark.parametrize(
-    ("explicit", "language", "environ", "script", "reason"),
+    ("script", "language", "locale", "chosen", "reason"),
     [
-        (None, None, {}, ZhScript.AUTO, DEFAULT_REASON),
-        (None, None, TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
-        (None, None, {"LANG": "zh_HK.Big5-HKSCS"}, ZhScript.HK, "locale LANG=zh_HK.Big5-HKSCS"),
-        (None, None, {"LANG": "zh_MO.UTF-8"}, ZhScript.HK, "locale LANG=zh_MO.UTF-8"),
-        (None, None, {"LANG": "zh_CN.GB18030"}, ZhScript.SIMPLIFIED, "locale LANG=zh_CN.GB18030"),
-        (None, None, {"LANG": "zh_SG.UTF-8"}, ZhScript.SIMPLIFIED, "locale LANG=zh_SG.UTF-8"),
-        (None, None, {"LANG": "zh_TW.UTF-8@stroke"}, ZhScript.TW, "locale LANG=zh_TW.UTF-8@stroke"),
-        (None, None, {"LANG": "yue_HK.UTF-8"}, ZhScript.HK, "locale LANG=yue_HK.UTF-8"),
-        # POSIX precedence: LC_ALL, then LC_MESSAGES, then LANG; an empty one is not set.
-        (None, None, {**TW_LANG, "LC_MESSAGES": "zh_CN.UTF-8"}, ZhScript.SIMPLIFIED, "locale LC_MESSAGES=zh_CN.UTF-8"),
-        (None, None, {**TW_LANG, "LC_MESSAGES": "zh_CN.UTF-8", "LC_ALL": "zh_HK.UTF-8"}, ZhScript.HK, "locale LC_ALL=zh_HK.UTF-8"),
-        (None, None, {**TW_LANG, "LC_ALL": ""}, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
-        (None, None, {**TW_LANG, "LC_ALL": "C"}, ZhScript.AUTO, DEFAULT_REASON),
-        (None, None, {"LANG": "en_US.UTF-8"}, ZhScript.AUTO, DEFAULT_REASON),
-        (None, None, {"LANG": "zh"}, ZhScript.AUTO, DEFAULT_REASON),
-        (None, None, {"LANG": "C.UTF-8"}, ZhScript.AUTO, DEFAULT_REASON),
+        (said(None), said(None), {}, ZhScript.AUTO, DEFAULT_REASON),
+        (said(None), said(None), TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
+        (said(None), said(None), {"LANG": "zh_HK.Big5-HKSCS"}, ZhScript.HK, "locale LANG=zh_HK.Big5-HKSCS"),
+        (said(None), said(None), {"LANG": "zh_MO.UTF-8"}, ZhScript.HK, "locale LANG=zh_MO.UTF-8"),
+        (said(None), said(None), {"LANG": "zh_CN.GB18030"}, ZhScript.SIMPLIFIED, "locale LANG=zh_CN.GB18030"),
+        (said(None), said(None), {"LANG": "zh_SG.UTF-8"}, ZhScript.SIMPLIFIED, "locale LANG=zh_SG.UTF-8"),
+        (said(None), said(None), {"LANG": "zh_TW.UTF-8@stroke"}, ZhScript.TW, "locale LANG=zh_TW.UTF-8@stroke"),
+        (said(None), said(None), {"LANG": "yue_HK.UTF-8"}, ZhScript.HK, "locale LANG=yue_HK.UTF-8"),
+        # POSIX precedence: LC_ALL, then LC_MESSAGES, then LANG (locale_of leaves out an empty one).
+        (said(None), said(None), {**TW_LANG, "LC_MESSAGES": "zh_CN.UTF-8"}, ZhScript.SIMPLIFIED, "locale LC_MESSAGES=zh_CN.UTF-8"),
+        (said(None), said(None), {**TW_LANG, "LC_MESSAGES": "zh_CN.UTF-8", "LC_ALL": "zh_HK.UTF-8"}, ZhScript.HK, "locale LC_ALL=zh_HK.UTF-8"),
+        (said(None), said(None), locale_of({**TW_LANG, "LC_ALL": ""}), ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
+        (said(None), said(None), {**TW_LANG, "LC_ALL": "C"}, ZhScript.AUTO, DEFAULT_REASON),
+        (said(None), said(None), {"LANG": "en_US.UTF-8"}, ZhScript.AUTO, DEFAULT_REASON),
+        (said(None), said(None), {"LANG": "zh"}, ZhScript.AUTO, DEFAULT_REASON),
+        (said(None), said(None), {"LANG": "C.UTF-8"}, ZhScript.AUTO, DEFAULT_REASON),
         # A language tag, then --zh-script, win over the locale.
-        (None, "zh-CN", TW_LANG, ZhScript.SIMPLIFIED, "--language zh-CN"),
-        (None, "zh_Hant_HK", {}, ZhScript.HK, "--language zh_Hant_HK"),
-        (None, "zh", TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),  # a tag without a script says nothing
-        (None, "en", TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
-        (ZhScript.KEEP, None, TW_LANG, ZhScript.KEEP, "--zh-script keep"),
-        (ZhScript.AUTO, "zh-TW", TW_LANG, ZhScript.AUTO, "--zh-script auto"),
-        (ZhScript.SIMPLIFIED, "zh-TW", {}, ZhScript.SIMPLIFIED, "--zh-script simplified"),
+        (said(None), said("zh-CN"), TW_LANG, ZhScript.SIMPLIFIED, "--language zh-CN, command line"),
+        (said(None), said("zh_Hant_HK"), {}, ZhScript.HK, "--language zh_Hant_HK, command line"),
+        (said(None), said("zh"), TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),  # a tag without a script says nothing
+        (said(None), said("en"), TW_LANG, ZhScript.TW, "locale LANG=zh_TW.UTF-8"),
+        (said("keep"), said(None), TW_LANG, ZhScript.KEEP, "command line"),
+        (said("auto"), said("zh-TW"), TW_LANG, ZhScript.AUTO, "command line"),
+        (said("simplified"), said("zh-TW"), {}, ZhScript.SIMPLIFIED, "command line"),
+        # A folder's file: under what was said for the run (a -l tag included), over the locale.
+        (said("simplified", TOML), said("zh-TW"), {}, ZhScript.TW, "--language zh-TW, command line"),
+        (said("simplified", TOML), said("zh-TW", TOML), TW_LANG, ZhScript.SIMPLIFIED, TOML),
+        (said(None), said("zh-HK", TOML), TW_LANG, ZhScript.HK, f"--language zh-HK, {TOML}"),
+        (said("tw"), said("zh-CN", TOML), {}, ZhScript.TW, "command line"),
     ],
 )
-def test_the_script_choice(explicit: ZhScript | None, language: str | None, environ: dict[str, str], script: ZhScript, reason: str) -> None:
-    choice = choose_zh_script(explicit, None if language is None else resolve_language(language), environ)
+def test_the_script_choice(script: Choice, language: Choice, locale: dict[str, str], chosen: ZhScript, reason: str) -> None:
+    choice = choose_zh_script(script, language, locale)
 
-    assert (choice.script, choice.reason) == (script, reason)
+    assert (choice.value, choice.source) == (chosen.value, reason)
 
 
 @pytest.mark.parametrize(
