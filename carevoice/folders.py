@@ -38,7 +38,7 @@ def _language(value: Any) -> str:
 
 def _one_of(kind: type[Task | ZhScript]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        if value not in {k.value for k in kind}:
+        if not isinstance(value, str) or value not in {k.value for k in kind}:
             raise ValueError(f"one of {', '.join(k.value for k in kind)}")
         return str(value)
 
@@ -50,6 +50,13 @@ def _formats(value: Any) -> str:
         value = ",".join(value)
     parse_formats(_text(value))
     return str(value)
+
+
+def _model(value: Any) -> str:
+    name = _text(value)
+    if any(len(part) > 255 for part in name.split("/")):  # longer than any file name: the lookup itself would fail
+        raise ValueError("a model name (base, large-v3, ...) or a model folder")
+    return name
 
 
 def _beam_size(value: Any) -> int:
@@ -73,7 +80,7 @@ class FolderKey:
 FOLDER_KEYS = (
     FolderKey("language", "--language", _language),
     FolderKey("zh_script", "--zh-script", _one_of(ZhScript)),
-    FolderKey("model", "--model", _text),
+    FolderKey("model", "--model", _model),
     FolderKey("formats", "--format", _formats),
     FolderKey("task", "--task", _one_of(Task)),
     FolderKey("beam_size", "--beam-size", _beam_size),
@@ -99,11 +106,13 @@ def read_folder_file(path: Path) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown key {key!r}", f"the keys a folder may set: {', '.join(KEYS)} (docs/settings.md)")
         try:
             values[key] = KEYS[key].check(value)
-        except (ValueError, UsageError) as exc:
-            why = exc.message if isinstance(exc, UsageError) else f"give {exc}"
+        except (ValueError, TypeError, UsageError) as exc:
+            why = exc.message if isinstance(exc, UsageError) else f"give {exc}" if isinstance(exc, ValueError) else "not a value this key takes"
             raise UsageError(
                 f"{path}: {key} = {value!r}: {why}", f"fix {key} there, or pass {KEYS[key].option} on the command line"
             ) from None
+    if str(values.get("model", "")).startswith(("./", "../")):  # a model folder beside the file: whoever runs it, from wherever
+        values["model"] = os.path.normpath(os.path.join(os.path.abspath(path.parent), values["model"]))
     return values
 
 

@@ -67,8 +67,8 @@ class FolderModels:
         for job in jobs:
             try:
                 own = settings_for(job.source.parent, settings, folders)
-            except UsageError as exc:
-                bad.append((job, str(exc), lifted_by(job.source.parent)))
+            except (UsageError, OSError) as exc:  # a bad carevoice.toml, or one that cannot be read
+                bad.append((job, str(exc) if isinstance(exc, UsageError) else f"cannot read its folders' settings ({exc.strerror})", lifted_by(job.source.parent)))
                 continue
             key = choices_key(own.choices)
             if key not in groups and key not in refused:
@@ -81,6 +81,8 @@ class FolderModels:
                     refused[key] = str(exc)
                 except SetupError as exc:  # this folder's model: the watcher goes on with the others
                     refused[key] = model_problem(own, exc)
+                except OSError as exc:  # a model name the file system refuses to look up
+                    refused[key] = model_problem(own, SetupError(f"cannot look it up ({exc.strerror})"))
             if key in refused:
                 bad.append((job, refused[key], lifted_by(job.source.parent)))
             else:

@@ -14,6 +14,7 @@ from conftest import CliResult, invoke_cli
 from doubles import FakeEngine
 from watchers import done, driven, start  # noqa: F401  (a fixture)
 
+from carevoice.engine.models import resolve_model
 from carevoice.run.records import read_record
 
 CALL = "hfdatasets__vctk_p225_001_mic1.flac"
@@ -105,6 +106,10 @@ def test_a_bad_folder_file_is_a_usage_error_naming_file_and_key_before_any_model
         ('zh_script = "traditional"\n', f"error: {bad}: zh_script = 'traditional': give one of auto, keep, tw, hk, simplified"),
         ('language = "klingon"\n', f"error: {bad}: language = 'klingon': --language 'klingon' is not a language Whisper knows"),
         ("model = \n", f"error: {bad} is not valid TOML"),
+        # Values of another type, and a name no file system can look up: one line too, not a crash.
+        ('zh_script = ["tw"]\n', f"error: {bad}: zh_script = ['tw']: give one of auto"),
+        ("task = {a = 1}\n", f"error: {bad}: task = {{'a': 1}}: give one of transcribe, translate"),
+        (f'model = "{"m" * 300}"\n', f"error: {bad}: model = '{'m' * 300}': give a model name"),
     ):
         bad.write_text(text, encoding="utf-8")
         result = run(parent)
@@ -112,6 +117,19 @@ def test_a_bad_folder_file_is_a_usage_error_naming_file_and_key_before_any_model
         assert result.stderr.splitlines()[0].startswith(expected), result.stderr
         assert fake_engines == []
         assert not list(parent.rglob("*.txt"))
+
+
+def test_a_model_folder_in_a_folders_file_is_found_from_that_file_wherever_the_run_starts(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, fake_engines: list[FakeEngine]
+) -> None:
+    parent = wards(tmp_path, data_dir)
+    (parent / "carevoice.toml").write_text('model = "./models/ward"\n', encoding="utf-8")
+    tiny = resolve_model("tiny.en", tmp_path / "cache")  # the offline package's model folder
+    (parent / "models").mkdir()
+    (parent / "models" / "ward").symlink_to(tiny.load_from, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # not the file's folder: ./models/ward is still the floor's
+    plan = run(parent / "ward-b", "--dry-run")
+    assert f"--model {parent / 'models' / 'ward'} (from {parent / 'carevoice.toml'})" in plan.stdout, plan.stdout + plan.stderr
 
 
 def test_a_dry_run_prints_its_plan_on_stdout_with_each_options_source_and_exits_1_when_a_file_would_fail(
