@@ -309,7 +309,7 @@ def check_opencc(ctx: Context) -> CheckResult:
         "Chinese script (OpenCC)",
         CheckStatus.FAIL,
         detail,
-        "pip install --force-reinstall opencc (every --zh-script but keep needs it: auto is the default)",
+        "pip install --force-reinstall opencc (Chinese transcripts need it: every script choice but keep, the default auto included)",
     )
 
 

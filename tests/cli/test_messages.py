@@ -77,7 +77,8 @@ def test_what_is_no_recording_is_told_from_a_recording_cut_short_by_its_content(
         lines = lines_naming(result.stderr, inbox / name)
         assert len(lines) == 1 and lines[0].startswith(f"error: {inbox / name}: {said}"), result.stderr
         assert (inbox / name).read_bytes() == content
-    assert sorted(p.name for p in inbox.iterdir()) == sorted(files)  # no outputs, nothing left behind
+    # No outputs: only the hidden notes that remember a failure for the next plan (docs/reruns.md).
+    assert sorted(p.name for p in inbox.iterdir() if not p.name.endswith(".carevoice-failed.json")) == sorted(files)
     assert "chest pain" not in result.stderr
 
 
