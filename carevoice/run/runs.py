@@ -6,7 +6,7 @@ the engines, then iterate the results. The CLI drives it; ``carevoice.run.distri
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -189,10 +189,9 @@ class Groups:
         calls: dict[int, int] = {}
         for part in self.parts:
             stats = part.stats
-            for name in ("engine_calls", "chunks", "widened_chunks", "continued_chunks", "redecoded_chunks", "files_seen", "files_measured"):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
-            for name in ("audio_seen_s", "audio_done_s", "audio_rendered_s"):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            for counter in fields(RunStats):  # every counter adds up, one added later included
+                if counter.name not in ("calls_per_engine", "slowest_batch_s"):
+                    setattr(total, counter.name, getattr(total, counter.name) + getattr(stats, counter.name))
             total.slowest_batch_s = max(total.slowest_batch_s, stats.slowest_batch_s)
             for engine, count in zip(part.engines, stats.calls_per_engine):
                 calls[id(engine)] = calls.get(id(engine), 0) + count

@@ -95,6 +95,17 @@ def test_the_command_line_wins_over_the_folders_file_and_the_redo_names_the_opti
     assert line_for(english, ward / "a.flac").endswith("; redo: --language zh → en)"), english.stderr
 
 
+def test_a_run_over_two_wards_counts_what_it_completed_from_saved_transcripts(
+    tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine]
+) -> None:
+    parent = wards(tmp_path, data_dir)  # two groups: the wards' options differ
+    first = run(parent, "-f", "json")
+    assert first.exit_code == 0, first.stderr
+    added = run(parent, "-f", "json,txt")  # txt renders from each recorded JSON: nothing is transcribed
+    assert added.exit_code == 0, added.stderr
+    assert added.stderr.splitlines()[-1] == "4 completed from their saved transcripts", added.stderr
+
+
 def test_a_bad_folder_file_is_a_usage_error_naming_file_and_key_before_any_model_loads(
     tmp_path: Path, data_dir: Path, fake_engines: list[FakeEngine]
 ) -> None:
