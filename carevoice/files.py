@@ -6,10 +6,13 @@ A base module: it imports nothing of ours.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import hashlib
 import os
 import socket
+import sys
 from pathlib import Path
 
 
@@ -80,3 +83,30 @@ def pid_space() -> str:
     except (OSError, ValueError):
         return ""
     return f"{socket.gethostname()} boot {boot_id} {namespace}"
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_AT_FDCWD = -100
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def rename_noreplace(path: Path, target: Path) -> bool:
+    """Rename ``path`` to ``target`` unless ``target`` exists, in one step (Linux renameat2 with
+    RENAME_NOREPLACE): True when done; False where the system or the file system cannot (then
+    nothing happened).
+
+    Raises:
+        FileExistsError: ``target`` exists.
+        OSError: the rename failed otherwise.
+    """
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(path), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # an older kernel, or a file system without it (SMB, some FUSE mounts)
+    if code == errno.EEXIST:
+        raise FileExistsError(code, os.strerror(code), str(target))
+    raise OSError(code, os.strerror(code), str(path))

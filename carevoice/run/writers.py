@@ -29,7 +29,7 @@ from typing import Any
 
 from carevoice import __version__, interrupts
 from carevoice.errors import Cause, OutputError
-from carevoice.files import pid_alive, sha256_of
+from carevoice.files import pid_alive, rename_noreplace, sha256_of
 from carevoice.run.names import NAME_MAX_BYTES, hidden_name, name_bytes
 from carevoice.run.records import Identity, OutputEntry, Provenance, Record, record_path
 from carevoice.run.rules import IN_THE_WAY_HINT
@@ -327,8 +327,10 @@ def conflict_name(name: str, edited_at_s: float, number: int = 1) -> str:
 
 def keep_aside(path: Path) -> Path:
     """Move a person's file to the first free :func:`conflict_name` beside it, bytes and times as
-    they are, and return where. Never replaces a file: the copy is made with link(2) (or, where
-    the file system has no hard links, created exclusively), then the original name is let go.
+    they are, and return where. Never replaces a file, and never lets go of a save made meanwhile:
+    Linux moves it in one step that refuses a taken name (renameat2 RENAME_NOREPLACE); elsewhere
+    the copy is made with link(2) (or, without hard links, created exclusively), and the original
+    name is let go only while it still holds what was copied (a newer save is kept aside too).
 
     Raises:
         OSError: it could not be kept aside; it is still where it was.
@@ -337,9 +339,14 @@ def keep_aside(path: Path) -> Path:
     for number in itertools.count(1):
         target = path.with_name(conflict_name(path.name, st.st_mtime, number))
         try:
+            if rename_noreplace(path, target):
+                return target
             _copy_exclusively(path, target, st)
         except FileExistsError:
             continue
+        now = os.lstat(path)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (st.st_ino, st.st_size, st.st_mtime_ns):
+            return keep_aside(path)  # saved again meanwhile: that save goes aside too (and the copy made stays)
         os.unlink(path)
         return target
     raise AssertionError("unreachable: itertools.count never ends")

@@ -13,6 +13,7 @@ import srt
 import webvtt
 
 from carevoice import __version__
+from carevoice.files import rename_noreplace
 from carevoice.run import writers
 from carevoice.run.planning import output_state
 from carevoice.run.records import Provenance, read_record
@@ -519,3 +520,14 @@ def test_an_edit_planned_aside_but_put_back_as_carevoice_wrote_it_is_simply_repl
     write_outputs(stem, ALL, TWO_SHORT, PROVENANCE)
     written = write_outputs(stem, DEFAULT, LONG_BY_TIME, PROVENANCE, aside=(OutputFormat.TXT,), old=read_record(stem))
     assert written.aside == () and sorted(p.name for p in tmp_path.iterdir() if "conflict" in p.name) == []
+
+
+def test_a_move_that_may_not_replace_refuses_a_taken_name_and_moves_in_one_step(tmp_path: Path) -> None:
+    (tmp_path / "visit.txt").write_text("corrected by a nurse\n", encoding="utf-8")
+    (tmp_path / "taken.txt").write_text("someone else's\n", encoding="utf-8")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(tmp_path / "visit.txt", tmp_path / "taken.txt")
+    assert (tmp_path / "taken.txt").read_text(encoding="utf-8") == "someone else's\n"
+    inode = (tmp_path / "visit.txt").stat().st_ino
+    assert rename_noreplace(tmp_path / "visit.txt", tmp_path / "aside.txt")  # Linux, on this file system: one step
+    assert not (tmp_path / "visit.txt").exists() and (tmp_path / "aside.txt").stat().st_ino == inode
