@@ -69,20 +69,21 @@ FAILURE_KINDS = (
     ),
     FailureKind(
         Advice(
+            "edited_output",
+            "A transcript a person wrote or edited is in the way",
+            f"Open the transcript named in the technical line below. If the edit matters, copy it somewhere safe, then move that file out of the folder, {AGAIN}.",
+        ),
+        # Before the folder's kind: an output in the way is the folder's cause too (the watcher looks again once it changes).
+        words=re.compile(r"not written by CareVoice|was edited|edited since", re.IGNORECASE),
+    ),
+    FailureKind(
+        Advice(
             "folder",
             "The transcript could not be saved",
             f"The folder is full or may not be written to: ask whoever looks after the shared drive to free space or give access, {AGAIN}.",
         ),
         causes=("folder",),
         words=re.compile(r"cannot write|no space left|read-only|permission denied|cannot (?:read|list|enter) folder", re.IGNORECASE),
-    ),
-    FailureKind(
-        Advice(
-            "edited_output",
-            "A transcript a person wrote or edited is in the way",
-            f"Open the transcript named in the technical line below. If the edit matters, copy it somewhere safe, then move that file out of the folder, {AGAIN}.",
-        ),
-        words=re.compile(r"not written by CareVoice|was edited|edited since", re.IGNORECASE),
     ),
     FailureKind(
         Advice(

@@ -44,6 +44,9 @@ def night(folder: Path) -> list[FileResult]:
         FileResult(folder / LONG_NAME, FileStatus.FAILED, error=f"cannot write outputs in {folder / 'a' / 'very' / 'deep' / 'folder' / 'of' / 'the' / 'shared' / 'drive'} "
                    "(No space left on device) — check free disk space and that the folder is writable, then rerun (finished files are kept)",
                    cause=Cause.FOLDER),
+        # A person's file found in the way as the outputs are written: the folder's cause (a watcher looks again once it changes).
+        FileResult(folder / "g-typed.wav", FileStatus.FAILED, error="g-typed.txt exists and was not written by CareVoice (or was edited) — move it away",
+                   cause=Cause.FOLDER),
         FileResult(folder / "f-earlier.wav", FileStatus.SKIPPED, outputs=(folder / "f-earlier.txt",), duration_s=45.0, note="already transcribed with these options"),
     ]  # fmt: skip
 
@@ -63,13 +66,14 @@ def test_each_kind_of_trouble_gets_a_plain_fix_and_keeps_its_technical_line(tmp_
     assert advice["b-whisper.flac"].kind == "no_speech" and "listen" in advice["b-whisper.flac"].action.lower()
     assert advice["e-visit.wav"].kind == "conflict" and "compare" in advice["e-visit.wav"].action
     assert advice[LONG_NAME].kind == "folder"
+    assert advice["g-typed.wav"].kind == "edited_output"  # not "the folder is full"
     for name, item in advice.items():
         if item is None:
             continue
         # A nurse's fix: no command line, no option, no ffmpeg.
         assert not re.search(r"ffmpeg|--\w|`", item.title + item.action), (name, item)
     # Failures first, then no speech heard, then a person's edit.
-    assert [g.kind for g in attention_groups(files)] == ["incomplete", "not_a_recording", "folder", "no_speech", "conflict"]
+    assert [g.kind for g in attention_groups(files)] == ["incomplete", "not_a_recording", "edited_output", "folder", "no_speech", "conflict"]
 
 
 def test_an_unknown_failure_still_gets_a_way_forward() -> None:
@@ -78,7 +82,7 @@ def test_an_unknown_failure_still_gets_a_way_forward() -> None:
 
 
 def test_the_top_line_says_all_good_or_how_many_need_a_person(tmp_path: Path) -> None:
-    assert verdict_line(report_of(night(tmp_path))) == "5 recordings need a person"
+    assert verdict_line(report_of(night(tmp_path))) == "6 recordings need a person"
     good = [r for r in night(tmp_path) if r.needs_person is None]
     assert verdict_line(report_of(good)) == "All good: 1 recording transcribed, 1 already done"
     assert verdict_line(report_of(good[:1])) == "All good: 1 recording transcribed"
@@ -91,7 +95,7 @@ def test_the_page_opens_with_the_line_and_the_list(tmp_path: Path) -> None:
     verdict = body.index('id="verdict"')
     attention = body.index('id="attention"')
     assert verdict < attention < body.index('id="files"') < body.index('id="details"') < body.index('id="charts"')
-    assert "5 recordings need a person" in body[verdict:attention]
+    assert "6 recordings need a person" in body[verdict:attention]
     # The exact technical line is there, below the plain fix (in a details element).
     listed = body[attention : body.index('id="files"')]
     assert "<details" in listed and "moov atom" in listed
@@ -125,7 +129,7 @@ def test_a_folder_keeps_every_night_and_lists_them_newest_first(tmp_path: Path) 
     index = (reports / "index.html").read_text(encoding="utf-8")
     order = [index.index(f'href="./{p.name}"') for p in reversed(written)]
     assert order == sorted(order)  # newest first
-    assert "5 recordings need a person" in index and "All good" in index
+    assert "6 recordings need a person" in index and "All good" in index
 
 
 def test_an_explicit_file_name_is_still_written_in_place(tmp_path: Path) -> None:
@@ -133,7 +137,7 @@ def test_an_explicit_file_name_is_still_written_in_place(tmp_path: Path) -> None
     summary.extra["started"] = datetime(2026, 12, 6, 8, 24).astimezone().isoformat()
     assert write_report(tmp_path / "run.html", summary) == tmp_path / "run.html"
     assert write_report(tmp_path / "run.json", summary) == tmp_path / "run.json"
-    assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["counts"]["failed"] == 3
+    assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["counts"]["failed"] == 4
     assert runs_in(tmp_path) == [] and not (tmp_path / "index.html").exists()
 
 
@@ -212,7 +216,7 @@ def test_on_a_phone_nothing_is_broken_letter_by_letter(browser: Any, tmp_path: P
     words = page.evaluate(WORD_LINES)
     assert len(words) > 150 and any(w == LONG_NAME for w, _ in words)  # the scan saw the page, long name included
     assert broken_words(words) == []
-    assert page.inner_text("#verdict") == "5 recordings need a person"
+    assert page.inner_text("#verdict") == "6 recordings need a person"
 
 
 def test_a_files_time_is_its_own_not_its_batchs(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
