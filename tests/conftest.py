@@ -113,9 +113,11 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> dict[str, bytes]:
     """Every output and hidden record in a folder, by name (the recordings excluded); of a record,
-    all but what differs between two runs by nature: the run's id and the files' stats."""
+    all but what differs between two runs by nature: the run's id and the files' stats (of a failure's
+    note, only its error)."""
     import json
 
+    from carevoice.run.failures import FAILED_SUFFIX
     from carevoice.run.records import RECORD_SUFFIX
 
     files = {}
@@ -129,6 +131,9 @@ def comparable_outputs(folder: Path, recordings: set[str] | frozenset[str]) -> d
             for entry in record["outputs"].values():
                 entry.pop("stat")
             files[p.name] = json.dumps(record, sort_keys=True).encode("ascii")
+        elif p.name.endswith(FAILED_SUFFIX):  # a failure's note: what failed, not when, in which run or with which stat
+            note = json.loads(p.read_text(encoding="ascii"))
+            files[p.name] = json.dumps({"error": note["error"]}, sort_keys=True).encode("ascii")
         else:
             files[p.name] = p.read_bytes()
     return files

@@ -35,7 +35,7 @@ from carevoice.engine.devices import ClusterPlacement
 from carevoice.engine.models import ModelRef, resolve_model
 from carevoice.engine.vad import SpeechSpan
 from carevoice.engine.whisper import Engine
-from carevoice.errors import CareVoiceError, SetupError
+from carevoice.errors import CareVoiceError, Cause, SetupError
 from carevoice.results import FileResult, FileStatus
 from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chunking import Prepared, prepare_file
@@ -175,7 +175,7 @@ class FileTranscriberActor:
         claims = Claims(self.run, self.run_id, {job.source: str(row["seen"]) for job, row in zip(jobs, rows)})
         transcriber = Transcriber(self.settings, self.engine, None, claims, prepare=prepare)
         results = {r.source: r for r in transcriber.run(jobs)}
-        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "why", "actor", *_BLOCK_COUNTERS)}
+        out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "duration_s", "elapsed_s", "language", "error", "note", "why", "conflict", "cause", "actor", *_BLOCK_COUNTERS)}
         for position, (job, row) in enumerate(zip(jobs, rows)):
             result = self._retried(results[job.source], row)
             out["index"].append(int(row["index"]))
@@ -186,6 +186,8 @@ class FileTranscriberActor:
             out["error"].append(_text_bytes(result.error))
             out["note"].append(_text_bytes(result.note))
             out["why"].append(_text_bytes(result.why))
+            out["conflict"].append(b"" if result.conflict is None else os.fsencode(result.conflict))  # a person's edit kept aside
+            out["cause"].append("" if result.cause is None else result.cause.value)
             out["actor"].append(self.name)
             # The block's engine work, counted once (on its first row) so the driver can sum rows.
             for counter in _BLOCK_COUNTERS:
@@ -310,6 +312,8 @@ class RayTranscriber:
                 error=_bytes_text(bytes(row["error"])),
                 note=_bytes_text(bytes(row["note"])),
                 why=_bytes_text(bytes(row["why"])),
+                cause=Cause(str(row["cause"])) if row["cause"] else None,
+                conflict=Path(os.fsdecode(bytes(row["conflict"]))) if row["conflict"] else None,
             )
 
 

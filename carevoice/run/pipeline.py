@@ -42,9 +42,9 @@ from carevoice.run.discovery import Job
 from carevoice.run.failures import forget_failure, remember_failure, remembered
 from carevoice.run.planning import FilePlan, redo_note
 from carevoice.run.records import Identity, Provenance
-from carevoice.run.rules import FROM_AUDIO_HINT, IN_THE_WAY_HINT
+from carevoice.run.rules import FROM_AUDIO_HINT, IN_THE_WAY_HINT, Reason
 from carevoice.run.scheduler import BatchScheduler
-from carevoice.run.writers import Written, output_path, transcript_from_json, write_outputs
+from carevoice.run.writers import Written, output_path, retire_outputs, transcript_from_json, write_outputs
 from carevoice.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WINDOWS_S,
@@ -653,7 +653,7 @@ class Transcriber:
         writing = time.monotonic()
         try:
             if file.failed is not None:
-                return self._failed(file, file.failed, file.cause)
+                return self._failed(file, file.failed, file.cause, retire=True)
             transcript = file.transcript(model=self.claims.run.model, options=self.options, language=self.settings.decode.language)
             transcript = convert_transcript(transcript, self.settings.decode.zh_script)  # before every writer
             unheard = not transcript.speech_detected and file.sound  # sound, and no words even without VAD: a person listens
@@ -676,11 +676,19 @@ class Transcriber:
             conflict=next(iter(written.aside), None),
         )
 
-    def _failed(self, file: FileChunks, message: str, cause: Cause | None = None) -> FileResult:
-        """A claimed file's failure, noted beside its outputs when an unchanged recording would meet it again."""
+    def _failed(self, file: FileChunks, message: str, cause: Cause | None = None, *, retire: bool = False) -> FileResult:
+        """A claimed file's failure, noted beside its outputs when an unchanged recording would meet it
+        again. With ``retire`` (it failed before anything was written): when it replaced a recording
+        that had outputs, those go (a person's edit aside), so none describes the old recording."""
+        stem, planned, conflict = file.job.output_stem, self.claims.claimed[file.job.source], None
+        if retire and planned.record is not None and planned.decision.reason is Reason.RECORDING_CHANGED:
+            try:
+                conflict = next(iter(retire_outputs(stem, planned.record)), None)
+            except FileError as exc:
+                message = f"{message}; and {exc}"
         if remembered(cause):
-            remember_failure(file.job.output_stem, file.job.source, message, self.claims.run_id, datetime.now().astimezone())
+            remember_failure(stem, file.job.source, message, self.claims.run_id, datetime.now().astimezone())
         return FileResult(
             file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=file.own_s, error=message,
-            cause=cause,
+            cause=cause, conflict=conflict,
         )  # fmt: skip

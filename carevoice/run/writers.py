@@ -478,6 +478,32 @@ def write_outputs(
     return Written(tuple(output_path(stem, fmt) for fmt in formats), moved)
 
 
+def retire_outputs(stem: Path, old: Record) -> tuple[Path, ...]:
+    """Take away the outputs of a recording that was replaced by one that could not be transcribed:
+    what CareVoice wrote (and nobody edited since) is removed, a person's edit is kept aside
+    (:func:`keep_aside`), and the record goes last, so nothing under ``stem`` describes the old
+    recording. Returns where edits were kept.
+
+    Raises:
+        OutputError: the folder refuses it (what was done stays done; the next run finishes it).
+    """
+    aside = []
+    try:
+        for fmt_value in old.outputs:
+            path = output_path(stem, OutputFormat(fmt_value))
+            if not os.path.lexists(path):
+                continue
+            if old.ours(fmt_value, _current_sha256(path)):
+                os.unlink(path)
+            else:
+                aside.append(keep_aside(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record_path(stem))
+    except OSError as exc:
+        raise write_error(stem.parent, exc) from None
+    return tuple(aside)
+
+
 def refresh_record(stem: Path, record: Record, input_identity: Identity) -> None:
     """Record the recording's new stat after a check found its bytes unchanged (a ``touch``, a copy),
     so the next run needs no read. Best effort: a record that cannot be written costs a read next time."""

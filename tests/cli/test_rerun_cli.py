@@ -220,6 +220,27 @@ def test_a_replaced_recording_whose_transcript_a_nurse_corrected_keeps_her_edit_
     assert word_error_rate(references[ASK]["reference_text"], text_of(folder, "visit")) <= 0.34
 
 
+def test_a_recording_replaced_by_one_that_cannot_be_transcribed_takes_the_old_transcript_away(tmp_path: Path, data_dir: Path) -> None:
+    """Issue 23: nothing of the old recording stays under the new one's name, even when the new one fails."""
+    folder = folder_with(tmp_path, data_dir, **{"visit.flac": CALL})
+    assert run(folder).exit_code == 0
+    edit = b"corrected by a nurse\n"
+    (folder / "visit.txt").write_bytes(edit)
+    (folder / "visit.flac").write_bytes(b"fLaC" + bytes(range(256)) * 8)  # a broken upload under the same name
+    failed = run(folder, "--json")
+    assert failed.exit_code == 1, failed.stderr
+    (copy,) = conflict_copies(folder)
+    assert (folder / copy).read_bytes() == edit  # the person's edit, kept
+    left = sorted(p.name for p in folder.iterdir() if p.name != copy)
+    assert left == [".visit.carevoice-failed.json", "visit.flac"]  # no srt, json or record of the old recording
+    (entry,) = json.loads(failed.stdout)["files"]
+    assert (entry["status"], entry["conflict"]) == ("failed", str(folder / copy))
+    shutil.copyfile(data_dir / ILL, folder / "visit.flac")  # the right file, copied again: transcribed as new
+    again = run(folder)
+    assert again.exit_code == 0 and line_for(again, folder / "visit.flac").startswith("done"), again.stderr
+    assert (folder / copy).read_bytes() == edit
+
+
 def test_an_edited_old_vtt_of_a_replaced_recording_is_kept_aside_instead_of_describing_the_wrong_recording(tmp_path: Path, data_dir: Path) -> None:
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     assert run(folder, "-f", "txt,vtt").exit_code == 0

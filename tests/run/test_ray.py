@@ -203,7 +203,7 @@ def test_a_ray_run_writes_what_the_single_process_run_writes(cluster: Cluster, r
     names = [Path(f["file"]).name for f in record["files"]]
     assert sorted(names) == sorted([c["file"] for c in CLIPS] + [BROKEN])  # every file, once
     assert statuses(record) == statuses(local_record)
-    assert record["counts"] == {"done": 8, "skipped": 0, "failed": 1}
+    assert record["counts"] == {"done": 8, "no_speech": 0, "skipped": 0, "failed": 1}
     assert record["device"] == "ray:cpu ×2 (int8)"
     counters = ("engine_calls", "chunks", "widened_chunks", "continued_chunks", "redecoded_chunks")
     assert {c: record[c] for c in counters} == {c: local_record[c] for c in counters}  # the same batches, the same work
@@ -221,6 +221,22 @@ def test_a_ray_run_writes_what_the_single_process_run_writes(cluster: Cluster, r
     events = calls(cluster.log)
     assert sorted(name for _, e, name in events if e == "written") == sorted(c["file"] for c in CLIPS)
     assert len({pid for pid, e, _ in events if e == "infer"}) == 2  # both actors ran batches
+
+
+def test_a_ray_run_says_which_file_kept_a_persons_edit_aside(cluster: Cluster, tmp_path: Path) -> None:
+    folder = tmp_path / "visits"
+    folder.mkdir()
+    shutil.copy(DATA_DIR / CLIPS[0]["file"], folder / "visit.wav")
+    first = carevoice("transcribe", folder, "-m", "tiny.en", "--device", "cpu", "-f", "txt")
+    assert first.returncode == 0, first.stderr
+    (folder / "visit.txt").write_text("corrected by a nurse\n", encoding="utf-8")
+    shutil.copy(DATA_DIR / CLIPS[1]["file"], folder / "visit.wav")  # another recording under the same name
+    done = carevoice("transcribe", folder, "-m", "tiny.en", "--device", "cpu", "-f", "txt", "--json", "--ray", cluster.address, env=cluster.env)
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)["files"]
+    (aside,) = [p for p in folder.iterdir() if "conflict" in p.name]
+    assert aside.read_text(encoding="utf-8") == "corrected by a nurse\n"
+    assert (entry["status"], entry["conflict"]) == ("done", str(aside)) and aside.name in entry["needs_person"]
 
 
 def test_a_killed_actor_loses_no_file_and_transcribes_none_twice(cluster: Cluster, reference: tuple[Path, dict], tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -259,7 +275,7 @@ def test_a_killed_actor_loses_no_file_and_transcribes_none_twice(cluster: Cluste
     assert driver.returncode == 1, stderr
     record = json.loads(stdout)
     assert len(record["files"]) == len(CLIPS) + 1 and len(set(f["file"] for f in record["files"])) == len(record["files"])
-    assert record["counts"] == {"done": 8, "skipped": 0, "failed": 1}
+    assert record["counts"] == {"done": 8, "no_speech": 0, "skipped": 0, "failed": 1}
     assert every_file(folder) == every_file(local)  # whole and identical
 
     events = calls(cluster.log)
