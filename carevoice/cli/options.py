@@ -66,7 +66,7 @@ ZhScriptOption = Annotated[
         "--zh-script",
         help="Script of Chinese text (zh, yue): auto = each file in the script most of its Chinese characters are "
         "in, never a mix; keep = as the model wrote it (may mix both); tw = Traditional, Taiwan phrasing; hk = "
-        "Traditional, Hong Kong; simplified. Default: what a --language tag such as zh-TW says, else the locale "
+        "Traditional, Hong Kong; simplified. Default: what a --language tag such as zh-TW says, else a carevoice.toml, else the locale "
         "(LC_ALL, LC_MESSAGES, LANG: zh_TW → tw, zh_HK → hk, zh_CN or zh_SG → simplified), else auto.",
     ),
 ]
