@@ -475,6 +475,18 @@ class BatchRunner:
         return finished
 
 
+def retire_replaced(planned: FilePlan, stem: Path, message: str) -> tuple[Path | None, str]:
+    """When a file that failed replaced a recording with outputs, those go (writers.retire_outputs: a
+    person's edit kept aside), so none describes the old recording. Returns where an edit was kept,
+    and the failure's line (with why the old outputs could not go, if they could not)."""
+    if planned.record is None or planned.decision.reason is not Reason.RECORDING_CHANGED:
+        return None, message
+    try:
+        return next(iter(retire_outputs(stem, planned.record)), None), message
+    except FileError as exc:
+        return None, f"{message}; and {exc}"
+
+
 class Transcriber:
     """Runs a planned batch of jobs through one engine, or one per GPU, writing each file's outputs.
     Iterate :meth:`run` for FileResults.
@@ -677,18 +689,11 @@ class Transcriber:
         )
 
     def _failed(self, file: FileChunks, message: str, cause: Cause | None = None, *, retire: bool = False) -> FileResult:
-        """A claimed file's failure, noted beside its outputs when an unchanged recording would meet it
-        again. With ``retire`` (it failed before anything was written): when it replaced a recording
-        that had outputs, those go (a person's edit aside), so none describes the old recording."""
-        stem, planned, conflict = file.job.output_stem, self.claims.claimed[file.job.source], None
-        if retire and planned.record is not None and planned.decision.reason is Reason.RECORDING_CHANGED:
-            try:
-                conflict = next(iter(retire_outputs(stem, planned.record)), None)
-            except FileError as exc:
-                message = f"{message}; and {exc}"
+        """A claimed file's failure (noted for the next plan; with ``retire``, before anything was written: see retire_replaced)."""
+        stem = file.job.output_stem
+        conflict, message = retire_replaced(self.claims.claimed[file.job.source], stem, message) if retire else (None, message)
         if remembered(cause):
             remember_failure(stem, file.job.source, message, self.claims.run_id, datetime.now().astimezone())
         return FileResult(
-            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=file.own_s, error=message,
-            cause=cause, conflict=conflict,
+            file.job.source, FileStatus.FAILED, duration_s=file.duration_s, elapsed_s=file.own_s, error=message, cause=cause, conflict=conflict
         )  # fmt: skip
