@@ -81,7 +81,7 @@ class FilePlan:
         outputs = tuple(output_path(self.job.output_stem, f) for f in OutputFormat if record is not None and f in record.formats)
         duration_s = record.duration_s if record is not None and record.duration_s is not None else 0.0
         unheard = record is not None and not record.heard  # skipped, but still for a person to listen to
-        note = self.decision.reason.value + (f"; {NO_SPEECH_HEARD}" if unheard else "")
+        note = self.decision.why + (f"; {NO_SPEECH_HEARD}" if unheard else "")
         return FileResult(self.job.source, FileStatus.SKIPPED, outputs=outputs, duration_s=duration_s, note=note)
 
 

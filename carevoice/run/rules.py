@@ -55,6 +55,7 @@ class Reason(str, Enum):
     OLD_RECORD = "transcribed by a CareVoice that did not record what it transcribed"
     OVERWRITE = "--overwrite"
     FOREIGN_OUTPUT = "an output was not written by CareVoice, or was edited"
+    EDITED = "a person edited its transcript: kept as they left it"
     PROBLEM = "it cannot be transcribed here"
     FAILED_BEFORE = "failed last time"
     CHANGED_SINCE_FAILED = "changed since it failed last time"
@@ -196,14 +197,18 @@ def decide(facts: FileFacts, run: RunFacts) -> Decision:
     ):
         if changed:
             return redo(Action.REDO, reason, detail)
-    # The same transcript: keep what is current, add what is missing.
-    if foreign & requested:
-        return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign & requested))
+    # The same transcript: keep what is current, add what is missing. A person's correction of this
+    # very recording's transcript is kept as it is, and is no failure; a file CareVoice never wrote
+    # in the way of one asked for is.
+    edited = foreign & requested & recorded
     current = {f for f in ours if f not in TIMED_FORMATS or record.outputs[f.value].words or not run.words}
-    missing = requested - current
+    missing = requested - current - edited
+    if foreign & requested and (foreign & requested != edited or missing):
+        return Decision(Action.FAIL, Reason.FOREIGN_OUTPUT, formats=_in_order(foreign & requested))
     keep = current | (ours - requested)
     if not missing:
-        return Decision(Action.SKIP, Reason.CURRENT, keep=_in_order(keep))
+        detail = f"kept {', '.join(f.value for f in _in_order(edited))} as a person edited it" if edited else ""
+        return Decision(Action.SKIP, Reason.EDITED if edited else Reason.CURRENT, keep=_in_order(keep), formats=_in_order(edited), detail=detail)
     if missing & ours:
         reason = Reason.WORD_TIMES
     elif missing & recorded:

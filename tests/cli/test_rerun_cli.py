@@ -258,8 +258,8 @@ def test_overwrite_replaces_an_edited_transcript_of_the_same_recording_and_keeps
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     assert run(folder, "-f", "txt").exit_code == 0
     (folder / "a.txt").write_bytes(b"a nurse's correction\n")
-    blocked = run(folder, "-f", "txt")  # the same recording: the edit describes it, and is protected
-    assert blocked.exit_code == 1 and "move it away, or pass --overwrite" in line_for(blocked, folder / "a.flac")
+    kept = run(folder, "-f", "txt")  # the same recording: the edit describes it, is protected, and is no failure
+    assert kept.exit_code == 0 and line_for(kept, folder / "a.flac").startswith("skipped") and "kept txt as a person edited it" in kept.stderr
     assert conflict_copies(folder) == {} and text_of(folder, "a") == "a nurse's correction\n"
     forced = run(folder, "-f", "txt", "--overwrite")
     assert forced.exit_code == 0 and "Stella" in text_of(folder, "a")
@@ -581,7 +581,7 @@ def test_a_dry_run_says_what_the_real_run_then_does_and_touches_nothing(tmp_path
     before = everything(folder)
 
     plan = run(folder, "--dry-run", "--json")
-    assert plan.exit_code == 1, plan.stderr  # three files would fail
+    assert plan.exit_code == 1, plan.stderr  # two files would fail
     assert everything(folder) == before  # no record refreshed, no lock, no temporary file, nothing written
     planned = {Path(f["file"]).name: (f["action"], f["reason"]) for f in json.loads(plan.stdout)["files"]}
     assert planned == {
@@ -590,11 +590,11 @@ def test_a_dry_run_says_what_the_real_run_then_does_and_touches_nothing(tmp_path
         "touched.flac": ("skip", "current"),
         "replaced.flac": ("redo", "recording_changed"),
         "missing.flac": ("add", "output_missing"),
-        "edited.flac": ("fail", "foreign_output"),
+        "edited.flac": ("skip", "edited"),  # a person's correction of its transcript: kept, no failure
         "twin.wav": ("fail", "problem"),
         "twin.mp3": ("fail", "problem"),
     }
-    assert plan.stderr.splitlines()[-1] == "dry run: 1 transcribe, 2 skip, 1 redo, 1 add, 3 fail (of 8 file(s)); nothing was changed"
+    assert plan.stderr.splitlines()[-1] == "dry run: 1 transcribe, 3 skip, 1 redo, 1 add, 2 fail (of 8 file(s)); nothing was changed"
     assert f"redo {folder / 'replaced.flac'} (recording changed since it was transcribed; writes txt, srt, json)" in plan.stderr
 
     report = tmp_path / "run.json"

@@ -60,7 +60,7 @@ def test_planning_reads_the_records_and_says_what_to_do_with_each_file(tmp_path:
     planned = plan_files([finished, edited, fresh, replaced], settings(tmp_path), run_of(tmp_path))  # type: ignore[arg-type]
     assert actions(planned) == [
         ("finished.wav", Action.SKIP, Reason.CURRENT),
-        ("edited.wav", Action.FAIL, Reason.FOREIGN_OUTPUT),
+        ("edited.wav", Action.SKIP, Reason.EDITED),
         ("fresh.wav", Action.TRANSCRIBE, Reason.NEW),
         ("replaced.wav", Action.REDO, Reason.RECORDING_CHANGED),
     ]
@@ -69,11 +69,10 @@ def test_planning_reads_the_records_and_says_what_to_do_with_each_file(tmp_path:
             finished.source, FileStatus.SKIPPED, outputs=tuple(finished.output_stem.with_suffix(f".{e}") for e in ("txt", "srt", "json")),
             duration_s=2.0, note="already transcribed with these options",
         ),  # fmt: skip
-        FileResult(
-            edited.source,
-            FileStatus.FAILED,
-            error="edited.txt exists and was not written by CareVoice (or was edited) — move it away, or pass --overwrite (it is then kept aside as a conflict copy)",
-        ),
+        FileResult(  # a person's correction of the same recording's transcript: kept, and no failure
+            edited.source, FileStatus.SKIPPED, outputs=tuple(edited.output_stem.with_suffix(f".{e}") for e in ("txt", "srt", "json")),
+            duration_s=2.0, note="kept txt as a person edited it",
+        ),  # fmt: skip
     ]
 
 
