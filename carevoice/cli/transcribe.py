@@ -170,6 +170,7 @@ def _run_transcribe(
     while results arrive (which then ends the command as an internal error).
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
+    from carevoice.engine.cpus import cpu_budget_here
     from carevoice.engine.devices import DeviceChoice, engines_label
     from carevoice.render import charts
     from carevoice.render.progress import ProgressView, Timeline, gpu_live_text
@@ -202,7 +203,7 @@ def _run_transcribe(
         fell_back = isinstance(run.placement, DeviceChoice) and run.placement.fell_back
         if not quiet or fell_back:  # a fallback is a warning, even with -q
             console.print(
-                f"[dim]{files_ahead(len(run.jobs), run.settled)} on {summary.device} ({escape(placement_note(run.placement))}); "
+                f"[dim]{files_ahead(len(run.jobs), run.settled)} on {summary.device} ({escape(placement_note(run.placement, cpu_budget_here()))}); "
                 f"model {escape(engine.ref.model_id)} from {escape(engine.ref.origin)}{escape(language_note(settings, language))}[/dim]"
             )
     elif run.transcriber is not None and not quiet:

@@ -120,6 +120,7 @@ def watch(
     that shape the text which the command line does not give (docs/settings.md).
     """
     # not at import: `carevoice --help` and `health` start in 0.08 s (0.15 s with these at the top)
+    from carevoice.engine.cpus import cpu_budget_here
     from carevoice.render.words import file_line, placement_note, printable
     from carevoice.watch.log import WatchLog
 
@@ -164,7 +165,7 @@ def watch(
                 f"[yellow]waiting[/yellow] {escape(printable(str(path)))}: {escape(printable(why))} — tried again once it changes"
             ),
             loaded=lambda ref, device, choice: say(
-                escape(printable(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice)})"))
+                escape(printable(f"model {ref.model_id} from {ref.origin} on {device} ({placement_note(choice, cpu_budget_here())})"))
             ),
             held=lambda path, why: (
                 None if quiet else say(f"[yellow]waiting[/yellow] {escape(printable(str(path)))}: {escape(printable(why))}")

@@ -33,7 +33,8 @@ from carevoice.commands.bench_results import (
     Timing,
 )
 from carevoice.engine import cuda_probe, decoder, nvml
-from carevoice.engine.build import package_versions, this_cpu, usable_cpus
+from carevoice.engine.build import package_versions, this_cpu
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.devices import choose_compute_type
 from carevoice.engine.gpu_stats import GpuSampler
 from carevoice.engine.models import resolve_model
@@ -101,7 +102,8 @@ def _hardware(nvml_info: NvmlInfo) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": usable_cpus(),
+        "cpu_cores_usable": cpu_budget_here().cpus,  # affinity and a container's limit
+        "cpu_budget": cpu_budget_here().reason,
         "memory_gib": memory_gib,
         "gpus": [d.name for d in nvml_info.devices],
         "nvml": nvml_info.to_dict(),
@@ -415,7 +417,7 @@ def _settings_dict(settings: BenchSettings, ref: ModelRef) -> dict[str, Any]:
         "model_origin": ref.origin,
         "devices": [d.value for d in settings.devices],
         "compute_type": settings.engine.compute_type,
-        "cpu_threads": settings.engine.cpu_threads or os.cpu_count(),
+        "cpu_threads": settings.engine.cpu_threads or cpu_budget_here().cpus,
         "batch_size": decode.batch_size,
         "beam_size": decode.beam_size,
         "language": decode.language,

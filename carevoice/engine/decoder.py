@@ -10,7 +10,6 @@ model plug in here (a stand-in with the same methods), as do the benchmarks' tim
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef
 from carevoice.errors import SetupError
 from carevoice.settings import DEFAULT_COMPUTE_TYPE, EngineSettings, Task
@@ -375,7 +375,7 @@ def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_in
             f"cannot import faster-whisper ({type(exc).__name__})", "reinstall: pip install --force-reinstall carevoice"
         ) from None
     compute_type = settings.compute_type or DEFAULT_COMPUTE_TYPE[device]
-    threads = settings.cpu_threads or (os.cpu_count() or 1)
+    threads = settings.cpu_threads or cpu_budget_here().cpus  # a container's limit, not the host's cores
     download_root = None if ref.is_local else str(settings.cache_dir / "hub")
     try:
         model = WhisperModel(

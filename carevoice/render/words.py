@@ -11,6 +11,7 @@ import re
 from rich.console import Console
 from rich.markup import escape
 
+from carevoice.engine.cpus import CpuBudget
 from carevoice.engine.devices import (
     CUDA_COMPUTE_PREFERENCE,
     ClusterPlacement,
@@ -81,8 +82,10 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:
-    """Why the run is where it is, for the run header: ``auto: 2 CUDA device(s) found; one engine on each of GPUs 0,1``."""
+def placement_note(placement: DeviceChoice | ClusterPlacement, cpus: CpuBudget | None = None) -> str:
+    """Why the run is where it is, for the run header: ``auto: 2 CUDA device(s) found; one engine on each of GPUs 0,1;
+    4 CPUs (container limit cpu.max 400000/100000 of 64)`` (``cpus``: what this process's threads are sized by; a
+    Ray cluster's actors have their own)."""
     if isinstance(placement, ClusterPlacement):
         kind = "GPU" if placement.device == "cuda" else "CPU"
         return f"Ray cluster: {placement.actors} {kind} actor(s), {placement.files_per_task} files per task"
@@ -108,6 +111,8 @@ def placement_note(placement: DeviceChoice | ClusterPlacement) -> str:
     if placement.gpus:  # with --device cuda or auto, a GPU that cannot run the model is left out
         for index, why in placement.dropped:
             note += f"; GPU {index} left out ({why})"
+    if cpus is not None:
+        note += f"; {cpus.reason}"
     return note
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from carevoice import interrupts
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.devices import ClusterPlacement
 from carevoice.engine.models import ModelRef, resolve_model
 from carevoice.engine.vad import SpeechSpan
@@ -358,10 +359,11 @@ def thread_environment() -> dict[str, str]:
     CTranslate2 (OpenMP) and numpy's OpenBLAS (the mel features) depend on their thread counts
     in the last digits — measured: OMP_NUM_THREADS=1 or OPENBLAS_NUM_THREADS=1 alone changes
     probabilities in the 3rd decimal and word ends by 20 ms on tiny.en. Unset, both use every
-    core, so the actors get what this machine's local run has: the driver's values, or its core count.
+    core, so the actors get what this machine's local run has: the driver's values, or its CPU budget
+    (:func:`cpu_budget_here`: a container's limit, not the host's cores).
     """
     env = {name: os.environ[name] for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if name in os.environ}
-    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(cpu_budget_here().cpus)
     return env
 
 

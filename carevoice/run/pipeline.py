@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import queue
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ import numpy as np
 
 from carevoice import interrupts
 from carevoice.engine.build import cuda_names, engine_build, words_build
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
@@ -261,7 +261,8 @@ def files_finished_by(batches: Iterable[list[Chunk]]) -> int:
 
 
 def default_decode_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Decode processes beside the engine: one per CPU this process may use (:func:`cpu_budget_here`), at most 4."""
+    return min(4, cpu_budget_here().cpus)
 
 
 class BatchRunner:

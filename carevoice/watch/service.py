@@ -17,7 +17,7 @@ to the caller's :class:`WatchLog`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -82,13 +82,22 @@ def gather_step(ready: int, gather_until: float | None, now_s: float, gather_s: 
     return False, until
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once and by glibc's own name: ctypes.util.find_library("c")
+    runs `/sbin/ldconfig -p` (a process) each time it is asked, and the watcher asked after every
+    set of files (issue 24). Other C libraries (musl, macOS) have no malloc_trim."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def release_free_memory() -> None:
     """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Service:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import encode, invoke_cli
 
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.run.audio import Ffmpeg
 
 ENGINE = ("-m", "tiny.en", "--device", "cpu")
@@ -133,6 +134,7 @@ def test_the_header_counts_every_file_and_the_summary_says_what_happened(tmp_pat
     assert first.exit_code == 1
     lines = first.stderr.splitlines()
     assert lines[0].startswith("1 of 3 file(s) to transcribe (1 already up to date, 1 failed before any work) on cpu "), first.stderr
+    assert f"; {cpu_budget_here().reason}); model " in lines[0], lines[0]  # what threads are sized by: a container's limit, not the host's
     assert re.fullmatch(r"1 transcribed, 1 already up to date, 1 failed · 1 needs a person" + SPEED, lines[-1]), lines[-1]
     assert (ward / "a.txt").is_file() and (ward / "b.txt").read_text(encoding="utf-8") == "a person's own notes\n"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +186,21 @@ def test_a_replaced_recording_whose_transcript_a_nurse_corrected_keeps_her_edit_
     entries = [json.loads(x) for f in reports.iterdir() if f.suffix == ".jsonl" for x in f.read_text(encoding="utf-8").splitlines()]
     (last,) = [e for e in entries if e.get("conflict")]
     assert (last["status"], last["conflict"], copy.name in last["needs_person"]) == ("done", str(copy), True)
+
+
+def test_handing_memory_back_after_each_set_of_files_spawns_no_ldconfig_each_time() -> None:
+    """After every set of files the watcher hands free heap pages back (malloc_trim); finding libc
+    through ctypes.util.find_library ran `/sbin/ldconfig -p` (a process, ~10 ms) every time. Counted
+    with Python's audit hook for subprocess.Popen, in a fresh child process: none."""
+    script = (
+        "import sys\n"
+        "spawns = []\n"
+        "sys.addaudithook(lambda event, args: spawns.append(args[1]) if event == 'subprocess.Popen' else None)\n"
+        "from carevoice.watch.service import release_free_memory\n"
+        "for _ in range(5):\n"
+        "    release_free_memory()\n"
+        "print(len(spawns))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == 0
