@@ -20,15 +20,16 @@ so a driver script run in a child process uses it too (with tests/ put on ``sys.
 ``fake_engines`` fixture installs it and returns the list of engines built (one a run).
 
 ``FakeNvml`` is a ``pynvml`` module: GPUs with names, UUIDs, PCI bus ids, compute capabilities,
-memory and utilisation; MIG devices (no utilisation); ``NVMLError`` on chosen calls of chosen
-GPUs; a driver that disappears after some readings. The ``fake_nvml`` fixture puts one in
-``sys.modules["pynvml"]``.
+memory and utilisation; MIG devices (no utilisation; a GPU's ``slices``, found by MIG UUID or by
+GPU and compute instance); another job's GPU (``denied``: NVML counts it and refuses its handle,
+CUDA does not see it); ``NVMLError`` on chosen calls of chosen GPUs; a driver that disappears
+after some readings. The ``fake_nvml`` fixture puts one in ``sys.modules["pynvml"]``.
 
 ``FakeCuda`` is the CUDA side of CTranslate2, at the narrowest seam CareVoice uses:
 ``get_cuda_device_count``, ``get_supported_compute_types`` per device, ``models.Whisper`` on
 ``device="cuda"``, and ``StorageView``. A real CPU model does every computation (so transcripts
 are real); the double adds what a GPU does differently: the CUDA numbering that
-``CUDA_VISIBLE_DEVICES`` makes (set it before installing), a compute type a GPU cannot run
+``CUDA_VISIBLE_DEVICES`` makes (set it before installing; a ``denied`` GPU is not seen at all), a compute type a GPU cannot run
 refused as CTranslate2 refuses it, a full GPU (out of memory at loading), cuBLAS missing (raised at
 the first matrix product, as CTranslate2's dynamic loader does), out of memory from a chosen batch
 size, arrays that live on a device (``to_device`` has no index and copies to the current device,
@@ -179,6 +180,9 @@ class FakeGpu:
     oom_from_batch: int | None = None  # a batch of this many chunks or more runs out of memory
     mig: bool = False  # a MIG slice: no utilisation reading
     refuse: frozenset[str] = frozenset()  # NVML calls that fail on it (restricted permissions)
+    denied: bool = False  # another job's GPU (Slurm, cgroups): NVML counts it but refuses a handle, CUDA does not see it
+    slices: tuple[FakeGpu, ...] = ()  # its MIG devices (each a FakeGpu with mig=True and its instance)
+    instance: tuple[int, int] = (0, 0)  # a MIG device's GPU instance and compute instance ids
 
 
 def h200s(count: int) -> list[FakeGpu]:
@@ -199,9 +203,11 @@ RTX_5070_TI = FakeGpu(
 
 
 def cuda_order(gpus: list[FakeGpu], visible: str | None) -> list[FakeGpu]:
-    """The GPUs CUDA numbers 0, 1, … (PCI order, as CareVoice asks), as CUDA_VISIBLE_DEVICES says."""
+    """The GPUs CUDA numbers 0, 1, … (PCI order, as CareVoice asks), as CUDA_VISIBLE_DEVICES says;
+    CUDA sees only the GPUs this process may open, and its indices count those alone."""
+    gpus = [g for g in gpus if not g.denied]
     if visible is None:
-        return list(gpus)
+        return gpus
     picked = []
     for entry in (e.strip() for e in visible.split(",")):
         if entry.isdigit() and int(entry) < len(gpus):
@@ -236,7 +242,7 @@ class FakeNvml:
     def _gpu(self, handle: Any, call: str) -> FakeGpu:
         if self.vanish_after is not None and self.readings > self.vanish_after:
             raise NVMLError("Driver Not Loaded")
-        gpu = self.gpus[handle.index]
+        gpu = getattr(handle, "mig", None) or self.gpus[handle.index]
         if call in gpu.refuse:
             raise NVMLError("Insufficient Permissions")
         return gpu
@@ -257,13 +263,33 @@ class FakeNvml:
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        if self.gpus[index].denied:
+            raise NVMLError("Insufficient Permissions")  # NVML_ERROR_NO_PERMISSION, as pynvml words it
         return SimpleNamespace(index=index)
 
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
         for index, gpu in enumerate(self.gpus):
             if gpu.uuid == uuid:
-                return SimpleNamespace(index=index)
+                return self.nvmlDeviceGetHandleByIndex(index)
+            for mig in gpu.slices:
+                if mig.uuid == uuid:
+                    return SimpleNamespace(index=index, mig=mig)
         raise NVMLError("Not Found")
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        return len(self._gpu(handle, "mig").slices)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
+        slices = self._gpu(handle, "mig").slices
+        if index >= len(slices):
+            raise NVMLError("Not Found")
+        return SimpleNamespace(index=handle.index, mig=slices[index])
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
+        return self._gpu(handle, "instance").instance[0]
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: Any) -> int:
+        return self._gpu(handle, "instance").instance[1]
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
         return self._gpu(handle, "uuid").uuid

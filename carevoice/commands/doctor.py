@@ -323,8 +323,9 @@ def check_nvml(ctx: Context) -> CheckResult:
         f"{gib(d.memory_used_mib)}/{gib(d.memory_total_mib, '.0f')} GiB used, {'n/a' if d.util_pct is None else f'{d.util_pct:.0f}%'} busy"
         for d in info.devices
     )
+    refused = "".join(f"; GPU{i} refused access ({reason}): not ours, left out" for i, reason in info.refused)
     return CheckResult(
-        "NVIDIA GPU", CheckStatus.PASS, f"driver {info.driver_version} (CUDA {info.cuda_driver_version or '?'}); {gpus}"
+        "NVIDIA GPU", CheckStatus.PASS, f"driver {info.driver_version} (CUDA {info.cuda_driver_version or '?'}); {gpus}{refused}"
     )
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from doubles import FakeGpu, FakeNvml, h200s
 from rich.console import Console
 
 from carevoice.engine import cuda_probe, gpu_stats
 from carevoice.engine.devices import DeviceChoice, DeviceReason
 from carevoice.engine.gpu_stats import GpuSampler, percentile, summarise
-from carevoice.engine.nvml import GpuSample, read_nvml_info
+from carevoice.engine.nvml import GpuSample, NvmlSession, read_nvml_info, visible_gpus
 from carevoice.render.progress import gpu_live_text
 from carevoice.render.summaries import RunSummary, gpu_summary_text, summary_line
 
@@ -303,3 +306,52 @@ def test_a_sampler_s_series_counts_from_the_origin_it_is_given() -> None:
     series = sampler.stop().series[0]
     assert all(100.0 <= t < 160.0 for t in series.t_s) and series.t_s == tuple(sorted(series.t_s))
     assert set(series.util_pct) == {42.0}
+
+
+# --- GPU first contact: GPUs that refuse access, Slurm's numbering, MIG devices --------------------------
+
+U0, U1, U2 = (g.uuid for g in h200s(3))
+PCI = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+@pytest.mark.parametrize(
+    ("visible", "nvml_uuids", "behind"),
+    [(None, [U0, U1, U2], [U0, U1, U2]),
+     ("2,0", [U0, U1, U2], [U2, U0]),
+     ("0", [None, None, U2], [U2]),  # Slurm: NVML's 0 and 1 refuse access; CUDA counts only the job's own GPU
+     ("1,0", [None, U1, U2], [U2, U1]),
+     (None, [None, U1, U2], [U1, U2]),
+     ("GPU-00000002", [None, None, U2], [U2]),
+     ("MIG-GPU-00000001-aaaa-bbbb-cccc-000000000001/1/0", [U0, U1], ["MIG-GPU-00000001-aaaa-bbbb-cccc-000000000001/1/0"]),
+     ("00000000:02:00.0,0", [U0, U1], []),  # CUDA takes indices, UUIDs and MIG names, not PCI bus ids: it ignores the rest
+     ("3", [U0, U1, U2], [])],
+)  # fmt: skip
+def test_each_cuda_device_is_matched_to_its_gpu(visible: str | None, nvml_uuids: list[str], behind: list[str]) -> None:
+    env = PCI if visible is None else {**PCI, "CUDA_VISIBLE_DEVICES": visible}
+    assert visible_gpus(len(behind), nvml_uuids, env) == behind
+
+
+def test_gpus_that_all_refuse_access_read_as_none_of_ours(fake_nvml: Callable[..., FakeNvml]) -> None:
+    fake_nvml([replace(g, denied=True) for g in h200s(2)])
+    info = read_nvml_info()
+    assert not info.has_gpu
+    assert info.describe() == "no NVIDIA GPU this process may use (GPU0, GPU1 refused access: not ours)"
+
+
+@pytest.mark.parametrize("visible", ["MIG-{gpu}/2/0", "{mig}"], ids=["legacy-MIG-GPU-uuid", "MIG-uuid"])
+def test_a_mig_device_named_in_cuda_visible_devices_is_read_not_its_whole_gpu(
+    visible: str, fake_nvml: Callable[..., FakeNvml], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = FakeGpu(name="NVIDIA H200 MIG 1g.18gb", uuid="MIG-11111111-2222-3333-4444-555555555555", mig=True, instance=(1, 0))
+    large = replace(small, name="NVIDIA H200 MIG 2g.35gb", uuid="MIG-66666666-7777-8888-9999-000000000000", instance=(2, 0))
+    small, large = replace(small, memory_total_mib=16_384.0), replace(large, memory_total_mib=32_768.0)
+    gpus = h200s(2)
+    gpus[1] = replace(gpus[1], slices=(small, large))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible.format(gpu=gpus[1].uuid, mig=large.uuid))
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    fake_nvml(gpus)
+    session, reason = NvmlSession.open([0])
+    assert session is not None, reason
+    (sample,) = session.sample()
+    session.close()
+    assert (sample.index, sample.util_pct, sample.memory_total_mib) == (0, None, 32_768.0)

@@ -194,6 +194,25 @@ def test_gpu_utilisation_is_read_from_the_gpus_this_run_uses(
     assert [(d["index"], d["util_mean_pct"]) for d in devices] == [(cuda, gpus[nvml].util_pct) for cuda, nvml in enumerate(nvml_of_cuda)]
 
 
+def test_under_slurm_cuda_gpu_0_is_the_jobs_own_gpu_read_past_the_ones_that_refuse_access(
+    tmp_path: Path, fake_cuda: Install, fake_nvml: Callable[..., FakeNvml], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slurm with cgroups: NVML counts the node's three GPUs and refuses the two of other jobs; CUDA
+    sees only this job's GPU (NVML's 2) and calls it 0, as Slurm's CUDA_VISIBLE_DEVICES=0 says."""
+    gpus = h200s(3)
+    gpus[:2] = [replace(g, denied=True) for g in gpus[:2]]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    fake_nvml(gpus)
+    fake_cuda(gpus)
+    folder = folder_of(tmp_path, CLIPS[:2])
+    report = tmp_path / "run.json"
+    result = invoke_cli("transcribe", folder, *MODEL, "--device", "cuda", "--report", report)
+    assert result.exit_code == 0, result.stderr
+    gpu = report_of(report)["gpu"]
+    assert gpu["available"], gpu["reason"]
+    assert [(d["index"], d["util_mean_pct"]) for d in gpu["devices"]] == [(0, gpus[2].util_pct)]
+
+
 def test_nvml_gone_mid_run_ends_sampling_not_the_run(tmp_path: Path, fake_cuda: Install, fake_nvml: Callable[..., FakeNvml]) -> None:
     gpus = h200s(1)
     fake_nvml(gpus, vanish_after=1)
@@ -250,6 +269,27 @@ def test_doctor_names_each_gpu_its_compute_capability_and_tests_every_one(
     assert "1 NVIDIA GeForce RTX 5070 Ti (compute capability 12.0): bfloat16, float16, float32 — runs float16" in cuda
     assert probed == [(0, "float16"), (1, "float16")]  # every GPU, not only the first
     assert checks["GPU inference"]["status"] == "pass"
+
+
+def test_doctor_reports_the_gpus_it_may_use_when_another_jobs_gpu_refuses_access(
+    fake_cuda: Install, fake_nvml: Callable[..., FakeNvml], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from carevoice.engine import cuda_probe
+    from carevoice.engine.cuda_probe import CudaProbe
+
+    gpus = h200s(2)
+    gpus[0] = replace(gpus[0], denied=True)
+    fake_nvml(gpus)
+    fake_cuda(gpus)
+    monkeypatch.setattr(cuda_probe, "load_cublas", lambda: (True, "libcublas.so.12 loads"))
+    monkeypatch.setattr(cuda_probe, "probe_cuda_inference", lambda *a, **k: CudaProbe(True, "float16 inference ran"))
+    result = invoke_cli("doctor", tmp_path, *MODEL, "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    nvidia = checks["NVIDIA GPU"]
+    assert nvidia["status"] == "pass", nvidia["detail"]
+    assert "GPU1 NVIDIA H200 (compute capability 9.0)" in nvidia["detail"]
+    assert nvidia["detail"].count("GPU0 refused access (Insufficient Permissions): not ours, left out") == 1
+    assert "0 NVIDIA H200 (compute capability 9.0)" in checks["CUDA (ctranslate2)"]["detail"]  # CUDA's 0 is NVML's 1
 
 
 def test_bench_times_the_gpu_rows_on_the_double(
