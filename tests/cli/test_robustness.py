@@ -29,6 +29,7 @@ from conftest import encode, invoke_cli, word_error_rate
 from doubles import FakeEngine
 
 from carevoice.engine import decoder
+from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.whisper import Engine, EngineItem, EngineOutOfMemory, ItemResult
 from carevoice.errors import AudioDecodeError, SetupError
 from carevoice.render.words import printable
@@ -692,5 +693,5 @@ def test_unusable_cuda_on_auto_falls_back_to_the_cpu_and_says_so(tmp_path: Path,
     _broken_cuda(monkeypatch)
     result = invoke_cli("transcribe", tmp_path, "-m", "tiny.en", "--device", "auto")
     assert result.exit_code == 0, result.stderr
-    assert "on cpu (int8) (auto: CUDA unusable (cannot load model 'tiny.en' on cuda (CUDA driver version is insufficient)), fell back to CPU)" in result.stderr
+    assert "on cpu (int8) (auto: CUDA unusable (cannot load model 'tiny.en' on cuda (CUDA driver version is insufficient)), fell back to CPU; " + cpu_budget_here().reason + ")" in result.stderr
     assert (tmp_path / "visit.txt").read_text(encoding="utf-8").strip()

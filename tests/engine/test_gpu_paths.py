@@ -22,6 +22,8 @@ from doubles import (
     h200s,
 )
 
+from carevoice.engine.cpus import cpu_budget_here
+
 MODEL = ("-m", "tiny.en")
 # Six short English clips: with --batch-size 2 and two GPUs, each GPU gets batches of two (whose
 # encoder rows are copied out one by one for word alignment).
@@ -149,7 +151,7 @@ def test_cublas_missing_is_found_at_load_not_at_the_first_batch(
         assert not list(folder.glob("*.txt"))
     else:
         assert result.exit_code == 0, result.stderr
-        assert f"on cpu (int8) (auto: CUDA unusable ({problem}), fell back to CPU)" in result.stderr
+        assert f"on cpu (int8) (auto: CUDA unusable ({problem}), fell back to CPU; {cpu_budget_here().reason})" in result.stderr
         assert len(list(folder.glob("*.txt"))) == 2
 
 
