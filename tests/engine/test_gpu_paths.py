@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, invoke_cli
+from conftest import DATA_DIR, CliResult, invoke_cli
 from doubles import (
     OUT_OF_MEMORY,
     RTX_5070_TI,
@@ -53,6 +53,14 @@ def texts(folder: Path) -> dict[str, str]:
 
 def report_of(path: Path) -> dict:  # type: ignore[type-arg]
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cuda_run(tmp_path: Path) -> tuple[CliResult, dict]:  # type: ignore[type-arg]
+    """Two clips transcribed with --device cuda and a --report: what the run said, and its report."""
+    report = tmp_path / "run.json"
+    result = invoke_cli("transcribe", folder_of(tmp_path, CLIPS[:2]), *MODEL, "--device", "cuda", "--report", report)
+    assert result.exit_code == 0, result.stderr
+    return result, report_of(report)
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +214,8 @@ def test_under_slurm_cuda_gpu_0_is_the_jobs_own_gpu_read_past_the_ones_that_refu
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     fake_nvml(gpus)
     fake_cuda(gpus)
-    folder = folder_of(tmp_path, CLIPS[:2])
-    report = tmp_path / "run.json"
-    result = invoke_cli("transcribe", folder, *MODEL, "--device", "cuda", "--report", report)
-    assert result.exit_code == 0, result.stderr
-    gpu = report_of(report)["gpu"]
+    _, report = cuda_run(tmp_path)
+    gpu = report["gpu"]
     assert gpu["available"], gpu["reason"]
     assert [(d["index"], d["util_mean_pct"]) for d in gpu["devices"]] == [(0, gpus[2].util_pct)]
 
@@ -219,11 +224,8 @@ def test_nvml_gone_mid_run_ends_sampling_not_the_run(tmp_path: Path, fake_cuda: 
     gpus = h200s(1)
     fake_nvml(gpus, vanish_after=1)
     fake_cuda(gpus)
-    folder = folder_of(tmp_path, CLIPS[:2])
-    report = tmp_path / "run.json"
-    result = invoke_cli("transcribe", folder, *MODEL, "--device", "cuda", "--report", report)
-    assert result.exit_code == 0, result.stderr
-    gpu = report_of(report)["gpu"]
+    _, report = cuda_run(tmp_path)
+    gpu = report["gpu"]
     assert gpu["available"] and gpu["devices"][0]["samples"] >= 1
     assert gpu["reason"] in (None, "sampling stopped: Driver Not Loaded")  # gone before or after the run's end
 
@@ -234,12 +236,9 @@ def test_a_mig_slice_or_hidden_memory_reads_as_n_a_and_sampling_goes_on(
     gpus = [replace(h200s(1)[0], mig=True, refuse=frozenset({"memory"}))]
     fake_nvml(gpus)
     fake_cuda(gpus)
-    folder = folder_of(tmp_path, CLIPS[:2])
-    report = tmp_path / "run.json"
-    result = invoke_cli("transcribe", folder, *MODEL, "--device", "cuda", "--report", report)
-    assert result.exit_code == 0, result.stderr
-    (device,) = report_of(report)["gpu"]["devices"]
-    assert (device["util_mean_pct"], device["memory_used_peak_mib"]) == (None, None) and report_of(report)["gpu"]["reason"] is None
+    result, report = cuda_run(tmp_path)
+    (device,) = report["gpu"]["devices"]
+    assert (device["util_mean_pct"], device["memory_used_peak_mib"]) == (None, None) and report["gpu"]["reason"] is None
     assert "(no utilisation reported)" in result.stderr.splitlines()[-1]
 
 
