@@ -21,6 +21,7 @@ from pathlib import Path
 from carevoice.errors import Cause
 from carevoice.run import writers
 from carevoice.run.names import hidden_name
+from carevoice.run.records import stat_key
 from carevoice.run.rules import FailedBefore
 
 FAILED_SUFFIX = ".carevoice-failed.json"
@@ -29,8 +30,8 @@ STAT_KEYS = ("size", "mtime_ns", "ctime_ns", "inode")
 
 
 def stat_of(st: os.stat_result) -> dict[str, int]:
-    """The part of a recording's stat a note keeps (that of a record's identity, without the device: see records.Identity)."""
-    return dict(zip(STAT_KEYS, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
+    """The part of a recording's stat a note keeps: what a record compares (records.stat_key)."""
+    return dict(zip(STAT_KEYS, stat_key(st)))
 
 
 def note_path(stem: Path) -> Path:

@@ -35,6 +35,11 @@ class ChangedWhileReading(OSError):
     """The file changed while it was hashed (still being written)."""
 
 
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What of a file's stat says it is unchanged: size, mtime, ctime and inode (not the device: see Identity)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 @dataclass(frozen=True)
 class Identity:
     """A file's identity: its stat, checked first, and the SHA-256 of its bytes, which decides.
@@ -55,7 +60,7 @@ class Identity:
     def same_stat(self, st: os.stat_result) -> bool:
         """True when nothing about the file can have changed: a rewrite or replacement changes
         ctime (and usually the inode), even when size and mtime are made to match."""
-        return (self.size, self.mtime_ns, self.ctime_ns, self.inode) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode) == stat_key(st)
 
     def with_stat(self, st: os.stat_result) -> Identity:
         return Identity.from_stat(st, self.sha256)
