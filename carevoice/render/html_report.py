@@ -226,6 +226,11 @@ def run_facts(report: dict[str, Any]) -> dict[str, Any]:
             "interrupted": bool(report.get("interrupted"))}  # fmt: skip
 
 
+def started_text(report: dict[str, Any]) -> str:
+    """When a run started, to the minute, as its page and the index of pages show it ("" when not known)."""
+    return str(report.get("started") or "")[:16].replace("T", " ")
+
+
 def render_report_html(report: dict[str, Any], report_path: Path) -> str:
     """The page for a run's report dict (RunSummary.to_dict(), options and timeline included).
 
@@ -235,7 +240,7 @@ def render_report_html(report: dict[str, Any], report_path: Path) -> str:
 
     """
     base = report_path.absolute().parent
-    started = (report.get("started") or "")[:16].replace("T", " ")
+    started = started_text(report)
     title = "CareVoice run" + (f" · {started}" if started else "") + (" (interrupted)" if report.get("interrupted") else "")
     banner = (
         '<p class="banner">This run was interrupted: run the same command again to finish the missing files.</p>'

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from carevoice.render.html_report import RUN_META, render_report_html
+from carevoice.render.html_report import RUN_META, render_report_html, started_text
 from carevoice.run import writers
 
 PAGE_PREFIX = "carevoice-report-"
@@ -90,7 +90,7 @@ def render_index(folder: Path) -> str:
         run = read_run(page) or {}
         verdict = str(run.get("verdict") or "")
         kind = "ok" if verdict.startswith("All good") else "attention" if verdict else "unknown"
-        started = str(run.get("started") or "")[:16].replace("T", " ") or page.name
+        started = started_text(run) or page.name
         interrupted = " (interrupted)" if run.get("interrupted") else ""
         items.append(
             f'<li class="{kind}"><a href="./{html.escape(page.name)}">{html.escape(started)}{interrupted}</a>'
