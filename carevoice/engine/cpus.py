@@ -86,10 +86,7 @@ def read_cpu_facts(root: Path = Path("/"), host_cpus: int | None = None) -> CpuF
         root: Where /proc and /sys are.
         host_cpus: The host's CPU count (default: os.cpu_count()).
     """
-    try:
-        status = (root / "proc/self/status").read_text(encoding="utf-8")
-    except OSError:
-        status = ""
+    status = _read(root / "proc/self/status")
     allowed = [line.split(":", 1)[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list:")]
     limits = [limit for limit in _cgroup_limits(root) if limit.quota_us > 0 and limit.period_us > 0]
     return CpuFacts(
