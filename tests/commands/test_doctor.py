@@ -294,7 +294,7 @@ def test_model_check_fails_for_a_folder_without_a_model(tmp_path: Path) -> None:
     ctx = context(tmp_path, model=str(empty))
     result = doctor.check_model(ctx)
     assert result.status is CheckStatus.FAIL
-    assert result.detail == f"{str(empty)!r}: {empty} has no model.bin"
+    assert result.detail == f"{str(empty)!r}: {empty} has no model.bin; also missing: config.json, tokenizer.json, vocabulary.txt"
     assert "model.bin, config.json, tokenizer.json" in result.hint
     assert ctx.model_ref is None
 

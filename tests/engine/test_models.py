@@ -119,14 +119,15 @@ def test_a_folder_without_model_bin_is_a_setup_error(tmp_path: Path) -> None:
     (folder / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(SetupError) as caught:
         resolve_model(str(folder), tmp_path)
-    assert caught.value.message == f"{folder} has no model.bin"
+    assert caught.value.message == f"{folder} has no model.bin; also missing: tokenizer.json, vocabulary.txt"
     assert "model.bin, config.json, tokenizer.json" in caught.value.hint
 
 
 def test_a_model_folder_is_used_as_is(tmp_path: Path) -> None:
     folder = tmp_path / "whisper-ct2"
     folder.mkdir()
-    (folder / "model.bin").write_bytes(b"not loaded here")
+    for name in ("model.bin", *MODEL_FILES):
+        (folder / name).write_bytes(b"not loaded here")
     assert resolve_model(str(folder), tmp_path / "cache") == ModelRef(str(folder), "local:whisper-ct2", "local directory")
 
 
@@ -165,6 +166,9 @@ def test_cli_explains_a_model_folder_that_cannot_be_loaded(
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "model.bin").write_bytes(b"\0" * 64)
+    good = Path(resolve_model("tiny.en", tmp_path / "cache").load_from)
+    for name in MODEL_FILES:
+        (broken / name).symlink_to(good / name)  # complete, but its weights are not a model
     clip = tmp_path / "a.wav"
     clip.write_bytes((data_dir / "lhotse__LJ002-0020.wav").read_bytes())
     result = run_cli("transcribe", clip, "-m", broken, "--device", "cpu")
