@@ -1,5 +1,5 @@
 """The Typer app: the root options and one command per module (carevoice.cli.transcribe, watch,
-health, doctor, bench), each parse -> settings -> call -> render -> exit code.
+health, doctor, bench, models), each parse -> settings -> call -> render -> exit code.
 
 Importing this module must stay cheap: faster_whisper and ctranslate2 load only when a command
 needs a model, so `--help` is instant and `doctor` works when they are broken.
@@ -17,6 +17,7 @@ from carevoice import __version__
 from carevoice.cli.bench import bench
 from carevoice.cli.doctor import doctor
 from carevoice.cli.health import health
+from carevoice.cli.models import models_app
 from carevoice.cli.transcribe import transcribe
 from carevoice.cli.watch import watch
 
@@ -39,9 +40,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """CareVoice command-line tool."""
     # Before anything starts CUDA: number GPUs in PCI order, as NVML and nvidia-smi do, so that
@@ -59,6 +58,7 @@ app.command()(watch)
 app.command()(health)
 app.command()(doctor)
 app.command()(bench)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

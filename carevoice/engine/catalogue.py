@@ -98,7 +98,7 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
         1550,
         3090,
         Source.HUB,
-        "100 languages (adds Cantonese)",
+        "100 languages",
         note="128 mel bins; CER 8.95 on CommonVoice16-zh-TW (Breeze-ASR-25 model card)",
     ),
     CatalogueModel(
@@ -107,7 +107,7 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
         809,
         1620,
         Source.HUB,
-        "100 languages (adds Cantonese)",
+        "100 languages",
         note="large-v3 with 4 decoder layers: near large-v3 accuracy, several times faster; 128 mel bins",
     ),
     CatalogueModel(
@@ -116,7 +116,7 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
         1550,
         1550,
         Source.PUBLISHED,
-        "Taiwanese Mandarin (Traditional), English, code-switching",
+        "zh-TW + English",
         licence="Apache-2.0",
         faster_whisper_knows=False,
         tokenizer_repo="openai/whisper-large-v2",
