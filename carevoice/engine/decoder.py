@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from carevoice.engine import heap
 from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef, check_model_folder
 from carevoice.errors import SetupError
@@ -378,6 +379,7 @@ def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_in
         check_model_folder(Path(ref.load_from))  # faster-whisper would fetch a missing tokenizer from the hub
     compute_type = settings.compute_type or DEFAULT_COMPUTE_TYPE[device]
     threads = settings.cpu_threads or cpu_budget_here().cpus  # a container's limit, not the host's cores
+    heap.one_arena()  # before the model's threads (and the decode pool's) first allocate
     download_root = None if ref.is_local else str(settings.cache_dir / "hub")
     try:
         model = WhisperModel(

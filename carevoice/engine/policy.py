@@ -35,6 +35,22 @@ WINDOW_MARGIN_S = 1.0
 # (a chunk of unknown language runs short until its language is detected, then widens).
 SHORT_WINDOW_LANGUAGES = frozenset({"en"})
 
+# On the CPU an engine call's scratch memory is this process's own, and its encoder's attention
+# grows with the square of the window: base needs ~90 MB for one 30 s window, ~720 MB for a batch of
+# eight (issue 24). A call holds at most this many full windows' worth (n x frames^2), so a batch of
+# short chunks still runs whole while full windows go two by two. On the CPU a chunk's numbers do
+# not depend on how many rows share its call (benchmarks/README.md, fourth session), so the text is
+# the same; on a GPU the scratch is the device's, and out-of-memory halving guards it.
+CPU_FULL_WINDOWS_PER_CALL = 2
+
+
+def rows_per_call(window_frames: int, device: str, batch: int) -> int:
+    """How many chunks of this encoder window one encoder and decoder call takes (of ``batch`` waiting)."""
+    if device != "cpu":
+        return batch
+    return max(1, min(batch, CPU_FULL_WINDOWS_PER_CALL * WINDOW_FRAMES**2 // window_frames**2))
+
+
 # Whisper's own thresholds (openai/whisper transcribe.py defaults).
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0

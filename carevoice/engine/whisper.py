@@ -38,6 +38,7 @@ from carevoice.engine.policy import (
     heard_without_vad,
     max_tokens,
     needs_full_window,
+    rows_per_call,
     split_timestamped,
     window_frames,
 )
@@ -168,16 +169,7 @@ class Engine:
         try:
             return self._run_batch(items, options)
         except Exception as exc:
-            raise self._error(exc, f"a batch of {len(items)}") from None
-
-    def _error(self, exc: Exception, what: str) -> EngineError:
-        """The one-line error for an inference failure (never its message when it may hold speech)."""
-        if isinstance(exc, (RuntimeError, MemoryError)):
-            if is_out_of_memory(exc):
-                return EngineOutOfMemory(f"out of memory on {self.device} for {what}", "lower --batch-size, or use a smaller model")
-            return EngineError(f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "a CareVoice or CTranslate2 bug: please report it with this line", cause=Cause.ENGINE)
-        # A bug here must fail these chunks' files, not end the run (and its report).
-        return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
+            raise engine_error(exc, self.device, f"a batch of {len(items)}") from None
 
     def _run_batch(self, items: Sequence[EngineItem], options: DecodeSettings) -> list[ItemResult | EngineError]:
         """Decode every chunk in its own window, then carry out the follow-ups, pass by pass.
@@ -193,27 +185,37 @@ class Engine:
                 break
             follow_up: list[_Piece] = []
             for frames in sorted({w.item.window_frames for w in work}):
-                group = [w for w in work if w.item.window_frames == frames]
-                encoded = self._encode(group)
-                if detect:  # once, on each chunk's own window: follow-ups keep their chunk's language
-                    for w, (lang, prob) in zip(group, self._languages(encoded, [w.item for w in group])):
-                        chunks[w.index].language, chunks[w.index].language_probability = lang, prob
-                    keep: list[_Piece] = []
-                    for w in group:
-                        if needs_full_window(frames, chunks[w.index].language):
-                            chunks[w.index].widened = True
-                            follow_up.append(_Piece(w.index, replace(w.item, window_frames=WINDOW_FRAMES)))
-                        else:
-                            keep.append(w)
-                    if not keep:
-                        continue
-                    if len(keep) < len(group):
-                        group, encoded = keep, self._encode(keep)  # rare: mixed languages
-                follow_up += self._decode_pass(encoded, group, chunks, options)
+                same = [w for w in work if w.item.window_frames == frames]
+                rows = rows_per_call(frames, self.device, len(same))
+                for start in range(0, len(same), rows):
+                    follow_up += self._pass(same[start : start + rows], frames, chunks, options, detect)
             detect, work = False, follow_up
         for w in work:  # continued MAX_PASSES times and still more speech: the safe way decides
             chunks[w.index] = self._redecode(items[w.index], chunks[w.index], options)
         return [c.result() for c in chunks]
+
+    def _pass(self, group: list[_Piece], frames: int, chunks: list[_Chunk], options: DecodeSettings, detect: bool) -> list[_Piece]:
+        """Encode and decode pieces of one window length in one call (detecting their languages
+        first, with ``detect``); returns the follow-up work."""
+        encoded = self._encode(group)
+        if not detect:
+            return self._decode_pass(encoded, group, chunks, options)
+        # Once, on each chunk's own window: follow-ups keep their chunk's language.
+        for w, (lang, prob) in zip(group, self._languages(encoded, [w.item for w in group])):
+            chunks[w.index].language, chunks[w.index].language_probability = lang, prob
+        follow_up: list[_Piece] = []
+        keep: list[_Piece] = []
+        for w in group:
+            if needs_full_window(frames, chunks[w.index].language):
+                chunks[w.index].widened = True
+                follow_up.append(_Piece(w.index, replace(w.item, window_frames=WINDOW_FRAMES)))
+            else:
+                keep.append(w)
+        if not keep:
+            return follow_up
+        if follow_up:
+            encoded = self._encode(keep)  # rare: mixed languages
+        return follow_up + self._decode_pass(encoded, keep, chunks, options)
 
     def _encode(self, pieces: Sequence[_Piece]) -> Any:
         return self.decoder.encode([p.item.features for p in pieces], max(p.item.window_frames for p in pieces))
@@ -305,8 +307,20 @@ class Engine:
                 encoded = self.decoder.encode([full.features], WINDOW_FRAMES) if looped_encoding is None else looped_encoding
                 drafts = self._align(encoded, options.task, chunk.language, full, drafts)
         except Exception as exc:
-            return _Chunk(chunk.language, chunk.language_probability, failed=self._error(exc, "the fallback decode of one chunk"))
+            return _Chunk(chunk.language, chunk.language_probability, failed=engine_error(exc, self.device, "the fallback decode of one chunk"))
         return _Chunk(chunk.language, chunk.language_probability, [(0.0, drafts)], chunk.widened, chunk.continued, True)
+
+
+def engine_error(exc: Exception, device: str, what: str) -> EngineError:
+    """The one-line error for an inference failure on ``device`` (never its message when it may hold speech)."""
+    if isinstance(exc, (RuntimeError, MemoryError)):
+        if is_out_of_memory(exc):
+            return EngineOutOfMemory(f"out of memory on {device} for {what}", "lower --batch-size, or use a smaller model")
+        return EngineError(
+            f"inference failed ({type(exc).__name__}: {str(exc)[:120]})", "a CareVoice or CTranslate2 bug: please report it with this line", cause=Cause.ENGINE
+        )
+    # A bug here must fail these chunks' files, not end the run (and its report).
+    return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
 
 
 def outcome_of(vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts: Sequence[DecodedSegment]) -> Outcome:

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carevoice.engine.whisper import ItemResult
 from carevoice.errors import Cause
 from carevoice.run.discovery import Job
 from carevoice.run.records import Identity
 from carevoice.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:  # for annotations only: chunking decodes, and needs nothing of this module
+    from carevoice.run.chunking import Prepared
 
 
 @dataclass
@@ -45,6 +48,12 @@ class FileChunks:
     credited_s: float = 0.0  # audio counted as done so far (its chunks back from the engine)
     sound: bool = False
     own_s: float = 0.0
+
+    def take(self, prepared: Prepared) -> None:
+        """What decoding found: the file's length, chunks, identity and decoder, and whether it is sound."""
+        self.duration_s, self.offsets_s = prepared.duration_s, prepared.offsets_s
+        self.identity, self.decoded_by = prepared.identity, prepared.decoded_by
+        self.sound = prepared.audibility.is_sound  # ~50 ms an hour of audio (once: cached, or already measured while chunking)
 
     @property
     def complete(self) -> bool:

@@ -30,6 +30,7 @@ from carevoice import interrupts
 from carevoice.engine.build import cuda_names, engine_build, words_build
 from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef
+from carevoice.engine.vad import MAX_CHUNK_S
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
 from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
@@ -148,6 +149,19 @@ class RunStats:
         self.audio_rendered_s += duration_s
         self.files_rendered += written
 
+    def batch_back(self, engine_index: int, outcome: BatchOutcome) -> None:
+        """A batch came back from an engine."""
+        self.engine_calls += outcome.engine_calls
+        self.chunks += outcome.chunks
+        self.slowest_batch_s = max(self.slowest_batch_s, outcome.elapsed_s)
+        self.calls_per_engine[engine_index] += outcome.engine_calls
+
+    def chunk_back(self, result: ItemResult) -> None:
+        """A chunk's result came back: what its engine did beyond one decode."""
+        self.widened_chunks += result.widened
+        self.continued_chunks += result.continued
+        self.redecoded_chunks += result.redecoded
+
     def estimated_audio_s(self, jobs: int) -> float | None:
         """The run's whole audio: what is known, plus the jobs not seen yet at the mean length of the
         files measured so far (None before any length is known, or while every one is 0)."""
@@ -260,6 +274,57 @@ def files_finished_by(batches: Iterable[list[Chunk]]) -> int:
     return sum(f.failed is None and len(f.results) + out[key] == len(f.offsets_s) for key, f in files.items())
 
 
+# Decoded audio waits for the engines as samples (64 kB a second) and features (32 kB a second)
+# until its file is finished. What runs ahead is bounded in audio seconds, not files, so a folder of
+# one-hour visits holds no more than one of voice notes: the engines' batches in flight and the
+# next ones to form, in full 30 s chunks (CPU, batch 8: 960 s, ~90 MB), and one decode beyond it.
+AHEAD_BATCHES = 4
+# Before a file is decoded its length is guessed from its size at the lowest bitrate speech is
+# stored at (Opus/AMR at 6 kbit/s): never less than it will be, so a long file is never let in
+# beside others by mistake.
+SPEECH_BYTES_PER_S_AT_LEAST = 750
+
+
+def guessed_audio_s(job: Job) -> float:
+    """The most audio a file's size allows (0 when it cannot be read: it will fail at once)."""
+    try:
+        return job.source.stat().st_size / SPEECH_BYTES_PER_S_AT_LEAST
+    except OSError:
+        return 0.0
+
+
+@dataclass
+class Ahead:
+    """The audio decoded and not finished yet (``held_s``), and the decodes under way (by their
+    guessed length): a new decode starts while there are fewer than ``decodes`` and all of it fits
+    ``budget_s``, and whenever nothing is decoding (so the engines never wait for one)."""
+
+    budget_s: float
+    decodes: int
+    held_s: float = 0.0
+    decoding: dict[int, float] = field(default_factory=dict)  # guessed seconds by id(FileChunks)
+    _next_s: float = 0.0
+
+    def room_for(self, job: Job) -> bool:
+        self._next_s = guessed_audio_s(job)
+        fits = self.held_s + sum(self.decoding.values()) + self._next_s <= self.budget_s
+        return not self.decoding or (len(self.decoding) < self.decodes and fits)
+
+    def started(self, file: FileChunks) -> None:
+        """The job last asked about is decoding as ``file``."""
+        self.decoding[id(file)] = self._next_s
+
+    def decoded(self, file: FileChunks, finished: Iterable[FileChunks]) -> None:
+        """A file's decode is over: its audio (none, when it failed) is held until it is finished
+        (``finished``: at once, when it failed or has no speech)."""
+        self.decoding.pop(id(file), None)
+        self.held_s += file.duration_s
+        self.finished(finished)
+
+    def finished(self, files: Iterable[FileChunks]) -> None:
+        self.held_s -= sum(f.duration_s for f in files)
+
+
 def default_decode_workers() -> int:
     """Decode processes beside the engine: one per CPU this process may use (:func:`cpu_budget_here`), at most 4."""
     return min(4, cpu_budget_here().cpus)
@@ -277,6 +342,7 @@ class BatchRunner:
         batch_size: Chunks per batch (default: DEFAULT_BATCH_SIZE for the first engine's device).
         workers: Decode-pool threads (default: one per core, at most 4).
         windows_s: The encoder windows chunks may run in (the engines' own).
+        ahead_s: The most audio decoded ahead of the engines (default: AHEAD_BATCHES batches of 30 s chunks).
     """
 
     def __init__(
@@ -288,6 +354,7 @@ class BatchRunner:
         batch_size: int | None = None,
         workers: int = 0,
         windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S,
+        ahead_s: float = 0.0,
     ) -> None:
         self.engines = tuple(engines)
         self.decode = decode
@@ -295,6 +362,7 @@ class BatchRunner:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.engines[0].device]
         self.workers = workers or default_decode_workers()
         self.windows_s = windows_s
+        self.ahead_s = ahead_s or AHEAD_BATCHES * self.batch_size * MAX_CHUNK_S
         self.stats = RunStats(calls_per_engine=[0] * len(self.engines))
 
     def run(
@@ -319,16 +387,16 @@ class BatchRunner:
         """
         progress = on_progress or (lambda stats: None)
         scheduler: BatchScheduler[Chunk] = BatchScheduler(self.batch_size)
-        workers = self.workers
         pending_jobs = list(reversed(jobs))
         decoding: dict[Future[tuple[Prepared, list[EngineItem]]], FileChunks] = {}
         inferring: dict[Future[tuple[int, BatchOutcome]], list[Chunk]] = {}
         # Two batches per engine: one running, one waiting, so no engine waits for the main thread.
         max_batches = 2 * len(self.engines)
+        ahead = Ahead(self.ahead_s, decodes=self.workers * 2)
         idle: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(len(self.engines)):
             idle.put(index)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carevoice-decode")
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="carevoice-decode")
         engines = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="carevoice-infer")
         end_draining = interrupts.start_draining()
         try:
@@ -337,8 +405,9 @@ class BatchRunner:
                     yield from self._drain(decoding, inferring, progress, on_stop)
                     break
                 # Decoded files wait in the scheduler; while it holds more than it should (the
-                # engines are the bottleneck), decode no further ahead: memory stays bounded.
-                while pending_jobs and len(decoding) < workers * 2 and scheduler.pending <= scheduler.max_pending:
+                # engines are the bottleneck), or more audio waits than ``ahead`` allows, decode no
+                # further ahead: memory stays bounded.
+                while pending_jobs and scheduler.pending <= scheduler.max_pending and ahead.room_for(pending_jobs[-1]):
                     job = pending_jobs.pop()
                     if (refused := admit(job)) is not None:
                         self.stats.seen()
@@ -347,6 +416,7 @@ class BatchRunner:
                     file = FileChunks(job)
                     features, language = self.engines[0].features, self.decode.language
                     decoding[pool.submit(decode_file, self.prepare, file, features, language, self.windows_s)] = file
+                    ahead.started(file)
                 batches = scheduler.ready() if pending_jobs or decoding else scheduler.flush()
                 # Take a batch only when an engine has room for it: what the engines cannot take yet
                 # stays in the scheduler, where it holds back decoding (above). The generator takes
@@ -370,11 +440,14 @@ class BatchRunner:
                 # Progress is told before the files it finished are yielded: a display then never
                 # counts a file as done while its audio is not.
                 while decoding and (oldest := next(iter(decoding))).done():
-                    finished = self._admit(decoding.pop(oldest), oldest, scheduler)
+                    file = decoding.pop(oldest)
+                    finished = self._admit(file, oldest, scheduler)
+                    ahead.decoded(file, finished)
                     progress(self.stats)
                     yield from finished
                 for future in [f for f in inferring if f in done]:  # in submission order
                     finished = self._collect(inferring.pop(future), *future.result())
+                    ahead.finished(finished)
                     progress(self.stats)
                     yield from finished
             # A stop noted while the last files were finished, or once a drain is over, stops the caller
@@ -434,11 +507,7 @@ class BatchRunner:
         if file.failed is not None:
             self.stats.seen()
             return [file]
-        file.duration_s = prepared.duration_s
-        file.offsets_s = prepared.offsets_s
-        file.identity = prepared.identity
-        file.decoded_by = prepared.decoded_by
-        file.sound = prepared.audibility.is_sound  # ~50 ms an hour of audio (once: cached, or already measured while chunking)
+        file.take(prepared)
         self.stats.seen(file.duration_s)
         if not items:
             self.stats.finished_file(file.duration_s)
@@ -449,10 +518,7 @@ class BatchRunner:
 
     def _collect(self, batch: list[Chunk], engine_index: int, outcome: BatchOutcome) -> list[FileChunks]:
         """Regroup a batch's results per file; returns each file whose last chunk this was (or that failed)."""
-        self.stats.engine_calls += outcome.engine_calls
-        self.stats.chunks += outcome.chunks
-        self.stats.slowest_batch_s = max(self.stats.slowest_batch_s, outcome.elapsed_s)
-        self.stats.calls_per_engine[engine_index] += outcome.engine_calls
+        self.stats.batch_back(engine_index, outcome)
         failed_before = {id(c.file) for c in batch if c.file.failed is not None}
         share_s = outcome.elapsed_s / max(1, len(outcome.results))
         for chunk, result in outcome.results:
@@ -465,9 +531,7 @@ class BatchRunner:
                 chunk.file.failed, chunk.file.cause = str(result), result.cause
             else:
                 chunk.file.results[chunk.index] = result
-                self.stats.widened_chunks += result.widened
-                self.stats.continued_chunks += result.continued
-                self.stats.redecoded_chunks += result.redecoded
+                self.stats.chunk_back(result)
         finished = []
         for key, file in {id(c.file): c.file for c in batch}.items():
             if (file.failed is not None and key not in failed_before) or file.complete:

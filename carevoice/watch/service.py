@@ -16,8 +16,6 @@ to the caller's :class:`WatchLog`.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from pathlib import Path
 
 from carevoice import interrupts
 from carevoice.engine.devices import engines_label
+from carevoice.engine.heap import release_free_memory
 from carevoice.errors import Cause, ExitCode, Interrupted, UsageError
 from carevoice.folders import FolderFiles
 from carevoice.results import FileResult, FileStatus
@@ -80,24 +79,6 @@ def gather_step(ready: int, gather_until: float | None, now_s: float, gather_s: 
     if now_s >= until:
         return True, None
     return False, until
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, looked up once and by glibc's own name: ctypes.util.find_library("c")
-    runs `/sbin/ldconfig -p` (a process) each time it is asked, and the watcher asked after every
-    set of files (issue 24). Other C libraries (musl, macOS) have no malloc_trim."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 class Service:

@@ -64,11 +64,13 @@ class ScriptedDecoder:
         self._script = script
         self._no_copy = no_copy
         self.windows: list[int] = []
+        self.call_rows: list[int] = []  # chunks in each generate call
         self.sequential: list[dict[str, Any]] = []
 
     def generate(self, encoded: Any, languages: Any, task: Task, beam_size: int, max_length: int) -> list[Generation]:
         call = len(self.windows)
         self.windows.append(int(encoded.shape[1]))  # encoder output: (batch, frames / 2, width)
+        self.call_rows.append(int(encoded.shape[0]))
         generated = self._real.generate(encoded, languages, task, beam_size, max_length)
         if self._script is None:
             return generated
@@ -168,6 +170,19 @@ def test_a_clean_decode_runs_once_in_its_short_window(tiny_decoder: Decoder, jfk
     assert not (result.widened or result.continued or result.redecoded)
     assert word_error_rate(JFK_TEXT, text(result)) <= 0.1
     assert result.segments[-1].words[-1].end_s <= 11.0
+
+
+def test_full_windows_go_two_to_an_engine_call_on_the_cpu_and_come_out_the_same(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
+    """Memory (issue 24): on the CPU, one call over eight full windows took ~720 MB of attention
+    scratch with base. A batch's full windows now go two by two (policy.rows_per_call), short
+    windows stay together, and each chunk's text and numbers are what it gets alone."""
+    engine, double = engine_with(tiny_decoder)
+    full = [item(engine, jfk[: len(jfk) - i * SAMPLE_RATE_HZ // 2], WINDOW_FRAMES) for i in range(5)]
+    short = [item(engine, jfk[: 4 * SAMPLE_RATE_HZ]) for _ in range(3)]
+    together = engine.run_batch(full + short, WORDS_ON)
+    assert sorted(double.call_rows) == [1, 2, 2, 3], double.call_rows  # before: [3, 5], the full windows in one call
+    alone = [engine.run_batch([one], WORDS_ON)[0] for one in full[:2]]
+    assert together[:2] == alone
 
 
 def test_a_decode_left_open_is_decoded_again_in_the_full_window(tiny_decoder: Decoder, jfk: np.ndarray) -> None:

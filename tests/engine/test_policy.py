@@ -23,6 +23,7 @@ from carevoice.engine.policy import (
     looks_looped,
     needs_full_window,
     repeats_itself,
+    rows_per_call,
     split_timestamped,
     window_frames,
 )
@@ -89,6 +90,14 @@ def test_loops_are_compressible_or_too_dense_for_the_audio() -> None:
 def test_a_chunk_gets_the_shortest_window_with_a_second_of_silence_after_it(duration_s: float, frames: int) -> None:
     assert window_frames(duration_s) == frames
     assert window_frames(duration_s, (30.0,)) == WINDOW_FRAMES  # only the full window on offer
+
+
+@pytest.mark.parametrize(
+    ("frames", "device", "batch", "rows"),
+    [(3000, "cpu", 8, 2), (2000, "cpu", 8, 4), (1500, "cpu", 8, 8), (1000, "cpu", 16, 16), (3000, "cpu", 1, 1), (3000, "cuda", 16, 16)],
+)
+def test_an_engine_call_on_the_cpu_holds_at_most_two_full_windows_of_attention(frames: int, device: str, batch: int, rows: int) -> None:
+    assert rows_per_call(frames, device, batch) == rows
 
 
 def test_only_languages_proven_in_short_windows_stay_in_them() -> None:

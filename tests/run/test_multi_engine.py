@@ -28,12 +28,12 @@ from carevoice.engine import decoder
 from carevoice.engine.models import resolve_model
 from carevoice.engine.vad import SpeechSpan
 from carevoice.engine.whisper import Engine
-from carevoice.results import FileStatus
+from carevoice.results import FileResult, FileStatus
 from carevoice.run.audio import find_ffmpeg
 from carevoice.run.chunking import Prepared
 from carevoice.run.claims import claims_for
 from carevoice.run.discovery import Job, find_jobs
-from carevoice.run.pipeline import Transcriber
+from carevoice.run.pipeline import SPEECH_BYTES_PER_S_AT_LEAST, BatchRunner, Transcriber
 from carevoice.run.planning import plan_files
 from carevoice.settings import (
     SAMPLE_RATE_HZ,
@@ -143,6 +143,35 @@ def test_decoding_stays_a_bounded_distance_ahead_of_slow_engines(tmp_path: Path)
     # admitted past it, and the batch waiting for the engine (two while the engine thread is slow to
     # take it). Without the bound, ~50: nearly every file decoded before the engine has it.
     assert max(ahead) <= 18, ahead
+
+
+def test_what_runs_ahead_of_the_engines_is_bounded_in_audio_seconds(tmp_path: Path) -> None:
+    """A folder of long visits holds no more audio than the bound: before a file is decoded its length
+    is guessed from its size (pipeline.guessed_audio_s), so four decode workers do not each take a
+    long file at once (before: eight 300 s files decoded before the engine finished one)."""
+    visit_s, files = 300, 10
+    engine = FakeEngine(resolve_model("tiny.en", EngineSettings().cache_dir), delay_s=0.01)
+    jobs = []
+    for i in range(files):
+        source = tmp_path / f"visit{i:02d}.opus"
+        with open(source, "wb") as handle:  # the size of 300 s of speech at the lowest bitrate (sparse)
+            handle.truncate(visit_s * SPEECH_BYTES_PER_S_AT_LEAST)
+        jobs.append(Job(source, tmp_path / f"visit{i:02d}", source.name))
+    finished = 0
+    live: list[int] = []  # files decoded (this one too) and not finished, as each decode starts
+
+    def prepare(job: Job) -> Prepared:
+        live.append(len(live) + 1 - finished)
+        samples = np.zeros(visit_s * SAMPLE_RATE_HZ, dtype=np.float32)
+        return Prepared(job, samples, tuple(SpeechSpan(s, s + 30 * SAMPLE_RATE_HZ) for s in range(0, len(samples), 30 * SAMPLE_RATE_HZ)))
+
+    runner = BatchRunner([engine], DecodeSettings(), prepare, batch_size=2, workers=4, ahead_s=3 * visit_s)
+    for file in runner.run(jobs):
+        assert not isinstance(file, FileResult) and file.complete, file
+        finished += 1
+    assert finished == files and len(live) == files
+    # Three files' audio fits the bound; one more decodes while the engines work on them.
+    assert max(live) <= 4, live
 
 
 def test_the_main_thread_sleeps_while_the_oldest_decode_holds_up_the_line(tmp_path: Path) -> None:

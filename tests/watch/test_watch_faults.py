@@ -196,7 +196,7 @@ def test_handing_memory_back_after_each_set_of_files_spawns_no_ldconfig_each_tim
         "import sys\n"
         "spawns = []\n"
         "sys.addaudithook(lambda event, args: spawns.append(args[1]) if event == 'subprocess.Popen' else None)\n"
-        "from carevoice.watch.service import release_free_memory\n"
+        "from carevoice.engine.heap import release_free_memory\n"
         "for _ in range(5):\n"
         "    release_free_memory()\n"
         "print(len(spawns))\n"
