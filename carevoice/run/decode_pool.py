@@ -10,7 +10,8 @@ codec is one measured to decode bit for bit as the ffmpeg program does (benchmar
 PCM, FLAC, MP3), and its decode was clean and whole by audio.py's rules. Anything else (another codec,
 a libav error, a sign of truncation, a file libav will not open) is decoded by the ffmpeg program,
 whose samples, and whose one-line error, are final: the messages and guarantees of audio.py hold
-unchanged. A run whose ffmpeg is $CAREVOICE_FFMPEG uses only that program: it was asked for.
+unchanged. A run whose ffmpeg is $CAREVOICE_FFMPEG uses only that program: it was asked for; so does
+a pool whose worker cannot be started (a Python the user may not run again, as under setpriv).
 """
 
 from __future__ import annotations
@@ -159,7 +160,11 @@ class DecodePool:
         if not self.in_process:
             return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
         limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
-        worker = self._borrow()
+        try:
+            worker = self._borrow()
+        except OSError:  # this Python cannot be started again (e.g. it lives where the user may not go): the program decodes all
+            self.in_process = False
+            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
         expired = threading.Event()
 
         def _kill() -> None:
@@ -195,10 +200,7 @@ class DecodePool:
                 raise AudioDecodeError(*STOPPED)
             if self._idle:
                 return self._idle.pop()
-        try:
-            worker = _Worker(self.worker_argv)
-        except OSError as exc:
-            raise AudioDecodeError(f"cannot start a decode worker ({type(exc).__name__})", "check `carevoice doctor`") from None
+        worker = _Worker(self.worker_argv)  # OSError: see decode
         with self._lock:
             self._all.add(worker)
             closed = self._closed

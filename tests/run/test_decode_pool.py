@@ -162,3 +162,12 @@ def test_an_interrupt_stops_a_busy_worker(misbehaving: DecodePool, data_dir: Pat
     assert failures == ["decoding was stopped — check that the file is a playable recording"]
     assert misbehaving.decode(data_dir / JFK).samples.size == 176_000  # the pool goes on
     misbehaving.close()
+
+
+def test_a_worker_that_cannot_be_started_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """As under setpriv: the user may not run this Python again (tests/cli/test_robustness.py)."""
+    pool = DecodePool(ffmpeg_bin, worker_argv=(str(tmp_path / "no-such-python"),))
+    decoded = pool.decode(data_dir / JFK)
+    assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
+    assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
+    assert pool.worker_pids == []
