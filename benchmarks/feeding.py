@@ -14,7 +14,7 @@ pool of PyAV decode workers), interleaved in one run:
 Then each part of the CPU side alone, one thread, per clip: decode (program, pool), identify (hash),
 audibility, features; and whether the pool's samples equal the program's bit for bit.
 
-    python benchmarks/feeding.py [--clips N] [--repeats 2] [--batch-s 0.25] [--workers 2]
+    python benchmarks/feeding.py [--clips N] [--copies 3] [--repeats 2] [--batch-s 0.25] [--workers 2] [--no-quiet-blas]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import os
 import resource
 import statistics
 import sys
@@ -30,6 +31,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's carevoice
+
+from carevoice.engine.cpus import quiet_blas_environment
+
+if "--no-quiet-blas" not in sys.argv:
+    os.environ.update(quiet_blas_environment(os.environ))  # as the CLI does, before numpy loads
 
 import numpy as np
 from common import corpus_clips
@@ -74,6 +80,11 @@ def cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def children_s() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 def run_once(paths: list[Path], decoder: str, batch_s: float, workers: int) -> dict[str, float]:
     from carevoice.results import FileStatus
     from carevoice.run.audio import find_ffmpeg
@@ -93,9 +104,10 @@ def run_once(paths: list[Path], decoder: str, batch_s: float, workers: int) -> d
         jobs = find_jobs(settings.inputs, settings.output_dir).jobs
         prepare = functools.partial(prepare_file, decoder=ffmpeg) if decoder == "program" else None
         transcriber = Transcriber(settings, engine, ffmpeg, claims_for(settings, "double"), prepare=prepare)
-        cpu0, wall0 = cpu_s(), time.monotonic()
+        cpu0, wall0, main0, children0 = cpu_s(), time.monotonic(), time.thread_time(), children_s()
         results = list(transcriber.run(jobs))
         wall, cpu = time.monotonic() - wall0, cpu_s() - cpu0
+        main, children = time.thread_time() - main0, children_s() - children0
     bad = [r for r in results if r.status is not FileStatus.DONE]
     if bad:
         raise SystemExit(f"{bad[0].source}: {bad[0].error}")
@@ -107,6 +119,11 @@ def run_once(paths: list[Path], decoder: str, batch_s: float, workers: int) -> d
         "busy": engine.busy_s / wall,
         "per_core_x": audio_s / cpu,
         "cores": cpu / wall,
+        # Where the CPU went, ms per file: the main thread (claims, scheduling, writing), the decode threads
+        # (waiting on a decode, identify, audibility, features), the children (ffmpeg programs, or workers).
+        "main_ms": main / len(results) * 1e3,
+        "threads_ms": (cpu - children - main) / len(results) * 1e3,
+        "children_ms": children / len(results) * 1e3,
     }
 
 
@@ -151,10 +168,19 @@ def main() -> None:
         "--batch-s", type=float, default=0.0, help="(b): seconds per batch of 8 (0: 1.5x the pool's wall time per batch in (a))"
     )
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0: CareVoice's default)")
+    parser.add_argument("--no-quiet-blas", action="store_true", help="leave OPENBLAS_THREAD_TIMEOUT as it is (the CLI sets 4)")
+    parser.add_argument("--copies", type=int, default=3, help="each clip this many times (in other folders)")
     args = parser.parse_args()
-    paths = [c.path for c in corpus_clips({"en"}, limit=args.clips)]
-    print(f"{len(paths)} clips, {sum(c.duration_s for c in corpus_clips({'en'}, limit=args.clips)):.0f} s of audio")
-    print("\nparts, one thread, ms per clip:", parts(paths))
+    clips = corpus_clips({"en"}, limit=args.clips)
+    print(f"{len(clips)} clips x {args.copies}, {sum(c.duration_s for c in clips) * args.copies:.0f} s of audio")
+    print("\nparts, one thread, ms per clip:", parts([c.path for c in clips]))
+    links = Path(tempfile.mkdtemp(prefix="carevoice-feeding-"))
+    paths = []
+    for copy in range(args.copies):  # the same clips in other folders: a run long enough for its start and end not to count
+        (links / str(copy)).mkdir()
+        for clip in clips:
+            (links / str(copy) / clip.path.name).symlink_to(clip.path)
+            paths.append(links / str(copy) / clip.path.name)
     rates: dict[str, list[dict[str, float]]] = {"program": [], "pool": []}
     for _ in range(args.repeats):
         for decoder, runs in rates.items():
@@ -166,6 +192,10 @@ def main() -> None:
         wall = statistics.median(r["wall_s"] for r in runs)
         print(
             f"  {decoder:8s} {x:6.0f}x real time per core  ({cores:.2f} cores, {wall:.2f} s wall)  runs: {[round(r['per_core_x']) for r in runs]}"
+        )
+        print(
+            "           CPU ms per file:",
+            {k: round(statistics.median(r[k] for r in runs), 1) for k in ("main_ms", "threads_ms", "children_ms")},
         )
     batches = len(paths) / 8
     pool_wall_per_batch_s = statistics.median(r["wall_s"] for r in rates["pool"]) / batches
