@@ -160,6 +160,48 @@ def parts(paths: list[Path]) -> dict[str, float]:
     return {**{k: v / len(paths) * 1e3 for k, v in timing.items()}, "bit-identical": same, "clips": len(paths)}
 
 
+FORMATS = {  # what phones, recorders and browsers make, from one WAV
+    "wav-s24-stereo-44k.wav": ("-ac", "2", "-ar", "44100", "-c:a", "pcm_s24le"),
+    "flac-6ch-96k.flac": ("-ac", "6", "-ar", "96000"),
+    "aiff-11k.aiff": ("-ar", "11025",),
+    "mp3-stereo-44k.mp3": ("-ac", "2", "-ar", "44100", "-c:a", "libmp3lame"),
+    "aac-stereo-48k.m4a": ("-ac", "2", "-ar", "48000", "-c:a", "aac"),
+    "opus.ogg": ("-ac", "2", "-c:a", "libopus"),
+    "vorbis-22k.ogg": ("-ac", "2", "-ar", "22050", "-c:a", "libvorbis"),
+    "opus-8k.webm": ("-ac", "1", "-ar", "8000", "-c:a", "libopus"),
+}  # fmt: skip
+
+
+def formats() -> None:
+    """Per format: do the workers' libav and the ffmpeg program give the same samples, and which decodes it in a run."""
+    import subprocess
+
+    from carevoice.run.audio import ALLOWED_DEMUXERS, decode_audio, find_ffmpeg
+    from carevoice.run.decode_pool import program_needed
+    from carevoice.run.pyav_worker import ALLOWED_DEMUXERS_ENV, decode_file
+
+    ffmpeg = find_ffmpeg()
+    os.environ[ALLOWED_DEMUXERS_ENV] = ALLOWED_DEMUXERS  # as a worker gets it
+    source = corpus_clips({"en"})[0].path
+    with tempfile.TemporaryDirectory() as folder:
+        for name, args in FORMATS.items():
+            path = Path(folder) / name
+            subprocess.run([ffmpeg.path, "-v", "error", "-i", str(source), *args, str(path)], check=True)
+            facts, by_libav = decode_file(os.fsencode(path))
+            by_program = decode_audio(path, ffmpeg)
+            assert by_libav is not None
+            n = min(len(by_libav), len(by_program))
+            same = len(by_libav) == len(by_program) and by_libav.tobytes() == by_program.tobytes()
+            verdict = (
+                "identical"
+                if same
+                else f"differ: {len(by_libav) - len(by_program):+d} samples, max {np.abs(by_libav[:n] - by_program[:n]).max():.2g}"
+            )
+            print(
+                f"  {name:24s} {facts.get('codec', ''):10s} {verdict:40s} decoded by: {'program' if program_needed(facts, path, by_libav) else 'pool'}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=0, help="first N English clips (0: all 123)")
@@ -170,7 +212,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0: CareVoice's default)")
     parser.add_argument("--no-quiet-blas", action="store_true", help="leave OPENBLAS_THREAD_TIMEOUT as it is (the CLI sets 4)")
     parser.add_argument("--copies", type=int, default=3, help="each clip this many times (in other folders)")
+    parser.add_argument("--formats", action="store_true", help="only: libav against the program, format by format")
     args = parser.parse_args()
+    if args.formats:
+        formats()
+        return
     clips = corpus_clips({"en"}, limit=args.clips)
     print(f"{len(clips)} clips x {args.copies}, {sum(c.duration_s for c in clips) * args.copies:.0f} s of audio")
     print("\nparts, one thread, ms per clip:", parts([c.path for c in clips]))
