@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -222,10 +223,10 @@ def main() -> None:
     print("\nparts, one thread, ms per clip:", parts([c.path for c in clips]))
     links = Path(tempfile.mkdtemp(prefix="carevoice-feeding-"))
     paths = []
-    for copy in range(args.copies):  # the same clips in other folders: a run long enough for its start and end not to count
+    for copy in range(args.copies):  # the same clips in other folders: a run long enough for its start and end to count little
         (links / str(copy)).mkdir()
         for clip in clips:
-            (links / str(copy) / clip.path.name).symlink_to(clip.path)
+            shutil.copy(clip.path, links / str(copy) / clip.path.name)  # not a link: discovery would see one file
             paths.append(links / str(copy) / clip.path.name)
     rates: dict[str, list[dict[str, float]]] = {"program": [], "pool": []}
     for _ in range(args.repeats):
@@ -255,6 +256,7 @@ def main() -> None:
             fractions.append(run_once(paths, decoder, batch_s, args.workers)["busy"])
     for decoder, fractions in busy.items():
         print(f"  {decoder:8s} busy {statistics.median(fractions):.1%}  runs: {[f'{f:.1%}' for f in fractions]}")
+    shutil.rmtree(links)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +47,8 @@ WORKER_ARGV = (
 # Codecs whose libav 8 samples equal the ffmpeg program's (5.1) bit for bit on every corpus clip and
 # the synthetic formats of benchmarks/feeding.py. AAC, Opus and Vorbis differ by 1-2 float ulps (the
 # decoders changed), and Opus in Matroska/WebM starts 5 ms off: those stay with the program.
-IDENTICAL_CODECS = ("pcm_", "flac", "mp3")
+IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
+PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
 PROGRAM_DEMUXERS = ("matroska",)
 WORKER_START_TIMEOUT_S = 60.0
 STOPPED = ("decoding was stopped", "check that the file is a playable recording")
@@ -65,7 +67,7 @@ def program_needed(facts: dict[str, Any], path: Path, samples: np.ndarray | None
     codec, demuxer = facts.get("codec", ""), facts.get("demuxer", "")
     if samples is None:
         return f"libav could not decode it ({facts.get('failed', 'no samples')})"
-    if not codec.startswith(IDENTICAL_CODECS) or demuxer.startswith(PROGRAM_DEMUXERS):
+    if not (codec in IDENTICAL_CODECS or codec.startswith(PCM)) or demuxer.startswith(PROGRAM_DEMUXERS):
         return f"{codec} in {demuxer}: libav 8 and the ffmpeg program decode it differently"
     if facts["errors"] or len(samples) == 0:
         return "libav reported errors, or no audio"
@@ -181,7 +183,7 @@ class DecodePool:
             if expired.is_set():
                 raise audio.timed_out(limit_s) from None
             code = worker.proc.returncode
-            if code is not None and code < 0 and -code == 9:  # killed, not crashed: an interrupt (stop_all_decodes)
+            if code == -signal.SIGKILL:  # killed, not crashed: an interrupt (stop_all_decodes), or the kernel short of memory
                 raise AudioDecodeError(*STOPPED) from None
             raise AudioDecodeError(
                 f"the decoder stopped unexpectedly on this file (exit status {code})", "check that the file plays in a media player"

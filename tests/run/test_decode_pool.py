@@ -20,7 +20,7 @@ from carevoice.errors import AudioDecodeError, IncompleteFileError
 from carevoice.results import FileStatus
 from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_decodes
 from carevoice.run.claims import claims_for
-from carevoice.run.decode_pool import DecodePool
+from carevoice.run.decode_pool import DecodePool, program_needed
 from carevoice.run.discovery import find_jobs
 from carevoice.run.pipeline import Transcriber
 from carevoice.run.records import read_record
@@ -198,3 +198,26 @@ def test_a_run_decodes_in_its_workers_names_them_in_each_record_and_leaves_none(
     record = read_record(tmp_path / Path(JFK).stem)
     assert record is not None and record.build["ffmpeg"].startswith("FFmpeg ") and "(PyAV " in record.build["ffmpeg"]
     assert transcriber.pool is not None and transcriber.pool.worker_pids == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "seconds", "why"),
+    [
+        ({"failed": "InvalidDataError"}, None, "libav could not decode it (InvalidDataError)"),
+        ({"codec": "aac", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2"}, 11, "aac in mov,mp4,m4a,3gp,3g2,mj2: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "opus", "demuxer": "ogg"}, 11, "opus in ogg: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "pcm_s16le", "demuxer": "matroska,webm"}, 11, "pcm_s16le in matroska,webm: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "mp3adufloat", "demuxer": "mp3"}, 11, "mp3adufloat in mp3: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "flac", "demuxer": "flac", "errors": ["Invalid frame header"]}, 11, "libav reported errors, or no audio"),
+        ({"codec": "flac", "demuxer": "flac"}, 0, "libav reported errors, or no audio"),
+        ({"codec": "mp3float", "demuxer": "mp3", "declared_s": 11.0}, 5, "it looks truncated"),
+        ({"codec": "mp3float", "demuxer": "mp3", "declared_s": 11.0, "warnings": ["Estimating duration from bitrate, this may be inaccurate"]}, 5, None),
+        ({"codec": "aac", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "declared_s": 11.0, "video": True}, 5, "aac in mov,mp4,m4a,3gp,3g2,mj2: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "pcm_s16le", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "declared_s": 11.0, "video": True}, 5, None),  # a video's audio may end first
+        ({"codec": "pcm_s24le", "demuxer": "wav", "declared_s": 11.0}, 11, None),
+        ({"codec": "flac", "demuxer": "flac", "declared_s": 11.0}, 10.5, None),  # within the tolerance
+    ],
+)  # fmt: skip
+def test_which_decoder_decodes_a_file(facts: dict[str, object], seconds: float | None, why: str | None, tmp_path: Path) -> None:
+    samples = None if seconds is None else np.zeros(int(seconds * 16_000), dtype=np.float32)
+    assert program_needed({"errors": [], "warnings": [], **facts}, tmp_path / "visit", samples) == why
