@@ -226,8 +226,9 @@ def main() -> None:
     for copy in range(args.copies):  # the same clips in other folders: a run long enough for its start and end to count little
         (links / str(copy)).mkdir()
         for clip in clips:
-            shutil.copy(clip.path, links / str(copy) / clip.path.name)  # not a link: discovery would see one file
-            paths.append(links / str(copy) / clip.path.name)
+            copied = links / str(copy) / f"{copy}-{clip.path.name}"  # its own name: one output folder holds all
+            shutil.copy(clip.path, copied)  # not a link: discovery would see one file
+            paths.append(copied)
     rates: dict[str, list[dict[str, float]]] = {"program": [], "pool": []}
     for _ in range(args.repeats):
         for decoder, runs in rates.items():
