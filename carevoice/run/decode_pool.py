@@ -11,7 +11,8 @@ PCM, FLAC, MP3), and its decode was clean and whole by audio.py's rules. Anythin
 a libav error, a sign of truncation, a file libav will not open) is decoded by the ffmpeg program,
 whose samples, and whose one-line error, are final: the messages and guarantees of audio.py hold
 unchanged. A run whose ffmpeg is $CAREVOICE_FFMPEG uses only that program: it was asked for; so does
-a pool whose worker cannot be started (a Python the user may not run again, as under setpriv).
+a pool whose worker cannot be started (a Python the user may not run again, as under setpriv), or
+cannot load PyAV.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def program_needed(facts: dict[str, Any], path: Path, samples: np.ndarray | None
     return None
 
 
+class WorkerUnavailable(Exception):
+    """A worker cannot decode at all (PyAV missing or broken)."""
+
+
 class _Worker:
     """One worker process, in its own session (its group dies with it)."""
 
@@ -103,7 +108,10 @@ class _Worker:
         self.proc.stdin.write(LENGTH.pack(len(name)) + name)  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
         if not self.decoded_by:
-            self.decoded_by = str(self._reply()["decoded_by"])
+            hello = self._reply()
+            if "decoded_by" not in hello:
+                raise WorkerUnavailable(hello.get("unavailable", ""))
+            self.decoded_by = str(hello["decoded_by"])
         facts = self._reply()
         count = int(facts["samples"])
         if count == 0:
@@ -175,9 +183,12 @@ class DecodePool:
 
         timer = threading.Timer(limit_s, _kill)
         timer.start()
+        unavailable = False
         try:
             with audio.stoppable(worker.proc):
                 facts, samples = worker.decode(path)
+        except WorkerUnavailable:
+            unavailable = True
         except (EOFError, OSError, ValueError):
             self._discard(worker)
             if expired.is_set():
@@ -190,6 +201,10 @@ class DecodePool:
             ) from None
         finally:
             timer.cancel()
+        if unavailable:  # no worker can decode here: the program decodes this file and every later one
+            self._discard(worker)
+            self.in_process = False
+            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
         self._give_back(worker)
         if program_needed(facts, path, samples) is None:
             assert samples is not None

@@ -5,7 +5,8 @@ Run only by carevoice.run.decode_pool, which decides what the facts mean (carevo
 rules). The worker opens the named file as an absolute ``file:`` URL with the same protocol and
 demuxer whitelists as the ffmpeg program, so it opens nothing else. It never prints.
 
-Protocol on stdin/stdout: a request is a 4-byte little-endian length and the path's bytes; a reply is
+Protocol on stdin/stdout: the worker first says what it is (``decoded_by``, or ``unavailable``: PyAV
+cannot load, and it ends); a request is a 4-byte little-endian length and the path's bytes; a reply is
 a 4-byte length, a JSON header (:func:`decode_file`'s facts, with ``samples``: how many follow), then
 the samples as raw float32 bytes. The worker ends at end of input, or when its parent is gone.
 """
@@ -100,9 +101,15 @@ def serve(decode: Decode = decode_file, stdin: BinaryIO | None = None, stdout: B
     source = stdin or sys.stdin.buffer
     sink = stdout or sys.stdout.buffer
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    hello = json.dumps({"decoded_by": library_version()}).encode()
+    try:
+        said = {"decoded_by": library_version()}
+    except Exception as exc:  # PyAV missing or broken: the parent leaves every file to the ffmpeg program
+        said = {"unavailable": type(exc).__name__}
+    hello = json.dumps(said).encode()
     sink.write(LENGTH.pack(len(hello)) + hello)
     sink.flush()
+    if "unavailable" in said:
+        return
     while (head := _read_exact(source, LENGTH.size)) is not None:
         path = _read_exact(source, LENGTH.unpack(head)[0])
         if path is None:

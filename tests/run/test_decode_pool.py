@@ -221,3 +221,16 @@ def test_a_run_decodes_in_its_workers_names_them_in_each_record_and_leaves_none(
 def test_which_decoder_decodes_a_file(facts: dict[str, object], seconds: float | None, why: str | None, tmp_path: Path) -> None:
     samples = None if seconds is None else np.zeros(int(seconds * 16_000), dtype=np.float32)
     assert program_needed({"errors": [], "warnings": [], **facts}, tmp_path / "visit", samples) == why
+
+
+def test_a_worker_without_pyav_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path) -> None:
+    no_pyav = (MISBEHAVING_WORKER_ARGV[0], "-I", "-c", "import sys; sys.modules['av'] = None; " + MISBEHAVING_WORKER_ARGV[-1])
+    pool = DecodePool(ffmpeg_bin, worker_argv=no_pyav)
+    try:
+        for name in (JFK, "hfdatasets__vctk_p225_001_mic1.flac"):
+            decoded = pool.decode(data_dir / name)
+            assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin), name
+            assert decoded.samples.tobytes() == decode_audio(data_dir / name, ffmpeg_bin).tobytes(), name
+        assert pool.worker_pids == []
+    finally:
+        pool.close()
