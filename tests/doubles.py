@@ -38,6 +38,10 @@ GPU 0, as CTranslate2's does), and the device of every array handed to each mode
 
 Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/types.cc).
 
+``MISBEHAVING_WORKER_ARGV`` starts a decode worker (carevoice.run.pyav_worker) whose decode
+(``misbehaving_decode``) hangs on a file whose name holds ``hang``, ends its process on ``exit`` and
+crashes it with a segmentation fault on ``segv``; it decodes every other file for real.
+
 ``nfs_flock`` is ``fcntl.flock`` as a Linux NFS client runs it (CIFS too, since Linux 5.5): a POSIX
 lock on the whole file. Install it where carevoice.run.locks sees ``fcntl.flock`` (monkeypatch).
 
@@ -60,6 +64,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -487,3 +492,28 @@ def nfs_flock(fd: int, operation: int) -> None:
     read-only one is EBADF), and it conflicts with a POSIX lock of another process, as the server
     makes another host's lock conflict."""
     fcntl.lockf(fd, operation)
+
+
+def misbehaving_decode(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
+    """A decode worker's decode that hangs, exits or crashes as the file's name says (see the docstring)."""
+    import os  # only in a worker process
+    import signal  # only in a worker process
+
+    from carevoice.run.pyav_worker import decode_file  # only in a worker process
+
+    name = os.path.basename(path)
+    if b"hang" in name:
+        time.sleep(3600)
+    if b"exit" in name:
+        os._exit(3)
+    if b"segv" in name:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return decode_file(path)
+
+
+_TESTS = str(Path(__file__).resolve().parent)
+MISBEHAVING_WORKER_ARGV = (
+    sys.executable, "-I", "-c",
+    f"import sys; sys.path[:0] = [{_TESTS!r}, {str(Path(_TESTS).parent)!r}]; import doubles; from carevoice.run.pyav_worker import serve; "
+    + "serve(doubles.misbehaving_decode)",
+)  # fmt: skip

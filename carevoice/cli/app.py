@@ -20,6 +20,7 @@ from carevoice.cli.health import health
 from carevoice.cli.models import models_app
 from carevoice.cli.transcribe import transcribe
 from carevoice.cli.watch import watch
+from carevoice.engine.cpus import quiet_blas_environment
 
 app = typer.Typer(
     name="carevoice",
@@ -63,6 +64,7 @@ app.add_typer(models_app, name="models")
 
 def main() -> None:
     """Console-script entry point."""
+    os.environ.update(quiet_blas_environment(os.environ))  # before any command loads numpy (nothing above does)
     app()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -101,6 +102,18 @@ def cpu_budget_here() -> CpuBudget:
     """This process's budget, read once (limits do not change under a running process often enough
     to re-read /proc for every engine)."""
     return cpu_budget(read_cpu_facts())
+
+
+# OpenBLAS's idle helper threads spin 2**n cycles after each matrix product before they sleep (n = 28
+# unless told). The log-mel features are many tiny products from several decode threads, and at 28
+# the spinning costs 6 times the products themselves; 4, its least, leaves every bit of them as it
+# was (benchmarks/README.md, tenth session). It must be set before numpy loads OpenBLAS.
+BLAS_THREAD_TIMEOUT = "4"
+
+
+def quiet_blas_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """What to add to the environment before numpy loads: ``OPENBLAS_THREAD_TIMEOUT``, unless it is set."""
+    return {} if env.get("OPENBLAS_THREAD_TIMEOUT") else {"OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT}
 
 
 def _read(path: Path) -> str:

@@ -17,6 +17,8 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -112,9 +114,7 @@ def build_decode_command(path: Path, binary: str) -> list[str]:
     encodes it with the file-system encoding) instead of going through the builder as text.
     """
     stream = ffmpeg.input(_URL_PLACEHOLDER, protocol_whitelist="file", format_whitelist=ALLOWED_DEMUXERS)
-    stream = stream.output(
-        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE_HZ, vn=None, sn=None, dn=None
-    )
+    stream = stream.output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE_HZ, vn=None, sn=None, dn=None)
     args = stream.compile(cmd=binary)[1:]
     url = "file:" + os.path.abspath(path)
     # Global options first: ffmpeg ignores options that trail the output name.
@@ -252,9 +252,9 @@ def truncation(path: Path, log: FfmpegLog, decoded_s: float) -> str | None:
     declared_s = log.declared_s
     # A video's declared length is the longest stream's: its audio may well end earlier (a screen
     # recording whose microphone stopped first), so only the signs above count for videos.
-    if declared_s is not None and not log.estimated and not log.video:
-        if declared_s - decoded_s > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_RATIO * declared_s):
-            return f"only {decoded_s:.1f} s of its declared {declared_s:.1f} s could be decoded"
+    tolerance_s = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_RATIO * (declared_s or 0.0))
+    if declared_s is not None and not log.estimated and not log.video and declared_s - decoded_s > tolerance_s:
+        return f"only {decoded_s:.1f} s of its declared {declared_s:.1f} s could be decoded"
     demuxers = log.demuxer.split(",")
     if "wav" in demuxers and (missing_s := wav_missing_s(path)) > TRUNCATION_TOLERANCE_S:
         return f"its header promises {missing_s:.1f} s more audio than the file holds"
@@ -266,14 +266,6 @@ def truncation(path: Path, log: FfmpegLog, decoded_s: float) -> str | None:
 # ffmpeg processes running now, so an interrupted run can stop them at once (see stop_all_decodes).
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill ffmpeg and anything it started (a wrapper script's children hold the pipes open too)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
 
 
 VERSION_TIMEOUT_S = 10.0
@@ -288,14 +280,18 @@ def ffmpeg_version(binary: Ffmpeg) -> str:
         return f"{binary.path} ({FfmpegSource.ENV.value})"
     try:
         proc = subprocess.Popen(
-            [binary.path, "-hide_banner", "-version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+            [binary.path, "-hide_banner", "-version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except OSError:
         return f"unknown ({binary.source.value})"
     try:
         out = proc.communicate(timeout=VERSION_TIMEOUT_S)[0].decode("utf-8", "replace")
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         proc.communicate()
         out = ""
     words = out.split()
@@ -303,12 +299,53 @@ def ffmpeg_version(binary: Ffmpeg) -> str:
     return f"{version} ({binary.source.value})"
 
 
+def refuse_empty(path: Path) -> None:
+    """A 0-byte file is no recording, whatever decodes it.
+
+    Raises:
+        IncompleteFileError: it is empty.
+    """
+    try:
+        empty = os.stat(path).st_size == 0
+    except OSError:
+        empty = False  # the decoder says why it cannot open it
+    if empty:
+        raise IncompleteFileError("the file contains no audio (0 bytes)", "check that the recording was copied completely")
+
+
+def timed_out(limit_s: float) -> AudioDecodeError:
+    """The line for a decode that was killed for taking too long."""
+    return AudioDecodeError(
+        f"ffmpeg did not finish within {limit_s:.0f} s and was stopped", "the file may be damaged; check that it plays in a media player"
+    )
+
+
+@contextmanager
+def stoppable(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While in the block, :func:`stop_all_decodes` kills ``proc`` (an ffmpeg, or a decode worker) and its group."""
+    with _running_lock:
+        _running.add(proc)
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process started in its own session and anything it started (a wrapper script's children hold the pipes open too)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
 def stop_all_decodes() -> int:
     """Kill every ffmpeg this process is running; their decode_audio calls raise. Returns how many."""
     with _running_lock:
         procs = list(_running)
     for proc in procs:
-        _kill_group(proc)
+        kill_group(proc)
     return len(procs)
 
 
@@ -326,33 +363,30 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
     Raises:
         AudioDecodeError: ffmpeg failed, timed out, found no audio, or the file is truncated.
     """
-    try:
-        empty = os.stat(path).st_size == 0
-    except OSError:
-        empty = False  # ffmpeg says why it cannot open it
-    if empty:
-        raise IncompleteFileError("the file contains no audio (0 bytes)", "check that the recording was copied completely")
+    refuse_empty(path)
     command = build_decode_command(path, binary.path)
-    url = "file:" + os.path.abspath(path)
     limit_s = decode_timeout_s(path) if timeout_s is None else timeout_s
     try:
         # Own session: the timeout (and an interrupt) kill the whole group; a terminal's Ctrl-C
         # reaches CareVoice, which stops these itself.
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         raise AudioDecodeError(f"cannot run ffmpeg ({exc.strerror})", "check `carevoice doctor`") from None
-    with _running_lock:
-        _running.add(proc)
+    with stoppable(proc):
+        return _finish_decode(path, proc, limit_s)
+
+
+def _finish_decode(path: Path, proc: subprocess.Popen[bytes], limit_s: float) -> np.ndarray:
+    """Read a started ffmpeg's samples and judge its decode (see :func:`decode_audio`)."""
+    url = "file:" + os.path.abspath(path)
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
-    timed_out = threading.Event()
+    expired = threading.Event()
 
     def _kill() -> None:
-        timed_out.set()
-        _kill_group(proc)
+        expired.set()
+        kill_group(proc)
 
     timer = threading.Timer(limit_s, _kill)
     timer.start()
@@ -363,20 +397,15 @@ def decode_audio(path: Path, binary: Ffmpeg, timeout_s: float | None = None) -> 
             buffer += chunk
         proc.wait()
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         proc.wait()
         raise
     finally:
         timer.cancel()
-        with _running_lock:
-            _running.discard(proc)
         reader.join(timeout=5)
         proc.stdout.close()  # type: ignore[union-attr]
-    if timed_out.is_set():
-        raise AudioDecodeError(
-            f"ffmpeg did not finish within {limit_s:.0f} s and was stopped",
-            "the file may be damaged; check that it plays in a media player",
-        )
+    if expired.is_set():
+        raise timed_out(limit_s)
     log = parse_ffmpeg_log(b"".join(stderr_chunks), url)
     no_index = any("moov atom not found" in text for _, text in log.errors)
     if no_index or proc.returncode != 0:

@@ -8,10 +8,10 @@ A long file in which VAD hears no speech is cut every 30 s instead when it is no
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from carevoice.engine.vad import MAX_CHUNK_S, SpeechSpan, detect_speech
 from carevoice.engine.whisper import EngineItem
 from carevoice.errors import AudioDecodeError, IncompleteFileError
 from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version
+from carevoice.run.decode_pool import DecodePool
 from carevoice.run.discovery import Job
 from carevoice.run.records import ChangedWhileReading, Identity, identify
 from carevoice.settings import DEFAULT_WINDOWS_S, SAMPLE_RATE_HZ
@@ -34,7 +35,7 @@ class Prepared:
     samples: np.ndarray
     spans: tuple[SpeechSpan, ...]
     identity: Identity | None = None  # the recording's, as it was decoded
-    decoded_by: str | None = None  # the ffmpeg that decoded it (run.audio.ffmpeg_version), for its record
+    decoded_by: str | None = None  # what decoded it (the ffmpeg program's version, or the pool's libav), for its record
     vad_heard: bool = False  # VAD found speech in it (a long file cut at its pauses): VAD may silence its chunks
 
     @cached_property
@@ -67,8 +68,9 @@ def plan_chunks(speech: list[SpeechSpan]) -> tuple[SpeechSpan, ...]:
     return tuple(chunks)
 
 
-def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
-    """Decode one file, identify it (the SHA-256 of the bytes decoded, for its record) and find its speech.
+def prepare_file(job: Job, decoder: Ffmpeg | DecodePool) -> Prepared:
+    """Decode one file (with the ffmpeg program, or a pool of decode workers), identify it (the
+    SHA-256 of the bytes decoded, for its record) and find its speech.
 
     Raises:
         FileError: the file cannot be decoded, or changed while it was (an upload still in progress).
@@ -76,18 +78,22 @@ def prepare_file(job: Job, ffmpeg: Ffmpeg) -> Prepared:
     try:
         before = os.stat(job.source)
     except OSError:
-        before = None  # ffmpeg says why it cannot open it
-    samples = decode_audio(job.source, ffmpeg)
+        before = None  # the decoder says why it cannot open it
+    if isinstance(decoder, DecodePool):
+        decoded = decoder.decode(job.source)
+        samples, decoded_by = decoded.samples, decoded.decoded_by
+    else:
+        samples, decoded_by = decode_audio(job.source, decoder), ffmpeg_version(decoder)
     identity = identify_decoded(job.source, before)
     whole = SpeechSpan(0, len(samples))
     if len(samples) <= MAX_CHUNK_S * SAMPLE_RATE_HZ:
         # One chunk, no VAD: it costs ~1/3 of a core at our throughput, and the engine
         # checks chunks that might be silence with VAD after decoding anyway.
-        return Prepared(job, samples, (whole,), identity, ffmpeg_version(ffmpeg))
-    prepared = Prepared(job, samples, plan_chunks(detect_speech(samples)), identity, ffmpeg_version(ffmpeg), vad_heard=True)
+        return Prepared(job, samples, (whole,), identity, decoded_by)
+    prepared = Prepared(job, samples, plan_chunks(detect_speech(samples)), identity, decoded_by, vad_heard=True)
     if prepared.spans or not prepared.audibility.is_sound:
         return prepared
-    return Prepared(job, samples, plan_chunks([whole]), identity, ffmpeg_version(ffmpeg))  # VAD hears nothing in sound: every 30 s
+    return Prepared(job, samples, plan_chunks([whole]), identity, decoded_by)  # VAD hears nothing in sound: every 30 s
 
 
 def identify_decoded(path: Path, before: os.stat_result | None) -> Identity:

@@ -12,6 +12,7 @@ functions return values and never print: the CLI renders.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import queue
@@ -39,6 +40,7 @@ from carevoice.run.audio import Ffmpeg, stop_all_decodes
 from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
+from carevoice.run.decode_pool import DecodePool
 from carevoice.run.discovery import Job
 from carevoice.run.failures import forget_failure, remember_failure, remembered
 from carevoice.run.planning import FilePlan, redo_note
@@ -552,6 +554,17 @@ def retire_replaced(planned: FilePlan, stem: Path, message: str) -> tuple[Path |
         return None, f"{message}; and {exc}"
 
 
+def decoder_for(ffmpeg: Ffmpeg | None, prepare: Callable[[Job], Prepared] | None) -> tuple[DecodePool | None, Callable[[Job], Prepared]]:
+    """How a Transcriber decodes: ``prepare`` when given, else :func:`prepare_file` with a pool of decode
+    workers (carevoice.run.decode_pool, beside ``ffmpeg``), returned to be closed when each run ends."""
+    if prepare is not None:
+        return None, prepare
+    if ffmpeg is None:
+        raise ValueError("a Transcriber without ffmpeg needs prepare=")
+    pool = DecodePool(ffmpeg)
+    return pool, functools.partial(prepare_file, decoder=pool)
+
+
 class Transcriber:
     """Runs a planned batch of jobs through one engine, or one per GPU, writing each file's outputs.
     Iterate :meth:`run` for FileResults.
@@ -559,11 +572,11 @@ class Transcriber:
     Args:
         settings: The run's options.
         engine: The first (or only) engine.
-        ffmpeg: The decoder (None when ``prepare`` is given).
+        ffmpeg: The ffmpeg program (None when ``prepare`` is given), beside the decode workers.
         claims: This run's claims (what it makes, its run id); each file is claimed before it is
             decoded and written as its claim's plan says.
         more_engines: Further engines of the same model, one per GPU.
-        prepare: How a job becomes a decoded file (default: :func:`prepare_file` with ffmpeg).
+        prepare: How a job becomes a decoded file (default: :func:`decoder_for`'s).
         planned: The plans made before the run, by source: files whose missing outputs render from
             their recorded JSON are written without the engine.
     """
@@ -578,10 +591,7 @@ class Transcriber:
         prepare: Callable[[Job], Prepared] | None = None,
         planned: dict[Path, FilePlan] | None = None,
     ) -> None:
-        if prepare is None:
-            if ffmpeg is None:
-                raise ValueError("a Transcriber without ffmpeg needs prepare=")
-            prepare = lambda job: prepare_file(job, ffmpeg)  # noqa: E731
+        self.pool, prepare = decoder_for(ffmpeg, prepare)
         self.settings = settings
         self.engine = engine
         self.engines = (engine, *more_engines)
@@ -664,6 +674,8 @@ class Transcriber:
                 yield result
         finally:
             self.claims.release_all()
+            if self.pool is not None:
+                self.pool.close()  # no decode worker outlives a run
 
     def _provenance(
         self, identity: Identity | None, words: bool | None = None, build: dict[str, Any] | None = None, heard: bool = True

@@ -606,12 +606,13 @@ def test_a_dry_run_says_what_the_real_run_then_does_and_touches_nothing(tmp_path
 
 
 def test_the_record_names_what_else_shaped_the_words_and_a_new_build_redoes_nothing(tmp_path: Path, data_dir: Path) -> None:
-    """Library versions, ffmpeg and the arithmetic path are recorded (docs/reruns.md: a rebuild or
-    another machine may change some words); they are not compared: finished files stay."""
+    """Library versions, the decoder (a FLAC: the decode workers' libav, not the ffmpeg program) and the
+    arithmetic path are recorded (docs/reruns.md: a rebuild or another machine may change some words);
+    they are not compared: finished files stay."""
     import importlib.metadata
 
     from carevoice.engine.build import blas_threads, this_cpu, usable_cpus
-    from carevoice.run.audio import ffmpeg_version, find_ffmpeg
+    from carevoice.run.pyav_worker import library_version
 
     folder = folder_with(tmp_path, data_dir, **{"a.flac": CALL})
     assert run(folder).exit_code == 0
@@ -622,10 +623,10 @@ def test_the_record_names_what_else_shaped_the_words_and_a_new_build_redoes_noth
         "onnxruntime": importlib.metadata.version("onnxruntime"),
         "numpy": importlib.metadata.version("numpy"),
         "blas_threads": blas_threads(os.environ, usable_cpus()),
-        "ffmpeg": ffmpeg_version(find_ffmpeg()),
+        "ffmpeg": library_version(),
         "engines": [f"cpu int8 {this_cpu()}"],
     }
-    assert raw["build"]["ffmpeg"].endswith(("(system)", "(imageio-ffmpeg)")) and not raw["build"]["ffmpeg"].startswith("unknown")
+    assert raw["build"]["ffmpeg"].startswith("FFmpeg ") and "(PyAV " in raw["build"]["ffmpeg"]
     raw["build"] = {**raw["build"], "ctranslate2": "4.7.1", "engines": ["cpu int8 AVX2"]}  # made elsewhere, earlier
     record_path(folder / "a").write_text(json.dumps(raw, indent=1), encoding="ascii")
     before = snapshot(folder)

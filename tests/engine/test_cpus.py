@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carevoice.engine.cpus import CpuBudget, CpuFacts, CpuLimit, cpu_budget, parse_cpu_list, read_cpu_facts
+from carevoice.engine.cpus import CpuBudget, CpuFacts, CpuLimit, cpu_budget, parse_cpu_list, quiet_blas_environment, read_cpu_facts
 
 V2 = CpuLimit(400000, 100000, "cpu.max")
 V1 = CpuLimit(250000, 100000, "cpu.cfs_quota_us/cpu.cfs_period_us")
@@ -125,3 +125,20 @@ def test_a_process_pinned_to_one_cpu_sizes_its_decode_pool_and_ray_threads_by_on
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1", "1"]
+
+
+def test_openblas_helpers_are_told_to_sleep_soon_unless_the_user_said_otherwise() -> None:
+    assert quiet_blas_environment({}) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": "28"}) == {}
+    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": ""}) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def test_the_console_entry_sets_it_before_numpy_loads() -> None:
+    """OpenBLAS reads it once, when numpy loads it: the entry point must come first."""
+    script = (
+        "import os, sys\nfrom carevoice.cli.app import main\nloaded = 'numpy' in sys.modules\nsys.argv = ['carevoice', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint(loaded, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert done.stdout.splitlines()[-1] == "False 4"

