@@ -34,6 +34,8 @@ DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
 # Encoder windows (seconds) a chunk may run in: the shortest that holds it (carevoice.engine.policy).
 # Not a command-line option: the benchmarks measure others through EngineSettings.
 DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
+# How a glossary's terms are joined into the decoder's hot words (a comma reads as a list in every language).
+GLOSSARY_SEPARATOR = ", "
 
 
 class Device(str, Enum):
@@ -169,6 +171,12 @@ class DecodeSettings:
     word_timestamps: bool = True
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
     zh_script: ZhScript = ZhScript.AUTO  # the script Chinese text is written in (carevoice.run.chinese)
+    glossary: tuple[str, ...] = ()  # a ward's terms, given to the decoder as hot words (carevoice.folders.read_glossary)
+
+    @property
+    def hotwords(self) -> str | None:
+        """The glossary as the decoder's hot words (faster-whisper's ``hotwords``); None without one."""
+        return GLOSSARY_SEPARATOR.join(self.glossary) or None
 
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI
@@ -186,13 +194,18 @@ class DecodeSettings:
     def text_options(self) -> dict[str, Any]:
         """The options that shape a transcript's words (with the model and the engine revision):
         a transcript made with other values is out of date. Word timestamps change only timing
-        (carevoice.run.rules), and batch size, device and compute type only the last digits."""
-        return {
+        (carevoice.run.rules), and batch size, device and compute type only the last digits.
+        A glossary is there by its terms (not its file's name or path), and only when there is one:
+        a record made before glossaries existed stays current."""
+        options: dict[str, Any] = {
             "task": self.task.value,
             "language": self.language,
             "beam_size": self.beam_size,
             "zh_script": self.zh_script.value,
         }
+        if self.glossary:
+            options["glossary"] = list(self.glossary)
+        return options
 
 
 @dataclass(frozen=True)

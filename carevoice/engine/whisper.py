@@ -237,9 +237,8 @@ class Engine:
     def _decode_pass(self, encoded: Any, group: list[_Piece], chunks: list[_Chunk], options: DecodeSettings) -> list[_Piece]:
         """One batched generate over pieces of one window length; carries out what the policy
         decides for each and returns the follow-up work."""
-        generated = self.decoder.generate(
-            encoded, [chunks[w.index].language for w in group], options.task, options.beam_size, max_tokens(group[0].item.window_frames)
-        )
+        languages, frames = [chunks[w.index].language for w in group], group[0].item.window_frames
+        generated = self.decoder.generate(encoded, languages, options.task, options.beam_size, max_tokens(frames), options.hotwords)
         row_of = self.decoder.rows(encoded, len(group))
         follow_up: list[_Piece] = []
         for row, (w, gen) in enumerate(zip(group, generated)):
@@ -291,11 +290,13 @@ class Engine:
         """Decode one whole chunk the safe way (carevoice.engine.fallback). ``looped_encoding``: the chunk's
         full-window encoder output, when its beam decode there just looped: sampling then starts at
         once, and words are aligned on it. ``unheard``: VAD hears no speech in it, so only what
-        Whisper is sure is speech stays (policy.heard_without_vad). A failure here (the seeded copy's
+        Whisper is sure is speech stays (policy.heard_without_vad), and without the glossary. A failure here (the seeded copy's
         memory, say) fails this chunk alone: splitting the batch would only repeat the other chunks'
         finished work."""
         if self._fallback is None:
             self._fallback = Fallback(self.decoder)
+        if unheard:  # hot words make Whisper write them into noise (base: a glossary's name into white noise, benchmarks/glossary.py)
+            options = replace(options, glossary=())
         try:
             drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
             if unheard:

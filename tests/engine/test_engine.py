@@ -66,10 +66,10 @@ class ScriptedDecoder:
         self.windows: list[int] = []
         self.sequential: list[dict[str, Any]] = []
 
-    def generate(self, encoded: Any, languages: Any, task: Task, beam_size: int, max_length: int) -> list[Generation]:
+    def generate(self, encoded: Any, languages: Any, task: Task, beam_size: int, max_length: int, hotwords: str | None = None) -> list[Generation]:
         call = len(self.windows)
         self.windows.append(int(encoded.shape[1]))  # encoder output: (batch, frames / 2, width)
-        generated = self._real.generate(encoded, languages, task, beam_size, max_length)
+        generated = self._real.generate(encoded, languages, task, beam_size, max_length, hotwords)
         if self._script is None:
             return generated
         return [self._script(call, row, gen, self._real.tokenizer(task, lang)) for row, (gen, lang) in enumerate(zip(generated, languages))]
