@@ -16,7 +16,6 @@ from typing import Any
 from carevoice.errors import UsageError
 from carevoice.languages import resolve_language
 from carevoice.settings import (
-    GLOSSARY_SEPARATOR,
     SUBTITLE_FORMATS,
     Choice,
     OutputFormat,
@@ -24,6 +23,7 @@ from carevoice.settings import (
     TranscribeSettings,
     ZhScript,
     choose_zh_script,
+    hot_words,
     parse_formats,
 )
 
@@ -103,7 +103,7 @@ def read_glossary(path: Path) -> tuple[str, ...]:
     terms = tuple(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
     if not terms:
         raise UsageError(f"glossary {path} holds no terms", f"write {fix}")
-    size = len(GLOSSARY_SEPARATOR.join(terms).encode("utf-8")) + 1  # faster-whisper puts a space before them
+    size = len((" " + hot_words(terms)).encode("utf-8"))  # faster-whisper puts a space before them
     if size > GLOSSARY_MAX_BYTES:
         raise UsageError(
             f"glossary {path} is {size} bytes, more than Whisper's prompt holds ({GLOSSARY_MAX_BYTES} bytes of UTF-8)",

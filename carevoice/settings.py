@@ -34,8 +34,13 @@ DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
 # Encoder windows (seconds) a chunk may run in: the shortest that holds it (carevoice.engine.policy).
 # Not a command-line option: the benchmarks measure others through EngineSettings.
 DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
-# How a glossary's terms are joined into the decoder's hot words (a comma reads as a list in every language).
-GLOSSARY_SEPARATOR = ", "
+
+
+def hot_words(glossary: tuple[str, ...]) -> str:
+    """A glossary's terms as the decoder's hot words: a list that ends like a sentence. Whisper writes
+    in the style of its prompt: terms joined by spaces alone, or by commas without the full stop,
+    made base drop the punctuation of what it heard ("Five, Five", benchmarks/glossary.py)."""
+    return ", ".join(glossary) + "."
 
 
 class Device(str, Enum):
@@ -176,7 +181,7 @@ class DecodeSettings:
     @property
     def hotwords(self) -> str | None:
         """The glossary as the decoder's hot words (faster-whisper's ``hotwords``); None without one."""
-        return GLOSSARY_SEPARATOR.join(self.glossary) or None
+        return hot_words(self.glossary) if self.glossary else None
 
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI

@@ -205,6 +205,14 @@ def needs_full_window(window_frames: int, language: str) -> bool:
     return window_frames < WINDOW_FRAMES and language not in SHORT_WINDOW_LANGUAGES
 
 
+def prompted_windows_s(windows_s: tuple[float, ...], prompted: bool) -> tuple[float, ...]:
+    """The encoder windows chunks may run in: with a prompt (a glossary's hot words) only Whisper's
+    full window. Short windows were measured without a prompt; with a glossary, base said a 5.7 s
+    English clip twice over in a 10 s window ("This is all very whisper to them This is all very
+    whisper to them") and once in the full window, as faster-whisper does (benchmarks/glossary.py)."""
+    return (WINDOW_FRAMES / FRAMES_PER_SECOND,) if prompted else windows_s
+
+
 def window_frames(duration_s: float, windows_s: tuple[float, ...] = DEFAULT_WINDOWS_S, *, language: str | None = None) -> int:
     """Encoder window (mel frames) for a chunk: the smallest bucket holding it and the margin
     (Whisper's full window when none does, or for a language short windows are not proven for)."""

@@ -38,6 +38,7 @@ from carevoice.engine.policy import (
     heard_without_vad,
     max_tokens,
     needs_full_window,
+    prompted_windows_s,
     split_timestamped,
     window_frames,
 )
@@ -263,7 +264,9 @@ class Engine:
                 continue
             if decision.action is Action.CONTINUE:
                 rest = item.samples[int(decision.at_s * SAMPLE_RATE_HZ) :]
-                rest_item = EngineItem(rest, self.features(rest), self.window_frames(len(rest) / SAMPLE_RATE_HZ, chunk.language), item.language)
+                windows_s = prompted_windows_s(self.windows_s, bool(options.glossary))
+                rest_frames = window_frames(len(rest) / SAMPLE_RATE_HZ, windows_s, language=chunk.language)
+                rest_item = EngineItem(rest, self.features(rest), rest_frames, item.language)
                 follow_up.append(_Piece(w.index, rest_item, w.offset_s + decision.at_s, whole=w.whole or item))
                 chunk.continued = True
             if options.word_timestamps and drafts:
@@ -295,8 +298,7 @@ class Engine:
         finished work."""
         if self._fallback is None:
             self._fallback = Fallback(self.decoder)
-        if unheard:  # hot words make Whisper write them into noise (base: a glossary's name into white noise, benchmarks/glossary.py)
-            options = replace(options, glossary=())
+        options = replace(options, glossary=()) if unheard else options  # primed, base wrote a glossary's name into white noise
         try:
             drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
             if unheard:

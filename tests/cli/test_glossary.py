@@ -99,7 +99,7 @@ def test_a_glossary_that_cannot_serve_is_one_line_naming_it_before_any_model_loa
         (b"# only a comment\n\n", f"error: glossary {glossary} holds no terms"),
         (
             "\n".join(f"腎小球{i}" for i in range(30)).encode(),
-            f"error: glossary {glossary} is 379 bytes, more than Whisper's prompt holds (223 bytes",
+            f"error: glossary {glossary} is 380 bytes, more than Whisper's prompt holds (223 bytes",
         ),
     ):
         glossary.unlink(missing_ok=True)

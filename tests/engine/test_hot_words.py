@@ -62,11 +62,31 @@ def test_every_chunk_gets_the_same_glossary_prompt_whatever_its_batch_mates(
     together = engine.run_batch([item(other), item(jfk), item(jfk[: 4 * SAMPLE_RATE_HZ])], WITH_GLOSSARY)
     prompts = [p for call in spy.prompts for p in call]
     assert len(spy.prompts) >= 2 and len(prompts) >= 4
-    expected = decoder.prompt(Task.TRANSCRIBE, "en", ", ".join(GLOSSARY))
-    assert all(p == expected for p in prompts)
+    expected = decoder.prompt(Task.TRANSCRIBE, "en", WITH_GLOSSARY.hotwords)
+    assert all(p == expected for p in prompts), [p for p in prompts if p != expected][:2]
     tokenizer = decoder.tokenizer(Task.TRANSCRIBE, "en")
-    assert expected[0] == tokenizer.sot_prev and tokenizer.decode(expected[1:-1]).strip() == ", ".join(GLOSSARY)
+    assert (
+        expected[0] == tokenizer.sot_prev
+        and tokenizer.decode(expected[1:-1]).strip() == "Metformin, nephrology, glomerulus, Taipei Veterans General."
+    )
     assert together[1].segments == alone.segments  # jfk's text does not depend on who shares its batch
+
+
+def test_a_short_clip_is_heard_once_with_a_glossary(tmp_path: Path, corpus_dir: Path) -> None:
+    """Short windows were measured without a prompt: with one, base said this 3.9 s clip twice over
+    in a 10 s window ("Montreal forced what's called a liner. Montreal forced what's called a liner.").
+    A glossary run decodes in Whisper's full window, as faster-whisper does."""
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    shutil.copyfile(corpus_dir / "clips" / "mfa__mfa_whatscalled.flac", folder / "note.flac")
+    glossary = tmp_path / "ward.txt"
+    glossary.write_text("\n".join(GLOSSARY) + "\n", encoding="utf-8")
+    result = invoke_cli(
+        "transcribe", folder, "--glossary", glossary, "-m", "base", "-l", "en", "-f", "txt", "--device", "cpu", "--cpu-threads", "2"
+    )
+    assert result.exit_code == 0, result.stderr
+    text = (folder / "note.txt").read_text(encoding="utf-8").lower()
+    assert text.count("montreal") == 1, "said twice"
 
 
 def tone_file(path: Path, samples: np.ndarray) -> Path:
