@@ -34,6 +34,7 @@ from carevoice.engine.policy import (
     Outcome,
     Reason,
     compression_ratio,
+    copies_glossary,
     decide,
     heard_without_vad,
     max_tokens,
@@ -246,7 +247,7 @@ class Engine:
             item, chunk = w.item, chunks[w.index]
             vocabulary = self.decoder.tokenizer(options.task, chunk.language)
             drafts = _split(vocabulary, gen, item.duration_s)
-            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts), item.samples, self.observe)
+            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts, options.glossary), item.samples, self.observe)
             if decision.action is Action.SILENT:
                 continue
             if decision.action is Action.WIDEN:
@@ -258,8 +259,8 @@ class Engine:
                 # and the fallback skips that beam decode.
                 looped_here = w.whole is None and decision.reason is Reason.LOOPED_IN_FULL_WINDOW
                 chunks[w.index] = self._redecode(
-                    w.whole or item, chunk, options, looped_encoding=row_of(row) if looped_here else None,
-                    unheard=decision.reason is Reason.QUIET_SPEECH,
+                    w.whole or item, chunk, replace(options, glossary=()) if decision.reason is Reason.COPIED_GLOSSARY else options,
+                    looped_encoding=row_of(row) if looped_here else None, unheard=decision.reason is Reason.QUIET_SPEECH,
                 )  # fmt: skip
                 continue
             if decision.action is Action.CONTINUE:
@@ -312,20 +313,23 @@ class Engine:
         return _Chunk(chunk.language, chunk.language_probability, [(0.0, drafts)], chunk.widened, chunk.continued, True)
 
 
-def outcome_of(vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts: Sequence[DecodedSegment]) -> Outcome:
-    """The facts of one decode the policy decides on."""
-    text_tokens = [t for t in gen.tokens if t < vocabulary.eot]
+def outcome_of(
+    vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts: Sequence[DecodedSegment], glossary: Sequence[str] = ()
+) -> Outcome:
+    """The facts of one decode the policy decides on (``glossary``: the hot words it was primed with)."""
+    text = vocabulary.decode([t for t in gen.tokens if t < vocabulary.eot])
     return Outcome(
         tokens=gen.tokens,
         timestamp_begin=vocabulary.timestamp_begin,
         eot=vocabulary.eot,
-        text=vocabulary.decode(text_tokens),
+        text=text,
         avg_logprob=gen.avg_logprob,
         no_speech_prob=gen.no_speech_prob,
         window_frames=item.window_frames,
         duration_s=item.duration_s,
         covered_s=drafts[-1].end_s if drafts else 0.0,
         unfiltered=item.unfiltered,
+        copied_glossary=copies_glossary(text, glossary),
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import invoke_cli
 
+from carevoice.engine import policy
 from carevoice.engine.decoder import Decoder, load_decoder
 from carevoice.engine.models import resolve_model
 from carevoice.engine.policy import window_frames
@@ -87,6 +88,30 @@ def test_a_short_clip_is_heard_once_with_a_glossary(tmp_path: Path, corpus_dir: 
     assert result.exit_code == 0, result.stderr
     text = (folder / "note.txt").read_text(encoding="utf-8").lower()
     assert text.count("montreal") == 1, "said twice"
+
+
+# The benchmark's Mandarin glossary (benchmarks/glossary.py): terms of five clips of the corpus.
+ZH_TERMS = ("肾脏", "肾小球", "细胞膜", "孔隙", "含氧酸盐", "犹地亚", "大希律王", "微分形式", "碰撞理论", "挥发性", "溃疡", "早孕因子")
+
+
+def test_a_decode_that_copies_the_glossary_list_is_decoded_again_without_it(tmp_path: Path, corpus_dir: Path) -> None:
+    """Primed with twelve terms, base wrote this medical sentence as the glossary's list, chemistry's
+    含氧酸盐 among them ("肾脏, 肾小球, 脑上的细胞膜, 孔隙, 含氧酸盐, ..."); the copy is caught and the
+    chunk decoded without the glossary."""
+    assert policy.copies_glossary("肾脏, 肾小球, 脑上的细胞膜", ZH_TERMS) and not policy.copies_glossary(
+        "肾脏中肾小球囊上的细胞膜", ZH_TERMS
+    )
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    shutil.copyfile(corpus_dir / "clips" / "sherpa__funasr-nano_rag_medical.wav", folder / "note.wav")
+    glossary = tmp_path / "ward.txt"
+    glossary.write_text("\n".join(ZH_TERMS) + "\n", encoding="utf-8")
+    result = invoke_cli(
+        "transcribe", folder, "--glossary", glossary, "-m", "base", "-l", "zh", "-f", "txt", "--device", "cpu", "--cpu-threads", "2"
+    )
+    assert result.exit_code == 0, result.stderr
+    text = (folder / "note.txt").read_text(encoding="utf-8")
+    assert "含氧酸盐" not in text and ", " not in text
 
 
 def tone_file(path: Path, samples: np.ndarray) -> Path:
