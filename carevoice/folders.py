@@ -15,7 +15,17 @@ from typing import Any
 
 from carevoice.errors import UsageError
 from carevoice.languages import resolve_language
-from carevoice.settings import SUBTITLE_FORMATS, Choice, OutputFormat, Task, TranscribeSettings, ZhScript, choose_zh_script, parse_formats
+from carevoice.settings import (
+    SUBTITLE_FORMATS,
+    Choice,
+    OutputFormat,
+    Task,
+    TranscribeSettings,
+    ZhScript,
+    choose_zh_script,
+    hot_words,
+    parse_formats,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,6 +75,43 @@ def _beam_size(value: Any) -> int:
     return value
 
 
+# Whisper's prompt holds at most 223 tokens of hot words (faster-whisper cuts them at max_length // 2 - 1).
+# Its tokenizers are byte-level BPE, so no token is shorter than a byte: a glossary of at most this many
+# bytes of UTF-8 always fits, whatever the model, and is checked before any model is loaded.
+GLOSSARY_MAX_BYTES = 223
+GLOSSARY_FILE_MAX_BYTES = 65_536  # comments included; a bigger file is not a glossary
+
+
+def read_glossary(path: Path) -> tuple[str, ...]:
+    """A glossary file's terms: one a line, UTF-8, ``#`` starts a comment line, blank lines and
+    repeats left out, spaces at either end trimmed (so a file that differs only in those, or in its
+    name, gives the same terms and redoes nothing).
+
+    Raises:
+        UsageError: it cannot be read, is not UTF-8, holds no term, or is more than Whisper's prompt holds.
+    """
+    fix = "one term per line, UTF-8, # for comments (docs/glossary.md)"
+    try:
+        if path.stat().st_size > GLOSSARY_FILE_MAX_BYTES:
+            raise UsageError(f"glossary {path} is larger than {GLOSSARY_FILE_MAX_BYTES // 1024} KiB", f"a glossary holds {fix}")
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"glossary {path}: cannot read it ({exc.strerror})", "check the path, and that this user may read it") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"glossary {path} is not UTF-8 text", f"save it as UTF-8: {fix}") from None
+    lines = (line.strip() for line in text.splitlines())
+    terms = tuple(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+    if not terms:
+        raise UsageError(f"glossary {path} holds no terms", f"write {fix}")
+    size = len((" " + hot_words(terms)).encode("utf-8"))  # faster-whisper puts a space before them
+    if size > GLOSSARY_MAX_BYTES:
+        raise UsageError(
+            f"glossary {path} is {size} bytes, more than Whisper's prompt holds ({GLOSSARY_MAX_BYTES} bytes of UTF-8)",
+            "keep the terms the model gets wrong (about 70 Chinese characters or 35 English words fit)",
+        )
+    return terms
+
+
 @dataclass(frozen=True)
 class FolderKey:
     """One option a folder may set: its key in ``carevoice.toml``, its command-line option, and the
@@ -76,7 +123,7 @@ class FolderKey:
 
 
 # The options that shape a transcript's text (what a team chooses for its folder). A later option
-# (a glossary, say) is one more entry here and one more line in with_choices.
+# is one more entry here and one more line in with_choices.
 FOLDER_KEYS = (
     FolderKey("language", "--language", _language),
     FolderKey("zh_script", "--zh-script", _one_of(ZhScript)),
@@ -84,7 +131,10 @@ FOLDER_KEYS = (
     FolderKey("formats", "--format", _formats),
     FolderKey("task", "--task", _one_of(Task)),
     FolderKey("beam_size", "--beam-size", _beam_size),
+    FolderKey("glossary", "--glossary", _text),
 )
+# Keys whose value names a file or folder: relative to the carevoice.toml that names it, whoever runs it, from wherever.
+PATH_KEYS = ("glossary",)
 KEYS = {k.key: k for k in FOLDER_KEYS}
 
 
@@ -111,8 +161,11 @@ def read_folder_file(path: Path) -> dict[str, Any]:
             raise UsageError(
                 f"{path}: {key} = {value!r}: {why}", f"fix {key} there, or pass {KEYS[key].option} on the command line"
             ) from None
-    if str(values.get("model", "")).startswith(("./", "../")):  # a model folder beside the file: whoever runs it, from wherever
+    if str(values.get("model", "")).startswith(("./", "../")):  # a model folder beside the file, not a hub name
         values["model"] = os.path.normpath(os.path.join(os.path.abspath(path.parent), values["model"]))
+    for key in PATH_KEYS:
+        if key in values:
+            values[key] = os.path.normpath(os.path.join(os.path.abspath(path.parent), values[key]))
     return values
 
 
@@ -161,8 +214,10 @@ def with_choices(base: TranscribeSettings, choices: Mapping[str, Choice]) -> Tra
     language = resolve_language(value["language"]) if value["language"] else None
     formats = parse_formats(value["formats"])
     script = choose_zh_script(choices["zh_script"], choices["language"], base.locale)  # kept with where it came from
+    glossary = value.get("glossary")
     decode = replace(
         base.decode,
+        glossary=() if glossary is None else read_glossary(Path(glossary)),
         task=Task(value["task"]),
         language=language.code if language else None,
         beam_size=value["beam_size"],
@@ -193,5 +248,7 @@ def option_sources(settings: TranscribeSettings) -> list[tuple[str, str, str]]:
         "task": decode.task.value,
         "beam_size": str(decode.beam_size),
     }
+    if decode.glossary:  # none is no option worth a line
+        values["glossary"] = f"{settings.choices['glossary'].value} ({len(decode.glossary)} terms)"
     sources = {key: choice.source for key, choice in settings.choices.items()} | {"zh_script": settings.zh_script_source}
     return [(KEYS[key].option, values[key], sources[key]) for key in KEYS if key in values]

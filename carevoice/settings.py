@@ -36,6 +36,13 @@ DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
 DEFAULT_WINDOWS_S = (10.0, 15.0, 20.0, 30.0)
 
 
+def hot_words(glossary: tuple[str, ...]) -> str:
+    """A glossary's terms as the decoder's hot words: a list that ends like a sentence. Whisper writes
+    in the style of its prompt: terms joined by spaces alone, or by commas without the full stop,
+    made base drop the punctuation of what it heard ("Five, Five", benchmarks/glossary.py)."""
+    return ", ".join(glossary) + "."
+
+
 class Device(str, Enum):
     """Where inference runs."""
 
@@ -169,6 +176,12 @@ class DecodeSettings:
     word_timestamps: bool = True
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the resolved device
     zh_script: ZhScript = ZhScript.AUTO  # the script Chinese text is written in (carevoice.run.chinese)
+    glossary: tuple[str, ...] = ()  # a ward's terms, given to the decoder as hot words (carevoice.folders.read_glossary)
+
+    @property
+    def hotwords(self) -> str | None:
+        """The glossary as the decoder's hot words (faster-whisper's ``hotwords``); None without one."""
+        return hot_words(self.glossary) if self.glossary else None
 
     def validate(self) -> None:
         """Raises: UsageError: a bad beam or batch size, or a language Whisper does not know (the CLI
@@ -186,13 +199,18 @@ class DecodeSettings:
     def text_options(self) -> dict[str, Any]:
         """The options that shape a transcript's words (with the model and the engine revision):
         a transcript made with other values is out of date. Word timestamps change only timing
-        (carevoice.run.rules), and batch size, device and compute type only the last digits."""
-        return {
+        (carevoice.run.rules), and batch size, device and compute type only the last digits.
+        A glossary is there by its terms (not its file's name or path), and only when there is one:
+        a record made before glossaries existed stays current."""
+        options: dict[str, Any] = {
             "task": self.task.value,
             "language": self.language,
             "beam_size": self.beam_size,
             "zh_script": self.zh_script.value,
         }
+        if self.glossary:
+            options["glossary"] = list(self.glossary)
+        return options
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,15 @@ ZhScriptOption = Annotated[
         "(LC_ALL, LC_MESSAGES, LANG: zh_TW → tw, zh_HK → hk, zh_CN or zh_SG → simplified), else auto.",
     ),
 ]
+GlossaryOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--glossary",
+        metavar="FILE",
+        help="A ward's words (drugs, procedures, places), one per line, UTF-8, # for comments: given to the model as hot words, "
+        "the same for every file; at most 223 bytes (docs/glossary.md). Default: a carevoice.toml's glossary, else none.",
+    ),
+]
 RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
 DecodeWorkersOption = Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")]
 CpuThreadsOption = Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = every CPU this process may use: its affinity and container limit).")]

@@ -24,6 +24,7 @@ from carevoice.cli.options import (
     DecodeWorkersOption,
     DeviceOption,
     FormatsOption,
+    GlossaryOption,
     GpusOption,
     LanguageOption,
     ModelOption,
@@ -66,6 +67,7 @@ def transcribe(
     language: LanguageOption = None,
     task: TaskOption = Task.TRANSCRIBE,
     zh_script: ZhScriptOption = None,
+    glossary: GlossaryOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo finished files and replace existing outputs.")] = False,
     dry_run: Annotated[
         bool,
@@ -112,7 +114,7 @@ def transcribe(
 ) -> None:
     """Transcribe recordings; writes <name>.txt/.srt/.json … next to each input (or under --output-dir).
 
-    The options that shape the text (-l, --zh-script, -m, -f, --task, --beam-size) come from the
+    The options that shape the text (-l, --zh-script, -m, -f, --task, --beam-size, --glossary) come from the
     command line, else from the nearest carevoice.toml in or above each recording's folder, else
     their defaults (docs/settings.md). Exit codes: 0 all done or skipped, 1 a file failed (with
     --dry-run: would fail), 2 bad options or a bad carevoice.toml, 3 setup, 130 interrupted.
@@ -120,7 +122,7 @@ def transcribe(
 
     def body(console):  # type: ignore[no-untyped-def]
         chosen = resolve_language(language) if language else None
-        choices = text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size)
+        choices = text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size, glossary=glossary)
         settings = transcribe_settings(paths, choices, output_dir, device, gpus, compute_type, batch_size, recursive, decode_workers, cpu_threads)
         settings = replace(
             settings,

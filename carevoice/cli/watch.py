@@ -21,6 +21,7 @@ from carevoice.cli.options import (
     DecodeWorkersOption,
     DeviceOption,
     FormatsOption,
+    GlossaryOption,
     GpusOption,
     LanguageOption,
     ModelOption,
@@ -105,6 +106,7 @@ def watch(
     language: LanguageOption = None,
     task: TaskOption = Task.TRANSCRIBE,
     zh_script: ZhScriptOption = None,
+    glossary: GlossaryOption = None,
     recursive: RecursiveOption = True,
     decode_workers: DecodeWorkersOption = 0,
     cpu_threads: CpuThreadsOption = 0,
@@ -136,7 +138,7 @@ def watch(
         )
         settings = WatchSettings(
             transcribe=transcribe_settings(
-                folders, text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size),
+                folders, text_choices(ctx, language=language, zh_script=zh_script, model=model, formats=formats, task=task, beam_size=beam_size, glossary=glossary),
                 output_dir, device, gpus, compute_type, batch_size, recursive, decode_workers, cpu_threads,
             ),  # fmt: skip
             settle_s=settle_s,

@@ -220,19 +220,25 @@ class Decoder:
         """The most likely language of each row of an encoded batch, and its probability."""
         return [(langs[0][0][2:-2], float(langs[0][1])) for langs in self.model.model.detect_language(encoded)]
 
+    def prompt(self, task: Task, language: str, hotwords: str | None = None) -> list[int]:
+        """A decode's first tokens: with hot words faster-whisper's (``<|startofprev|>``, the words,
+        the start of transcript), the same for every chunk of a run, whatever shares its batch."""
+        return list(self.model.get_prompt(self.tokenizer(task, language), [], without_timestamps=False, hotwords=hotwords))  # type: ignore[arg-type]
+
     def generate(
-        self, encoded: Any, languages: Sequence[str], task: Task, beam_size: int, max_length: int
+        self, encoded: Any, languages: Sequence[str], task: Task, beam_size: int, max_length: int, hotwords: str | None = None
     ) -> list[Generation]:
-        """Beam-search every row of an encoded batch with timestamp tokens, each in its language."""
+        """Beam-search every row of an encoded batch with timestamp tokens, each in its language (hot words on top of max_length)."""
         # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tokenizers = [self.tokenizer(task, language) for language in languages]
+        extra = hotword_tokens(self, task, languages[0], hotwords)  # CTranslate2 counts the prompt in max_length
         generated = self.model.model.generate(
             encoded,
-            [self.model.get_prompt(tok, [], without_timestamps=False) for tok in tokenizers],  # type: ignore[arg-type]
+            [self.prompt(task, language, hotwords) for language in languages],
             beam_size=beam_size,
-            max_length=min(self.model.max_length, max_length),
+            max_length=min(self.model.max_length, max_length + extra),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -340,6 +346,7 @@ class Decoder:
         task: Task,
         beam_size: int,
         max_new_tokens: int,
+        hotwords: str | None = None,
     ) -> list[DecodedSegment]:
         """faster-whisper's sequential decode of one chunk with its temperature fallback: no VAD, no
         conditioning on earlier text, no word timestamps (align afterwards)."""
@@ -353,12 +360,18 @@ class Decoder:
             condition_on_previous_text=False,
             vad_filter=False,
             max_new_tokens=max_new_tokens,
+            hotwords=hotwords,
         )
         eot = self.tokenizer(task, language or "en").eot
         return [  # draining the lazy generator is where the work happens
             DecodedSegment(s.start, s.end, s.text, tuple(t for t in s.tokens if t < eot), s.avg_logprob, s.no_speech_prob, s.compression_ratio)
             for s in segments
         ]
+
+
+def hotword_tokens(decoder: Decoder, task: Task, language: str, hotwords: str | None) -> int:
+    """Tokens hot words add to a decode's prompt (0 without any)."""
+    return len(decoder.prompt(task, language, hotwords)) - len(decoder.prompt(task, language)) if hotwords else 0
 
 
 def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> Decoder:

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from carevoice.engine.decoder import DecodedSegment, Decoder
+from carevoice.engine.decoder import DecodedSegment, Decoder, hotword_tokens
 from carevoice.engine.policy import TOKENS_PER_SECOND_LIMIT
 from carevoice.settings import SAMPLE_RATE_HZ, DecodeSettings
 
@@ -56,6 +56,8 @@ class Fallback:
         once instead of running that decode again.
         """
         duration_s = len(samples) / SAMPLE_RATE_HZ
+        # faster-whisper refuses a prompt and new tokens longer than Whisper's 448 together.
+        room = MAX_NEW_TOKENS - hotword_tokens(self.decoder, options.task, language or "en", options.hotwords)
         segments = self.seeded().transcribe(
             samples,
             temperatures=FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
@@ -64,6 +66,7 @@ class Fallback:
             beam_size=options.beam_size,
             # A loop runs to the length limit at every fallback temperature (17 s a chunk measured):
             # past what the audio can hold it is a loop anyway.
-            max_new_tokens=min(MAX_NEW_TOKENS, math.ceil(max(duration_s, 1.0) * 2 * TOKENS_PER_SECOND_LIMIT)),
+            max_new_tokens=min(room, math.ceil(max(duration_s, 1.0) * 2 * TOKENS_PER_SECOND_LIMIT)),
+            hotwords=options.hotwords,
         )
         return [replace(s, start_s=min(s.start_s, duration_s), end_s=min(s.end_s, duration_s)) for s in segments if s.text.strip()]

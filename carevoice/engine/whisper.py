@@ -34,10 +34,12 @@ from carevoice.engine.policy import (
     Outcome,
     Reason,
     compression_ratio,
+    copies_glossary,
     decide,
     heard_without_vad,
     max_tokens,
     needs_full_window,
+    prompted_windows_s,
     rows_per_call,
     split_timestamped,
     window_frames,
@@ -195,8 +197,7 @@ class Engine:
         return [c.result() for c in chunks]
 
     def _pass(self, group: list[_Piece], frames: int, chunks: list[_Chunk], options: DecodeSettings, detect: bool) -> list[_Piece]:
-        """Encode and decode pieces of one window length in one call (detecting their languages
-        first, with ``detect``); returns the follow-up work."""
+        """Encode and decode one call's pieces of one window (``detect``: their languages first); returns the follow-ups."""
         encoded = self._encode(group)
         if not detect:
             return self._decode_pass(encoded, group, chunks, options)
@@ -239,16 +240,15 @@ class Engine:
     def _decode_pass(self, encoded: Any, group: list[_Piece], chunks: list[_Chunk], options: DecodeSettings) -> list[_Piece]:
         """One batched generate over pieces of one window length; carries out what the policy
         decides for each and returns the follow-up work."""
-        generated = self.decoder.generate(
-            encoded, [chunks[w.index].language for w in group], options.task, options.beam_size, max_tokens(group[0].item.window_frames)
-        )
+        languages, frames = [chunks[w.index].language for w in group], group[0].item.window_frames
+        generated = self.decoder.generate(encoded, languages, options.task, options.beam_size, max_tokens(frames), options.hotwords)
         row_of = self.decoder.rows(encoded, len(group))
         follow_up: list[_Piece] = []
         for row, (w, gen) in enumerate(zip(group, generated)):
             item, chunk = w.item, chunks[w.index]
             vocabulary = self.decoder.tokenizer(options.task, chunk.language)
             drafts = _split(vocabulary, gen, item.duration_s)
-            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts), item.samples, self.observe)
+            decision = decide_with_vad(outcome_of(vocabulary, gen, item, drafts, options.glossary), item.samples, self.observe)
             if decision.action is Action.SILENT:
                 continue
             if decision.action is Action.WIDEN:
@@ -260,13 +260,15 @@ class Engine:
                 # and the fallback skips that beam decode.
                 looped_here = w.whole is None and decision.reason is Reason.LOOPED_IN_FULL_WINDOW
                 chunks[w.index] = self._redecode(
-                    w.whole or item, chunk, options, looped_encoding=row_of(row) if looped_here else None,
-                    unheard=decision.reason is Reason.QUIET_SPEECH,
+                    w.whole or item, chunk, replace(options, glossary=()) if decision.reason is Reason.COPIED_GLOSSARY else options,
+                    looped_encoding=row_of(row) if looped_here else None, unheard=decision.reason is Reason.QUIET_SPEECH,
                 )  # fmt: skip
                 continue
             if decision.action is Action.CONTINUE:
                 rest = item.samples[int(decision.at_s * SAMPLE_RATE_HZ) :]
-                rest_item = EngineItem(rest, self.features(rest), self.window_frames(len(rest) / SAMPLE_RATE_HZ, chunk.language), item.language)
+                windows_s = prompted_windows_s(self.windows_s, bool(options.glossary))
+                rest_frames = window_frames(len(rest) / SAMPLE_RATE_HZ, windows_s, language=chunk.language)
+                rest_item = EngineItem(rest, self.features(rest), rest_frames, item.language)
                 follow_up.append(_Piece(w.index, rest_item, w.offset_s + decision.at_s, whole=w.whole or item))
                 chunk.continued = True
             if options.word_timestamps and drafts:
@@ -293,11 +295,12 @@ class Engine:
         """Decode one whole chunk the safe way (carevoice.engine.fallback). ``looped_encoding``: the chunk's
         full-window encoder output, when its beam decode there just looped: sampling then starts at
         once, and words are aligned on it. ``unheard``: VAD hears no speech in it, so only what
-        Whisper is sure is speech stays (policy.heard_without_vad). A failure here (the seeded copy's
+        Whisper is sure is speech stays (policy.heard_without_vad), and without the glossary. A failure here (the seeded copy's
         memory, say) fails this chunk alone: splitting the batch would only repeat the other chunks'
         finished work."""
         if self._fallback is None:
             self._fallback = Fallback(self.decoder)
+        options = replace(options, glossary=()) if unheard else options  # primed, base wrote a glossary's name into white noise
         try:
             drafts = self._fallback.decode(item.samples, chunk.language, options, beam_looped=looped_encoding is not None)
             if unheard:
@@ -323,20 +326,23 @@ def engine_error(exc: Exception, device: str, what: str) -> EngineError:
     return EngineError(f"unexpected {type(exc).__name__} in the engine", "report it (its message may hold speech, so it is not shown)")
 
 
-def outcome_of(vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts: Sequence[DecodedSegment]) -> Outcome:
-    """The facts of one decode the policy decides on."""
-    text_tokens = [t for t in gen.tokens if t < vocabulary.eot]
+def outcome_of(
+    vocabulary: TextTokens, gen: Generation, item: EngineItem, drafts: Sequence[DecodedSegment], glossary: Sequence[str] = ()
+) -> Outcome:
+    """The facts of one decode the policy decides on (``glossary``: the hot words it was primed with)."""
+    text = vocabulary.decode([t for t in gen.tokens if t < vocabulary.eot])
     return Outcome(
         tokens=gen.tokens,
         timestamp_begin=vocabulary.timestamp_begin,
         eot=vocabulary.eot,
-        text=vocabulary.decode(text_tokens),
+        text=text,
         avg_logprob=gen.avg_logprob,
         no_speech_prob=gen.no_speech_prob,
         window_frames=item.window_frames,
         duration_s=item.duration_s,
         covered_s=drafts[-1].end_s if drafts else 0.0,
         unfiltered=item.unfiltered,
+        copied_glossary=copies_glossary(text, glossary),
     )
 
 

@@ -31,6 +31,7 @@ from carevoice import interrupts
 from carevoice.engine.build import cuda_names, engine_build, words_build
 from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef
+from carevoice.engine.policy import prompted_windows_s
 from carevoice.engine.vad import MAX_CHUNK_S
 from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
@@ -604,7 +605,7 @@ class Transcriber:
             prepare,
             batch_size=settings.decode.batch_size,
             workers=settings.decode_workers,
-            windows_s=settings.engine.windows_s,
+            windows_s=prompted_windows_s(settings.engine.windows_s, bool(settings.decode.glossary)),
         )
         # What shaped the words besides model and options, for the records (each adds its own ffmpeg).
         cuda = [e.device_index for e in self.engines if e.device == "cuda"]

@@ -250,18 +250,22 @@ def after_failure(decision: Decision, failed: FailedBefore | None) -> Decision:
 
 
 # The command-line option of each text option a record keeps (DecodeSettings.text_options).
-TEXT_OPTIONS = {"task": "--task", "language": "--language", "beam_size": "--beam-size", "zh_script": "--zh-script"}
+TEXT_OPTIONS = {"task": "--task", "language": "--language", "beam_size": "--beam-size", "zh_script": "--zh-script", "glossary": "--glossary"}
+# Text options too long to show from what to what (a glossary's terms): only that they changed.
+LISTED_OPTIONS = frozenset({"glossary"})
 
 
 def options_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """Which text options differ, from what to what: ``--zh-script tw → keep, --language zh → en``."""
+    """Which text options differ, from what to what: ``--zh-script tw → keep, --language zh → en,
+    --glossary changed``."""
 
     def shown(value: Any) -> str:
         return "(detect)" if value is None else str(value)
 
-    changes = [
-        f"{TEXT_OPTIONS.get(key, key)} {shown(old.get(key))} → {shown(new.get(key))}"
-        for key in dict.fromkeys([*new, *old])
-        if old.get(key) != new.get(key)
-    ]
-    return ", ".join(changes)
+    def change(key: str) -> str:
+        option = TEXT_OPTIONS.get(key, key)
+        if key not in LISTED_OPTIONS:
+            return f"{option} {shown(old.get(key))} → {shown(new.get(key))}"
+        return f"{option} {'added' if key not in old else 'dropped' if key not in new else 'changed'}"
+
+    return ", ".join(change(key) for key in dict.fromkeys([*new, *old]) if old.get(key) != new.get(key))

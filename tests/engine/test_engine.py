@@ -67,11 +67,11 @@ class ScriptedDecoder:
         self.call_rows: list[int] = []  # chunks in each generate call
         self.sequential: list[dict[str, Any]] = []
 
-    def generate(self, encoded: Any, languages: Any, task: Task, beam_size: int, max_length: int) -> list[Generation]:
+    def generate(self, encoded: Any, languages: Any, task: Task, beam_size: int, max_length: int, hotwords: str | None = None) -> list[Generation]:
         call = len(self.windows)
         self.windows.append(int(encoded.shape[1]))  # encoder output: (batch, frames / 2, width)
         self.call_rows.append(int(encoded.shape[0]))
-        generated = self._real.generate(encoded, languages, task, beam_size, max_length)
+        generated = self._real.generate(encoded, languages, task, beam_size, max_length, hotwords)
         if self._script is None:
             return generated
         return [self._script(call, row, gen, self._real.tokenizer(task, lang)) for row, (gen, lang) in enumerate(zip(generated, languages))]
