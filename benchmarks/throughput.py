@@ -41,6 +41,7 @@ from common import Clip, cer, corpus_clips, long_clips, print_table, wer  # noqa
 
 HERE = Path(__file__).resolve().parent
 CLI_FORMATS = {"carevoice": "txt,srt,json", "carevoice-txt": "txt"}
+PLAIN = ("seq", "batched", "batched-words")
 RUNNERS = ("seq", "batched", "batched-words", "carevoice", "carevoice-txt", "carevoice-inproc", "carevoice-txt-inproc", "bound")
 
 
@@ -174,6 +175,9 @@ def measure(runner: str, clips: list[Clip], args: argparse.Namespace) -> dict[st
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the CLI process (this one's only child)
     else:
         windows = tuple(float(w) for w in args.windows.split(",")) if args.windows else None
+        if runner in PLAIN:  # faster-whisper as it comes: glibc's own heap, not CareVoice's (engine/heap.py)
+            os.environ.setdefault("MALLOC_ARENA_MAX", "0")
+            os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "0")
         engine, settings = load(args.model, args.threads, windows)
         prepared = prepare_all(clips) if runner == "bound" else None
         started = time.perf_counter()

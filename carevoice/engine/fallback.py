@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +36,9 @@ class Fallback:
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
 
-    def seeded(self) -> Decoder:
-        """A freshly seeded copy of the engine's model, or the model itself when no copy fits
-        (a large model on a small GPU): then the text may differ between runs, and a log line says so."""
+    def seeded(self) -> Decoder | None:
+        """A freshly seeded copy of the engine's model; None when no copy fits (a large model on a
+        small GPU): then the model itself decodes, its text may differ between runs, and a log line says so."""
         try:
             return self.decoder.seeded_copy(REDECODE_SEED)
         except Exception as exc:
@@ -45,7 +46,7 @@ class Fallback:
                 "no seeded copy of the model for a fallback decode (%s): its text may differ between runs",
                 type(exc).__name__,
             )
-            return self.decoder
+            return None
 
     def decode(
         self, samples: np.ndarray, language: str | None, options: DecodeSettings, *, beam_looped: bool
@@ -58,15 +59,29 @@ class Fallback:
         duration_s = len(samples) / SAMPLE_RATE_HZ
         # faster-whisper refuses a prompt and new tokens longer than Whisper's 448 together.
         room = MAX_NEW_TOKENS - hotword_tokens(self.decoder, options.task, language or "en", options.hotwords)
-        segments = self.seeded().transcribe(
-            samples,
-            temperatures=FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
-            language=language if self.decoder.is_multilingual else None,
-            task=options.task,
-            beam_size=options.beam_size,
+        how = {
+            "temperatures": FALLBACK_TEMPERATURES if beam_looped else (0.0, *FALLBACK_TEMPERATURES),
+            "language": language if self.decoder.is_multilingual else None,
+            "task": options.task,
+            "beam_size": options.beam_size,
             # A loop runs to the length limit at every fallback temperature (17 s a chunk measured):
             # past what the audio can hold it is a loop anyway.
-            max_new_tokens=min(room, math.ceil(max(duration_s, 1.0) * 2 * TOKENS_PER_SECOND_LIMIT)),
-            hotwords=options.hotwords,
-        )
+            "max_new_tokens": min(room, math.ceil(max(duration_s, 1.0) * 2 * TOKENS_PER_SECOND_LIMIT)),
+            "hotwords": options.hotwords,
+        }
+        # On the CPU the copy takes the model's own place in memory (issue 24: ~200 MB at the peak).
+        with self.decoder.set_aside():
+            segments = self._on_a_copy(samples, how)
+        if segments is None:
+            segments = self.decoder.transcribe(samples, **how)
         return [replace(s, start_s=min(s.start_s, duration_s), end_s=min(s.end_s, duration_s)) for s in segments if s.text.strip()]
+
+    def _on_a_copy(self, samples: np.ndarray, how: dict[str, Any]) -> list[DecodedSegment] | None:
+        """The decode on a seeded copy, let go of before the model comes back (None: no copy fits)."""
+        copy = self.seeded()
+        if copy is None:
+            return None
+        try:
+            return copy.transcribe(samples, **how)
+        finally:
+            copy.release()

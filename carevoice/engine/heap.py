@@ -3,8 +3,9 @@
 CTranslate2 allocates each layer's buffers with malloc from whichever thread runs it, and the decode
 pool's threads allocate audio and features: glibc gives threads arenas of their own (up to 8 per
 core), and each keeps the high-water mark of what it once held. On the 123 English clips (base, CPU)
-one arena took the CLI's peak from 1033 MB to 678 MB at the same CPU time (benchmarks/README.md,
-tenth session). Other C libraries (musl, macOS) have neither call: then nothing is done.
+one arena and a fixed 16 MB threshold took the CLI's peak from 1033 MB to 627 MB at the same CPU time
+(benchmarks/README.md, "Issue 24 §1"). Other C libraries (musl, macOS) have neither call: then nothing
+is done.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import functools
 import os
 from typing import Any
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8  # glibc's mallopt parameters (malloc.h)
+# Blocks this large or larger come from the system and go back to it when freed. glibc's own
+# threshold rises with each large block freed (to 32 MB), so a batch's layer buffers then stay in the
+# heap as free holes. At 1-4 MB every buffer is mapped and faulted in again each time: +25 % CPU.
+MMAP_THRESHOLD_BYTES = 16 << 20
 
 
 @functools.cache
@@ -28,13 +34,20 @@ def _glibc() -> Any:
         return None
 
 
-def one_arena() -> bool:
-    """Let every thread allocate from one malloc arena (before threads start: arenas made before stay).
-    Returns whether glibc took it. The environment's MALLOC_ARENA_MAX, when set, is left to rule."""
+def lean_heap() -> bool:
+    """One malloc arena for every thread, and a fixed threshold for blocks from the system; to be set
+    before threads start (arenas made before stay). Returns whether glibc took them. What the
+    environment sets (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_) is left to rule, and "0" leaves glibc's
+    own behaviour (benchmarks/throughput.py runs plain faster-whisper so)."""
     libc = _glibc()
-    if libc is None or os.environ.get("MALLOC_ARENA_MAX"):
+    if libc is None:
         return False
-    return bool(libc.mallopt(M_ARENA_MAX, 1))
+    took = True
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        took = bool(libc.mallopt(M_ARENA_MAX, 1)) and took
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        took = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and took
+    return took
 
 
 def release_free_memory() -> None:
