@@ -51,7 +51,7 @@ WORKER_ARGV = (
 IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
 PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
 PROGRAM_DEMUXERS = ("matroska",)
-WORKER_START_TIMEOUT_S = 60.0
+WORKER_START_TIMEOUT_S = 60.0  # to import numpy, PyAV and carevoice, and say what it is
 STOPPED = ("decoding was stopped", "check that the file is a playable recording")
 
 
@@ -94,7 +94,7 @@ class _Worker:
         self.proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True
         )
-        self.decoded_by = ""  # said first thing, read with the first reply (within that decode's time limit)
+        self.decoded_by = ""  # what it says it is, first thing (see hello)
 
     def _reply(self) -> dict[str, Any]:
         head = self.proc.stdout.read(LENGTH.size)  # type: ignore[union-attr]
@@ -102,16 +102,22 @@ class _Worker:
             raise EOFError
         return json.loads(self.proc.stdout.read(LENGTH.unpack(head)[0]))  # type: ignore[union-attr]
 
+    def hello(self) -> None:
+        """Read what the worker is. Raises WorkerUnavailable when it says it cannot decode, or ends first
+        (it could not import numpy or carevoice: a PYTHONPATH, shiv or pex install, a frozen binary)."""
+        try:
+            hello = self._reply()
+        except (EOFError, OSError, ValueError):
+            raise WorkerUnavailable("it ended before it said what it is") from None
+        if "decoded_by" not in hello:
+            raise WorkerUnavailable(hello.get("unavailable", ""))
+        self.decoded_by = str(hello["decoded_by"])
+
     def decode(self, path: Path) -> tuple[dict[str, Any], np.ndarray | None]:
         """Ask for one file. Raises EOFError (or OSError) when the worker died meanwhile."""
         name = os.fsencode(os.path.abspath(path))
         self.proc.stdin.write(LENGTH.pack(len(name)) + name)  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
-        if not self.decoded_by:
-            hello = self._reply()
-            if "decoded_by" not in hello:
-                raise WorkerUnavailable(hello.get("unavailable", ""))
-            self.decoded_by = str(hello["decoded_by"])
         facts = self._reply()
         count = int(facts["samples"])
         if count == 0:
@@ -167,14 +173,20 @@ class DecodePool:
                 took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
         """
         audio.refuse_empty(path)
-        if not self.in_process:
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
-        limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
-        try:
-            worker = self._borrow()
-        except OSError:  # this Python cannot be started again (e.g. it lives where the user may not go): the program decodes all
-            self.in_process = False
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        if self.in_process:
+            limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
+            try:
+                decoded = self._in_worker(path, limit_s)
+            except WorkerUnavailable:  # no worker can decode here: the program decodes this file and every later one
+                self.in_process = False
+                decoded = None
+            if decoded is not None:
+                return decoded
+        return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+
+    def _in_worker(self, path: Path, limit_s: float) -> Decoded | None:
+        """A worker's decode of ``path``, or None when the program must decode it (see program_needed)."""
+        worker = self._borrow()
         expired = threading.Event()
 
         def _kill() -> None:
@@ -183,12 +195,9 @@ class DecodePool:
 
         timer = threading.Timer(limit_s, _kill)
         timer.start()
-        unavailable = False
         try:
             with audio.stoppable(worker.proc):
                 facts, samples = worker.decode(path)
-        except WorkerUnavailable:
-            unavailable = True
         except (EOFError, OSError, ValueError):
             self._discard(worker)
             if expired.is_set():
@@ -201,27 +210,38 @@ class DecodePool:
             ) from None
         finally:
             timer.cancel()
-        if unavailable:  # no worker can decode here: the program decodes this file and every later one
-            self._discard(worker)
-            self.in_process = False
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
         self._give_back(worker)
         if program_needed(facts, path, samples) is None:
             assert samples is not None
             return Decoded(samples, worker.decoded_by)
-        return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        return None
 
     def _borrow(self) -> _Worker:
+        """An idle worker, or a new one that said what it is. Raises WorkerUnavailable when none can be
+        started here (this Python may not be run again, as under setpriv; or it ends or says it cannot decode)."""
         with self._lock:
             if self._closed:
                 raise AudioDecodeError(*STOPPED)
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker(self.worker_argv)  # OSError: see decode
+        try:
+            worker = _Worker(self.worker_argv)
+        except OSError as exc:
+            raise WorkerUnavailable(str(exc)) from None
         with self._lock:
             self._all.add(worker)
-            closed = self._closed
-        if closed:  # closed while it started
+        timer = threading.Timer(WORKER_START_TIMEOUT_S, audio.kill_group, (worker.proc,))
+        timer.start()
+        try:
+            worker.hello()  # not stoppable: an interrupt stops decodes, and this is none yet
+        except WorkerUnavailable:
+            self._discard(worker)
+            if self._closed:  # close() ended it while it started
+                raise AudioDecodeError(*STOPPED) from None
+            raise
+        finally:
+            timer.cancel()
+        if self._closed:  # closed while it started
             self._discard(worker)
             raise AudioDecodeError(*STOPPED)
         return worker

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -232,5 +233,18 @@ def test_a_worker_without_pyav_leaves_every_file_to_the_program(ffmpeg_bin: Ffmp
             assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin), name
             assert decoded.samples.tobytes() == decode_audio(data_dir / name, ffmpeg_bin).tobytes(), name
         assert pool.worker_pids == []
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_before_its_hello_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path) -> None:
+    """A worker that cannot import what it needs (PYTHONPATH, shiv/pex, a frozen binary) ends before it says what it is."""
+    pool = DecodePool(ffmpeg_bin, worker_argv=(sys.executable, "-c", "raise SystemExit(1)"))
+    try:
+        for name in (JFK, "hfdatasets__vctk_p225_001_mic1.flac"):
+            decoded = pool.decode(data_dir / name)
+            assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin), name
+            assert decoded.samples.tobytes() == decode_audio(data_dir / name, ffmpeg_bin).tobytes(), name
+        assert pool.worker_pids == [] and not pool.in_process  # no worker is started again, file after file
     finally:
         pool.close()
