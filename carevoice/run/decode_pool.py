@@ -95,6 +95,7 @@ class _Worker:
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True
         )
         self.decoded_by = ""  # what it says it is, first thing (see hello)
+        self._ending = threading.Lock()  # close() from the pool's and the busy thread's: one kill, before it is reaped
 
     def _reply(self) -> dict[str, Any]:
         head = self.proc.stdout.read(LENGTH.size)  # type: ignore[union-attr]
@@ -131,14 +132,24 @@ class _Worker:
             got += read
         return facts, samples
 
+    def kill(self) -> None:
+        """Kill its group, unless it was reaped (its pid may be another process's by now)."""
+        with self._ending:
+            if self.proc.returncode is None:
+                audio.kill_group(self.proc)
+
     def close(self) -> None:
-        audio.kill_group(self.proc)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()  # type: ignore[union-attr]
-            except OSError:
-                pass  # a broken pipe to a worker already gone
-        self.proc.wait()
+        """End it and reap it; again, from any thread, does nothing."""
+        with self._ending:
+            if self.proc.returncode is not None:
+                return
+            audio.kill_group(self.proc)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass  # a broken pipe to a worker already gone
+            self.proc.wait()
 
 
 class DecodePool:
@@ -191,7 +202,7 @@ class DecodePool:
 
         def _kill() -> None:
             expired.set()
-            audio.kill_group(worker.proc)
+            worker.kill()
 
         timer = threading.Timer(limit_s, _kill)
         timer.start()
@@ -209,8 +220,11 @@ class DecodePool:
                 f"the decoder stopped unexpectedly on this file (exit status {code})", "check that the file plays in a media player"
             ) from None
         finally:
-            timer.cancel()
-        self._give_back(worker)
+            self._stop(timer)
+        if expired.is_set():  # it ran out after the samples came: they stand, the killed worker is not lent again
+            self._discard(worker)
+        else:
+            self._give_back(worker)
         if program_needed(facts, path, samples) is None:
             assert samples is not None
             return Decoded(samples, worker.decoded_by)
@@ -230,7 +244,7 @@ class DecodePool:
             raise WorkerUnavailable(str(exc)) from None
         with self._lock:
             self._all.add(worker)
-        timer = threading.Timer(WORKER_START_TIMEOUT_S, audio.kill_group, (worker.proc,))
+        timer = threading.Timer(WORKER_START_TIMEOUT_S, worker.kill)
         timer.start()
         try:
             worker.hello()  # not stoppable: an interrupt stops decodes, and this is none yet
@@ -240,11 +254,17 @@ class DecodePool:
                 raise AudioDecodeError(*STOPPED) from None
             raise
         finally:
-            timer.cancel()
+            self._stop(timer)
         if self._closed:  # closed while it started
             self._discard(worker)
             raise AudioDecodeError(*STOPPED)
         return worker
+
+    @staticmethod
+    def _stop(timer: threading.Timer) -> None:
+        """Cancel a time limit, and wait out its kill if it already began (then its flag is set)."""
+        timer.cancel()
+        timer.join()
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:

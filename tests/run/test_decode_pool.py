@@ -248,3 +248,44 @@ def test_a_worker_that_dies_before_its_hello_leaves_every_file_to_the_program(ff
         assert pool.worker_pids == [] and not pool.in_process  # no worker is started again, file after file
     finally:
         pool.close()
+
+
+class LateTimer(threading.Timer):
+    """threading.Timer whose 7 s time limit runs out just as the decode returns, before it is cancelled."""
+
+    def cancel(self) -> None:
+        if self.interval == 7.0 and not self.finished.is_set():
+            self.function(*self.args)
+        super().cancel()
+
+
+def test_a_worker_killed_as_its_decode_returned_is_not_lent_again(
+    pool: DecodePool, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threading, "Timer", LateTimer)
+    try:
+        assert pool.decode(data_dir / JFK, timeout_s=7.0).samples.size == 176_000  # whole before the time ran out
+        killed = pool.worker_pids
+        assert pool.decode(data_dir / "hfdatasets__vctk_p225_001_mic1.flac").decoded_by.startswith("FFmpeg ")  # by a new worker
+        assert killed == [] and len(pool.worker_pids) == 1  # the killed one was not lent again
+    finally:
+        pool.close()
+
+
+def test_a_worker_ended_by_close_while_busy_is_killed_once_and_never_after_it_was_reaped(
+    misbehaving: DecodePool, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() and the busy thread both discard the busy worker: its pid could be another process's by the second."""
+    killed: list[int] = []
+    real_killpg = os.killpg
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: (killed.append(pid), real_killpg(pid, sig)))
+    hang = tmp_path / "hang.wav"
+    shutil.copy(data_dir / JFK, hang)
+    busy = threading.Thread(target=lambda: pytest.raises(AudioDecodeError, misbehaving.decode, hang))
+    busy.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while not (pids := misbehaving.worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    misbehaving.close()
+    busy.join(DEADLINE_S)
+    assert killed == pids
