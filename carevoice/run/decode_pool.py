@@ -5,7 +5,8 @@ Why processes: a decode that hangs is killed with its worker (a new one starts f
 one that crashes a worker fails only its file; an interrupt kills busy workers (audio.stop_all_decodes).
 Samples come back as raw float32 bytes on the worker's stdout, read once into the array the run uses.
 
-Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when its
+Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when the
+file has one audio stream (of several, the program picks the default or the one with most channels), its
 codec is one measured to decode bit for bit as the ffmpeg program does (benchmarks/feeding.py:
 PCM, FLAC, MP3), and its decode was clean and whole by audio.py's rules. Anything else (another codec,
 a libav error, a sign of truncation, a file libav will not open) is decoded by the ffmpeg program,
@@ -68,6 +69,8 @@ def program_needed(facts: dict[str, Any], path: Path, samples: np.ndarray | None
     codec, demuxer = facts.get("codec", ""), facts.get("demuxer", "")
     if samples is None:
         return f"libav could not decode it ({facts.get('failed', 'no samples')})"
+    if (streams := facts.get("audio_streams", 1)) > 1:  # the program picks the default one, or the one with most channels
+        return f"{streams} audio streams: the ffmpeg program picks which"
     if not (codec in IDENTICAL_CODECS or codec.startswith(PCM)) or demuxer.startswith(PROGRAM_DEMUXERS):
         return f"{codec} in {demuxer}: libav 8 and the ffmpeg program decode it differently"
     if facts["errors"] or len(samples) == 0:

@@ -53,6 +53,7 @@ def decode_file(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
                 facts["video"] = any(
                     s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic for s in container.streams
                 )
+                facts["audio_streams"] = len(container.streams.audio)  # more than one: the program picks which (decode_pool)
                 if not container.streams.audio:
                     facts["failed"] = "no audio stream"
                     return facts, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -217,6 +218,8 @@ def test_a_run_decodes_in_its_workers_names_them_in_each_record_and_leaves_none(
         ({"codec": "pcm_s16le", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "declared_s": 11.0, "video": True}, 5, None),  # a video's audio may end first
         ({"codec": "pcm_s24le", "demuxer": "wav", "declared_s": 11.0}, 11, None),
         ({"codec": "flac", "demuxer": "flac", "declared_s": 11.0}, 10.5, None),  # within the tolerance
+        ({"codec": "pcm_s16le", "demuxer": "wav", "audio_streams": 1}, 11, None),
+        ({"codec": "pcm_s16le", "demuxer": "mov,mp4,m4a,3gp,3g2,mj2", "audio_streams": 2}, 11, "2 audio streams: the ffmpeg program picks which"),
     ],
 )  # fmt: skip
 def test_which_decoder_decodes_a_file(facts: dict[str, object], seconds: float | None, why: str | None, tmp_path: Path) -> None:
@@ -289,3 +292,22 @@ def test_a_worker_ended_by_close_while_busy_is_killed_once_and_never_after_it_wa
     misbehaving.close()
     busy.join(DEADLINE_S)
     assert killed == pids
+
+
+def test_a_file_with_two_audio_streams_is_left_to_the_program_which_picks_one(
+    pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path
+) -> None:
+    """The program decodes the stream it picks (here the stereo one, the second); a worker took the first."""
+    two = tmp_path / "two.mov"
+    subprocess.run(
+        [ffmpeg_bin.path, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-i", str(data_dir / JFK),
+         "-map", "0:a", "-map", "1:a", "-ac:1", "2", "-disposition:a:0", "0", "-disposition:a:1", "default", "-shortest",
+         "-c:a", "pcm_s16le", str(two)],
+        check=True,
+    )  # fmt: skip
+    try:
+        decoded = pool.decode(two)
+    finally:
+        pool.close()
+    assert decoded.samples.tobytes() == decode_audio(two, ffmpeg_bin).tobytes()
+    assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
