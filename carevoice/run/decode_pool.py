@@ -2,7 +2,8 @@
 with PyAV's libav, and the ffmpeg program (carevoice.run.audio) decodes whatever they should not.
 
 Why processes: a decode that hangs is killed with its worker (a new one starts for the next file), and
-one that crashes a worker fails only its file; an interrupt kills busy workers (audio.stop_all_decodes).
+one that crashes a worker costs only that worker (the program decodes the file); an interrupt kills busy
+workers (audio.stop_all_decodes).
 Samples come back as raw float32 bytes on the worker's stdout, read once into the array the run uses.
 
 Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when the
@@ -183,8 +184,8 @@ class DecodePool:
         """Decode one file (see the module docstring for which decoder does).
 
         Raises:
-            AudioDecodeError: as carevoice.run.audio.decode_audio; or the worker died on this file, or
-                took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
+            AudioDecodeError: as carevoice.run.audio.decode_audio; or the worker was stopped (close, an
+                interrupt), or took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
         """
         audio.refuse_empty(path)
         if self.in_process:
@@ -199,7 +200,7 @@ class DecodePool:
         return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
 
     def _in_worker(self, path: Path, limit_s: float) -> Decoded | None:
-        """A worker's decode of ``path``, or None when the program must decode it (see program_needed)."""
+        """A worker's decode of ``path``, or None when the program must decode it (see program_needed; or libav crashed)."""
         worker = self._borrow()
         expired = threading.Event()
 
@@ -216,12 +217,9 @@ class DecodePool:
             self._discard(worker)
             if expired.is_set():
                 raise audio.timed_out(limit_s) from None
-            code = worker.proc.returncode
-            if code == -signal.SIGKILL:  # killed, not crashed: an interrupt (stop_all_decodes), or the kernel short of memory
+            if self._closed or worker.proc.returncode == -signal.SIGKILL:  # killed: close(), an interrupt, or the kernel short of memory
                 raise AudioDecodeError(*STOPPED) from None
-            raise AudioDecodeError(
-                f"the decoder stopped unexpectedly on this file (exit status {code})", "check that the file plays in a media player"
-            ) from None
+            return None  # libav crashed on it: the program decodes it (with its own time limit), and says what is wrong
         finally:
             self._stop(timer)
         if expired.is_set():  # it ran out after the samples came: they stand, the killed worker is not lent again
