@@ -4,6 +4,7 @@ only its file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,9 +23,10 @@ from carevoice.errors import AudioDecodeError, IncompleteFileError
 from carevoice.results import FileStatus
 from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_decodes
 from carevoice.run.claims import claims_for
-from carevoice.run.decode_pool import DecodePool, program_needed
+from carevoice.run.decode_pool import WORKER_ARGV, DecodePool, program_needed
 from carevoice.run.discovery import find_jobs
 from carevoice.run.pipeline import Transcriber
+from carevoice.run.pyav_worker import ALLOWED_DEMUXERS_ENV, LENGTH
 from carevoice.run.records import read_record
 from carevoice.settings import OutputFormat, TranscribeSettings
 
@@ -313,3 +315,12 @@ def test_a_file_with_two_audio_streams_is_left_to_the_program_which_picks_one(
         pool.close()
     assert decoded.samples.tobytes() == decode_audio(two, ffmpeg_bin).tobytes()
     assert decoded.decoded_by == ffmpeg_version(ffmpeg_bin)
+
+
+def test_a_worker_without_the_demuxer_list_says_it_is_unavailable() -> None:
+    """An empty format_whitelist means any demuxer: a worker not told the list must open nothing."""
+    env = {k: v for k, v in os.environ.items() if k != ALLOWED_DEMUXERS_ENV}
+    out = subprocess.run(WORKER_ARGV, input=b"", capture_output=True, env=env, timeout=DEADLINE_S, check=False).stdout
+    assert json.loads(out[LENGTH.size : LENGTH.size + LENGTH.unpack(out[: LENGTH.size])[0]]) == {
+        "unavailable": f"{ALLOWED_DEMUXERS_ENV} is not set"
+    }
