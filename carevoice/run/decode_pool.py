@@ -216,7 +216,7 @@ class DecodePool:
         except (EOFError, OSError, ValueError):
             self._discard(worker)
             if expired.is_set():
-                raise audio.timed_out(limit_s) from None
+                raise audio.timed_out(limit_s, "the PyAV decoder") from None
             if self._closed or worker.proc.returncode == -signal.SIGKILL:  # killed: close(), an interrupt, or the kernel short of memory
                 raise AudioDecodeError(*STOPPED) from None
             return None  # libav crashed on it: the program decodes it (with its own time limit), and says what is wrong
