@@ -80,7 +80,9 @@ GlossaryOption = Annotated[
     ),
 ]
 RecursiveOption = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")]
-DecodeWorkersOption = Annotated[int, typer.Option("--decode-workers", help="Parallel ffmpeg decodes (0 = auto).")]
+DecodeWorkersOption = Annotated[
+    int, typer.Option("--decode-workers", help="Files decoded at once (PyAV workers or the ffmpeg program; 0 = auto).")
+]
 CpuThreadsOption = Annotated[int, typer.Option("--cpu-threads", help="CPU inference threads (0 = every CPU this process may use: its affinity and container limit).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary on stderr.")]
 TracebackOption = Annotated[bool, typer.Option("--traceback", help="Show tracebacks for errors (may be long).")]

@@ -313,10 +313,10 @@ def refuse_empty(path: Path) -> None:
         raise IncompleteFileError("the file contains no audio (0 bytes)", "check that the recording was copied completely")
 
 
-def timed_out(limit_s: float) -> AudioDecodeError:
-    """The line for a decode that was killed for taking too long."""
+def timed_out(limit_s: float, decoder: str = "ffmpeg") -> AudioDecodeError:
+    """The line for a decode that was killed for taking too long; ``decoder`` names what was killed."""
     return AudioDecodeError(
-        f"ffmpeg did not finish within {limit_s:.0f} s and was stopped", "the file may be damaged; check that it plays in a media player"
+        f"{decoder} did not finish within {limit_s:.0f} s and was stopped", "the file may be damaged; check that it plays in a media player"
     )
 
 

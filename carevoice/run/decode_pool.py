@@ -2,10 +2,12 @@
 with PyAV's libav, and the ffmpeg program (carevoice.run.audio) decodes whatever they should not.
 
 Why processes: a decode that hangs is killed with its worker (a new one starts for the next file), and
-one that crashes a worker fails only its file; an interrupt kills busy workers (audio.stop_all_decodes).
+one that crashes a worker costs only that worker (the program decodes the file); an interrupt kills busy
+workers (audio.stop_all_decodes).
 Samples come back as raw float32 bytes on the worker's stdout, read once into the array the run uses.
 
-Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when its
+Which decoder (:func:`program_needed`, decisions as data): a worker's samples are used only when the
+file has one audio stream (of several, the program picks the default or the one with most channels), its
 codec is one measured to decode bit for bit as the ffmpeg program does (benchmarks/feeding.py:
 PCM, FLAC, MP3), and its decode was clean and whole by audio.py's rules. Anything else (another codec,
 a libav error, a sign of truncation, a file libav will not open) is decoded by the ffmpeg program,
@@ -51,7 +53,7 @@ WORKER_ARGV = (
 IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
 PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
 PROGRAM_DEMUXERS = ("matroska",)
-WORKER_START_TIMEOUT_S = 60.0
+WORKER_START_TIMEOUT_S = 60.0  # to import numpy, PyAV and carevoice, and say what it is
 STOPPED = ("decoding was stopped", "check that the file is a playable recording")
 
 
@@ -68,6 +70,8 @@ def program_needed(facts: dict[str, Any], path: Path, samples: np.ndarray | None
     codec, demuxer = facts.get("codec", ""), facts.get("demuxer", "")
     if samples is None:
         return f"libav could not decode it ({facts.get('failed', 'no samples')})"
+    if (streams := facts.get("audio_streams", 1)) > 1:  # the program picks the default one, or the one with most channels
+        return f"{streams} audio streams: the ffmpeg program picks which"
     if not (codec in IDENTICAL_CODECS or codec.startswith(PCM)) or demuxer.startswith(PROGRAM_DEMUXERS):
         return f"{codec} in {demuxer}: libav 8 and the ffmpeg program decode it differently"
     if facts["errors"] or len(samples) == 0:
@@ -94,7 +98,8 @@ class _Worker:
         self.proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True
         )
-        self.decoded_by = ""  # said first thing, read with the first reply (within that decode's time limit)
+        self.decoded_by = ""  # what it says it is, first thing (see hello)
+        self._ending = threading.Lock()  # close() from the pool's and the busy thread's: one kill, before it is reaped
 
     def _reply(self) -> dict[str, Any]:
         head = self.proc.stdout.read(LENGTH.size)  # type: ignore[union-attr]
@@ -102,16 +107,22 @@ class _Worker:
             raise EOFError
         return json.loads(self.proc.stdout.read(LENGTH.unpack(head)[0]))  # type: ignore[union-attr]
 
+    def hello(self) -> None:
+        """Read what the worker is. Raises WorkerUnavailable when it says it cannot decode, or ends first
+        (it could not import numpy or carevoice: a PYTHONPATH, shiv or pex install, a frozen binary)."""
+        try:
+            hello = self._reply()
+        except (EOFError, OSError, ValueError):
+            raise WorkerUnavailable("it ended before it said what it is") from None
+        if "decoded_by" not in hello:
+            raise WorkerUnavailable(hello.get("unavailable", ""))
+        self.decoded_by = str(hello["decoded_by"])
+
     def decode(self, path: Path) -> tuple[dict[str, Any], np.ndarray | None]:
         """Ask for one file. Raises EOFError (or OSError) when the worker died meanwhile."""
         name = os.fsencode(os.path.abspath(path))
         self.proc.stdin.write(LENGTH.pack(len(name)) + name)  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
-        if not self.decoded_by:
-            hello = self._reply()
-            if "decoded_by" not in hello:
-                raise WorkerUnavailable(hello.get("unavailable", ""))
-            self.decoded_by = str(hello["decoded_by"])
         facts = self._reply()
         count = int(facts["samples"])
         if count == 0:
@@ -125,14 +136,24 @@ class _Worker:
             got += read
         return facts, samples
 
+    def kill(self) -> None:
+        """Kill its group, unless it was reaped (its pid may be another process's by now)."""
+        with self._ending:
+            if self.proc.returncode is None:
+                audio.kill_group(self.proc)
+
     def close(self) -> None:
-        audio.kill_group(self.proc)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()  # type: ignore[union-attr]
-            except OSError:
-                pass  # a broken pipe to a worker already gone
-        self.proc.wait()
+        """End it and reap it; again, from any thread, does nothing."""
+        with self._ending:
+            if self.proc.returncode is not None:
+                return
+            audio.kill_group(self.proc)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass  # a broken pipe to a worker already gone
+            self.proc.wait()
 
 
 class DecodePool:
@@ -163,68 +184,88 @@ class DecodePool:
         """Decode one file (see the module docstring for which decoder does).
 
         Raises:
-            AudioDecodeError: as carevoice.run.audio.decode_audio; or the worker died on this file, or
-                took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
+            AudioDecodeError: as carevoice.run.audio.decode_audio; or the worker was stopped (close, an
+                interrupt), or took longer than ``timeout_s`` (default: proportional to the file size) and was killed.
         """
         audio.refuse_empty(path)
-        if not self.in_process:
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
-        limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
-        try:
-            worker = self._borrow()
-        except OSError:  # this Python cannot be started again (e.g. it lives where the user may not go): the program decodes all
-            self.in_process = False
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        if self.in_process:
+            limit_s = audio.decode_timeout_s(path) if timeout_s is None else timeout_s
+            try:
+                decoded = self._in_worker(path, limit_s)
+            except WorkerUnavailable:  # no worker can decode here: the program decodes this file and every later one
+                self.in_process = False
+                decoded = None
+            if decoded is not None:
+                return decoded
+        return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+
+    def _in_worker(self, path: Path, limit_s: float) -> Decoded | None:
+        """A worker's decode of ``path``, or None when the program must decode it (see program_needed; or libav crashed)."""
+        worker = self._borrow()
         expired = threading.Event()
 
         def _kill() -> None:
             expired.set()
-            audio.kill_group(worker.proc)
+            worker.kill()
 
         timer = threading.Timer(limit_s, _kill)
         timer.start()
-        unavailable = False
         try:
             with audio.stoppable(worker.proc):
                 facts, samples = worker.decode(path)
-        except WorkerUnavailable:
-            unavailable = True
         except (EOFError, OSError, ValueError):
             self._discard(worker)
             if expired.is_set():
-                raise audio.timed_out(limit_s) from None
-            code = worker.proc.returncode
-            if code == -signal.SIGKILL:  # killed, not crashed: an interrupt (stop_all_decodes), or the kernel short of memory
+                raise audio.timed_out(limit_s, "the PyAV decoder") from None
+            if self._closed or worker.proc.returncode == -signal.SIGKILL:  # killed: close(), an interrupt, or the kernel short of memory
                 raise AudioDecodeError(*STOPPED) from None
-            raise AudioDecodeError(
-                f"the decoder stopped unexpectedly on this file (exit status {code})", "check that the file plays in a media player"
-            ) from None
+            return None  # libav crashed on it: the program decodes it (with its own time limit), and says what is wrong
         finally:
-            timer.cancel()
-        if unavailable:  # no worker can decode here: the program decodes this file and every later one
+            self._stop(timer)
+        if expired.is_set():  # it ran out after the samples came: they stand, the killed worker is not lent again
             self._discard(worker)
-            self.in_process = False
-            return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
-        self._give_back(worker)
+        else:
+            self._give_back(worker)
         if program_needed(facts, path, samples) is None:
             assert samples is not None
             return Decoded(samples, worker.decoded_by)
-        return Decoded(decode_audio(path, self.ffmpeg, timeout_s), ffmpeg_version(self.ffmpeg))
+        return None
 
     def _borrow(self) -> _Worker:
+        """An idle worker, or a new one that said what it is. Raises WorkerUnavailable when none can be
+        started here (this Python may not be run again, as under setpriv; or it ends or says it cannot decode)."""
         with self._lock:
             if self._closed:
                 raise AudioDecodeError(*STOPPED)
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker(self.worker_argv)  # OSError: see decode
+        try:
+            worker = _Worker(self.worker_argv)
+        except OSError as exc:
+            raise WorkerUnavailable(str(exc)) from None
         with self._lock:
             self._all.add(worker)
-            closed = self._closed
-        if closed:  # closed while it started
+        timer = threading.Timer(WORKER_START_TIMEOUT_S, worker.kill)
+        timer.start()
+        try:
+            worker.hello()  # not stoppable: an interrupt stops decodes, and this is none yet
+        except WorkerUnavailable:
+            self._discard(worker)
+            if self._closed:  # close() ended it while it started
+                raise AudioDecodeError(*STOPPED) from None
+            raise
+        finally:
+            self._stop(timer)
+        if self._closed:  # closed while it started
             self._discard(worker)
             raise AudioDecodeError(*STOPPED)
         return worker
+
+    @staticmethod
+    def _stop(timer: threading.Timer) -> None:
+        """Cancel a time limit, and wait out its kill if it already began (then its flag is set)."""
+        timer.cancel()
+        timer.join()
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:

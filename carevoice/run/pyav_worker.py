@@ -6,7 +6,7 @@ rules). The worker opens the named file as an absolute ``file:`` URL with the sa
 demuxer whitelists as the ffmpeg program, so it opens nothing else. It never prints.
 
 Protocol on stdin/stdout: the worker first says what it is (``decoded_by``, or ``unavailable``: PyAV
-cannot load, and it ends); a request is a 4-byte little-endian length and the path's bytes; a reply is
+cannot load, or it was not given the demuxer list, and it ends); a request is a 4-byte little-endian length and the path's bytes; a reply is
 a 4-byte length, a JSON header (:func:`decode_file`'s facts, with ``samples``: how many follow), then
 the samples as raw float32 bytes. The worker ends at end of input, or when its parent is gone.
 """
@@ -43,7 +43,7 @@ def decode_file(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
     av.logging.set_level(av.logging.WARNING)  # what Capture sees: errors, and "Estimating duration from bitrate"
     facts: dict[str, Any] = {"errors": [], "warnings": []}
     url = "file:" + os.path.abspath(os.fsdecode(path))
-    options = {"protocol_whitelist": "file", "format_whitelist": os.environ.get(ALLOWED_DEMUXERS_ENV, "")}
+    options = {"protocol_whitelist": "file", "format_whitelist": os.environ[ALLOWED_DEMUXERS_ENV]}  # serve checked it is set
     chunks: list[np.ndarray] = []
     with av.logging.Capture() as logs:
         try:
@@ -53,6 +53,7 @@ def decode_file(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
                 facts["video"] = any(
                     s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic for s in container.streams
                 )
+                facts["audio_streams"] = len(container.streams.audio)  # more than one: the program picks which (decode_pool)
                 if not container.streams.audio:
                     facts["failed"] = "no audio stream"
                     return facts, None
@@ -105,6 +106,8 @@ def serve(decode: Decode = decode_file, stdin: BinaryIO | None = None, stdout: B
         said = {"decoded_by": library_version()}
     except Exception as exc:  # PyAV missing or broken: the parent leaves every file to the ffmpeg program
         said = {"unavailable": type(exc).__name__}
+    if not os.environ.get(ALLOWED_DEMUXERS_ENV):  # an empty format_whitelist lets libav open any demuxer: fail closed
+        said = {"unavailable": f"{ALLOWED_DEMUXERS_ENV} is not set"}
     hello = json.dumps(said).encode()
     sink.write(LENGTH.pack(len(hello)) + hello)
     sink.flush()
