@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, CliResult, run_on_terminal
 from doubles import FakeGpu
-from hubs import Hub, copy_without, hub_file, hub_handler, proxy_handler, serving
+from hubs import Hub, commit_of, copy_without, hub_file, hub_handler, proxy_handler, serving
 
 from carevoice.engine.models import resolve_model
 
@@ -128,7 +128,7 @@ def test_pull_goes_through_the_proxy_the_environment_names(
         result = run_cli("models", "pull", "tiny.en")
     assert result.exit_code == 0, result.stderr
     assert f"{hub.url}/api/models/{TINY_REPO}/revision/main?blobs=true" in seen
-    assert f"{hub.url}/{TINY_REPO}/resolve/{'0123456789abcdef' * 2 + '01234567'}/model.bin" in seen
+    assert f"{hub.url}/{TINY_REPO}/resolve/{commit_of(TINY_REPO)}/model.bin" in seen
 
 
 def test_an_unreachable_hub_says_what_to_do(hub: Hub, run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch) -> None:
