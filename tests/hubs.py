@@ -156,6 +156,18 @@ def proxy_handler(seen: list[str]) -> type[http.server.BaseHTTPRequestHandler]:
     return Proxy
 
 
+def with_timestamp_tokens(source: Path, target: Path) -> Path:
+    """A copy of a Whisper tokenizer.json that also lists the 1501 timestamp tokens ``<|0.00|>`` to
+    ``<|30.00|>`` as added tokens (the shape of openai/whisper-large-v3-turbo's and newer ones)."""
+    tokenizer = json.loads(source.read_text(encoding="utf-8"))
+    added = tokenizer["added_tokens"]
+    first = max(t["id"] for t in added) + 1
+    template = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": False}
+    added += [{"id": first + i, "content": f"<|{i * 0.02:.2f}|>", **template} for i in range(1501)]
+    target.write_text(json.dumps(tokenizer), encoding="utf-8")
+    return target
+
+
 def copy_without(source: Path, target: Path, leave_out: str) -> Path:
     """A copy of a model folder's files, without ``leave_out``."""
     target.mkdir(parents=True)

@@ -33,7 +33,9 @@ ENV_ENDPOINT = "HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # What faster-whisper itself downloads of a model repository (faster_whisper.utils.download_model).
 MODEL_PATTERNS = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.")
-TIMESTAMP_TOKENS = 1501  # CTranslate2's vocabulary is the tokenizer's plus Whisper's 1501 timestamp tokens
+# Whisper's timestamp tokens: the model's vocabulary has them; older tokenizer.json files leave them out
+# (openai/whisper-large-v2), newer ones list them as added tokens (openai/whisper-large-v3-turbo).
+TIMESTAMP_TOKENS = 1501
 ATTEMPTS = 3  # per file, each resuming where the last stopped
 BLOCK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
@@ -195,10 +197,12 @@ def _tokenizer_fits(folder: Path) -> str | None:
         ids = set(tokenizer["model"]["vocab"].values()) | {t["id"] for t in tokenizer.get("added_tokens", [])}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"tokenizer.json cannot be read ({type(exc).__name__})"
-    vocabulary = vocabulary_size(folder)
-    if vocabulary is not None and max(ids) + 1 + TIMESTAMP_TOKENS != vocabulary:
-        return f"tokenizer.json has {max(ids) + 1} tokens, the model's vocabulary {vocabulary} (with {TIMESTAMP_TOKENS} timestamps)"
-    return None
+    vocabulary, tokens = vocabulary_size(folder), max(ids) + 1
+    if vocabulary is None or vocabulary in (tokens, tokens + TIMESTAMP_TOKENS):
+        return None
+    return (
+        f"tokenizer.json has {tokens} tokens, the model's vocabulary {vocabulary} (neither with nor without {TIMESTAMP_TOKENS} timestamps)"
+    )
 
 
 def pull_model(model: CatalogueModel, cache_dir: Path, progress: PullProgress) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, CliResult, run_on_terminal
 from doubles import FakeGpu
-from hubs import Hub, commit_of, copy_without, hub_file, hub_handler, proxy_handler, serving
+from hubs import Hub, commit_of, copy_without, hub_file, hub_handler, proxy_handler, serving, with_timestamp_tokens
 
 from carevoice.engine.models import resolve_model
 
@@ -117,6 +117,16 @@ def test_breeze_is_completed_with_the_large_v2_tokenizer(
     assert sha256(folder / "tokenizer.json") == hub.repos["openai/whisper-large-v2"]["tokenizer.json"].sha256
     ref = resolve_model("breeze-asr-25", tmp_path / "cache")
     assert (ref.load_from, ref.is_local) == (str(folder), True)
+
+
+def test_a_tokenizer_that_lists_the_timestamp_tokens_fits_too(hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    large_v2 = hub.repos["openai/whisper-large-v2"]["tokenizer.json"]
+    newer = hub_file(with_timestamp_tokens(large_v2.path, tmp_path / "tokenizer.json"))
+    hub.repos = {**hub.repos, "openai/whisper-large-v2": {"tokenizer.json": newer}}
+    result = run_cli("models", "pull", "breeze-asr-25")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "cache" / "models" / "breeze-asr-25"
+    assert sha256(folder / "tokenizer.json") == newer.sha256
 
 
 def test_pull_goes_through_the_proxy_the_environment_names(
