@@ -190,6 +190,16 @@ def _revisions(files: list[RemoteFile]) -> dict[str, str]:
     return {f.repo: f.revision for f in files}
 
 
+def _staged_revisions(record: Path) -> dict[str, str] | None:
+    """The revisions a staging folder's record names; None when it has none or cannot be read (its
+    parts then count as another revision's)."""
+    try:
+        staged = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return staged.get("revisions") if isinstance(staged, dict) else None
+
+
 def _tokenizer_fits(folder: Path) -> str | None:
     """Why a folder's tokenizer.json does not belong to its model's vocabulary (None: it does)."""
     try:
@@ -216,11 +226,13 @@ def pull_model(model: CatalogueModel, cache_dir: Path, progress: PullProgress) -
     if target.is_dir():
         return target
     with _pull_lock(cache_dir, model.name):
+        if target.is_dir():  # another pull completed it before this one took the lock
+            return target
         files = _model_files(model)
         revisions = _revisions(files)
         staging = target.with_name(f".{model.name}.download")
         record = staging / PULL_RECORD
-        if staging.is_dir() and (not record.is_file() or json.loads(record.read_text(encoding="utf-8")).get("revisions") != revisions):
+        if staging.is_dir() and _staged_revisions(record) != revisions:
             shutil.rmtree(staging)  # parts of other revisions
         staging.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"name": model.name, "repo": model.repo, "revisions": revisions}), encoding="utf-8")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +89,42 @@ def test_a_download_cut_half_way_resumes_with_a_range_request(hub: Hub, run_cli:
     second = run_cli("models", "pull", "tiny.en")
     assert second.exit_code == 0, second.stderr
     assert hub.downloads("model.bin") == [f"bytes={kept}-"]
+    assert sha256(tmp_path / "cache" / "models" / "tiny.en" / "model.bin") == hub.repos[TINY_REPO]["model.bin"].sha256
+
+
+def test_a_pull_that_finds_the_model_pulled_once_it_holds_the_lock_downloads_nothing(
+    hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache" / "models" / "tiny.en"
+    take_lock = fcntl.flock
+
+    def another_pull_finishes_first(fd: int, operation: int) -> None:
+        """Another pull of tiny.en completed after this one looked for the folder, before it took the lock."""
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            for name, f in hub.repos[TINY_REPO].items():
+                shutil.copy(f.path, folder / name)
+        take_lock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", another_pull_finishes_first)
+    result = run_cli("models", "pull", "tiny.en")
+    assert result.exit_code == 0, result.stderr
+    assert f"tiny.en is in {folder}" in result.stderr
+    assert hub.requests == []  # nothing downloaded again
+    assert sorted(p.name for p in folder.iterdir()) == sorted(hub.repos[TINY_REPO])
+
+
+@pytest.mark.parametrize("record", ['{"commit": ', "[]", "\udcff"], ids=["truncated", "not-an-object", "not-utf8"])
+def test_a_corrupt_staging_record_counts_as_another_revision(
+    hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path, record: str
+) -> None:
+    staging = tmp_path / "cache" / "models" / ".tiny.en.download"
+    staging.mkdir(parents=True)
+    (staging / "carevoice-pull.json").write_bytes(record.encode("utf-8", "surrogateescape"))
+    (staging / "model.bin.part").write_bytes(b"parts of who knows what")
+    result = run_cli("models", "pull", "tiny.en")
+    assert result.exit_code == 0, result.stderr
+    assert hub.downloads("model.bin") == [None]  # from the start: the part was thrown away
     assert sha256(tmp_path / "cache" / "models" / "tiny.en" / "model.bin") == hub.repos[TINY_REPO]["model.bin"].sha256
 
 
