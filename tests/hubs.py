@@ -50,7 +50,9 @@ class Hub:
         return [rng for path, rng in self.requests if "/resolve/" in path and path.endswith("/" + name)]
 
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+def commit_of(repo: str) -> str:
+    """Each repository's own commit sha (the hub serves its files at that revision only)."""
+    return hashlib.sha1(repo.encode(), usedforsecurity=False).hexdigest()
 
 
 def hub_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
@@ -65,9 +67,9 @@ def hub_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
             if self.path.startswith("/api/models/"):
                 return self._listing(self.path[len("/api/models/") :].split("/revision/")[0])
             repo, _, rest = self.path[1:].partition("/resolve/")
-            name = rest.partition("/")[2]
+            revision, _, name = rest.partition("/")
             files = hub.repos.get(repo, {})
-            if name not in files:
+            if revision != commit_of(repo) or name not in files:  # the real hub: no such file at that revision
                 return self._send(404, b"not found")
             return self._file(files[name], name)
 
@@ -82,7 +84,7 @@ def hub_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
                     sibling["blobId"] = "0" * 40  # the pointer's id, not the contents'
                 siblings.append(sibling)
             siblings.append({"rfilename": "README.md", "size": 5, "blobId": "1" * 40})  # not a model file
-            self._send(200, json.dumps({"id": repo, "sha": COMMIT, "siblings": siblings}).encode())
+            self._send(200, json.dumps({"id": repo, "sha": commit_of(repo), "siblings": siblings}).encode())
 
         def _file(self, f: HubFile, name: str) -> None:
             data = f.path.read_bytes()
@@ -152,6 +154,18 @@ def proxy_handler(seen: list[str]) -> type[http.server.BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Proxy
+
+
+def with_timestamp_tokens(source: Path, target: Path) -> Path:
+    """A copy of a Whisper tokenizer.json that also lists the 1501 timestamp tokens ``<|0.00|>`` to
+    ``<|30.00|>`` as added tokens (the shape of openai/whisper-large-v3-turbo's and newer ones)."""
+    tokenizer = json.loads(source.read_text(encoding="utf-8"))
+    added = tokenizer["added_tokens"]
+    first = max(t["id"] for t in added) + 1
+    template = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": False}
+    added += [{"id": first + i, "content": f"<|{i * 0.02:.2f}|>", **template} for i in range(1501)]
+    target.write_text(json.dumps(tokenizer), encoding="utf-8")
+    return target
 
 
 def copy_without(source: Path, target: Path, leave_out: str) -> Path:

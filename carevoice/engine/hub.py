@@ -33,7 +33,9 @@ ENV_ENDPOINT = "HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # What faster-whisper itself downloads of a model repository (faster_whisper.utils.download_model).
 MODEL_PATTERNS = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.")
-TIMESTAMP_TOKENS = 1501  # CTranslate2's vocabulary is the tokenizer's plus Whisper's 1501 timestamp tokens
+# Whisper's timestamp tokens: the model's vocabulary has them; older tokenizer.json files leave them out
+# (openai/whisper-large-v2), newer ones list them as added tokens (openai/whisper-large-v3-turbo).
+TIMESTAMP_TOKENS = 1501
 ATTEMPTS = 3  # per file, each resuming where the last stopped
 BLOCK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
@@ -46,6 +48,7 @@ class RemoteFile:
 
     Attributes:
         repo: The repository it comes from.
+        revision: The commit of ``repo`` it is downloaded at.
         path: Its path in the repository.
         size: Its size in bytes.
         sha256: Of its contents (LFS files), else None.
@@ -53,6 +56,7 @@ class RemoteFile:
     """
 
     repo: str
+    revision: str
     path: str
     size: int
     sha256: str | None
@@ -85,8 +89,8 @@ def _network_error(what: str, exc: BaseException) -> SetupError:
     )
 
 
-def list_files(repo: str, revision: str = "main") -> tuple[str, list[RemoteFile]]:
-    """The commit ``revision`` names and the model files of ``repo`` at it (hub API, with blob hashes).
+def list_files(repo: str, revision: str = "main") -> list[RemoteFile]:
+    """The model files of ``repo`` at the commit ``revision`` names (hub API, with blob hashes).
 
     Raises:
         SetupError: the hub cannot be reached or does not know the repository.
@@ -97,6 +101,7 @@ def list_files(repo: str, revision: str = "main") -> tuple[str, list[RemoteFile]
             listing = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise _network_error(f"the file list of {repo}", exc) from None
+    commit = str(listing.get("sha") or revision)
     files = []
     for sibling in listing.get("siblings", []):
         path = sibling["rfilename"]
@@ -104,8 +109,8 @@ def list_files(repo: str, revision: str = "main") -> tuple[str, list[RemoteFile]
             continue
         lfs = sibling.get("lfs") or {}
         size = lfs.get("size", sibling.get("size"))
-        files.append(RemoteFile(repo, path, int(size), lfs.get("sha256"), None if lfs else sibling.get("blobId")))
-    return str(listing.get("sha") or revision), files
+        files.append(RemoteFile(repo, commit, path, int(size), lfs.get("sha256"), None if lfs else sibling.get("blobId")))
+    return files
 
 
 def mismatch(path: Path, expected: RemoteFile) -> str | None:
@@ -127,13 +132,14 @@ def mismatch(path: Path, expected: RemoteFile) -> str | None:
     return None if digest.hexdigest() == want else f"its hash is {digest.hexdigest()[:12]}…, the hub lists {want[:12]}…"
 
 
-def download(remote: RemoteFile, commit: str, part: Path, progress: PullProgress) -> None:
-    """Download ``remote`` into ``part``, resuming from the bytes already there, trying again a few times.
+def download(remote: RemoteFile, part: Path, progress: PullProgress) -> None:
+    """Download ``remote`` (at its repository's own revision) into ``part``, resuming from the bytes
+    already there, trying again a few times.
 
     Raises:
         SetupError: the download fails ATTEMPTS times in a row (``part`` keeps what arrived).
     """
-    url = f"{endpoint()}/{remote.repo}/resolve/{commit}/{quote(remote.path)}"
+    url = f"{endpoint()}/{remote.repo}/resolve/{remote.revision}/{quote(remote.path)}"
     failure: BaseException | None = None
     for _ in range(ATTEMPTS):
         have = part.stat().st_size if part.exists() else 0
@@ -168,16 +174,30 @@ def _pull_lock(cache_dir: Path, name: str) -> Iterator[None]:
         yield
 
 
-def _model_files(model: CatalogueModel) -> tuple[str, list[RemoteFile]]:
-    """The commit and the files that make a complete folder: the repository's, plus a tokenizer from
-    ``model.tokenizer_repo`` when the repository has none."""
-    commit, files = list_files(model.repo)
+def _model_files(model: CatalogueModel) -> list[RemoteFile]:
+    """The files that make a complete folder, each at its own repository's commit: the repository's,
+    plus a tokenizer from ``model.tokenizer_repo`` when the repository has none."""
+    files = list_files(model.repo)
     if not any(f.path == "model.bin" for f in files):
         raise SetupError(f"{model.repo} on {endpoint()} has no model.bin", "check HF_ENDPOINT: the mirror may not have this model")
     if model.tokenizer_repo and not any(f.path == "tokenizer.json" for f in files):
-        _, extra = list_files(model.tokenizer_repo)
-        files += [f for f in extra if f.path == "tokenizer.json"]
-    return commit, files
+        files += [f for f in list_files(model.tokenizer_repo) if f.path == "tokenizer.json"]
+    return files
+
+
+def _revisions(files: list[RemoteFile]) -> dict[str, str]:
+    """The commit of each repository the files come from (what a staging folder's parts belong to)."""
+    return {f.repo: f.revision for f in files}
+
+
+def _staged_revisions(record: Path) -> dict[str, str] | None:
+    """The revisions a staging folder's record names; None when it has none or cannot be read (its
+    parts then count as another revision's)."""
+    try:
+        staged = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return staged.get("revisions") if isinstance(staged, dict) else None
 
 
 def _tokenizer_fits(folder: Path) -> str | None:
@@ -187,10 +207,12 @@ def _tokenizer_fits(folder: Path) -> str | None:
         ids = set(tokenizer["model"]["vocab"].values()) | {t["id"] for t in tokenizer.get("added_tokens", [])}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"tokenizer.json cannot be read ({type(exc).__name__})"
-    vocabulary = vocabulary_size(folder)
-    if vocabulary is not None and max(ids) + 1 + TIMESTAMP_TOKENS != vocabulary:
-        return f"tokenizer.json has {max(ids) + 1} tokens, the model's vocabulary {vocabulary} (with {TIMESTAMP_TOKENS} timestamps)"
-    return None
+    vocabulary, tokens = vocabulary_size(folder), max(ids) + 1
+    if vocabulary is None or vocabulary in (tokens, tokens + TIMESTAMP_TOKENS):
+        return None
+    return (
+        f"tokenizer.json has {tokens} tokens, the model's vocabulary {vocabulary} (neither with nor without {TIMESTAMP_TOKENS} timestamps)"
+    )
 
 
 def pull_model(model: CatalogueModel, cache_dir: Path, progress: PullProgress) -> Path:
@@ -204,20 +226,23 @@ def pull_model(model: CatalogueModel, cache_dir: Path, progress: PullProgress) -
     if target.is_dir():
         return target
     with _pull_lock(cache_dir, model.name):
-        commit, files = _model_files(model)
+        if target.is_dir():  # another pull completed it before this one took the lock
+            return target
+        files = _model_files(model)
+        revisions = _revisions(files)
         staging = target.with_name(f".{model.name}.download")
         record = staging / PULL_RECORD
-        if staging.is_dir() and (not record.is_file() or json.loads(record.read_text(encoding="utf-8")).get("commit") != commit):
-            shutil.rmtree(staging)  # parts of another revision
+        if staging.is_dir() and _staged_revisions(record) != revisions:
+            shutil.rmtree(staging)  # parts of other revisions
         staging.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"name": model.name, "repo": model.repo, "commit": commit}), encoding="utf-8")
+        record.write_text(json.dumps({"name": model.name, "repo": model.repo, "revisions": revisions}), encoding="utf-8")
         done = sum(min(_size(staging / f.path) or _size(staging / f"{f.path}.part"), f.size) for f in files)
         progress.start(model.name, sum(f.size for f in files), done)
         for remote in files:
             final, part = staging / remote.path, staging / f"{remote.path}.part"
             if final.is_file():
                 continue
-            download(remote, commit, part, progress)
+            download(remote, part, progress)
             wrong = mismatch(part, remote)
             if wrong:
                 part.unlink()
@@ -232,7 +257,14 @@ def pull_model(model: CatalogueModel, cache_dir: Path, progress: PullProgress) -
             raise SetupError(
                 f"the files of {model.name} do not fit together: {wrong}", "report it: the catalogue names the wrong tokenizer"
             )
-        pulled = {"name": model.name, "repo": model.repo, "commit": commit, "endpoint": endpoint(), "files": [asdict(f) for f in files]}
+        pulled = {
+            "name": model.name,
+            "repo": model.repo,
+            "commit": revisions[model.repo],
+            "revisions": revisions,
+            "endpoint": endpoint(),
+            "files": [asdict(f) for f in files],
+        }
         record.write_text(json.dumps(pulled, indent=1), encoding="utf-8")
         os.replace(staging, target)
     return target

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, CliResult, run_on_terminal
 from doubles import FakeGpu
-from hubs import Hub, copy_without, hub_file, hub_handler, proxy_handler, serving
+from hubs import Hub, commit_of, copy_without, hub_file, hub_handler, proxy_handler, serving, with_timestamp_tokens
 
 from carevoice.engine.models import resolve_model
 
@@ -90,6 +92,42 @@ def test_a_download_cut_half_way_resumes_with_a_range_request(hub: Hub, run_cli:
     assert sha256(tmp_path / "cache" / "models" / "tiny.en" / "model.bin") == hub.repos[TINY_REPO]["model.bin"].sha256
 
 
+def test_a_pull_that_finds_the_model_pulled_once_it_holds_the_lock_downloads_nothing(
+    hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache" / "models" / "tiny.en"
+    take_lock = fcntl.flock
+
+    def another_pull_finishes_first(fd: int, operation: int) -> None:
+        """Another pull of tiny.en completed after this one looked for the folder, before it took the lock."""
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            for name, f in hub.repos[TINY_REPO].items():
+                shutil.copy(f.path, folder / name)
+        take_lock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", another_pull_finishes_first)
+    result = run_cli("models", "pull", "tiny.en")
+    assert result.exit_code == 0, result.stderr
+    assert f"tiny.en is in {folder}" in result.stderr
+    assert hub.requests == []  # nothing downloaded again
+    assert sorted(p.name for p in folder.iterdir()) == sorted(hub.repos[TINY_REPO])
+
+
+@pytest.mark.parametrize("record", ['{"commit": ', "[]", "\udcff"], ids=["truncated", "not-an-object", "not-utf8"])
+def test_a_corrupt_staging_record_counts_as_another_revision(
+    hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path, record: str
+) -> None:
+    staging = tmp_path / "cache" / "models" / ".tiny.en.download"
+    staging.mkdir(parents=True)
+    (staging / "carevoice-pull.json").write_bytes(record.encode("utf-8", "surrogateescape"))
+    (staging / "model.bin.part").write_bytes(b"parts of who knows what")
+    result = run_cli("models", "pull", "tiny.en")
+    assert result.exit_code == 0, result.stderr
+    assert hub.downloads("model.bin") == [None]  # from the start: the part was thrown away
+    assert sha256(tmp_path / "cache" / "models" / "tiny.en" / "model.bin") == hub.repos[TINY_REPO]["model.bin"].sha256
+
+
 def test_a_corrupted_file_is_refused_and_nothing_usable_is_left(hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     hub.corrupt.add("model.bin")
     result = run_cli("models", "pull", "tiny.en")
@@ -119,6 +157,16 @@ def test_breeze_is_completed_with_the_large_v2_tokenizer(
     assert (ref.load_from, ref.is_local) == (str(folder), True)
 
 
+def test_a_tokenizer_that_lists_the_timestamp_tokens_fits_too(hub: Hub, run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    large_v2 = hub.repos["openai/whisper-large-v2"]["tokenizer.json"]
+    newer = hub_file(with_timestamp_tokens(large_v2.path, tmp_path / "tokenizer.json"))
+    hub.repos = {**hub.repos, "openai/whisper-large-v2": {"tokenizer.json": newer}}
+    result = run_cli("models", "pull", "breeze-asr-25")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "cache" / "models" / "breeze-asr-25"
+    assert sha256(folder / "tokenizer.json") == newer.sha256
+
+
 def test_pull_goes_through_the_proxy_the_environment_names(
     hub: Hub, run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,7 +176,7 @@ def test_pull_goes_through_the_proxy_the_environment_names(
         result = run_cli("models", "pull", "tiny.en")
     assert result.exit_code == 0, result.stderr
     assert f"{hub.url}/api/models/{TINY_REPO}/revision/main?blobs=true" in seen
-    assert f"{hub.url}/{TINY_REPO}/resolve/{'0123456789abcdef' * 2 + '01234567'}/model.bin" in seen
+    assert f"{hub.url}/{TINY_REPO}/resolve/{commit_of(TINY_REPO)}/model.bin" in seen
 
 
 def test_an_unreachable_hub_says_what_to_do(hub: Hub, run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,12 +14,6 @@ def test_faster_whisper_names_map_to_its_own_repositories() -> None:
         assert _MODELS[model.name] == model.repo, model.name
 
 
-def test_breeze_is_completed_by_the_large_v2_tokenizer() -> None:
-    breeze = find_model("breeze-asr-25")
-    assert breeze is not None and "breeze-asr-25" not in _MODELS
-    assert (breeze.tokenizer_repo, breeze.licence) == ("openai/whisper-large-v2", "Apache-2.0")
-
-
 def test_gpu_memory_grows_with_size_and_published_figures_win() -> None:
     sizes = [find_model(name) for name in ("tiny", "base", "small", "medium", "large-v3")]
     for compute_type in COMPUTE_TYPES:
