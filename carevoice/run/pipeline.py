@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import queue
 import time
 from collections import Counter
@@ -37,7 +38,7 @@ from carevoice.engine.whisper import EngineItem, ItemResult
 from carevoice.errors import CareVoiceError, Cause, EngineError, FileError
 from carevoice.results import NO_SPEECH_HEARD, FileResult, FileStatus
 from carevoice.run.assembly import FileChunks
-from carevoice.run.audio import Ffmpeg, stop_all_decodes
+from carevoice.run.audio import WAV_HEAD_BYTES, Ffmpeg, stop_all_decodes, wav_stated_end
 from carevoice.run.chinese import convert_transcript
 from carevoice.run.chunking import Prepared, engine_items, prepare_file
 from carevoice.run.claims import Claims
@@ -282,18 +283,21 @@ def files_finished_by(batches: Iterable[list[Chunk]]) -> int:
 # one-hour visits holds no more than one of voice notes: the engines' batches in flight and the
 # next ones to form, in full 30 s chunks (CPU, batch 8: 960 s, ~90 MB), and one decode beyond it.
 AHEAD_BATCHES = 4
-# Before a file is decoded its length is guessed from its size at the lowest bitrate speech is
-# stored at (Opus/AMR at 6 kbit/s): never less than it will be, so a long file is never let in
-# beside others by mistake.
-SPEECH_BYTES_PER_S_AT_LEAST = 750
+# Before a file is decoded its length is guessed: a WAV's from its header, any other file's from its
+# size at a low speech bitrate (16 kbit/s: WhatsApp's Opus, Android's AMR-WB), so a long file is not
+# let in beside others by mistake and a folder of 60 s voice notes still decodes four at a time.
+SPEECH_BYTES_PER_S_AT_LEAST = 2000
 
 
 def guessed_audio_s(job: Job) -> float:
-    """The most audio a file's size allows (0 when it cannot be read: it will fail at once)."""
+    """About how much audio a file holds, before it is decoded (0 when it cannot be read: it fails at once)."""
     try:
-        return job.source.stat().st_size / SPEECH_BYTES_PER_S_AT_LEAST
+        with open(job.source, "rb") as handle:
+            head, size = handle.read(WAV_HEAD_BYTES), os.fstat(handle.fileno()).st_size
     except OSError:
         return 0.0
+    stated = wav_stated_end(head)
+    return size / (stated[1] if stated is not None else SPEECH_BYTES_PER_S_AT_LEAST)
 
 
 @dataclass

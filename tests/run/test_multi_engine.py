@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,6 +174,32 @@ def test_what_runs_ahead_of_the_engines_is_bounded_in_audio_seconds(tmp_path: Pa
     assert finished == files and len(live) == files
     # Three files' audio fits the bound; one more decodes while the engines work on them.
     assert max(live) <= 4, live
+
+
+def test_wav_files_are_guessed_by_their_header_and_decode_side_by_side(tmp_path: Path) -> None:
+    """A 30 s WAV is 960 kB: guessed at a speech bitrate it would look like 8 minutes and decode
+    alone. Its header says 32 kB a second, so two decode at once (they meet at a barrier; before:
+    the second never started while the first waited for it, BrokenBarrierError)."""
+    engine = FakeEngine(resolve_model("tiny.en", EngineSettings().cache_dir))
+    jobs = []
+    for i in range(4):
+        source = tmp_path / f"note{i}.wav"
+        with wave.open(str(source), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE_HZ)
+            out.writeframes(bytes(30 * SAMPLE_RATE_HZ * 2))
+        jobs.append(Job(source, tmp_path / f"note{i}", source.name))
+    together = threading.Barrier(2, timeout=30)
+
+    def prepare(job: Job) -> Prepared:
+        if job.source.name in ("note0.wav", "note1.wav"):
+            together.wait()
+        samples = np.zeros(30 * SAMPLE_RATE_HZ, dtype=np.float32)
+        return Prepared(job, samples, (SpeechSpan(0, len(samples)),))
+
+    runner = BatchRunner([engine], DecodeSettings(), prepare, batch_size=2, workers=2)
+    assert [f.complete for f in runner.run(jobs) if not isinstance(f, FileResult)] == [True] * 4
 
 
 def test_the_main_thread_sleeps_while_the_oldest_decode_holds_up_the_line(tmp_path: Path) -> None:
