@@ -9,12 +9,11 @@ model plug in here (a stand-in with the same methods), as do the benchmarks' tim
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -305,23 +304,6 @@ class Decoder:
         from faster_whisper.utils import download_model
 
         return str(download_model(self.ref.load_from, local_files_only=True, cache_dir=self.download_root))
-
-    @contextlib.contextmanager
-    def set_aside(self) -> Iterator[None]:
-        """On the CPU, the model's weights are let go for the block and loaded again after it (0.2 s for
-        base, from the page cache; the same numbers after), so a seeded copy reuses their memory."""
-        if self.device != "cpu":
-            yield
-            return
-        self.model.model.unload_model()
-        try:
-            yield
-        finally:
-            self.model.model.load_model()
-
-    def release(self) -> None:
-        """Let go of the model's weights now (a seeded copy, once used: not when the garbage collector gets to it)."""
-        self.model.model.unload_model()
 
     def seeded_copy(self, seed: int) -> Decoder:
         """A fresh copy of the model whose sampling starts from ``seed``.
