@@ -142,12 +142,18 @@ def test_a_worker_that_crashes_leaves_its_file_to_the_program(
         misbehaving.close()
 
 
-def test_closing_leaves_no_worker_busy_or_idle(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
+def decode_in_a_thread(pool: DecodePool, data_dir: Path, tmp_path: Path) -> tuple[threading.Thread, list[str]]:
+    """A file named to hang its worker, decoded in a thread that has started; its failure lands in the list."""
     hang = tmp_path / "hang.wav"
     shutil.copy(data_dir / JFK, hang)
     failures: list[str] = []
-    busy = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, misbehaving.decode, hang).value)))
+    busy = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, pool.decode, hang).value)))
     busy.start()
+    return busy, failures
+
+
+def test_closing_leaves_no_worker_busy_or_idle(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
+    busy, failures = decode_in_a_thread(misbehaving, data_dir, tmp_path)
     deadline = time.monotonic() + DEADLINE_S
     while not misbehaving.worker_pids and time.monotonic() < deadline:  # the busy one's worker started
         time.sleep(0.05)
@@ -163,11 +169,7 @@ def test_closing_leaves_no_worker_busy_or_idle(misbehaving: DecodePool, data_dir
 
 
 def test_an_interrupt_stops_a_busy_worker(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
-    hang = tmp_path / "hang.wav"
-    shutil.copy(data_dir / JFK, hang)
-    failures: list[str] = []
-    busy = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, misbehaving.decode, hang).value)))
-    busy.start()
+    busy, failures = decode_in_a_thread(misbehaving, data_dir, tmp_path)
     deadline = time.monotonic() + DEADLINE_S
     while stop_all_decodes() == 0 and time.monotonic() < deadline:  # until the worker is busy with it
         time.sleep(0.05)
