@@ -178,6 +178,7 @@ def measure(runner: str, clips: list[Clip], args: argparse.Namespace) -> dict[st
         if runner in PLAIN:  # faster-whisper as it comes: glibc's own heap, not CareVoice's (engine/heap.py)
             os.environ.setdefault("MALLOC_ARENA_MAX", "0")
             os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "0")
+            os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "0")
         engine, settings = load(args.model, args.threads, windows)
         prepared = prepare_all(clips) if runner == "bound" else None
         started = time.perf_counter()
