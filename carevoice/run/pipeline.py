@@ -310,16 +310,21 @@ class Ahead:
     decodes: int
     held_s: float = 0.0
     decoding: dict[int, float] = field(default_factory=dict)  # guessed seconds by id(FileChunks)
-    _next_s: float = 0.0
+    guesses: dict[Path, float] = field(default_factory=dict)  # of jobs waiting: each file's head is read once
+
+    def guess(self, job: Job) -> float:
+        if job.source not in self.guesses:
+            self.guesses[job.source] = guessed_audio_s(job)
+        return self.guesses[job.source]
 
     def room_for(self, job: Job) -> bool:
-        self._next_s = guessed_audio_s(job)
-        fits = self.held_s + sum(self.decoding.values()) + self._next_s <= self.budget_s
+        fits = self.held_s + sum(self.decoding.values()) + self.guess(job) <= self.budget_s
         return not self.decoding or (len(self.decoding) < self.decodes and fits)
 
     def started(self, file: FileChunks) -> None:
-        """The job last asked about is decoding as ``file``."""
-        self.decoding[id(file)] = self._next_s
+        """A job is decoding as ``file``: its guess now counts among the decodes under way."""
+        self.decoding[id(file)] = self.guess(file.job)
+        del self.guesses[file.job.source]
 
     def decoded(self, file: FileChunks, finished: Iterable[FileChunks]) -> None:
         """A file's decode is over: its audio (none, when it failed) is held until it is finished
