@@ -494,7 +494,7 @@ def nfs_flock(fd: int, operation: int) -> None:
     fcntl.lockf(fd, operation)
 
 
-def misbehaving_decode(path: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
+def misbehaving_decode(path: bytes) -> tuple[dict[str, Any], bytes | None]:
     """A decode worker's decode that hangs, exits or crashes as the file's name says (see the docstring)."""
     import os  # only in a worker process
     import signal  # only in a worker process

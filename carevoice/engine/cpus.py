@@ -107,13 +107,21 @@ def cpu_budget_here() -> CpuBudget:
 # OpenBLAS's idle helper threads spin 2**n cycles after each matrix product before they sleep (n = 28
 # unless told). The log-mel features are many tiny products from several decode threads, and at 28
 # the spinning costs 6 times the products themselves; 4, its least, leaves every bit of them as it
-# was (benchmarks/README.md, tenth session). It must be set before numpy loads OpenBLAS.
+# was (benchmarks/README.md, tenth session).
 BLAS_THREAD_TIMEOUT = "4"
+# Unset, OpenBLAS splits each product over every CPU, and the features' last bits differ with every
+# thread count (1, 2, 3, 4, 8 and 16 threads: six different results, eleventh session) — so a 16-core
+# host's words differed from a 2-core one's, and 16 threads spun for each product of a few hundred
+# microseconds. Two threads: one result on every host with two CPUs or more, the same as unset on
+# two (CI, this project's benchmarks); the CPU side's parallelism is its decode threads.
+BLAS_THREADS = "2"
 
 
 def quiet_blas_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """What to add to the environment before numpy loads: ``OPENBLAS_THREAD_TIMEOUT``, unless it is set."""
-    return {} if env.get("OPENBLAS_THREAD_TIMEOUT") else {"OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT}
+    """What to add to the environment before numpy loads OpenBLAS: ``OPENBLAS_THREAD_TIMEOUT`` and
+    ``OPENBLAS_NUM_THREADS``, each unless it is set."""
+    wanted = {"OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT, "OPENBLAS_NUM_THREADS": BLAS_THREADS}
+    return {name: value for name, value in wanted.items() if not env.get(name)}
 
 
 def _read(path: Path) -> str:

@@ -77,7 +77,7 @@ def test_a_run_names_its_libraries_and_engines() -> None:
 
 @pytest.mark.parametrize(
     ("env", "threads"),
-    [({}, 16), ({"OPENBLAS_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "4,2"}, 4), ({"OPENBLAS_NUM_THREADS": "0", "OMP_NUM_THREADS": "2"}, 2)],
+    [({}, 16), ({"OPENBLAS_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "4,2"}, 4), ({"OPENBLAS_NUM_THREADS": "0", "OMP_NUM_THREADS": "2"}, 2), ({"OPENBLAS_NUM_THREADS": "64"}, 16)],
 )
 def test_numpys_blas_threads_as_openblas_counts_them(env: dict[str, str], threads: int) -> None:
     assert blas_threads(env, 16) == threads

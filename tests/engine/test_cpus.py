@@ -127,18 +127,18 @@ def test_a_process_pinned_to_one_cpu_sizes_its_decode_pool_and_ray_threads_by_on
     assert done.stdout.split() == ["1", "1", "1"]
 
 
-def test_openblas_helpers_are_told_to_sleep_soon_unless_the_user_said_otherwise() -> None:
-    assert quiet_blas_environment({}) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
-    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": "28"}) == {}
-    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": ""}) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
+def test_openblas_helpers_are_two_and_told_to_sleep_soon_unless_the_user_said_otherwise() -> None:
+    assert quiet_blas_environment({}) == {"OPENBLAS_THREAD_TIMEOUT": "4", "OPENBLAS_NUM_THREADS": "2"}
+    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": "28", "OPENBLAS_NUM_THREADS": "16"}) == {}
+    assert quiet_blas_environment({"OPENBLAS_THREAD_TIMEOUT": "", "OPENBLAS_NUM_THREADS": "1"}) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def test_the_console_entry_sets_it_before_numpy_loads() -> None:
     """OpenBLAS reads it once, when numpy loads it: the entry point must come first."""
     script = (
         "import os, sys\nfrom carevoice.cli.app import main\nloaded = 'numpy' in sys.modules\nsys.argv = ['carevoice', '--version']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\nprint(loaded, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint(loaded, os.environ.get('OPENBLAS_THREAD_TIMEOUT'), os.environ.get('OPENBLAS_NUM_THREADS'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=True)
-    assert done.stdout.splitlines()[-1] == "False 4"
+    assert done.stdout.splitlines()[-1] == "False 4 2"

@@ -179,6 +179,54 @@ def test_an_interrupt_stops_a_busy_worker(misbehaving: DecodePool, data_dir: Pat
     misbehaving.close()
 
 
+def wav_variant(kind: str, ffmpeg: Ffmpeg, source: Path, folder: Path) -> Path:
+    """A WAV file as recorders, browsers and broken uploads make them (workers read a WAV's stream from its header alone)."""
+    whole = source.read_bytes()
+    data = whole.index(b"data")
+    made = {
+        "cut in its data": whole[: len(whole) // 2],
+        "cut in its header": whole[:30],
+        "streamed: sizes 0xFFFFFFFF": whole[:4] + b"\xff" * 4 + whole[8 : data + 4] + b"\xff" * 4 + whole[data + 8 :],
+        "streamed: sizes 0": whole[:4] + bytes(4) + whole[8 : data + 4] + bytes(4) + whole[data + 8 :],
+        "a LIST chunk after its data": whole + b"LIST" + (12).to_bytes(4, "little") + b"INFOISFT" + (0).to_bytes(4, "little"),
+        "a 4 kB JUNK chunk before fmt": whole[:12] + b"JUNK" + (4096).to_bytes(4, "little") + bytes(4096) + whole[12:],
+        "RIFF WAVE then noise": b"RIFF" + (5004).to_bytes(4, "little") + b"WAVE" + bytes(range(250)) * 20,
+    }
+    if kind in made:
+        (folder / "visit.wav").write_bytes(made[kind])
+        return folder / "visit.wav"
+    codec_args = {
+        "float32": ("-c:a", "pcm_f32le"), "8-bit": ("-c:a", "pcm_u8"), "24-bit stereo 48 kHz": ("-c:a", "pcm_s24le", "-ac", "2", "-ar", "48000"),
+        "6 channels (extensible)": ("-ac", "6"), "mu-law 8 kHz": ("-c:a", "pcm_mulaw", "-ar", "8000"), "MS ADPCM": ("-c:a", "adpcm_ms"),
+        "MP3 in a WAV": ("-c:a", "libmp3lame"), "RF64": ("-rf64", "always"),
+    }[kind]  # fmt: skip
+    return encode(ffmpeg, source, folder / "visit.wav", *codec_args)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "cut in its data", "cut in its header", "streamed: sizes 0xFFFFFFFF", "streamed: sizes 0", "a LIST chunk after its data",
+        "a 4 kB JUNK chunk before fmt", "RIFF WAVE then noise", "float32", "8-bit", "24-bit stereo 48 kHz", "6 channels (extensible)",
+        "mu-law 8 kHz", "MS ADPCM", "MP3 in a WAV", "RF64",
+    ],
+)  # fmt: skip
+def test_every_kind_of_wav_decodes_as_the_program_does_or_fails_with_its_line(
+    pool: DecodePool, ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    wav = wav_variant(kind, ffmpeg_bin, data_dir / JFK, tmp_path)
+    try:
+        by_program = decode_audio(wav, ffmpeg_bin)
+    except AudioDecodeError as refused:
+        with pytest.raises(AudioDecodeError) as by_pool:
+            pool.decode(wav)
+        assert (type(by_pool.value), str(by_pool.value)) == (type(refused), str(refused))
+    else:
+        assert pool.decode(wav).samples.tobytes() == by_program.tobytes()
+    finally:
+        pool.close()
+
+
 def test_a_worker_that_cannot_be_started_leaves_every_file_to_the_program(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
     """As under setpriv: the user may not run this Python again (tests/cli/test_robustness.py)."""
     pool = DecodePool(ffmpeg_bin, worker_argv=(str(tmp_path / "no-such-python"),))
