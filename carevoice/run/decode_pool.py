@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ WORKER_ARGV = (
 IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
 PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
 PROGRAM_DEMUXERS = ("matroska",)
-WORKER_START_TIMEOUT_S = 60.0  # to import numpy, PyAV and carevoice, and say what it is
+WORKER_START_TIMEOUT_S = 60.0
+BORROW_WAIT_S = 2.0  # a pool at its most waits this long for a worker to be given back, then starts one more  # to import numpy, PyAV and carevoice, and say what it is
 STOPPED = ("decoding was stopped", "check that the file is a playable recording")
 
 
@@ -157,21 +159,30 @@ class _Worker:
 
 
 class DecodePool:
-    """Decodes files for many threads at once: each call borrows an idle worker (or starts one), so
-    there are as many workers as threads that ever decoded at the same time. Thread-safe.
+    """Decodes files for many threads at once: each call borrows an idle worker, or starts one while
+    there are fewer than ``most``, or waits for one to be given back. Thread-safe.
 
     Args:
         ffmpeg: The ffmpeg program, for what the workers should not decode.
         worker_argv: How to start a worker (tests start doubles that hang or crash).
+        most: The most workers at once (0: one for each thread that ever decoded at the same time).
+            Beside an engine on the CPU one is plenty (a decode takes milliseconds, a batch seconds),
+            and each holds ~45 MB (20 MB of it its own).
+        wait_s: How long a pool at its most waits for a worker to be given back before it starts one
+            more (a hung decode keeps its worker until its time limit), ended when it is given back.
     """
 
-    def __init__(self, ffmpeg: Ffmpeg, worker_argv: Sequence[str] = WORKER_ARGV) -> None:
+    def __init__(self, ffmpeg: Ffmpeg, worker_argv: Sequence[str] = WORKER_ARGV, most: int = 0, wait_s: float = BORROW_WAIT_S) -> None:
         self.ffmpeg = ffmpeg
         self.worker_argv = tuple(worker_argv)
+        self.most = most
+        self.wait_s = wait_s
         self.in_process = ffmpeg.source is not FfmpegSource.ENV
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._starting = 0  # workers being started: counted against ``most`` before they are in _all
         self._lock = threading.Lock()
+        self._given_back = threading.Condition(self._lock)  # a worker is idle, gone, or the pool closed
         self._closed = False
 
     @property
@@ -234,16 +245,25 @@ class DecodePool:
     def _borrow(self) -> _Worker:
         """An idle worker, or a new one that said what it is. Raises WorkerUnavailable when none can be
         started here (this Python may not be run again, as under setpriv; or it ends or says it cannot decode)."""
+        deadline = time.monotonic() + self.wait_s
         with self._lock:
+            while not self._closed and not self._idle and self.most and len(self._all) + self._starting >= self.most:
+                if not self._given_back.wait(max(0.0, deadline - time.monotonic())):
+                    break  # all busy for long (a hung decode waits for its time limit): one more, for a while
             if self._closed:
                 raise AudioDecodeError(*STOPPED)
             if self._idle:
                 return self._idle.pop()
+            self._starting += 1
         try:
             worker = _Worker(self.worker_argv)
         except OSError as exc:
+            with self._lock:
+                self._starting -= 1
+                self._given_back.notify()
             raise WorkerUnavailable(str(exc)) from None
         with self._lock:
+            self._starting -= 1
             self._all.add(worker)
         timer = threading.Timer(WORKER_START_TIMEOUT_S, worker.kill)
         timer.start()
@@ -269,8 +289,9 @@ class DecodePool:
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
-            if not self._closed:
+            if not self._closed and not (self.most and len(self._all) > self.most):  # one started past ``most`` ends
                 self._idle.append(worker)
+                self._given_back.notify()
                 return
         self._discard(worker)
 
@@ -278,11 +299,14 @@ class DecodePool:
         worker.close()
         with self._lock:
             self._all.discard(worker)
+            self._given_back.notify()  # room for a new one
 
     def close(self) -> None:
-        """End every worker, busy or idle (a busy one's caller gets "decoding was stopped"); no process is left."""
+        """End every worker, busy or idle (a busy one's caller gets "decoding was stopped", and so does
+        one waiting for a worker); no process is left."""
         with self._lock:
             self._closed = True
             workers, self._idle = list(self._all), []
+            self._given_back.notify_all()
         for worker in workers:
             self._discard(worker)

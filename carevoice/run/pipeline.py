@@ -564,14 +564,17 @@ def retire_replaced(planned: FilePlan, stem: Path, message: str) -> tuple[Path |
         return None, f"{message}; and {exc}"
 
 
-def decoder_for(ffmpeg: Ffmpeg | None, prepare: Callable[[Job], Prepared] | None) -> tuple[DecodePool | None, Callable[[Job], Prepared]]:
+def decoder_for(
+    ffmpeg: Ffmpeg | None, prepare: Callable[[Job], Prepared] | None, devices: Iterable[str] = ("cpu",)
+) -> tuple[DecodePool | None, Callable[[Job], Prepared]]:
     """How a Transcriber decodes: ``prepare`` when given, else :func:`prepare_file` with a pool of decode
-    workers (carevoice.run.decode_pool, beside ``ffmpeg``), returned to be closed when each run ends."""
+    workers (carevoice.run.decode_pool, beside ``ffmpeg``), returned to be closed when each run ends:
+    one worker beside engines on the CPU (their batches take seconds), one per decode thread beside a GPU."""
     if prepare is not None:
         return None, prepare
     if ffmpeg is None:
         raise ValueError("a Transcriber without ffmpeg needs prepare=")
-    pool = DecodePool(ffmpeg)
+    pool = DecodePool(ffmpeg, most=1 if all(device == "cpu" for device in devices) else 0)
     return pool, functools.partial(prepare_file, decoder=pool)
 
 
@@ -601,10 +604,10 @@ class Transcriber:
         prepare: Callable[[Job], Prepared] | None = None,
         planned: dict[Path, FilePlan] | None = None,
     ) -> None:
-        self.pool, prepare = decoder_for(ffmpeg, prepare)
+        self.engines = (engine, *more_engines)
+        self.pool, prepare = decoder_for(ffmpeg, prepare, (e.device for e in self.engines))
         self.settings = settings
         self.engine = engine
-        self.engines = (engine, *more_engines)
         self.log_path: Path | None = None  # a Backend's own log (Ray's lines); this one has none to write
         self.claims = claims
         self.planned = planned or {}

@@ -25,7 +25,7 @@ from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_d
 from carevoice.run.claims import claims_for
 from carevoice.run.decode_pool import WORKER_ARGV, DecodePool, program_needed
 from carevoice.run.discovery import find_jobs
-from carevoice.run.pipeline import Transcriber
+from carevoice.run.pipeline import Transcriber, decoder_for
 from carevoice.run.pyav_worker import ALLOWED_DEMUXERS_ENV, LENGTH
 from carevoice.run.records import read_record
 from carevoice.settings import OutputFormat, TranscribeSettings
@@ -166,6 +166,75 @@ def test_closing_leaves_no_worker_busy_or_idle(misbehaving: DecodePool, data_dir
     assert misbehaving.worker_pids == [] and not any(alive(pid) for pid in pids)
     with pytest.raises(AudioDecodeError, match="decoding was stopped"):
         misbehaving.decode(data_dir / JFK)  # a closed pool starts none
+
+
+def wait_for_a_worker(pool: DecodePool) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not pool.worker_pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def counted_workers(log: Path) -> tuple[str, ...]:
+    """MISBEHAVING_WORKER_ARGV, each start a line in ``log``."""
+    return (*MISBEHAVING_WORKER_ARGV[:-1], f"open({str(log)!r}, 'a').write('started\\n'); " + MISBEHAVING_WORKER_ARGV[-1])
+
+
+def test_a_pool_of_one_worker_makes_a_second_thread_wait_for_it(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """Beside an engine on the CPU one worker is plenty: a second thread borrows it when it is given back
+    (before: a second worker, ~45 MB more, for a decode of milliseconds)."""
+    starts = tmp_path / "starts"
+    pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=DEADLINE_S)
+    slow = tmp_path / "slow.wav"
+    shutil.copy(data_dir / JFK, slow)
+    first = threading.Thread(target=pool.decode, args=(slow,))
+    try:
+        first.start()
+        wait_for_a_worker(pool)
+        decoded = pool.decode(data_dir / JFK)  # while the first is busy for half a second
+        first.join(DEADLINE_S)
+        assert starts.read_text().count("started") == 1
+        assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
+    finally:
+        pool.close()
+
+
+def test_a_pool_at_its_most_starts_one_more_for_a_while_when_its_worker_hangs(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    """A hung decode keeps its worker until its time limit: the next file does not wait that long."""
+    pool = DecodePool(ffmpeg_bin, worker_argv=MISBEHAVING_WORKER_ARGV, most=1, wait_s=0.2)
+    busy, failures = decode_in_a_thread(pool, data_dir, tmp_path)
+    try:
+        wait_for_a_worker(pool)
+        hung = pool.worker_pids
+        assert pool.decode(data_dir / JFK).samples.size == 176_000  # by one more worker
+        assert pool.worker_pids == hung  # which ended when it was given back
+    finally:
+        pool.close()
+        busy.join(DEADLINE_S)
+    assert failures == ["decoding was stopped — check that the file is a playable recording"]
+
+
+def test_closing_stops_a_thread_waiting_for_a_worker(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=DEADLINE_S)
+    busy, failures = decode_in_a_thread(pool, data_dir, tmp_path)
+    wait_for_a_worker(pool)
+    waiting = threading.Thread(target=lambda: failures.append(str(pytest.raises(AudioDecodeError, pool.decode, data_dir / JFK).value)))
+    waiting.start()
+    time.sleep(0.2)  # waiting for the hung one (whether it is yet does not matter: a closed pool lends none)
+    pool.close()
+    for thread in (busy, waiting):
+        thread.join(DEADLINE_S)
+        assert not thread.is_alive()
+    assert failures == ["decoding was stopped — check that the file is a playable recording"] * 2
+    assert starts.read_text().count("started") == 1
+
+
+@pytest.mark.parametrize(("devices", "most"), [(("cpu",), 1), (("cpu", "cpu"), 1), (("cuda",), 0), (("cuda", "cuda"), 0)])
+def test_a_run_on_the_cpu_decodes_with_one_worker_and_one_on_a_gpu_with_one_per_thread(
+    ffmpeg_bin: Ffmpeg, devices: tuple[str, ...], most: int
+) -> None:
+    pool, _ = decoder_for(ffmpeg_bin, None, devices)
+    assert pool is not None and pool.most == most
 
 
 def test_an_interrupt_stops_a_busy_worker(misbehaving: DecodePool, data_dir: Path, tmp_path: Path) -> None:
