@@ -45,7 +45,7 @@ from common import corpus_clips
 class SleepEngine:
     """A GPU stand-in: real features (faster-whisper's extractor), a fixed time per batch."""
 
-    device, compute_type, device_index = "cpu", "int8", 0
+    device, compute_type, device_index = "cuda", "float16", 0  # a GPU's: one decode worker per decode thread
 
     def __init__(self, batch_s: float) -> None:
         from faster_whisper.feature_extractor import FeatureExtractor
@@ -105,7 +105,7 @@ def run_once(paths: list[Path], decoder: str, batch_s: float, workers: int) -> d
     out = Path(tempfile.mkdtemp(prefix="out-", dir=paths[0].parent.parent))
     settings = TranscribeSettings(
         inputs=tuple(paths), output_dir=out, formats=(OutputFormat.TXT, OutputFormat.SRT, OutputFormat.JSON),
-        decode=DecodeSettings(language="en", word_timestamps=True), decode_workers=workers,
+        decode=DecodeSettings(language="en", word_timestamps=True, batch_size=8), decode_workers=workers,
     )  # fmt: skip
     jobs = find_jobs(settings.inputs, settings.output_dir).jobs
     prepare = functools.partial(prepare_file, decoder=ffmpeg) if decoder == "program" else None
