@@ -38,21 +38,18 @@ SHORT_WINDOW_LANGUAGES = frozenset({"en"})
 
 # On the CPU an engine call's scratch memory is this process's own, and its encoder's attention
 # grows with the square of the window: base needs ~90 MB for one 30 s window, ~720 MB for a batch of
-# eight (issue 24). A call holds at most one and a half full windows' worth (n x frames^2): full
-# windows one by one, 20 s three, 15 s six, 10 s and less a whole batch (eight 15 s windows took
-# +189 MB at once; the run's peak fell 641 -> 609 MB for the same time, eleventh session). On the
-# CPU a chunk's numbers do not depend on how many rows share its call (benchmarks/README.md, fourth
-# session), so the text is the same; on a GPU the scratch is the device's, and out-of-memory halving
-# guards it.
-CPU_FULL_WINDOWS_PER_CALL = (3, 2)  # 3/2, as a fraction: the rule is integer arithmetic
+# eight (issue 24). A call holds at most this many full windows' worth (n x frames^2), so a batch of
+# short chunks still runs whole while full windows go two by two. On the CPU a chunk's numbers do
+# not depend on how many rows share its call (benchmarks/README.md, fourth session), so the text is
+# the same; on a GPU the scratch is the device's, and out-of-memory halving guards it.
+CPU_FULL_WINDOWS_PER_CALL = 2
 
 
 def rows_per_call(window_frames: int, device: str, batch: int) -> int:
     """How many chunks of this encoder window one encoder and decoder call takes (of ``batch`` waiting)."""
     if device != "cpu":
         return batch
-    windows, per = CPU_FULL_WINDOWS_PER_CALL
-    return max(1, min(batch, windows * WINDOW_FRAMES**2 // (per * window_frames**2)))
+    return max(1, min(batch, CPU_FULL_WINDOWS_PER_CALL * WINDOW_FRAMES**2 // window_frames**2))
 
 
 # Whisper's own thresholds (openai/whisper transcribe.py defaults).

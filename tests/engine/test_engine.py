@@ -172,15 +172,15 @@ def test_a_clean_decode_runs_once_in_its_short_window(tiny_decoder: Decoder, jfk
     assert result.segments[-1].words[-1].end_s <= 11.0
 
 
-def test_full_windows_go_one_by_one_to_an_engine_call_on_the_cpu_and_come_out_the_same(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
+def test_full_windows_go_two_to_an_engine_call_on_the_cpu_and_come_out_the_same(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
     """Memory (issue 24): on the CPU, one call over eight full windows took ~720 MB of attention
-    scratch with base. A batch's full windows now go one by one (policy.rows_per_call), short
+    scratch with base. A batch's full windows now go two by two (policy.rows_per_call), short
     windows stay together, and each chunk's text and numbers are what it gets alone."""
     engine, double = engine_with(tiny_decoder)
     full = [item(engine, jfk[: len(jfk) - i * SAMPLE_RATE_HZ // 2], WINDOW_FRAMES) for i in range(5)]
     short = [item(engine, jfk[: 4 * SAMPLE_RATE_HZ]) for _ in range(3)]
     together = engine.run_batch(full + short, WORDS_ON)
-    assert sorted(double.call_rows) == [1, 1, 1, 1, 1, 3], double.call_rows  # before: [3, 5], the full windows in one call
+    assert sorted(double.call_rows) == [1, 2, 2, 3], double.call_rows  # before: [3, 5], the full windows in one call
     alone = [engine.run_batch([one], WORDS_ON)[0] for one in full[:2]]
     assert together[:2] == alone
 
@@ -329,4 +329,4 @@ def test_a_fallback_that_runs_out_of_memory_fails_its_chunk_alone(tiny_decoder: 
     first, second = engine.run_batch([item(engine, jfk, WINDOW_FRAMES), item(engine, jfk, WINDOW_FRAMES)], WORDS_ON)
     assert isinstance(first, EngineError) and first.message == "out of memory on cpu for the fallback decode of one chunk"
     assert isinstance(second, ItemResult) and word_error_rate(JFK_TEXT, text(second)) <= 0.2
-    assert double.windows == [1500, 1500]  # each full window decoded once (one call each on the CPU), none repeated
+    assert double.windows == [1500]  # one batched decode, not repeated
