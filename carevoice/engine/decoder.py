@@ -20,6 +20,7 @@ import numpy as np
 from carevoice.engine import heap
 from carevoice.engine.cpus import cpu_budget_here
 from carevoice.engine.models import ModelRef, check_model_folder
+from carevoice.engine.policy import rows_per_encode
 from carevoice.errors import SetupError
 from carevoice.settings import DEFAULT_COMPUTE_TYPE, EngineSettings, Task
 from carevoice.transcript import Word
@@ -204,17 +205,14 @@ class Decoder:
             self._tokenizers[key] = Tokenizer(self.model.hf_tokenizer, self.is_multilingual, task=task.value, language=language)
         return self._tokenizers[key]
 
-    def encode(self, features: Sequence[np.ndarray], frames: int) -> Any:
-        """Encode a batch of chunks' features, each zero-padded (or cut) to ``frames``; the output
-        stays on the device."""
-        # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
-        from faster_whisper.transcribe import get_ctranslate2_storage
-
+    def encode(self, features: Sequence[np.ndarray], frames: int, rows: int | None = None) -> Any:
+        """Encode a batch of chunks' features, each zero-padded (or cut) to ``frames``, ``rows`` at a
+        time (default: :func:`rows_per_encode`'s; 0: all at once); the output stays on the device."""
         batch = np.zeros((len(features), self.n_mels, frames), dtype=np.float32)
         for row, chunk in zip(batch, features):
             usable = min(frames, chunk.shape[1])
             row[:, :usable] = chunk[:, :usable]
-        return self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=False)
+        return encode_in_parts(self.model.model, batch, rows_per_encode(frames, self.device, len(batch)) if rows is None else rows)
 
     def detect_languages(self, encoded: Any) -> list[tuple[str, float]]:
         """The most likely language of each row of an encoded batch, and its probability."""
@@ -372,6 +370,20 @@ class Decoder:
 def hotword_tokens(decoder: Decoder, task: Task, language: str, hotwords: str | None) -> int:
     """Tokens hot words add to a decode's prompt (0 without any)."""
     return len(decoder.prompt(task, language, hotwords)) - len(decoder.prompt(task, language)) if hotwords else 0
+
+
+def encode_in_parts(whisper: Any, batch: np.ndarray, rows: int) -> Any:
+    """CTranslate2's encoder output for ``batch``, encoded ``rows`` at a time and joined (0: at once).
+    Only on the CPU: a row's output does not depend on its batch-mates there, so the numbers are one
+    call's, with a fraction of its attention scratch."""
+    # not at import: faster_whisper and ctranslate2 load with a model (load_decoder), never before
+    import ctranslate2
+    from faster_whisper.transcribe import get_ctranslate2_storage
+
+    if not rows or rows >= len(batch):
+        return whisper.encode(get_ctranslate2_storage(batch), to_cpu=False)
+    parts = [np.asarray(whisper.encode(get_ctranslate2_storage(batch[i : i + rows]))) for i in range(0, len(batch), rows)]
+    return ctranslate2.StorageView.from_array(np.concatenate(parts))
 
 
 def load_decoder(settings: EngineSettings, ref: ModelRef, device: str, device_index: int = 0) -> Decoder:

@@ -52,6 +52,20 @@ def rows_per_call(window_frames: int, device: str, batch: int) -> int:
     return max(1, min(batch, CPU_FULL_WINDOWS_PER_CALL * WINDOW_FRAMES**2 // window_frames**2))
 
 
+# The encoder's attention is the call's peak (eight 15 s windows at once: +189 MB with base), the
+# decoder's beam search much less, and batching the decoder is what makes a call fast: the encoder
+# takes a call's chunks a full window's worth at a time and their outputs go on to one decoder call
+# (eleventh session; one and a half full windows a call for both cost 10 % of the time).
+CPU_FULL_WINDOWS_PER_ENCODE = 1
+
+
+def rows_per_encode(window_frames: int, device: str, rows: int) -> int:
+    """How many of a call's ``rows`` chunks the encoder takes at once (0: all of them)."""
+    if device != "cpu":
+        return 0
+    return max(1, min(rows, CPU_FULL_WINDOWS_PER_ENCODE * WINDOW_FRAMES**2 // window_frames**2))
+
+
 # Whisper's own thresholds (openai/whisper transcribe.py defaults).
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0

@@ -185,6 +185,35 @@ def test_full_windows_go_two_to_an_engine_call_on_the_cpu_and_come_out_the_same(
     assert together[:2] == alone
 
 
+
+def test_the_encoder_takes_full_windows_one_at_a_time_on_the_cpu_with_the_same_numbers(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
+    """The encoder's attention is a call's peak: a call's full windows are encoded one at a time and
+    their outputs joined for one decoder call (policy.rows_per_encode), every number as one encode gives."""
+
+    class CountingEncoder:  # CTranslate2's model, each encoder call's batch counted
+        def __init__(self, real: Any) -> None:
+            self.real, self.batches = real, []
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+        def encode(self, features: Any, to_cpu: bool = False) -> Any:
+            self.batches.append(features.shape[0])
+            return self.real.encode(features, to_cpu=to_cpu)
+
+    features = [tiny_decoder.features(jfk[: len(jfk) - i * SAMPLE_RATE_HZ]) for i in range(3)]
+    counting = tiny_decoder.model.model = CountingEncoder(tiny_decoder.model.model)
+    try:
+        together = np.asarray(tiny_decoder.encode(features, WINDOW_FRAMES, rows=0))
+        one_by_one = np.asarray(tiny_decoder.encode(features, WINDOW_FRAMES))  # rows_per_encode: one at a time
+        short = tiny_decoder.encode(features, 1000)  # eight 10 s windows are one full window's worth
+    finally:
+        tiny_decoder.model.model = counting.real
+    assert counting.batches == [3, 1, 1, 1, 3]  # before: [3, 3, 3]
+    assert one_by_one.shape == together.shape == (3, WINDOW_FRAMES // 2, 384) and short.shape[0] == 3
+    assert one_by_one.tobytes() == together.tobytes()
+
+
 def test_a_decode_left_open_is_decoded_again_in_the_full_window(tiny_decoder: Decoder, jfk: np.ndarray) -> None:
     plain, _ = engine_with(tiny_decoder)
     (full,) = plain.run_batch([item(plain, jfk, WINDOW_FRAMES)], WORDS_ON)

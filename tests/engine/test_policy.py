@@ -24,6 +24,7 @@ from carevoice.engine.policy import (
     needs_full_window,
     repeats_itself,
     rows_per_call,
+    rows_per_encode,
     split_timestamped,
     window_frames,
 )
@@ -98,6 +99,15 @@ def test_a_chunk_gets_the_shortest_window_with_a_second_of_silence_after_it(dura
 )
 def test_an_engine_call_on_the_cpu_holds_at_most_two_full_windows_of_attention(frames: int, device: str, batch: int, rows: int) -> None:
     assert rows_per_call(frames, device, batch) == rows
+
+
+@pytest.mark.parametrize(
+    ("frames", "device", "rows", "at_once"),
+    [(3000, "cpu", 2, 1), (2000, "cpu", 4, 2), (1500, "cpu", 8, 4), (1000, "cpu", 8, 8), (3000, "cpu", 1, 1), (3000, "cuda", 16, 0)],
+)
+def test_the_encoder_takes_a_full_window_of_attention_at_a_time_on_the_cpu(frames: int, device: str, rows: int, at_once: int) -> None:
+    assert rows_per_encode(frames, device, rows) == at_once
+
 
 
 def test_only_languages_proven_in_short_windows_stay_in_them() -> None:
