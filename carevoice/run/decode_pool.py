@@ -54,8 +54,8 @@ WORKER_ARGV = (
 IDENTICAL_CODECS = frozenset({"flac", "mp3float", "mp3"})
 PCM = "pcm_"  # integers or floats as they are: only swresample's conversion, the same in both
 PROGRAM_DEMUXERS = ("matroska",)
-WORKER_START_TIMEOUT_S = 60.0
-BORROW_WAIT_S = 2.0  # a pool at its most waits this long for a worker to be given back, then starts one more  # to import numpy, PyAV and carevoice, and say what it is
+WORKER_START_TIMEOUT_S = 60.0  # to import PyAV and carevoice, and say what it is
+BORROW_WAIT_S = 2.0  # a pool at its most waits this long for a worker to be given back, then starts one more
 STOPPED = ("decoding was stopped", "check that the file is a playable recording")
 
 
