@@ -169,7 +169,8 @@ class DecodePool:
             Beside an engine on the CPU one is plenty (a decode takes milliseconds, a batch seconds),
             and each holds ~45 MB (20 MB of it its own).
         wait_s: How long a pool at its most waits for a worker to be given back before it starts one
-            more (a hung decode keeps its worker until its time limit), ended when it is given back.
+            more (a hung decode keeps its worker until its time limit); the extra one ends when it is
+            given back while ``most`` others wait idle.
     """
 
     def __init__(self, ffmpeg: Ffmpeg, worker_argv: Sequence[str] = WORKER_ARGV, most: int = 0, wait_s: float = BORROW_WAIT_S) -> None:
@@ -257,11 +258,13 @@ class DecodePool:
             self._starting += 1
         try:
             worker = _Worker(self.worker_argv)
-        except OSError as exc:
+        except BaseException as exc:
             with self._lock:
                 self._starting -= 1
                 self._given_back.notify()
-            raise WorkerUnavailable(str(exc)) from None
+            if isinstance(exc, OSError):
+                raise WorkerUnavailable(str(exc)) from None
+            raise
         with self._lock:
             self._starting -= 1
             self._all.add(worker)
@@ -289,7 +292,9 @@ class DecodePool:
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
-            if not self._closed and not (self.most and len(self._all) > self.most):  # one started past ``most`` ends
+            # Past ``most`` (one started while another was stuck) a worker stays while the others are
+            # busy, so a hung decode's time limit is not every next file's wait; then it ends.
+            if not self._closed and not (self.most and len(self._idle) >= self.most):
                 self._idle.append(worker)
                 self._given_back.notify()
                 return

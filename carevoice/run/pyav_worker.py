@@ -45,7 +45,7 @@ def decode_file(path: bytes) -> tuple[dict[str, Any], bytes | None]:
     name = os.path.abspath(os.fsdecode(path))
     url = "file:" + name
     if _is_wav(name):
-        facts, samples = _decode(url, HEADER_ONLY)
+        facts, samples = _decode(url, HEADER_ONLY, pcm_only=True)
         if facts.get("codec", "").startswith("pcm_"):
             return facts, samples
     return _decode(url, {})
@@ -60,11 +60,16 @@ def _is_wav(path: str) -> bool:
     return (magic[:4], magic[8:12]) == WAV_MAGIC
 
 
-def _decode(url: str, extra: dict[str, str]) -> tuple[dict[str, Any], bytes | None]:
+def _decode(url: str, extra: dict[str, str], pcm_only: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """``pcm_only``: stop before decoding when the stream is not PCM (the caller opens it again as usual)."""
     import av  # the worker's own import: the parent never loads libav 8 beside the ffmpeg program's
     import av.logging  # with av: only in the worker
 
     av.logging.set_level(av.logging.WARNING)  # what Capture sees: errors, and "Estimating duration from bitrate"
+    # Every line, each time: PyAV holds back a line that repeats the one before it (and says so with
+    # the next different one), so a file opened twice, or one after another with the same warning,
+    # lost its lines to the next file's facts — and with them its truncation check.
+    av.logging.set_skip_repeated(False)
     facts: dict[str, Any] = {"errors": [], "warnings": []}
     options = {"protocol_whitelist": "file", "format_whitelist": os.environ[ALLOWED_DEMUXERS_ENV], **extra}  # serve checked it is set
     chunks: list[bytes] = []
@@ -82,6 +87,8 @@ def _decode(url: str, extra: dict[str, str]) -> tuple[dict[str, Any], bytes | No
                     return facts, None
                 stream = container.streams.audio[0]
                 facts["codec"] = stream.codec_context.name
+                if pcm_only and not facts["codec"].startswith("pcm_"):
+                    return facts, None
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
                 for frame in container.decode(stream):
                     chunks.extend(_samples(f) for f in resampler.resample(frame))
