@@ -23,7 +23,7 @@ from carevoice.errors import AudioDecodeError, IncompleteFileError
 from carevoice.results import FileStatus
 from carevoice.run.audio import Ffmpeg, decode_audio, ffmpeg_version, stop_all_decodes
 from carevoice.run.claims import claims_for
-from carevoice.run.decode_pool import WORKER_ARGV, DecodePool, program_needed
+from carevoice.run.decode_pool import WORKER_ARGV, Decoded, DecodePool, program_needed
 from carevoice.run.discovery import find_jobs
 from carevoice.run.pipeline import Transcriber, decoder_for
 from carevoice.run.pyav_worker import ALLOWED_DEMUXERS_ENV, LENGTH
@@ -179,19 +179,25 @@ def counted_workers(log: Path) -> tuple[str, ...]:
     return (*MISBEHAVING_WORKER_ARGV[:-1], f"open({str(log)!r}, 'a').write('started\\n'); " + MISBEHAVING_WORKER_ARGV[-1])
 
 
+def decode_beside_a_slow_one(pool: DecodePool, data_dir: Path, tmp_path: Path) -> Decoded:
+    """JFK decoded while another thread's decode takes half a second more in its worker; both done."""
+    slow = tmp_path / "slow.wav"
+    shutil.copy(data_dir / JFK, slow)
+    first = threading.Thread(target=pool.decode, args=(slow,))
+    first.start()
+    wait_for_a_worker(pool)
+    decoded = pool.decode(data_dir / JFK)
+    first.join(DEADLINE_S)
+    return decoded
+
+
 def test_a_pool_of_one_worker_makes_a_second_thread_wait_for_it(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
     """Beside an engine on the CPU one worker is plenty: a second thread borrows it when it is given back
     (before: a second worker, ~45 MB more, for a decode of milliseconds)."""
     starts = tmp_path / "starts"
     pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=DEADLINE_S)
-    slow = tmp_path / "slow.wav"
-    shutil.copy(data_dir / JFK, slow)
-    first = threading.Thread(target=pool.decode, args=(slow,))
     try:
-        first.start()
-        wait_for_a_worker(pool)
-        decoded = pool.decode(data_dir / JFK)  # while the first is busy for half a second
-        first.join(DEADLINE_S)
+        decoded = decode_beside_a_slow_one(pool, data_dir, tmp_path)
         assert starts.read_text().count("started") == 1
         assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
     finally:
@@ -220,14 +226,8 @@ def test_a_pool_at_its_most_starts_one_more_while_its_worker_hangs_and_keeps_it_
 def test_the_worker_started_past_its_most_ends_once_the_slow_one_is_back(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=0.05)
-    slow = tmp_path / "slow.wav"
-    shutil.copy(data_dir / JFK, slow)
-    first = threading.Thread(target=pool.decode, args=(slow,))
     try:
-        first.start()
-        wait_for_a_worker(pool)
-        pool.decode(data_dir / JFK)  # waits 0.05 s of the slow one's 0.5 s, then starts one more
-        first.join(DEADLINE_S)
+        decode_beside_a_slow_one(pool, data_dir, tmp_path)  # waits 0.05 s of the slow one's 0.5 s, then starts one more
         assert starts.read_text().count("started") == 2
         assert len(pool.worker_pids) == 1  # both back: one stays
     finally:
