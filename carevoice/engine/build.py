@@ -116,10 +116,10 @@ def engine_build(device: str, compute_type: str, gpu_name: str | None = None) ->
 
 
 def blas_threads(env: Mapping[str, str], usable_cpus: int) -> int:
-    """How many threads numpy's OpenBLAS splits a matrix product over: OPENBLAS_NUM_THREADS, else
-    OMP_NUM_THREADS (the CLI sets 2: engine/cpus.py), else one per usable CPU. The log-mel features are such a product, and their
-    last bits — and so, now and then, a word — change with it (1 thread against 2 changed 25 of
-    45 corpus transcripts: benchmarks/README.md)."""
+    """How many threads numpy's OpenBLAS splits a matrix product over: OPENBLAS_NUM_THREADS (the CLI
+    sets 2: engine/cpus.py), else OMP_NUM_THREADS, else one per usable CPU; never more than the usable
+    CPUs. The log-mel features are such a product, and their last bits — and so, now and then, a word —
+    change with it (1 thread against 2 changed 25 of 45 corpus transcripts: benchmarks/README.md)."""
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = env.get(name, "").split(",")[0].strip()
         if value.isdigit() and int(value) > 0:

@@ -28,7 +28,7 @@ import ffmpeg  # ffmpeg-python: builds the argument list; we run it ourselves
 import numpy as np
 
 from carevoice.errors import AudioDecodeError, IncompleteFileError, SetupError
-from carevoice.run.signatures import not_a_recording, read_head, starts_like_mp4
+from carevoice.run.signatures import not_a_recording, read_head, starts_like_mp4, starts_like_wav
 from carevoice.settings import SAMPLE_RATE_HZ
 
 BYTES_PER_SAMPLE = 4  # float32
@@ -193,7 +193,7 @@ def wav_stated_end(head: bytes) -> tuple[int, int] | None:
     """Where a RIFF/WAVE header says its audio ends (bytes from the file's start), and its bytes per
     second; None when ``head`` (the file's first bytes) is no such header or states no length: a
     streaming recorder (``ffmpeg -f wav pipe:``) writes 0 or 0xFFFFFFFF, as it cannot go back."""
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    if not starts_like_wav(head):
         return None
     position, byte_rate = 12, 0
     while position + 8 <= len(head):

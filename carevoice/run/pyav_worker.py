@@ -14,6 +14,7 @@ and worker are one machine). The worker ends at end of input, or when its parent
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -21,8 +22,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from carevoice.run.signatures import read_head, starts_like_wav
 from carevoice.settings import SAMPLE_RATE_HZ
 
 ALLOWED_DEMUXERS_ENV = "CAREVOICE_ALLOWED_DEMUXERS"  # the parent passes audio.ALLOWED_DEMUXERS: one list, in one place
@@ -31,7 +34,7 @@ LENGTH = struct.Struct("<I")
 FLOAT32 = 4  # bytes a sample
 # A WAV file's stream is all in its header; libav's stream analysis would read up to 5 s of PCM more
 # (3.5 ms of a 7 s clip's 5 ms), for nothing. What is not PCM after all is opened again as usual.
-WAV_MAGIC = (b"RIFF", b"WAVE")
+WAV_MAGIC_BYTES = 12  # "RIFF", its size, "WAVE"
 HEADER_ONLY = {"probesize": "32"}
 
 Decode = Callable[[bytes], tuple[dict[str, Any], bytes | None]]
@@ -44,24 +47,16 @@ def decode_file(path: bytes) -> tuple[dict[str, Any], bytes | None]:
     ffmpeg program). No numpy here: a worker holds libav and little else."""
     name = os.path.abspath(os.fsdecode(path))
     url = "file:" + name
-    if _is_wav(name):
+    if starts_like_wav(read_head(Path(name), WAV_MAGIC_BYTES)):  # unreadable: libav says what is wrong with it
         facts, samples = _decode(url, HEADER_ONLY, pcm_only=True)
         if facts.get("codec", "").startswith("pcm_"):
             return facts, samples
     return _decode(url, {})
 
 
-def _is_wav(path: str) -> bool:
-    try:
-        with open(path, "rb") as head:
-            magic = head.read(12)
-    except OSError:
-        return False  # libav says what is wrong with it
-    return (magic[:4], magic[8:12]) == WAV_MAGIC
-
-
-def _decode(url: str, extra: dict[str, str], pcm_only: bool = False) -> tuple[dict[str, Any], bytes | None]:
-    """``pcm_only``: stop before decoding when the stream is not PCM (the caller opens it again as usual)."""
+@functools.cache
+def _libav() -> Any:
+    """PyAV, its log set up once for the worker's life."""
     import av  # the worker's own import: the parent never loads libav 8 beside the ffmpeg program's
     import av.logging  # with av: only in the worker
 
@@ -70,6 +65,12 @@ def _decode(url: str, extra: dict[str, str], pcm_only: bool = False) -> tuple[di
     # the next different one), so a file opened twice, or one after another with the same warning,
     # lost its lines to the next file's facts — and with them its truncation check.
     av.logging.set_skip_repeated(False)
+    return av
+
+
+def _decode(url: str, extra: dict[str, str], pcm_only: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """``pcm_only``: stop before decoding when the stream is not PCM (the caller opens it again as usual)."""
+    av = _libav()
     facts: dict[str, Any] = {"errors": [], "warnings": []}
     options = {"protocol_whitelist": "file", "format_whitelist": os.environ[ALLOWED_DEMUXERS_ENV], **extra}  # serve checked it is set
     chunks: list[bytes] = []
@@ -112,8 +113,7 @@ def _samples(frame: Any) -> bytes:
 
 def library_version() -> str:
     """Which decoder this worker is: ``FFmpeg 8.1.2 (PyAV 18.1.0)``."""
-    import av  # as in decode_file
-
+    av = _libav()
     return f"FFmpeg {getattr(av, 'ffmpeg_version_info', 'unknown')} (PyAV {av.__version__})"
 
 

@@ -72,6 +72,11 @@ def starts_like_mp4(head: bytes) -> bool:
     return head[4:8] in MP4_FIRST_BOXES and not (head[4:8] == b"ftyp" and head[8:12] in _PICTURE_BRANDS)
 
 
+def starts_like_wav(head: bytes) -> bool:
+    """Whether the bytes start as a RIFF/WAVE file does."""
+    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
 def not_a_recording(head: bytes) -> str | None:
     """What a file whose first bytes are ``head`` is when it is surely no recording (``a PDF
     document``, ``a web page``, ``a text file``); None when it may be one."""
