@@ -40,8 +40,8 @@ Messages are CTranslate2's own (src/cuda/utils.h, src/cuda/cublas_stub.cc, src/t
 
 ``MISBEHAVING_WORKER_ARGV`` starts a decode worker (carevoice.run.pyav_worker) whose decode
 (``misbehaving_decode``) hangs on a file whose name holds ``hang``, ends its process on ``exit`` and
-crashes it with a segmentation fault on ``segv``, takes half a second more on ``slow``; it decodes every other
-file for real.
+crashes it with a segmentation fault on ``segv``, holds it on ``held`` until the test makes the file's
+``.go`` sibling; it decodes every other file for real.
 
 ``nfs_flock`` is ``fcntl.flock`` as a Linux NFS client runs it (CIFS too, since Linux 5.5): a POSIX
 lock on the whole file. Install it where carevoice.run.locks sees ``fcntl.flock`` (monkeypatch).
@@ -505,8 +505,10 @@ def misbehaving_decode(path: bytes) -> tuple[dict[str, Any], bytes | None]:
     name = os.path.basename(path)
     if b"hang" in name:
         time.sleep(3600)
-    if b"slow" in name:
-        time.sleep(0.5)
+    if b"held" in name:  # until the test makes "<path>.go" (a minute at most)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path + b".go") and time.monotonic() < deadline:
+            time.sleep(0.01)
     if b"exit" in name:
         os._exit(3)
     if b"segv" in name:

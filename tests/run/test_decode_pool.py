@@ -4,6 +4,7 @@ only its file."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -179,15 +180,24 @@ def counted_workers(log: Path) -> tuple[str, ...]:
     return (*MISBEHAVING_WORKER_ARGV[:-1], f"open({str(log)!r}, 'a').write('started\\n'); " + MISBEHAVING_WORKER_ARGV[-1])
 
 
-def decode_beside_a_slow_one(pool: DecodePool, data_dir: Path, tmp_path: Path) -> Decoded:
-    """JFK decoded while another thread's decode takes half a second more in its worker; both done."""
-    slow = tmp_path / "slow.wav"
-    shutil.copy(data_dir / JFK, slow)
-    first = threading.Thread(target=pool.decode, args=(slow,))
+def decode_beside_a_held_one(pool: DecodePool, data_dir: Path, tmp_path: Path, release_after_s: float | None) -> Decoded:
+    """JFK decoded while another thread's decode is held in its worker, both done. The held one is let go
+    ``release_after_s`` into JFK's decode, or (None) once JFK's decode is over."""
+    held = tmp_path / "held.wav"
+    shutil.copy(data_dir / JFK, held)
+    release = functools.partial((tmp_path / "held.wav.go").touch)
+    first = threading.Thread(target=pool.decode, args=(held,))
     first.start()
     wait_for_a_worker(pool)
+    timer = None if release_after_s is None else threading.Timer(release_after_s, release)
+    if timer is not None:
+        timer.start()
     decoded = pool.decode(data_dir / JFK)
+    release()
+    if timer is not None:
+        timer.join()
     first.join(DEADLINE_S)
+    assert not first.is_alive()
     return decoded
 
 
@@ -197,7 +207,7 @@ def test_a_pool_of_one_worker_makes_a_second_thread_wait_for_it(ffmpeg_bin: Ffmp
     starts = tmp_path / "starts"
     pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=DEADLINE_S)
     try:
-        decoded = decode_beside_a_slow_one(pool, data_dir, tmp_path)
+        decoded = decode_beside_a_held_one(pool, data_dir, tmp_path, release_after_s=0.5)  # waits for the held one, whenever it is let go
         assert starts.read_text().count("started") == 1
         assert decoded.samples.tobytes() == decode_audio(data_dir / JFK, ffmpeg_bin).tobytes()
     finally:
@@ -223,11 +233,11 @@ def test_a_pool_at_its_most_starts_one_more_while_its_worker_hangs_and_keeps_it_
     assert failures == ["decoding was stopped — check that the file is a playable recording"]
 
 
-def test_the_worker_started_past_its_most_ends_once_the_slow_one_is_back(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
+def test_the_worker_started_past_its_most_ends_once_the_held_one_is_back(ffmpeg_bin: Ffmpeg, data_dir: Path, tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     pool = DecodePool(ffmpeg_bin, worker_argv=counted_workers(starts), most=1, wait_s=0.05)
     try:
-        decode_beside_a_slow_one(pool, data_dir, tmp_path)  # waits 0.05 s of the slow one's 0.5 s, then starts one more
+        decode_beside_a_held_one(pool, data_dir, tmp_path, release_after_s=None)  # waits 0.05 s, then starts one more
         assert starts.read_text().count("started") == 2
         assert len(pool.worker_pids) == 1  # both back: one stays
     finally:
